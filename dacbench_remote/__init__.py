@@ -1,0 +1,36 @@
+"""dacbench-remote: DACBench benchmarks and gymnasium envs in rootless containers, as local envs.
+
+The names users import live here. They load lazily, because the server imports this package
+inside minimal images that have neither the runner's nor the CLI's dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "RemoteRunner": "runner",
+    "EpisodeResult": "runner",
+    "RemoteEnvironmentClient": "client",
+    "ServerConnection": "client",
+    "RandomAgent": "agents",
+    "StaticAgent": "agents",
+    "make_agent": "agents",
+}
+_ERRORS = [
+    "DacbenchRemoteError", "RemoteError", "UnknownBenchmark", "BadConfig", "ServerCrashed",
+    "StartupTimeout", "CallTimeout", "VersionMismatch", "RuntimeUnavailable", "ImageError",
+    "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError", "RecipeError",
+    "BuildError",
+]
+_EXPORTS.update({name: "errors" for name in _ERRORS})
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dacbench_remote' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,0 +1,401 @@
+"""The process inside the container: hosts benchmarks and environments for remote clients.
+
+Run as `python -m dacbench_remote.server --socket PATH`. Control calls (create, spaces, render,
+close) arrive through Pyro5 on PATH; reset/step arrive as frames on PATH + ".data". It imports
+only the codec, Pyro5 and what the benchmarks need, because it runs inside minimal images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+import uuid
+from typing import Any
+
+import Pyro5.api
+import Pyro5.server
+
+from . import __version__, codec
+from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID, ChannelClosed, recv_frame, send_frame
+
+Pyro5.api.config.SERIALIZER = "json"
+# Control calls are few; a handful of threads serve several clients.
+Pyro5.api.config.THREADPOOL_SIZE_MIN = 2
+
+class UserFacingError(Exception):
+    """A problem with what the client asked for; `kind` maps to the host-side exception."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def error_payload(exc: BaseException, kind: str = "remote") -> dict:
+    """What the client needs to re-raise `exc`: its kind, type, message and traceback."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return {
+        "kind": getattr(exc, "kind", kind),
+        "type": name,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating environments from a benchmark description
+
+
+def create_env(target: str, config: Any = None, kwargs: dict | None = None):
+    """Build the env named by `target`: a DACBench benchmark name, `gymnasium:ID`, or `module:attr`."""
+    kwargs = dict(kwargs or {})
+    if target.startswith("gymnasium:"):
+        return _make_gymnasium(target.partition(":")[2], kwargs)
+    if ":" in target:
+        obj = _import_target(target)
+        if isinstance(obj, type) and hasattr(obj, "get_environment"):
+            return _from_benchmark_class(obj, config)
+        if not callable(obj):
+            raise UserFacingError("unknown_benchmark", f"{target} is not callable")
+        try:
+            return obj(**kwargs) if config is None else obj(config, **kwargs)
+        except TypeError as exc:
+            raise UserFacingError("bad_config", f"{target}(...) rejected its arguments: {exc}") from exc
+    return _from_benchmark_class(_dacbench_class(target), config)
+
+
+def _make_gymnasium(env_id: str, kwargs: dict):
+    import gymnasium
+
+    try:
+        gymnasium.spec(env_id)
+    except gymnasium.error.Error as exc:
+        raise UserFacingError(
+            "unknown_benchmark", f"gymnasium has no environment {env_id!r}: {exc}"
+        ) from exc
+    try:
+        return gymnasium.make(env_id, **kwargs)
+    except TypeError as exc:
+        raise UserFacingError("bad_config", f"gymnasium:{env_id} rejected {kwargs}: {exc}") from exc
+
+
+def _import_target(target: str):
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UserFacingError(
+                "unknown_benchmark",
+                f"cannot import {module_name!r} for benchmark {target!r} in this "
+                f"interpreter/image ({sys.executable}): {exc}",
+            ) from exc
+        raise
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise UserFacingError(
+            "unknown_benchmark", f"module {module_name!r} has no attribute {attr!r}"
+        ) from exc
+
+
+def _dacbench_class(name: str):
+    try:
+        import dacbench.benchmarks as benchmarks
+    except ModuleNotFoundError as exc:
+        raise UserFacingError(
+            "unknown_benchmark",
+            f"DACBench is not installed where the server runs ({sys.executable}), so benchmark "
+            f"{name!r} does not exist here; use an image that contains it",
+        ) from exc
+    available = sorted(n for n in benchmarks.__all__ if n.endswith("Benchmark"))
+    wanted = {name.lower(), name.lower() + "benchmark"}
+    for candidate in available:
+        if candidate.lower() in wanted:
+            return getattr(benchmarks, candidate)
+    names = ", ".join(n.removesuffix("Benchmark") for n in available)
+    raise UserFacingError(
+        "unknown_benchmark", f"unknown DACBench benchmark {name!r}; available here: {names}"
+    )
+
+
+def _from_benchmark_class(cls, config):
+    """DACBench: no config → defaults; a dict or JSON text → `from_json` (missing keys default)."""
+    try:
+        if config is None:
+            benchmark = cls()
+        else:
+            text = config if isinstance(config, str) else json.dumps(config)
+            benchmark = cls.from_json(text)
+        return benchmark.get_environment()
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if config is None:
+            raise
+        raise UserFacingError(
+            "bad_config", f"{cls.__name__} rejected its config: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Pyro5 objects
+
+
+@Pyro5.api.expose
+class RemoteEnvironmentServer:
+    """One environment: control calls via Pyro5 here, reset/step via `handle` on the data channel."""
+
+    def __init__(self, env_id: str, env):
+        self.env_id = env_id
+        self.env = env
+        # Pyro5's thread pool and the data channel thread may both touch the env.
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def info(self) -> dict:
+        """Spaces, metadata, render mode and spec, encoded for the wire."""
+        with self.lock:
+            spec = getattr(self.env, "spec", None)
+            try:
+                spec_json = spec.to_json() if spec is not None else None
+            except Exception:  # specs holding non-JSON kwargs cannot travel; the client gets None
+                spec_json = None
+            return _ok(
+                {
+                    "observation_space": self.env.observation_space,
+                    "action_space": self.env.action_space,
+                    "metadata": dict(getattr(self.env, "metadata", {}) or {}),
+                    "render_mode": getattr(self.env, "render_mode", None),
+                    "spec": spec_json,
+                }
+            )
+
+    def render(self) -> dict:
+        return self._call(self.env.render)
+
+    def close(self) -> dict:
+        with self.lock:
+            if self.closed:
+                return _ok(None)
+            self.closed = True
+        return self._call(self.env.close)
+
+    def _call(self, function, *args):
+        try:
+            with self.lock:
+                return _ok(function(*args))
+        except Exception as exc:
+            return {"ok": False, "error": error_payload(exc)}
+
+    # Data channel: one request frame in, one reply frame out.
+    def handle(self, request: list) -> list:
+        op = request[0]
+        try:
+            with self.lock:
+                if self.closed:
+                    raise UserFacingError("closed", f"environment {self.env_id} is closed")
+                if op == "step":
+                    return [True, self.env.step(request[1])]
+                if op == "reset":
+                    return [True, self.env.reset(seed=request[1], options=request[2])]
+            raise UserFacingError("protocol", f"unknown data-channel operation {op!r}")
+        except Exception as exc:
+            return [False, error_payload(exc)]
+
+
+@Pyro5.api.expose
+class RemoteRunnerServer:
+    """Creates, lists and closes environments; answers the version handshake."""
+
+    def __init__(self, daemon: Pyro5.server.Daemon, on_shutdown):
+        self.daemon = daemon
+        self.environments: dict[str, RemoteEnvironmentServer] = {}
+        self._on_shutdown = on_shutdown
+
+    def hello(self, client_wire_version: int) -> dict:
+        """Version handshake; a client of another wire version gets an error naming both."""
+        facts = {
+            "wire_version": codec.WIRE_VERSION,
+            "server_version": __version__,
+            "python": sys.version.split()[0],
+            "pid": os.getpid(),
+        }
+        if client_wire_version != codec.WIRE_VERSION:
+            message = (
+                f"wire format mismatch: client speaks version {client_wire_version}, server "
+                f"(dacbench-remote {__version__}) speaks version {codec.WIRE_VERSION}; use "
+                "matching dacbench-remote versions on the host and in the image"
+            )
+            return {"ok": False, "error": {**facts, "kind": "version", "type": "VersionMismatch",
+                                           "message": message, "traceback": ""}}
+        return _ok(facts)
+
+    def make_env(self, target: str, config_tree: Any = None, kwargs_tree: Any = None) -> dict:
+        """Create an environment; returns its id and Pyro5 URI."""
+        try:
+            config = codec.decode(config_tree)
+            kwargs = codec.decode(kwargs_tree) or {}
+            env = create_env(target, config, kwargs)
+        except UserFacingError as exc:
+            return {"ok": False, "error": error_payload(exc, exc.kind)}
+        except Exception as exc:
+            return {"ok": False, "error": error_payload(exc)}
+        env_id = uuid.uuid4().hex[:12]
+        server = RemoteEnvironmentServer(env_id, env)
+        uri = self.daemon.register(server, objectId=f"env.{env_id}")
+        self.environments[env_id] = server
+        return {"ok": True, "value": {"env_id": env_id, "uri": str(uri)}}
+
+    def close_env(self, env_id: str) -> dict:
+        server = self.environments.pop(env_id, None)
+        if server is None:
+            return _ok(None)
+        self.daemon.unregister(server)
+        return server.close()
+
+    def list_envs(self) -> list[str]:
+        return list(self.environments)
+
+    def shutdown(self) -> None:
+        """Stop serving; the process exits shortly after answering."""
+        threading.Thread(target=self._on_shutdown, daemon=True).start()
+
+
+def _ok(value) -> dict:
+    return {"ok": True, "value": codec.encode(value)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The data channel
+
+
+class DataChannelServer:
+    """Accepts data connections; each starts with `{"env": id}` and then carries reset/step."""
+
+    def __init__(self, path: str, runner: RemoteRunnerServer):
+        self.path = path
+        self.runner = runner
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        os.chmod(path, 0o600)
+        self.listener.listen(16)
+
+    def serve_forever(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # listener closed: shutting down
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                hello = codec.decode_message(recv_frame(connection))
+                server = self.runner.environments.get(hello.get("env"))
+                if server is None:
+                    send_frame(connection, codec.encode_message(
+                        [False, {"kind": "protocol", "type": "KeyError", "traceback": "",
+                                 "message": f"no environment {hello.get('env')!r} on this server"}]))
+                    return
+                send_frame(connection, codec.encode_message([True, None]))
+                while True:
+                    request = codec.decode_message(recv_frame(connection))
+                    reply = server.handle(request)
+                    try:
+                        body = codec.encode_message(reply)
+                    except TypeError as exc:  # the env returned something that cannot cross
+                        body = codec.encode_message([False, error_payload(exc, "encode")])
+                    send_frame(connection, body)
+            except (ChannelClosed, ConnectionError):
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Process entry point
+
+
+def serve(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
+    """Serve until shutdown(), SIGTERM/SIGINT, or (optionally) until stdin closes."""
+    data_path = socket_path + DATA_SUFFIX
+    for path in (socket_path, data_path):
+        if os.path.exists(path):
+            os.unlink(path)  # a stale socket from a crashed server at our own private path
+    daemon = Pyro5.server.Daemon(unixsocket=socket_path)
+    os.chmod(socket_path, 0o600)
+    done = threading.Event()
+
+    runner = RemoteRunnerServer(daemon, done.set)
+    daemon.register(runner, objectId=RUNNER_OBJECT_ID)
+    data = DataChannelServer(data_path, runner)
+    threading.Thread(target=data.serve_forever, daemon=True, name="data-channel").start()
+    threading.Thread(target=daemon.requestLoop, args=(lambda: not done.is_set(),), daemon=True,
+                     name="pyro5").start()
+    if exit_on_stdin_close:
+        threading.Thread(target=_wait_for_stdin_close, args=(done,), daemon=True).start()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"dacbench-remote server {__version__} (wire {codec.WIRE_VERSION}) listening on "
+          f"{socket_path}", file=sys.stderr, flush=True)
+    while not done.wait(0.5):
+        pass
+    _shutdown(daemon, data, runner, (socket_path, data_path))
+
+
+def _wait_for_stdin_close(done: threading.Event) -> None:
+    """The host holds our stdin open; EOF means it is gone (even after kill -9), so we exit."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    done.set()
+
+
+def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer, paths) -> None:
+    data.close()
+    for env_id in list(runner.environments):
+        try:
+            runner.close_env(env_id)
+        except Exception as exc:  # one env failing to close must not keep the others alive
+            print(f"closing environment {env_id} failed: {exc}", file=sys.stderr)
+    daemon.shutdown()
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    sys.stderr.flush()
+    # Env libraries may leave non-daemon threads behind; they must not keep the server alive.
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m dacbench_remote.server",
+        description="Serve benchmarks and environments to dacbench-remote clients over a UNIX "
+        "socket (control on PATH, reset/step frames on PATH.data).",
+    )
+    parser.add_argument("--socket", required=True, help="path of the control socket to create")
+    parser.add_argument(
+        "--exit-on-stdin-close",
+        action="store_true",
+        help="exit when standard input reaches EOF (the host's lifeline; set by the runtimes)",
+    )
+    args = parser.parse_args(argv)
+    serve(args.socket, exit_on_stdin_close=args.exit_on_stdin_close)
+
+
+if __name__ == "__main__":
+    main()

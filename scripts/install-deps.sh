@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install what dacbench-remote needs on Debian/Ubuntu: system tools, then a project venv (.venv).
+#
+#   bash scripts/install-deps.sh          # runtime: bubblewrap, squashfs tools, image builder
+#   bash scripts/install-deps.sh --test   # + what the test suite needs (Slurm, DACBench to compare)
+#
+# Idempotent and quick when everything is there. Uses the system's configured apt and pip
+# mirrors. Needs root (or sudo) for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+apt_packages=(python3 python3-venv bubblewrap squashfs-tools squashfuse fuse3 siftool mmdebstrap
+              uidmap ca-certificates)
+[ "$want_tests" = 1 ] && apt_packages+=(slurm-wlm munge util-linux passwd procps)
+
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing system packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $($python --version)" >&2
+  "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+extras="slurm"
+[ "$want_tests" = 1 ] && extras="slurm,test"
+"${pip[@]}" -e ".[$extras]"
+if [ "$want_tests" = 1 ]; then
+  # DACBench 0.5.6 in-process, to compare remote trajectories against. Its declared dependencies
+  # pull in jupyter, torch-free but heavy stacks; these are the ones its light benchmarks import.
+  "${pip[@]}" --no-deps dacbench==0.5.6
+  "${pip[@]}" pandas ConfigSpace scipy typing_extensions more_itertools matplotlib seaborn ioh
+fi
+echo "dependencies ready: .venv/bin/dacbench-remote" >&2

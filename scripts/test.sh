@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole test suite (installs what it needs first; see scripts/install-deps.sh).
+#   bash scripts/test.sh [pytest args]      e.g. bash scripts/test.sh -m integration
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh --test
+exec .venv/bin/python -m pytest -ra "$@"
