@@ -85,7 +85,7 @@ class ServerConnection:
                 reply = getattr(proxy, method)(*args)
         except Pyro5.errors.TimeoutError as exc:
             raise CallTimeout(
-                f"{method}() got no answer within {self.timeout:.0f} s from the server at "
+                f"{method}() got no answer within {self.timeout:g} s from the server at "
                 f"{self.socket_path}; raise call_timeout if the benchmark is this slow"
             ) from exc
         except (Pyro5.errors.CommunicationError, OSError) as exc:
@@ -173,10 +173,11 @@ class RemoteEnvironmentClient(gymnasium.Env):
         self._closed = True
         self._data.close()
         try:
-            self.connection.call(self._control, "close")
-            self.connection.close_env(self.env_id)
-        except ServerCrashed:
-            pass  # nothing left to close on a server that is gone
+            # A crashed server has nothing left to close; a timed-out env is still stuck in its
+            # call and would only time out again: the runner stops such a server instead.
+            if self._broken is None:
+                self.connection.call(self._control, "close")
+                self.connection.close_env(self.env_id)
         finally:
             with self.connection._lock:
                 self._control._pyroClaimOwnership()
@@ -196,7 +197,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
         except TimeoutError as exc:
             # The reply may still come later and would desynchronise the stream: stop here.
             self._broken = CallTimeout(
-                f"{request[0]}() got no answer within {self.connection.timeout:.0f} s; the "
+                f"{request[0]}() got no answer within {self.connection.timeout:g} s; the "
                 "environment is unusable now (raise call_timeout if the benchmark is this slow)"
             )
             raise self._broken from exc

@@ -132,10 +132,12 @@ class RemoteRunner:
     def _make_runtime(self) -> Runtime:
         if isinstance(self.runtime_spec, Runtime):
             return self.runtime_spec
+        if self.runtime_spec == "local":
+            from .runtimes.local import LocalRuntime
+
+            return LocalRuntime(python=self.python, env=self.env)
         from .runtimes import make_runtime
 
-        if self.runtime_spec == "local":
-            return make_runtime("local", python=self.python, env=self.env)
         image = self.image or self._resolve_image()
         return make_runtime(self.runtime_spec, image=image, binds=self.binds, env=self.env,
                             gpu=self.gpu)
@@ -196,16 +198,21 @@ class RemoteRunner:
         self._environments.append(environment)
         return environment
 
-    def provenance(self, seed: int, run_id: str) -> dict:
+    def provenance(self, seed: int, run_id: str, agent: str) -> dict:
         """What a results line records so that the run can be repeated exactly."""
         runtime = self.runtime.describe() if self.runtime else {"runtime": str(self.runtime_spec)}
+        image = self.image_provenance
         return {
             "run_id": run_id,
             "benchmark": self.benchmark,
             "config": self.config,
             "kwargs": self.kwargs or None,
-            "experiment": self.image_provenance.get("experiment", self.experiment),
-            "image_sha256": self.image_provenance.get("sha256"),
+            "agent": agent,
+            "experiment": image.get("experiment", self.experiment),
+            "image": image.get("image"),
+            "image_sha256": image.get("sha256"),
+            "image_origin": image.get("origin"),
+            "dacbench": image.get("dacbench"),
             **runtime,
             "dacbench_remote_version": __version__,
             "base_seed": seed,
@@ -221,9 +228,10 @@ class RemoteRunner:
         if number_of_episodes < 1:
             raise DacbenchRemoteError(f"number_of_episodes must be at least 1, got {number_of_episodes}")
         environment = self.get_environment()
+        agent_name = agent if isinstance(agent, str) else _qualified_name(agent)
         if isinstance(agent, str):
             agent = make_agent(agent, environment, seed)
-        provenance = self.provenance(seed, uuid.uuid4().hex[:12])
+        provenance = self.provenance(seed, uuid.uuid4().hex[:12], agent_name)
         results = []
         for episode in range(number_of_episodes):
             result = run_episode(environment, agent, episode, seed + episode)
@@ -263,6 +271,11 @@ def append_jsonl(path: Path, record: dict) -> None:
             raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
     finally:
         os.close(fd)
+
+
+def _qualified_name(agent: Any) -> str:
+    cls = type(agent)
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@ only the codec, Pyro5 and what the benchmarks need, because it runs inside minim
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -372,10 +373,8 @@ def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer, paths
             print(f"closing environment {env_id} failed: {exc}", file=sys.stderr)
     daemon.shutdown()
     for path in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
     sys.stderr.flush()
     # Env libraries may leave non-daemon threads behind; they must not keep the server alive.
     os._exit(0)

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_USER = "dacbr-test"
 SHARED_DIR = Path("/var/tmp/dacbench-remote-tests")
 # What the unprivileged user's host side needs (the benchmarks themselves live in images).
-USER_VENV_PACKAGES = ["numpy", "gymnasium", "Pyro5", "requests", "spython", "filelock"]
+USER_VENV_PACKAGES = ["numpy", "gymnasium", "Pyro5", "requests", "spython", "setuptools>=64"]
 
 
 def _source_digest() -> str:

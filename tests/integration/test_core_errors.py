@@ -22,8 +22,8 @@ from dacbench_remote import (
     StartupTimeout,
     UnknownBenchmark,
     VersionMismatch,
+    codec,
 )
-from dacbench_remote import codec
 from dacbench_remote.runtimes.base import Runtime
 from dacbench_remote.runtimes.local import LocalRuntime
 

@@ -1,0 +1,174 @@
+"""The user's settings: one TOML file, overridden by env vars, remembering where each came from."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+CONFIG_ENV = "DACBENCH_REMOTE_CONFIG"
+CACHE_ENV = "DACBENCH_REMOTE_CACHE"
+CATALOG_ENV = "DACBENCH_REMOTE_CATALOG"
+RUNTIME_ENV = "DACBENCH_REMOTE_RUNTIME"
+
+# "auto" lets the runner pick the best runtime available on this machine.
+KNOWN_RUNTIMES = ("auto", "apptainer", "bwrap", "local")
+KEYS = ("cache_dir", "catalog_dirs", "default_runtime", "binds", "env")
+
+
+@dataclass
+class Config:
+    """Resolved settings; `source[key]` tells where each value came from (printed by `config`)."""
+
+    path: Path
+    cache_dir: Path
+    catalog_dirs: list[Path] = field(default_factory=list)
+    default_runtime: str = "auto"
+    binds: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Human-readable listing of every setting, its value and its origin."""
+        values = {
+            "cache_dir": str(self.cache_dir),
+            "catalog_dirs": os.pathsep.join(str(p) for p in self.catalog_dirs) or "(none)",
+            "default_runtime": self.default_runtime,
+            "binds": ", ".join(self.binds) or "(none)",
+            "env": ", ".join(f"{k}={v}" for k, v in self.env.items()) or "(none)",
+        }
+        exists = "" if self.path.is_file() else " (does not exist; defaults apply)"
+        lines = [f"config file: {self.path}{exists}"]
+        lines += [f"{key} = {values[key]}    [{self.source[key]}]" for key in KEYS]
+        return "\n".join(lines)
+
+
+def _home_dir(environ: Mapping[str, str], xdg_var: str, fallback: str) -> Path:
+    value = environ.get(xdg_var, "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(environ.get("HOME") or Path.home()) / fallback
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the config file is read from: $DACBENCH_REMOTE_CONFIG, else the XDG config dir."""
+    environ = os.environ if environ is None else environ
+    override = environ.get(CONFIG_ENV, "")
+    if override:
+        return Path(override).expanduser()
+    return _home_dir(environ, "XDG_CONFIG_HOME", ".config") / "dacbench-remote" / "config.toml"
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The image cache if nothing is configured: $XDG_CACHE_HOME/dacbench-remote or ~/.cache/..."""
+    environ = os.environ if environ is None else environ
+    return _home_dir(environ, "XDG_CACHE_HOME", ".cache") / "dacbench-remote"
+
+
+def _path_value(file: Path, key: str, value: Any) -> Path:
+    if not isinstance(value, str) or not value:
+        raise BadConfig(f"{file}: `{key}` must be a non-empty string path, got {value!r}")
+    path = Path(value).expanduser()
+    # Relative paths in the file mean "next to the config file", not "wherever I ran from".
+    return path if path.is_absolute() else file.parent / path
+
+
+def _string_list(file: Path, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadConfig(f"{file}: `{key}` must be a list of non-empty strings, got {value!r}")
+    return list(value)
+
+
+def _runtime(where: str, value: Any) -> str:
+    if value not in KNOWN_RUNTIMES:
+        raise BadConfig(
+            f"{where} = {value!r} is not a runtime; choose one of {', '.join(KNOWN_RUNTIMES)}"
+        )
+    return value
+
+
+def _env_table(file: Path, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise BadConfig(f"{file}: `env` must be a table of NAME = \"value\", got {value!r}")
+    env: dict[str, str] = {}
+    for name, item in value.items():
+        # bool is an int subclass, but `true` has no obvious spelling as an env value.
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise BadConfig(f"{file}: `env.{name}` must be a string or number, got {item!r}")
+        env[name] = str(item)
+    return env
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadConfig(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise BadConfig(f"{path}: cannot read config file: {exc.strerror}") from exc
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise BadConfig(
+            f"{path}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(KEYS)}"
+        )
+    return data
+
+
+def load_config(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read the config file (if any), apply env overrides; BadConfig names file, key, problem."""
+    environ = os.environ if environ is None else environ
+    # A path the user named (argument or $DACBENCH_REMOTE_CONFIG) must exist; the default may not.
+    explicit = path is not None or bool(environ.get(CONFIG_ENV))
+    origin = "given explicitly" if path is not None else f"from ${CONFIG_ENV}"
+    path = (Path(path) if path is not None else default_config_path(environ)).absolute()
+    data: dict[str, Any] = {}
+    if path.is_file():
+        data = _read_file(path)
+    elif explicit:
+        raise BadConfig(f"config file {path} ({origin}) does not exist or is not a file")
+
+    config = Config(path=path, cache_dir=default_cache_dir(environ))
+    source = dict.fromkeys(KEYS, "default")
+    in_file = f"file {path}"
+    if "cache_dir" in data:
+        config.cache_dir = _path_value(path, "cache_dir", data["cache_dir"])
+        source["cache_dir"] = in_file
+    if "catalog_dirs" in data:
+        dirs = _string_list(path, "catalog_dirs", data["catalog_dirs"])
+        config.catalog_dirs = [_path_value(path, "catalog_dirs", d) for d in dirs]
+        source["catalog_dirs"] = in_file
+    if "default_runtime" in data:
+        config.default_runtime = _runtime(f"{path}: `default_runtime`", data["default_runtime"])
+        source["default_runtime"] = in_file
+    if "binds" in data:
+        config.binds, source["binds"] = _string_list(path, "binds", data["binds"]), in_file
+    if "env" in data:
+        config.env, source["env"] = _env_table(path, data["env"]), in_file
+
+    # Environment variables win over the file; empty values count as unset.
+    if environ.get(CACHE_ENV):
+        config.cache_dir = Path(environ[CACHE_ENV]).expanduser().absolute()
+        source["cache_dir"] = f"env ${CACHE_ENV}"
+    if environ.get(CATALOG_ENV):
+        parts = [p for p in environ[CATALOG_ENV].split(os.pathsep) if p]
+        config.catalog_dirs = [Path(p).expanduser().absolute() for p in parts]
+        source["catalog_dirs"] = f"env ${CATALOG_ENV}"
+    if environ.get(RUNTIME_ENV):
+        config.default_runtime = _runtime(f"${RUNTIME_ENV}", environ[RUNTIME_ENV])
+        source["default_runtime"] = f"env ${RUNTIME_ENV}"
+    config.source = source
+    return config

@@ -1,0 +1,1 @@
+"""Images: the catalog, the cache with verified downloads, SIF reading and building."""

@@ -1,0 +1,290 @@
+"""Getting the bytes of one image from one source into a `.part` file, hashing as they arrive.
+
+Nothing here decides whether the bytes are right: callers compare the returned sha256 with the
+catalog before the file is moved into place. HTTP downloads resume a kept `.part` with Range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import requests
+
+CHUNK = 1 << 20
+# Network reads are smaller: bytes of an unfinished read are lost when a connection breaks.
+NET_CHUNK = 1 << 18
+
+
+class SourceFailed(Exception):
+    """One source could not deliver the image (the caller tries the next one); not user-facing."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a source delivered: the sha256 of the whole `.part`, and whether it was resumed."""
+
+    sha256: str
+    resumed: bool = False
+
+
+def sha256_file(path: Path, *, limit: int | None = None) -> str:
+    """Hex sha256 of a file (or of its first `limit` bytes), read in chunks."""
+    return _hash_prefix(path, limit).hexdigest()
+
+
+def _hash_prefix(path: Path, limit: int | None = None) -> Any:
+    digest = hashlib.sha256()
+    remaining = limit
+    with path.open("rb") as handle:
+        while remaining is None or remaining > 0:
+            block = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            if not block:
+                break
+            digest.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return digest
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover - loop always returns
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when that is a terminal (quiet in logs)."""
+
+    def __init__(self, label: str, total: int | None, *, enabled: bool = True,
+                 stream: IO[str] | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and self.stream.isatty()
+        self.label, self.total = label, total
+        self.started = time.monotonic()
+        self.drawn_at = 0.0
+        self.start_bytes: int | None = None
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        """Redraw with `done` bytes so far (at most ten times a second)."""
+        if not self.enabled:
+            return
+        if self.start_bytes is None:
+            self.start_bytes = done
+        now = time.monotonic()
+        if not force and now - self.drawn_at < 0.1:
+            return
+        self.drawn_at = now
+        rate = (done - self.start_bytes) / max(now - self.started, 1e-6)
+        if self.total:
+            width = 24
+            filled = int(width * done / self.total)
+            bar = "#" * filled + "-" * (width - filled)
+            text = f"{self.label} [{bar}] {_size(done)}/{_size(self.total)} " \
+                   f"{100 * done // self.total:3d}% {_size(rate)}/s"
+        else:
+            text = f"{self.label} {_size(done)} {_size(rate)}/s"
+        self.stream.write("\r" + text + "\x1b[K")
+        self.stream.flush()
+
+    def close(self, done: int) -> None:
+        """Draw the final state and end the line."""
+        if self.enabled:
+            self.update(done, force=True)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) from a Content-Range header; None where unknown."""
+    match = _CONTENT_RANGE.match(header or "")
+    if not match:
+        return None, None
+    first = int(match.group(1)) if match.group(1) else None
+    total = int(match.group(3)) if match.group(3) != "*" else None
+    return first, total
+
+
+def _describe(exc: requests.RequestException) -> str:
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, requests.ReadTimeout) or "Read timed out" in str(exc):
+        return "read timed out (server stalled)"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return f"connection cut mid-download ({str(exc)[:160]})"
+    if isinstance(exc, requests.ConnectionError):
+        reason = str(exc.args[0]) if exc.args else str(exc)
+        if "Connection refused" in reason:
+            return "connection refused"
+        if "IncompleteRead" in reason or "Connection broken" in reason:
+            return f"connection cut mid-download ({reason[:160]})"
+        return f"connection failed ({reason[:200]})"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+class _Interrupted(Exception):
+    """The transfer stopped part-way; the .part is kept so the next attempt resumes it."""
+
+
+def _stream_once(url: str, part: Path, timeout: tuple[float, float], label: str,
+                 progress: bool) -> Fetched:
+    """One GET, resuming `part` if it holds bytes; raises SourceFailed, or _Interrupted."""
+    offset = part.stat().st_size if part.exists() else 0
+    # identity: a gzip-encoded body would make byte ranges refer to other bytes than we store.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    import requests
+
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        if response.status_code == 416 and offset:
+            _, total = _content_range(response.headers.get("Content-Range"))
+            if total == offset:  # the kept .part is already complete
+                return Fetched(sha256_file(part), resumed=True)
+            part.unlink()
+            raise _Interrupted("server rejected the resume range; starting over")
+        if response.status_code == 206 and offset:
+            first, _ = _content_range(response.headers.get("Content-Range"))
+            if first != offset:
+                part.unlink()
+                raise _Interrupted(f"server answered range from byte {first}, not {offset}")
+            mode, digest, resumed = "ab", _hash_prefix(part), True
+        elif response.status_code == 200:
+            # Also the answer of servers that ignore Range: the body is the whole file.
+            mode, digest, resumed, offset = "wb", hashlib.sha256(), False, 0
+        else:
+            raise SourceFailed(f"HTTP {response.status_code} {response.reason}")
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length and length.isdigit() else None
+        bar = Progress(label, expected, enabled=progress)
+        done = offset
+        with part.open(mode) as handle:
+            try:
+                for block in response.iter_content(NET_CHUNK):
+                    handle.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    bar.update(done)
+            finally:
+                handle.flush()
+                bar.close(done)
+        if expected is not None and done < expected:
+            raise _Interrupted(f"connection closed after {done} of {expected} bytes")
+        return Fetched(digest.hexdigest(), resumed=resumed)
+
+
+def download_http(url: str, part: Path, *, connect_timeout: float = 15.0,
+                  read_timeout: float = 60.0, attempts: int = 3, label: str = "",
+                  progress: bool = True) -> Fetched:
+    """Download `url` into `part`, resuming what is there; retry while attempts make progress.
+
+    An attempt that ends without adding bytes (refused, HTTP error, stall before the first byte)
+    gives up on this source at once. The `.part` is kept after a failure so that a later call
+    (or the next source with the same file) resumes it.
+    """
+    # Imported here: requests costs ~0.5 s of startup, and most fetches find the image cached
+    # (think of a 500-task job array that all start at once).
+    import requests
+
+    label = label or url.rsplit("/", 1)[-1]
+    reason = "no attempt made"
+    for _ in range(max(1, attempts)):
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            return _stream_once(url, part, (connect_timeout, read_timeout), label, progress)
+        except _Interrupted as exc:
+            reason = str(exc)
+        except requests.RequestException as exc:
+            reason = _describe(exc)
+        # Retry only an attempt that moved (more bytes, or a .part discarded to start over).
+        if (part.stat().st_size if part.exists() else 0) == before:
+            break
+    kept = part.stat().st_size if part.exists() else 0
+    suffix = f" ({kept} bytes kept in {part.name} to resume)" if kept else ""
+    raise SourceFailed(reason + suffix)
+
+
+def copy_local(source: Path, part: Path, *, label: str = "", progress: bool = True) -> Fetched:
+    """Copy a local file into `part`, hashing it on the way."""
+    digest = hashlib.sha256()
+    try:
+        total = source.stat().st_size
+        bar = Progress(label or source.name, total, enabled=progress)
+        done = 0
+        with source.open("rb") as src, part.open("wb") as dst:
+            while block := src.read(CHUNK):
+                dst.write(block)
+                digest.update(block)
+                done += len(block)
+                bar.update(done)
+        bar.close(done)
+    except OSError as exc:
+        raise SourceFailed(f"cannot copy {source}: {exc.strerror or exc}") from exc
+    return Fetched(digest.hexdigest())
+
+
+def apptainer_available() -> bool:
+    """spython drives the `singularity` command, which Apptainer installs as a compatible alias."""
+    return shutil.which("singularity") is not None
+
+
+def pull_apptainer(uri: str, part: Path, *, progress: bool = True) -> Fetched:
+    """`apptainer pull` an oras://, library:// or docker:// image into `part` via spython."""
+    if not apptainer_available():
+        hint = (
+            "Apptainer is installed but its `singularity` alias is missing from PATH"
+            if shutil.which("apptainer")
+            else "Apptainer (or SingularityCE) is not installed"
+        )
+        raise SourceFailed(
+            f"{hint}; it is needed to pull {uri.split('://', 1)[0]}:// sources. "
+            "Install Apptainer or add an https:// source to the catalog"
+        )
+    from spython.main import Client
+
+    part.unlink(missing_ok=True)
+    tail: deque[str] = deque(maxlen=15)
+    try:
+        _, lines = Client.pull(uri, name=str(part), force=True, stream=True, quiet=True)
+        for line in lines:
+            tail.append(line.rstrip())
+            if progress:
+                sys.stderr.write(line)
+    except subprocess.CalledProcessError as exc:
+        part.unlink(missing_ok=True)
+        output = "\n".join(tail) or "(no output)"
+        raise SourceFailed(f"apptainer pull exited with {exc.returncode}:\n{output}") from exc
+    except OSError as exc:
+        raise SourceFailed(f"cannot run apptainer pull: {exc}") from exc
+    if not part.is_file():
+        raise SourceFailed(f"apptainer pull reported success but wrote no {part.name}")
+    return Fetched(sha256_file(part))
+
+
+def fetch_source(source: str, part: Path, *, connect_timeout: float = 15.0,
+                 read_timeout: float = 60.0, attempts: int = 3, label: str = "",
+                 progress: bool = True) -> Fetched:
+    """Bring one catalog source into `part` (HTTP(S), Apptainer-pullable URI or local path)."""
+    if source.startswith(("https://", "http://")):
+        return download_http(source, part, connect_timeout=connect_timeout,
+                             read_timeout=read_timeout, attempts=attempts, label=label,
+                             progress=progress)
+    if source.startswith(("oras://", "library://", "docker://")):
+        return pull_apptainer(source, part, progress=progress)
+    return copy_local(Path(source.removeprefix("file://")), part, label=label, progress=progress)
