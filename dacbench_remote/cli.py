@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "per episode to OUT/results.jsonl.",
         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("benchmark", help="DACBench name (Luby, ToySGD, ...), gymnasium:ID, or module:attr")
+    run.add_argument("benchmark", nargs="?",
+                     help="DACBench name (Luby, ToySGD, ...), gymnasium:ID, or module:attr")
     run.add_argument("--episodes", type=int, default=3, help="number of episodes (default 3)")
     run.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     run.add_argument("--agent", default="random",
@@ -66,7 +67,46 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"),
                      help="directory for results.jsonl (default ./results)")
     run.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
+    run.add_argument("--repeat", type=Path, metavar="RESULTS.jsonl",
+                     help="repeat a recorded run exactly (same benchmark, config, agent, seeds, "
+                     "experiment and runtime) and compare the returns; BENCHMARK may be omitted")
+    run.add_argument("--run-id", help="with --repeat: which run of the file (default: the last)")
     run.set_defaults(handler=cmd_run)
+
+    listing = commands.add_parser(
+        "list", help="benchmarks in the catalog, their experiment versions and what is cached",
+        description="List every benchmark of the catalog (packaged plus your catalog_dirs) with "
+        "its experiment identifiers, the default one, and whether the image is in the cache.")
+    listing.set_defaults(handler=cmd_list)
+
+    pull = commands.add_parser(
+        "pull", help="fetch a benchmark's image into the cache (download and verify, or build)",
+        description="Download BENCHMARK's image for EXPERIMENT (default: the catalog's default "
+        "version), verify its sha256 and keep it in the cache. With --build, build it from its "
+        "recipe when no verified download exists.")
+    pull.add_argument("target", metavar="BENCHMARK[@EXPERIMENT]", help="e.g. Luby@exp:0.01")
+    pull.add_argument("--build", action="store_true", help="build from the recipe if needed")
+    pull.set_defaults(handler=cmd_pull)
+
+    cache = commands.add_parser("cache", help="inspect, verify or prune the image cache",
+                                description="Manage the image cache (location: `dacbench-remote "
+                                "config`).")
+    cache_commands = cache.add_subparsers(title="actions", metavar="ACTION")
+    cache_ls = cache_commands.add_parser("ls", help="list cached images and partial downloads")
+    cache_ls.set_defaults(handler=cmd_cache_ls)
+    cache_verify = cache_commands.add_parser("verify", help="re-hash every cached image")
+    cache_verify.add_argument("--remove", action="store_true", help="delete images that fail")
+    cache_verify.set_defaults(handler=cmd_cache_verify)
+    cache_prune = cache_commands.add_parser(
+        "prune", help="remove partial downloads and images no longer in the catalog")
+    cache_prune.add_argument("--all", action="store_true", help="empty the cache completely")
+    cache_prune.set_defaults(handler=cmd_cache_prune)
+
+    config = commands.add_parser("config", help="show the configuration and where each value comes from",
+                                 description="Print the config file path, cache and catalog "
+                                 "directories, default runtime, binds and env, each with its source "
+                                 "(default, config file or environment variable).")
+    config.set_defaults(handler=cmd_config)
     return parser
 
 
@@ -86,6 +126,10 @@ def load_config_argument(text: str | None):
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import RemoteRunner
 
+    if args.repeat:
+        return cmd_repeat(args)
+    if not args.benchmark:
+        raise BadConfig("run needs a BENCHMARK (or --repeat RESULTS.jsonl)")
     results_path = args.out / "results.jsonl"
     runner = RemoteRunner(
         args.benchmark, config=load_config_argument(args.config), runtime=args.runtime,
@@ -104,6 +148,95 @@ def cmd_run(args: argparse.Namespace) -> int:
     spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
     print(f"\nmean return {statistics.fmean(returns):.4f} ± {spread:.4f} over {len(results)} "
           f"episodes; results appended to {results_path}")
+    return 0
+
+
+def cmd_repeat(args: argparse.Namespace) -> int:
+    """Re-run a recorded run with its recorded parameters and compare episode by episode."""
+    from .repeat import repeat_run
+
+    outcome = repeat_run(args.repeat, run_id=args.run_id, results_path=args.out / "results.jsonl")
+    rows = [[o["episode"], o["seed"], f"{o['recorded']:.6g}", f"{o['repeated']:.6g}",
+             "same" if o["same"] else "DIFFERENT"] for o in outcome.episodes]
+    print_table(["episode", "seed", "recorded return", "repeated return", ""], rows)
+    if outcome.identical:
+        print(f"\nrun {outcome.run_id} repeated exactly ({len(rows)} episodes, image "
+              f"{outcome.image_sha256 or 'n/a'})")
+        return 0
+    print(f"\nrun {outcome.run_id} did NOT repeat exactly", file=sys.stderr)
+    return 1
+
+
+def _catalog_and_cache():
+    from .config import load_config
+    from .images.cache import ImageCache
+    from .images.catalog import Catalog
+
+    config = load_config()
+    return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    catalog, cache = _catalog_and_cache()
+    rows = []
+    for benchmark in catalog.benchmarks():
+        for version in catalog.versions(benchmark):
+            cached = cache.cached_path(version)
+            rows.append([benchmark, version.experiment, "yes" if version.default else "",
+                         version.family, "published" if version.published else "build only",
+                         str(cached) if cached else "-"])
+    print_table(["benchmark", "experiment", "default", "family", "image", "cached"], rows)
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    catalog, cache = _catalog_and_cache()
+    benchmark, _, experiment = args.target.partition("@")
+    resolved = catalog.resolve(benchmark, experiment or None)
+    path = cache.fetch(resolved, build=args.build, progress=True)
+    record = cache.provenance(path)
+    print(f"{resolved.benchmark} {resolved.experiment}: {path}\nsha256 {record.get('sha256')} "
+          f"({record.get('origin')})")
+    return 0
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> int:
+    _, cache = _catalog_and_cache()
+    rows = [[e.name, f"{e.size / 1e6:.1f} MB", e.state, e.sha256[:16], e.origin, e.fetched_at]
+            for e in cache.list()]
+    print(f"cache: {cache.root}")
+    print_table(["image", "size", "state", "sha256", "origin", "fetched"], rows)
+    return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    _, cache = _catalog_and_cache()
+    results = cache.verify(remove=args.remove)
+    for result in results:
+        print(f"{'ok ' if result.ok else 'BAD'} {result.name}  {result.problem}")
+    bad = sum(not r.ok for r in results)
+    print(f"{len(results)} images checked, {bad} bad")
+    return 1 if bad else 0
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    catalog, cache = _catalog_and_cache()
+    keep: set[str] = set()
+    if not args.all:
+        keep = {v.image for b in catalog.benchmarks() for v in catalog.versions(b)}
+        keep |= {cache.local_build_path(v).name for b in catalog.benchmarks()
+                 for v in catalog.versions(b)}
+    removed = cache.prune(keep=keep)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} files removed")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    print(load_config().describe())
     return 0
 
 
