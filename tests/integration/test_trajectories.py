@@ -11,11 +11,11 @@ from tests.trajectories import BENCHMARKS, make_local_env, record_trajectory
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("benchmark", BENCHMARKS)
-def test_remote_trajectory_is_identical_to_in_process(benchmark):
+@pytest.mark.parametrize("target", BENCHMARKS)
+def test_remote_trajectory_is_identical_to_in_process(target):
     pytest.importorskip("dacbench", reason="DACBench is needed in-process to compare against")
-    expected = record_trajectory(make_local_env(benchmark), seed=7)
-    with RemoteRunner(benchmark, runtime="local") as runner:
+    expected = record_trajectory(make_local_env(target), seed=7)
+    with RemoteRunner(target, runtime="local") as runner:
         actual = record_trajectory(runner.get_environment(), seed=7)
     assert len(actual) == len(expected) > 3
-    assert_identical(expected, actual, path=benchmark)
+    assert_identical(expected, actual, path=target)
