@@ -69,10 +69,15 @@ class ServerConnection:
             )
 
     def proxy(self, object_id_or_uri: str) -> Pyro5.api.Proxy:
-        uri = object_id_or_uri
-        if not uri.startswith("PYRO:"):
-            uri = f"PYRO:{object_id_or_uri}@./u:{self.socket_path}"
-        proxy = Pyro5.api.Proxy(uri)
+        """A proxy for an object of this server, always through the socket we connected to.
+
+        URIs the server hands out name its socket path as seen inside the container, which
+        may differ from the host path; only the object id is taken from them.
+        """
+        object_id = object_id_or_uri
+        if object_id.startswith("PYRO:"):
+            object_id = object_id.removeprefix("PYRO:").partition("@")[0]
+        proxy = Pyro5.api.Proxy(f"PYRO:{object_id}@./u:{self.socket_path}")
         proxy._pyroSerializer = "json"
         proxy._pyroTimeout = self.timeout
         return proxy

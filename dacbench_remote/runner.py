@@ -132,15 +132,13 @@ class RemoteRunner:
     def _make_runtime(self) -> Runtime:
         if isinstance(self.runtime_spec, Runtime):
             return self.runtime_spec
-        if self.runtime_spec == "local":
-            from .runtimes.local import LocalRuntime
+        from .runtimes import auto_runtime_name, make_runtime
 
-            return LocalRuntime(python=self.python, env=self.env)
-        from .runtimes import make_runtime
-
+        name = auto_runtime_name() if self.runtime_spec == "auto" else self.runtime_spec
+        if name == "local":
+            return make_runtime("local", python=self.python, env=self.env)
         image = self.image or self._resolve_image()
-        return make_runtime(self.runtime_spec, image=image, binds=self.binds, env=self.env,
-                            gpu=self.gpu)
+        return make_runtime(name, image=image, binds=self.binds, env=self.env, gpu=self.gpu)
 
     def _resolve_image(self) -> Path:
         """The cached, verified image for this benchmark and experiment (fetched or built)."""

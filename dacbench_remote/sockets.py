@@ -53,7 +53,4 @@ def new_socket_path(prefix: str = "srv") -> Path:
 def remove_socket_files(control_path: Path) -> None:
     """Remove a server's control and data sockets if they are still there."""
     for path in (Path(control_path), Path(str(control_path) + DATA_SUFFIX)):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        path.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ USER_VENV_PACKAGES = ["numpy", "gymnasium", "Pyro5", "requests", "spython", "set
 
 def _source_digest() -> str:
     digest = hashlib.sha256()
-    for path in sorted((REPO / "dacbench_remote").rglob("*.py")) + [REPO / "pyproject.toml"]:
+    for path in [*sorted((REPO / "dacbench_remote").rglob("*.py")), REPO / "pyproject.toml"]:
         digest.update(path.relative_to(REPO).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

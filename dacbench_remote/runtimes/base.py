@@ -7,6 +7,7 @@ here so that all runtimes behave the same when closed, killed or crashed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,7 +63,8 @@ class ServerProcess:
         self.argv = list(argv)
         self.socket_path = Path(socket_path)
         self.runtime = runtime
-        self._log = tempfile.TemporaryFile(prefix="dacbench-remote-server-")
+        # Closed with this object: the output tail is read from it after the server is gone.
+        self._log = tempfile.TemporaryFile(prefix="dacbench-remote-server-")  # noqa: SIM115
         self.process = subprocess.Popen(
             self.argv,
             stdin=subprocess.PIPE,
@@ -115,10 +117,8 @@ class ServerProcess:
             self.runtime.cleanup()
 
     def _signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # group already gone
             os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def wait_gone(self, timeout: float) -> bool:
         """Wait until the process has exited; True if it did within `timeout` seconds."""

@@ -1,0 +1,354 @@
+"""Find this user's running servers (`dacbench-remote ps`) and clean up what crashed hosts left.
+
+A server is found by its command line in /proc: `python -m dacbench_remote.server --socket ...`
+(local), our bubblewrap launcher (bwrap) or `apptainer|singularity run ... --socket ...`.
+A server is an orphan when nobody holds the write end of its stdin "lifeline" any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .runtimes.base import SERVER_MODULE
+from .runtimes.rootfs import (
+    TMP_PREFIX,
+    default_rootfs_cache,
+    force_rmtree,
+    lazy_unmount,
+    mount_base_dir,
+    mountinfo_entries,
+)
+from .sockets import DATA_SUFFIX, remove_socket_files, socket_dir
+
+LAUNCHER_NAME = "dacbench-remote-launcher"  # argv[0] of our shell inside bwrap containers
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """One running server started by this user."""
+
+    pid: int
+    runtime: str  # "local", "bwrap" or "apptainer"
+    socket: str | None  # the control socket's host path
+    started: float  # seconds since the epoch
+    socket_alive: bool  # something accepts connections on the socket
+    orphaned: bool  # its lifeline (stdin pipe) has no writer left: the host is gone
+    argv: tuple[str, ...] = ()
+
+
+@dataclass
+class CleanupReport:
+    """What cleanup_stale() did; `problems` lists what it could not undo."""
+
+    stopped: list[int] = field(default_factory=list)
+    removed_sockets: list[str] = field(default_factory=list)
+    unmounted: list[str] = field(default_factory=list)
+    removed_dirs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable lines for the CLI."""
+        out = [f"stopped orphaned server {pid}" for pid in self.stopped]
+        out += [f"removed dead socket {path}" for path in self.removed_sockets]
+        out += [f"unmounted stale mount {path}" for path in self.unmounted]
+        out += [f"removed unfinished extraction {path}" for path in self.removed_dirs]
+        out += [f"could not clean up: {problem}" for problem in self.problems]
+        return out or ["nothing to clean up"]
+
+
+# --- /proc ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Proc:
+    pid: int
+    ppid: int
+    pgrp: int
+    start_ticks: int
+    argv: tuple[str, ...]
+
+
+def _read_proc(pid: int) -> _Proc | None:
+    try:
+        raw_stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    rest = raw_stat[raw_stat.rindex(")") + 2:].split()
+    if rest[0] == "Z":
+        return None
+    return _Proc(pid, int(rest[1]), int(rest[2]), int(rest[19]),
+                 tuple(a.decode(errors="replace") for a in argv if a))
+
+
+def _our_processes() -> dict[int, _Proc]:
+    uid = os.getuid()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+        except OSError:
+            continue
+        proc = _read_proc(int(entry.name))
+        if proc is not None:
+            found[proc.pid] = proc
+    return found
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _option(argv: tuple[str, ...], name: str) -> str | None:
+    for index, arg in enumerate(argv[:-1]):
+        if arg == name:
+            return argv[index + 1]
+    return None
+
+
+def _classify(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
+    """(runtime, host socket path) if argv starts one of our servers, else None."""
+    if not argv or "--socket" not in argv:
+        return None
+    program = os.path.basename(argv[0])
+    socket_arg = _option(argv, "--socket")
+    if program == "bwrap" and LAUNCHER_NAME in argv:
+        if not socket_arg:
+            return "bwrap", None
+        inside = os.path.dirname(socket_arg)  # the host's socket dir is bound here
+        host_dir = next((argv[i + 1] for i in range(len(argv) - 2)
+                         if argv[i] == "--bind" and argv[i + 2] == inside), None)
+        return "bwrap", str(Path(host_dir) / Path(socket_arg).name) if host_dir else None
+    if program in ("apptainer", "singularity") and "run" in argv:
+        return "apptainer", socket_arg
+    if SERVER_MODULE in argv:
+        return "local", socket_arg
+    return None
+
+
+def _socket_accepts(path: str | None) -> bool:
+    if not path:
+        return False
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def _pipe_of(pid: int, fd: int) -> str | None:
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    return target if target.startswith("pipe:") else None
+
+
+def _holds_for_writing(pid: int, pipe: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != pipe:
+                continue
+            flags = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if int(flags, 8) & os.O_ACCMODE == os.O_WRONLY:
+            return True
+    return False
+
+
+def _tree(pid: int, processes: dict[int, _Proc]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for proc in processes.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    tree, queue = {pid}, [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                queue.append(child)
+    return tree
+
+
+def _orphaned(pid: int, processes: dict[int, _Proc]) -> bool:
+    """True if the server's stdin is a pipe whose write end nobody outside its tree holds."""
+    lifeline = _pipe_of(pid, 0)
+    if lifeline is None:
+        return False  # started by hand (a terminal, a file): not ours to judge
+    tree = _tree(pid, processes)
+    return not any(_holds_for_writing(other, lifeline) for other in processes if other not in tree)
+
+
+def list_servers() -> list[ServerInfo]:
+    """Servers started by this user, one entry per server (its outermost process)."""
+    processes = _our_processes()
+    matches = {pid: kind for pid, proc in processes.items()
+               if (kind := _classify(proc.argv)) is not None}
+    boot, ticks = _boot_time(), os.sysconf("SC_CLK_TCK")
+    servers = []
+    for pid, (runtime, socket_path) in sorted(matches.items()):
+        parent = processes[pid].ppid
+        if any(ancestor in matches for ancestor in _ancestors(parent, processes)):
+            continue  # a process inside a server we already list (bwrap's child, the python)
+        servers.append(ServerInfo(
+            pid=pid,
+            runtime=runtime,
+            socket=socket_path,
+            started=boot + processes[pid].start_ticks / ticks,
+            socket_alive=_socket_accepts(socket_path),
+            orphaned=_orphaned(pid, processes),
+            argv=processes[pid].argv,
+        ))
+    return servers
+
+
+def _ancestors(pid: int, processes: dict[int, _Proc]) -> list[int]:
+    chain = []
+    while pid in processes and pid not in chain:
+        chain.append(pid)
+        pid = processes[pid].ppid
+    return chain
+
+
+# --- cleanup --------------------------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    proc = _read_proc(pid)
+    return proc is not None
+
+
+def _stop(server: ServerInfo, grace: float = 3.0) -> bool:
+    """SIGTERM the server's process group (its own, as ServerProcess starts it), then SIGKILL."""
+    try:
+        group = os.getpgid(server.pid)
+    except ProcessLookupError:
+        return True
+    kill = (lambda sig: os.killpg(group, sig)) if group == server.pid else (
+        lambda sig: os.kill(server.pid, sig))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            kill(sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not _alive(server.pid):
+                return True
+            time.sleep(0.05)
+    return not _alive(server.pid)
+
+
+def _remove_dead_sockets(live: set[str], report: CleanupReport) -> None:
+    directory = socket_dir()
+    for entry in os.scandir(directory):
+        path = entry.path
+        control = path[: -len(DATA_SUFFIX)] if path.endswith(DATA_SUFFIX) else path
+        if control in live:
+            continue
+        try:
+            if not stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                continue
+        except OSError:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            try:
+                probe.connect(path)
+                continue  # someone is listening: not dead
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                    continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            report.removed_sockets.append(path)
+
+
+def _remove_stale_mounts(report: CleanupReport) -> None:
+    base = mount_base_dir(create=False)
+    if not base.is_dir():
+        return
+    mounted = {point for _device, point, _fstype in mountinfo_entries()}
+    for entry in os.scandir(base):
+        owner = entry.name.split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue  # its starter is still running: maybe in the middle of a start
+        if entry.path in mounted:
+            problem = lazy_unmount(Path(entry.path))
+            if problem:
+                report.problems.append(f"unmounting {entry.path}: {problem}")
+            else:
+                report.unmounted.append(entry.path)
+        else:
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path)
+
+
+def _remove_unfinished_extractions(cache: Path, report: CleanupReport) -> None:
+    if not cache.is_dir():
+        return
+    for work in cache.glob(f"{TMP_PREFIX}*"):
+        digest = work.name[len(TMP_PREFIX):].split("-", 1)[0]
+        lock = cache / f"{digest}.lock"
+        if not work.is_dir() or not lock.exists():
+            continue
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # an extraction is running right now
+            try:
+                force_rmtree(work)
+                report.removed_dirs.append(str(work))
+            except OSError as exc:
+                report.problems.append(f"removing {work}: {exc}")
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
+    """Stop orphaned servers; remove dead sockets, stale squashfuse mounts, broken extractions.
+
+    Only servers with a socket in this user's socket directory are stopped.
+    """
+    report = CleanupReport()
+    live: set[str] = set()
+    directory = socket_dir()
+    for server in list_servers():
+        # Servers of another socket directory (DACBENCH_REMOTE_SOCKET_DIR) are another setup's.
+        ours = server.socket is not None and Path(server.socket).parent == directory
+        if server.orphaned and ours:
+            if _stop(server):
+                report.stopped.append(server.pid)
+                if server.socket:
+                    remove_socket_files(Path(server.socket))
+            else:
+                report.problems.append(f"server {server.pid} did not stop after SIGKILL")
+        elif server.socket:
+            live.add(server.socket)
+    _remove_dead_sockets(live, report)
+    _remove_stale_mounts(report)
+    _remove_unfinished_extractions(rootfs_cache or default_rootfs_cache(), report)
+    return report

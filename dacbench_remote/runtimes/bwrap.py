@@ -1,0 +1,319 @@
+"""The bwrap runtime: run a .sif image without Apptainer and without root, using bubblewrap.
+
+The image's root filesystem is squashfuse-mounted where /dev/fuse is usable, otherwise extracted
+once into a per-image cache; bubblewrap then starts the image's runscript with every namespace
+unshared (no network unless asked), a read-only root, and the socket directory bound in.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from ..errors import BadConfig, ImageError, RuntimeUnavailable
+from ..images.sif import SifImage
+from .base import Runtime, ServerProcess
+from .rootfs import (
+    SquashfuseMount,
+    default_rootfs_cache,
+    extract_rootfs,
+    fuse_usable,
+    image_sha256,
+)
+
+# Where the host's socket directory appears inside the container when it cannot appear at its own
+# path (the server's Pyro5 URIs name its socket path, so the same path on both sides is best).
+# A bind's mount point must exist, and the image's root is read-only: /tmp and /run are tmpfs.
+CONTAINER_SOCKET_DIR = "/tmp/dacbench-remote"
+_TMPFS_DIRS = ("/tmp", "/run")
+RUNSCRIPT = "/.singularity.d/runscript"
+ENV_DIR = "/.singularity.d/env"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# How long start() waits for the container to take hold of a squashfuse mount before detaching.
+MOUNT_HOLD_TIMEOUT = 30.0
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def parse_bind(spec: str | tuple) -> tuple[str, str, bool]:
+    """`SRC[:DST[:ro|rw]]` (Apptainer's syntax) or a (src, dst[, "ro"]) tuple -> (src, dst, ro)."""
+    parts = list(spec) if isinstance(spec, (tuple, list)) else str(spec).split(":")
+    if not 1 <= len(parts) <= 3 or not parts[0]:
+        raise BadConfig(f"bind {spec!r} is not SRC[:DST[:ro|rw]]")
+    src = str(parts[0])
+    dst = str(parts[1]) if len(parts) > 1 and parts[1] else src
+    mode = str(parts[2]) if len(parts) > 2 else "rw"
+    if mode not in ("ro", "rw"):
+        raise BadConfig(f"bind {spec!r}: the option must be 'ro' or 'rw', not {mode!r}")
+    if not os.path.isabs(src) or not os.path.isabs(dst):
+        raise BadConfig(f"bind {spec!r}: source and destination must be absolute paths")
+    return os.path.normpath(src), os.path.normpath(dst), mode == "ro"
+
+
+def check_env_names(env: Mapping[str, str]) -> dict[str, str]:
+    for name in env:
+        if not _ENV_NAME.match(name):
+            raise BadConfig(f"environment variable name {name!r} is not a valid shell name")
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _launcher_script(env: Mapping[str, str]) -> str:
+    """What runs first inside the container: the image's environment, the user's, the runscript.
+
+    As `apptainer run` does: source /.singularity.d/env/*.sh in order, then let the variables
+    the user asked for win, then exec the runscript with our arguments.
+    """
+    lines = [
+        f"for script in {ENV_DIR}/*.sh; do",
+        '  if [ -f "$script" ]; then . "$script"; fi',
+        "done",
+        *(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())),
+        f'exec {RUNSCRIPT} "$@"',
+    ]
+    return "\n".join(lines)
+
+
+@functools.cache
+def namespace_problem(bwrap: str = "bwrap") -> str | None:
+    """None if bwrap can create its namespaces here, else bwrap's own explanation."""
+    try:
+        result = subprocess.run(
+            [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        )
+    except FileNotFoundError:
+        return f"{bwrap} is not installed"
+    except subprocess.TimeoutExpired:
+        return "bwrap did not finish a trivial sandbox within 30 s"
+    if result.returncode != 0:
+        return (result.stderr.strip() or f"exit code {result.returncode}") + (
+            " (unprivileged user namespaces may be disabled: see sysctl "
+            "kernel.unprivileged_userns_clone / user.max_user_namespaces)"
+        )
+    return None
+
+
+def bwrap_problem() -> str | None:
+    """None if the bwrap runtime can work here, else what is missing and how to install it."""
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed (apt-get install bubblewrap)"
+    if shutil.which("unsquashfs") is None and not fuse_usable():
+        return ("neither unsquashfs nor a usable squashfuse is available "
+                "(apt-get install squashfs-tools)")
+    return namespace_problem()
+
+
+class BwrapRuntime(Runtime):
+    """Start the server from a .sif image with bubblewrap: rootless, no Apptainer needed.
+
+    `use_fuse`: None picks squashfuse when /dev/fuse is usable and falls back to extraction;
+    True insists on squashfuse; False always extracts. `image_sha256` skips hashing when the
+    caller (the image cache) already verified the digest.
+    """
+
+    name = "bwrap"
+
+    def __init__(
+        self,
+        image: str | os.PathLike,
+        *,
+        binds: Iterable = (),
+        env: Mapping[str, str] | None = None,
+        network: bool = False,
+        extract_cache: str | os.PathLike | None = None,
+        use_fuse: bool | None = None,
+        image_sha256: str | None = None,
+        bwrap: str = "bwrap",
+    ):
+        self.image = Path(image).absolute()
+        self.binds = [parse_bind(spec) for spec in binds]
+        self.env = check_env_names(dict(env or {}))
+        self.network = network
+        self.extract_cache = Path(extract_cache) if extract_cache else default_rootfs_cache()
+        self.use_fuse = use_fuse
+        self.bwrap = bwrap
+        self._sha256 = image_sha256
+        self._partition_offset: int | None = None
+        self._rootfs: Path | None = None
+        self._mode: str | None = None  # "squashfuse" or "extracted", decided by prepare()
+        self._facts: dict = {}
+        self._lock = threading.Lock()
+
+    # --- preparation ----------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check the tools and the image; extract the root filesystem unless it is mounted."""
+        with self._lock:
+            if self._mode is not None:
+                return
+            started = time.monotonic()
+            if shutil.which(self.bwrap) is None:
+                raise RuntimeUnavailable(
+                    f"{self.bwrap} (bubblewrap) is not installed; install it, e.g. "
+                    "`apt-get install bubblewrap`, or use runtime='apptainer'"
+                )
+            problem = namespace_problem(self.bwrap)
+            if problem:
+                raise RuntimeUnavailable(f"bubblewrap cannot create a sandbox here: {problem}")
+            if not self.image.is_file():
+                raise ImageError(f"image {self.image} does not exist or is not a file")
+            self._partition_offset = SifImage.open(self.image).primary_partition().offset
+            want_fuse = fuse_usable() if self.use_fuse is None else self.use_fuse
+            if want_fuse:
+                self._mode = "squashfuse"
+            else:
+                self._extract()
+            self._facts["prepare_seconds"] = round(time.monotonic() - started, 3)
+
+    def _extract(self) -> None:
+        if self._sha256 is None:
+            self._sha256 = image_sha256(self.image, self.extract_cache)
+        extracted = extract_rootfs(self.image, self._partition_offset, self._sha256,
+                                   self.extract_cache)
+        check_image_root(extracted.path, self.image)
+        self._rootfs = extracted.path
+        self._mode = "extracted"
+        self._facts.update(extracted_now=extracted.extracted_now,
+                           extract_seconds=round(extracted.seconds, 3))
+
+    def check_binds(self, root: Path) -> None:
+        """Bind sources must exist; destinations must exist in the read-only image or be in /tmp."""
+        for src, dst, _ro in self.binds:
+            if not os.path.exists(src):
+                raise BadConfig(f"bind source {src} does not exist on this machine")
+            inside_tmp = dst == "/tmp" or dst.startswith("/tmp/")
+            if not inside_tmp and not os.path.lexists(root / dst.lstrip("/")):
+                raise BadConfig(
+                    f"bind destination {dst} does not exist in image {self.image.name}, and the "
+                    "bwrap runtime cannot create it in the read-only image; bind to an existing "
+                    "directory (e.g. /mnt) or to a path under /tmp"
+                )
+
+    # --- the command ----------------------------------------------------------------------
+    def bwrap_argv(self, root: Path, socket_path: Path) -> list[str]:
+        """The full bubblewrap command for a container rooted at `root` serving `socket_path`.
+
+        Depends only on the arguments and the runtime's settings (and, for network=True, on
+        which of resolv.conf/hosts the image has), so tests can check it exactly.
+        """
+        socket_path = Path(socket_path)
+        inside = container_socket_dir(Path(root), socket_path.parent)
+        argv = [self.bwrap, "--unshare-all"]
+        if self.network:
+            argv.append("--share-net")
+        argv += [
+            "--die-with-parent",
+            "--ro-bind", str(root), "/",
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--tmpfs", "/tmp",
+        ]
+        if inside.startswith("/run/"):
+            argv += ["--tmpfs", "/run"]
+        argv += ["--bind", str(socket_path.parent), inside]
+        if self.network:  # name resolution like Apptainer's: the host's files over the image's
+            for name in ("/etc/resolv.conf", "/etc/hosts"):
+                if os.path.lexists(Path(root) / name.lstrip("/")):
+                    argv += ["--ro-bind-try", name, name]
+        for src, dst, read_only in self.binds:
+            argv += ["--ro-bind" if read_only else "--bind", src, dst]
+        argv += ["--chdir", "/tmp", "--clearenv"]
+        for name, value in self._container_environment().items():
+            argv += ["--setenv", name, value]
+        argv += [
+            "/bin/sh", "-c", _launcher_script(self.env), "dacbench-remote-launcher",
+            "--socket", f"{inside}/{socket_path.name}", "--exit-on-stdin-close",
+        ]
+        return argv
+
+    def _container_environment(self) -> dict[str, str]:
+        """The clean base environment (as Apptainer's --cleanenv keeps it) before the image's."""
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = str(os.getuid())
+        return {
+            "PATH": DEFAULT_PATH,
+            "HOME": "/tmp",
+            "USER": user,
+            "LOGNAME": user,
+            "LANG": "C.UTF-8",
+            "APPTAINER_CONTAINER": str(self.image),
+            "APPTAINER_NAME": self.image.name,
+            "SINGULARITY_CONTAINER": str(self.image),
+            "SINGULARITY_NAME": self.image.name,
+        }
+
+    def server_command(self, socket_path: Path) -> list[str]:
+        """The command for an extracted root; squashfuse mounts are made per start() instead."""
+        self.prepare()
+        if self._rootfs is None:
+            self._extract()
+        self.check_binds(self._rootfs)
+        return self.bwrap_argv(self._rootfs, socket_path)
+
+    # --- starting ---------------------------------------------------------------------------
+    def start(self, socket_path: Path) -> ServerProcess:
+        self.prepare()
+        if self._mode == "extracted":
+            return super().start(socket_path)
+        try:
+            mount = SquashfuseMount(self.image, self._partition_offset)
+        except RuntimeUnavailable as exc:
+            if self.use_fuse:
+                raise
+            self._facts["fuse_fallback"] = str(exc)  # e.g. fusermount not setuid: extract
+            with self._lock:
+                self._extract()
+            return super().start(socket_path)
+        try:
+            check_image_root(mount.path, self.image)
+            self.check_binds(mount.path)
+            server = ServerProcess(self.bwrap_argv(mount.path, socket_path), socket_path, self)
+            # Detach the mount from the host as soon as the container holds it: it then lives
+            # exactly as long as the container, even if this process is killed with -9.
+            deadline = time.monotonic() + MOUNT_HOLD_TIMEOUT
+            while (server.alive() and not mount.held_by_tree(server.pid)
+                   and not socket_path.exists() and time.monotonic() < deadline):
+                time.sleep(0.005)
+        finally:
+            mount.detach()
+        return server
+
+    def describe(self) -> dict:
+        facts = {"runtime": self.name, "image": str(self.image), "network": self.network,
+                 "rootfs_mode": self._mode}
+        if self._sha256:
+            facts["image_sha256"] = self._sha256
+        if self._rootfs is not None:
+            facts["rootfs"] = str(self._rootfs)
+        facts.update(self._facts)
+        return facts
+
+
+def container_socket_dir(root: Path, host_dir: Path) -> str:
+    """The socket directory's path inside: its host path where it can be mounted there."""
+    host = os.path.normpath(str(host_dir))
+    if any(host.startswith(tmpfs + "/") for tmpfs in _TMPFS_DIRS) or os.path.isdir(
+            root / host.lstrip("/")):
+        return host
+    return CONTAINER_SOCKET_DIR
+
+
+def check_image_root(root: Path, image: Path) -> None:
+    """The image must be one we can start: a shell and an executable runscript."""
+    runscript = root / RUNSCRIPT.lstrip("/")
+    if not os.path.lexists(root / "bin/sh"):
+        raise ImageError(f"image {image} has no /bin/sh; it is not a runnable root filesystem")
+    if not os.path.lexists(runscript):
+        raise ImageError(
+            f"image {image} has no {RUNSCRIPT}; build it from a recipe whose %runscript starts "
+            "`python3 -m dacbench_remote.server \"$@\"`"
+        )

@@ -1,0 +1,59 @@
+"""make_runtime: names, options each runtime takes, and what "auto" picks."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dacbench_remote.errors import BadConfig, RuntimeUnavailable
+from dacbench_remote.runtimes import auto_runtime_name, make_runtime
+from dacbench_remote.runtimes.apptainer import ApptainerRuntime
+from dacbench_remote.runtimes.bwrap import BwrapRuntime, bwrap_problem
+
+
+def test_named_runtimes_get_their_options():
+    bwrap = make_runtime("bwrap", image="/x.sif", binds=["/data:/mnt"], env={"A": "1"},
+                         network=True, gpu=False)
+    assert isinstance(bwrap, BwrapRuntime)
+    assert (bwrap.binds, bwrap.env, bwrap.network) == ([("/data", "/mnt", False)], {"A": "1"},
+                                                       True)
+    apptainer = make_runtime("apptainer", image="/x.sif", gpu=True, network=False)
+    assert isinstance(apptainer, ApptainerRuntime) and apptainer.gpu
+
+
+def test_local_runtime_is_loaded_lazily():
+    local = make_runtime("local", python="/usr/bin/python3", env={"A": "1"})
+    assert type(local).__name__ == "LocalRuntime" and local.name == "local"
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(BadConfig, match="unknown runtime 'docker'; choose one of local, bwrap, "
+                                        "apptainer, auto"):
+        make_runtime("docker", image="/x.sif")
+
+
+def test_container_runtimes_need_an_image():
+    with pytest.raises(BadConfig, match=r"the bwrap runtime needs an image \(a \.sif file\)"):
+        make_runtime("bwrap")
+
+
+def test_options_a_runtime_cannot_honour_are_refused():
+    with pytest.raises(BadConfig, match="the bwrap runtime does not support gpu=True"):
+        make_runtime("bwrap", image="/x.sif", gpu=True)
+
+
+def test_auto_without_any_runtime_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeUnavailable, match=r"apt-get install bubblewrap squashfs-tools"):
+        make_runtime("auto", image="/x.sif")
+
+
+@pytest.mark.skipif(shutil.which("apptainer") or shutil.which("singularity"),
+                    reason="apptainer is installed here, so auto picks it")
+def test_auto_picks_bwrap_without_apptainer():
+    problem = bwrap_problem()
+    if problem:
+        pytest.skip(f"bwrap cannot run here: {problem}")
+    assert auto_runtime_name() == "bwrap"
+    assert isinstance(make_runtime("auto", image="/x.sif"), BwrapRuntime)
