@@ -182,11 +182,18 @@ class RemoteEnvironmentServer:
     def render(self) -> dict:
         return self._call(self.env.render)
 
-    def close(self) -> dict:
-        with self.lock:
+    def close(self, wait: float = -1) -> dict:
+        """Close the env; with `wait` >= 0, give up if a call stuck in the env holds it that long."""
+        if not self.lock.acquire(timeout=wait):
+            return {"ok": False, "error": {
+                "kind": "remote", "type": "TimeoutError", "traceback": "",
+                "message": f"environment {self.env_id} is stuck in a call; not closed"}}
+        try:
             if self.closed:
                 return _ok(None)
             self.closed = True
+        finally:
+            self.lock.release()
         return self._call(self.env.close)
 
     def _call(self, function, *args):
@@ -255,12 +262,12 @@ class RemoteRunnerServer:
         self.environments[env_id] = server
         return {"ok": True, "value": {"env_id": env_id, "uri": str(uri)}}
 
-    def close_env(self, env_id: str) -> dict:
+    def close_env(self, env_id: str, wait: float = -1) -> dict:
         server = self.environments.pop(env_id, None)
         if server is None:
             return _ok(None)
         self.daemon.unregister(server)
-        return server.close()
+        return server.close(wait)
 
     def list_envs(self) -> list[str]:
         return list(self.environments)
@@ -368,9 +375,13 @@ def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer, paths
     data.close()
     for env_id in list(runner.environments):
         try:
-            runner.close_env(env_id)
+            # An env stuck in step() holds its lock forever: never let it keep us alive.
+            reply = runner.close_env(env_id, wait=1.0)
         except Exception as exc:  # one env failing to close must not keep the others alive
-            print(f"closing environment {env_id} failed: {exc}", file=sys.stderr)
+            reply = {"ok": False, "error": {"message": f"{type(exc).__name__}: {exc}"}}
+        if not reply["ok"]:
+            print(f"closing environment {env_id} failed: {reply['error']['message']}",
+                  file=sys.stderr)
     daemon.shutdown()
     for path in paths:
         with contextlib.suppress(FileNotFoundError):

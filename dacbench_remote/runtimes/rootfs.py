@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DacbenchRemoteError, ImageError, RuntimeUnavailable
+from ..images.download import sha256_file
 
-_HASH_CHUNK = 4 << 20
 # unsquashfs exits 2 for non-fatal errors; as a normal user these are the device nodes of /dev,
 # which bwrap replaces with its own --dev anyway.
 _BENIGN_UNSQUASHFS = ("because you're not superuser",)
@@ -57,14 +57,6 @@ def mount_base_dir(create: bool = True) -> Path:
 
 
 # --- hashing ---------------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def image_sha256(image: Path, cache: Path) -> str:
     """The image's sha256, remembered in `cache`/.digests/ while its path, size and mtime hold."""

@@ -258,3 +258,18 @@ def test_runs_with_the_same_seed_repeat_exactly():
     with RemoteRunner("gymnasium:CartPole-v1") as runner:
         second = [(e.return_, e.length) for e in runner.run("random", 4, seed=11)]
     assert first == second
+
+
+def test_server_stops_promptly_even_with_an_env_stuck_in_step():
+    runner = RemoteRunner("tests.envs:make_slow_env", kwargs={"delay": 120}, call_timeout=0.5)
+    runner.start()
+    env = runner.get_environment()
+    env.reset()
+    with pytest.raises(CallTimeout):
+        env.step(0)
+    server = runner.server
+    server.process.stdin.close()  # the lifeline alone must be enough, no SIGTERM/SIGKILL needed
+    assert server.wait_gone(10), "a stuck env kept the server alive after its lifeline closed"
+    assert server.process.returncode == 0
+    assert "stuck in a call" in server.output_tail()
+    runner.close()
