@@ -102,6 +102,53 @@ def build_parser() -> argparse.ArgumentParser:
     cache_prune.add_argument("--all", action="store_true", help="empty the cache completely")
     cache_prune.set_defaults(handler=cmd_cache_prune)
 
+    inspect = commands.add_parser(
+        "inspect", help="show what a .sif image holds: benchmarks, versions, labels, size, sha256",
+        description="Read a SIF image (pure Python, no Apptainer needed) and print its benchmarks "
+        "and versions (from its labels), all labels, objects, size and sha256.")
+    inspect.add_argument("image", type=Path, help="path of a .sif file")
+    inspect.add_argument("--deffile", action="store_true", help="also print the recipe it was built from")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    ps = commands.add_parser("ps", help="list servers started by this user",
+                             description="List running dacbench-remote servers of this user: pid, "
+                             "runtime, socket, age, whether the socket answers, and whether the "
+                             "host process that started them is gone (orphaned).")
+    ps.set_defaults(handler=cmd_ps)
+    cleanup = commands.add_parser(
+        "cleanup", help="stop orphaned servers, remove dead sockets and stale mounts",
+        description="Stop servers whose host process is gone, remove sockets nobody listens on, "
+        "unmount stale squashfuse mounts and unfinished extractions of this user.")
+    cleanup.set_defaults(handler=cmd_cleanup)
+
+    sweep = commands.add_parser(
+        "sweep", help="run many trials from a sweep.toml, locally or as a Slurm job array",
+        description="Experiments = benchmarks x agents x seeds (x configs): each trial runs in its "
+        "own server/container. Re-running resumes: finished trials are skipped.")
+    sweep_commands = sweep.add_subparsers(title="actions", metavar="ACTION")
+    sweep_run = sweep_commands.add_parser("run", help="run (or resume) the sweep described by SPEC")
+    sweep_run.add_argument("spec", type=Path, help="path of a sweep.toml")
+    sweep_run.add_argument("--executor", choices=["local", "slurm"],
+                           help="override the spec's executor")
+    sweep_run.add_argument("--workers", type=int, help="local executor: parallel trials (default: cores)")
+    sweep_run.add_argument("--no-resume", action="store_true", help="run every trial again")
+    sweep_run.add_argument("--retry-failed", action="store_true",
+                           help="on resume, also rerun failed and timed-out trials")
+    sweep_run.add_argument("--dir", type=Path, help="sweep directory (default: from the spec)")
+    sweep_run.set_defaults(handler=cmd_sweep_run)
+    sweep_cancel = sweep_commands.add_parser(
+        "cancel", help="cancel its Slurm jobs and stop every container the sweep started")
+    sweep_cancel.add_argument("sweep_dir", type=Path)
+    sweep_cancel.set_defaults(handler=cmd_sweep_cancel)
+    status = commands.add_parser("status", help="progress of a sweep (while it runs, or after)")
+    status.add_argument("sweep_dir", type=Path)
+    status.set_defaults(handler=cmd_sweep_status)
+    report = commands.add_parser(
+        "report", help="summary of a sweep (mean/std return per benchmark x agent) and PNG plots")
+    report.add_argument("sweep_dir", type=Path)
+    report.add_argument("--no-plot", action="store_true", help="do not write plots")
+    report.set_defaults(handler=cmd_sweep_report)
+
     config = commands.add_parser("config", help="show the configuration and where each value comes from",
                                  description="Print the config file path, cache and catalog "
                                  "directories, default runtime, binds and env, each with its source "
@@ -230,6 +277,81 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     for path in removed:
         print(f"removed {path}")
     print(f"{len(removed)} files removed")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import datetime
+
+    from .images.download import sha256_file
+    from .images.sif import SifImage
+
+    image = SifImage.open(args.image)
+    labels = image.labels()
+    print(f"image      {args.image}")
+    print(f"size       {args.image.stat().st_size / 1e6:.1f} MB")
+    print(f"sha256     {sha256_file(args.image)}")
+    created = datetime.datetime.fromtimestamp(image.created, datetime.timezone.utc)
+    print(f"arch       {image.arch}   created {created:%Y-%m-%d %H:%M:%S} UTC")
+    print(f"benchmarks {labels.get('org.dacbench-remote.benchmarks', '(not labelled)')}")
+    for key in sorted(labels):
+        print(f"label      {key} = {labels[key]}")
+    for descriptor in image.descriptors:
+        print(f"object     {descriptor.id:>2} {descriptor.kind:<14} {descriptor.size / 1e6:10.2f} MB "
+              f"{descriptor.name}")
+    if args.deffile:
+        print("\n" + (image.deffile() or "(no definition file stored)"))
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    import time
+
+    from .processes import list_servers
+
+    servers = list_servers()
+    rows = [[s.pid, s.runtime, f"{time.time() - s.started:.0f}s", "yes" if s.socket_alive else "no",
+             "ORPHANED" if s.orphaned else "", s.socket or "-"] for s in servers]
+    print_table(["pid", "runtime", "age", "answers", "", "socket"], rows)
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .processes import cleanup_stale
+
+    report = cleanup_stale()
+    print("\n".join(report.lines()))
+    return 1 if report.problems else 0
+
+
+def cmd_sweep_run(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    result = run_sweep(args.spec, executor=args.executor, workers=args.workers,
+                       resume=not args.no_resume, retry_failed=args.retry_failed,
+                       sweep_dir=args.dir, progress=lambda message: print(message, file=sys.stderr))
+    print(result)
+    return 0 if result.ok else 1
+
+
+def cmd_sweep_cancel(args: argparse.Namespace) -> int:
+    from .sweep import cancel
+
+    print(cancel(args.sweep_dir))
+    return 0
+
+
+def cmd_sweep_status(args: argparse.Namespace) -> int:
+    from .sweep import status
+
+    print(status(args.sweep_dir))
+    return 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from .sweep import report
+
+    print(report(args.sweep_dir, plot=not args.no_plot))
     return 0
 
 

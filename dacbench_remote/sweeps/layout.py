@@ -1,0 +1,141 @@
+"""Where a sweep keeps its state on disk, and writes that a crash can never leave half-done.
+
+    SWEEP_DIR/
+      sweep.toml          copy of the spec of the latest run
+      trials.json         every trial of the spec (ids and parameters), for status and report
+      runs.jsonl          one line per sweep run (run id, executor, counts) when it starts and ends
+      driver.json         the running driver (host, pid) while a run is in progress
+      slurm_jobs.json     Slurm array job ids submitted by this sweep, for cancel
+      slurm/              submitit's scripts and logs
+      trials/ID/          trial.json, worker.log, runner.jsonl (per-episode, live),
+                          episodes.jsonl (the trial's rows), error.json, running.json,
+                          done.json (written last, atomically: the trial is complete)
+      results.csv         one row per episode across all trials (results.parquet with pyarrow)
+      trials.csv          one row per trial with its status and error
+      report.png          return per episode per agent, one panel per benchmark
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import DacbenchRemoteError
+from .trial import FINAL_STATES, Trial, TrialOutcome
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a temporary file, then rename: readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any | None:
+    """The file's JSON, or None when it is missing or unreadable (e.g. mid-replace on NFS)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Complete lines only: a line cut by a crash (no newline yet) is ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines(keepends=True):
+        if line.endswith("\n") and line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one line with a single write on an O_APPEND file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+class SweepDir:
+    """Paths inside one sweep directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).resolve()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    spec = property(lambda self: self.path / "sweep.toml")
+    trials_index = property(lambda self: self.path / "trials.json")
+    runs = property(lambda self: self.path / "runs.jsonl")
+    driver = property(lambda self: self.path / "driver.json")
+    lock = property(lambda self: self.path / ".lock")
+    slurm_jobs = property(lambda self: self.path / "slurm_jobs.json")
+    slurm_folder = property(lambda self: self.path / "slurm")
+    results_csv = property(lambda self: self.path / "results.csv")
+    results_parquet = property(lambda self: self.path / "results.parquet")
+    trials_csv = property(lambda self: self.path / "trials.csv")
+    plot = property(lambda self: self.path / "report.png")
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.path / "trials" / trial_id
+
+    def done_file(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / "done.json"
+
+    def running_file(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / "running.json"
+
+    def outcome(self, trial_id: str) -> TrialOutcome | None:
+        """The recorded final outcome of a trial, or None if it has not completed."""
+        data = read_json(self.done_file(trial_id))
+        if not isinstance(data, dict) or data.get("status") not in FINAL_STATES:
+            return None
+        return TrialOutcome.from_dict(data)
+
+    def trials(self) -> list[Trial]:
+        """The trials of the latest run's spec; raises if this is not a sweep directory."""
+        data = read_json(self.trials_index)
+        if not isinstance(data, list):
+            raise DacbenchRemoteError(
+                f"{self.path} is not a sweep directory (no readable trials.json); start one "
+                "with `dacbench-remote sweep run SPEC`"
+            )
+        return [Trial.from_dict(item) for item in data]
+
+    def write_trials(self, trials: list[Trial]) -> None:
+        atomic_write_json(self.trials_index, [t.to_dict() for t in trials])
+
+    def job_ids(self) -> list[str]:
+        data = read_json(self.slurm_jobs)
+        return [str(j) for j in data] if isinstance(data, list) else []
+
+    def add_job_id(self, job_id: str) -> None:
+        ids = self.job_ids()
+        if job_id not in ids:
+            atomic_write_json(self.slurm_jobs, [*ids, job_id])

@@ -1,0 +1,140 @@
+"""Process bookkeeping for sweeps: find a trial's process tree, record it, and stop it for sure.
+
+Pids are recorded with their start time (from /proc) and the machine's boot id, so a later
+`cancel` never signals an unrelated process that happens to have reused a pid.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may contain spaces)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it does not exist."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    if fields[0] == "Z":  # a zombie has exited; nothing left to stop
+        return None
+    return int(fields[19])
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process identified beyond its pid: (pid, start time) on one boot of one host."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRecord | None:
+        start = start_time(pid)
+        return None if start is None else cls(pid, start)
+
+    def alive(self) -> bool:
+        return start_time(self.pid) == self.start
+
+    def to_dict(self) -> dict:
+        return {"pid": self.pid, "start": self.start}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProcessRecord:
+        return cls(int(data["pid"]), int(data["start"]))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of `pid` (children, their children, ...), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def tree(pid: int) -> list[ProcessRecord]:
+    """Records of `pid` and all its living descendants."""
+    records = [ProcessRecord.of(p) for p in [pid, *descendants(pid)]]
+    return [r for r in records if r is not None]
+
+
+def signal_records(records: list[ProcessRecord], sig: int) -> int:
+    """Send `sig` to each still-living recorded process (and the group it leads); count them."""
+    sent = 0
+    for record in records:
+        if not record.alive():
+            continue
+        try:
+            os.kill(record.pid, sig)
+            sent += 1
+            # Servers start their own session; their group also holds helpers (bwrap, children).
+            if os.getpgid(record.pid) == record.pid:
+                os.killpg(record.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return sent
+
+
+def stop_records(records: list[ProcessRecord], grace: float = 5.0) -> None:
+    """SIGTERM the processes, wait up to `grace` seconds, then SIGKILL whatever is left."""
+    if not signal_records(records, signal.SIGTERM):
+        return
+    if wait_gone(records, grace):
+        return
+    signal_records(records, signal.SIGKILL)
+    wait_gone(records, 5.0)
+
+
+def wait_gone(records: list[ProcessRecord], timeout: float) -> bool:
+    """True once none of the processes is alive (zombies count as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not any(r.alive() for r in records):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `sig` to this process when the thread that started it exits."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's cleanup is all we have
+        return

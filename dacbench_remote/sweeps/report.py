@@ -1,0 +1,216 @@
+"""What a sweep found (`report`: summary table and plot) and how far it is (`status`)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .layout import SweepDir, read_json, read_jsonl
+from .procs import ProcessRecord, boot_id, hostname
+from .results import PENDING, episode_rows, write_tables
+from .trial import DONE, FAILED, TIMED_OUT, Trial
+
+RUNNING = "running"
+MATPLOTLIB_MISSING = ("matplotlib is not installed, so no plot was written; "
+                      "`pip install matplotlib` and run the report again")
+
+
+@dataclass
+class SummaryRow:
+    benchmark: str
+    agent: str
+    trials: int
+    episodes: int
+    mean_return: float
+    std_return: float
+
+
+@dataclass
+class SweepReport:
+    """Summary per benchmark x agent, trial counts, failures, and the plot's path (if written)."""
+
+    sweep_dir: Path
+    counts: dict[str, int]
+    rows: list[SummaryRow]
+    failures: list[tuple[str, str, str]]  # (trial id, label, error)
+    plot: Path | None
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        c = self.counts
+        lines = [f"sweep {self.sweep_dir}",
+                 f"trials: {c.get('total', 0)} total, {c.get(DONE, 0)} done, "
+                 f"{c.get(FAILED, 0)} failed, {c.get(TIMED_OUT, 0)} timed out, "
+                 f"{c.get(PENDING, 0)} not finished"]
+        if self.rows:
+            lines.append("")
+            lines += _table(["benchmark", "agent", "trials", "episodes", "mean return", "std"],
+                            [[r.benchmark, r.agent, str(r.trials), str(r.episodes),
+                              f"{r.mean_return:.4g}", f"{r.std_return:.4g}"] for r in self.rows])
+        if self.failures:
+            lines += ["", "failed and timed-out trials:"]
+            for trial_id, label, error in self.failures:
+                first = (error or "").strip().splitlines()[0] if error else "(no message)"
+                lines.append(f"  {trial_id}  {label}: {first}")
+        if self.plot:
+            lines += ["", f"plot: {self.plot}"]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
+    """Summarise a sweep: mean/std return per benchmark x agent, trial counts, failures, a PNG.
+
+    Also rewrites results.csv and trials.csv from the per-trial files. Print the result.
+    """
+    layout = SweepDir(sweep_dir)
+    trials = layout.trials()
+    write_tables(layout, trials)
+    by_id = {t.id: t for t in trials}
+    counts: Counter = Counter(total=len(trials))
+    failures = []
+    for trial in trials:
+        outcome = layout.outcome(trial.id)
+        counts[outcome.status if outcome else PENDING] += 1
+        if outcome and outcome.status in (FAILED, TIMED_OUT):
+            failures.append((trial.id, f"[{outcome.status}] {trial.label()}", outcome.error))
+    rows = episode_rows(layout, trials)
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        trial = by_id[row["trial_id"]]
+        grouped[(trial.variant(), trial.agent)].append(row)
+    summary = []
+    for (variant, agent), group in grouped.items():
+        returns = [float(r["return"]) for r in group]
+        summary.append(SummaryRow(variant, agent, len({r["trial_id"] for r in group}),
+                                  len(returns), statistics.fmean(returns),
+                                  statistics.stdev(returns) if len(returns) > 1 else 0.0))
+    result = SweepReport(layout.path, dict(counts), summary, failures, None)
+    if plot and rows:
+        try:
+            result.plot = plot_returns(rows, by_id, layout.plot)
+        except ImportError:
+            result.notes.append(MATPLOTLIB_MISSING)
+    return result
+
+
+def plot_returns(rows: list[dict], trials: dict[str, Trial], path: Path) -> Path:
+    """Return per episode per agent (mean over seeds, band = ±1 std), one panel per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    panels: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for row in rows:
+        trial = trials[row["trial_id"]]
+        panels[trial.variant()][trial.agent][int(row["episode"])].append(float(row["return"]))
+    count = len(panels)
+    columns = min(count, 3)
+    lines = math.ceil(count / columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(5 * columns, 3.6 * lines), squeeze=False)
+    for ax, (variant, agents) in zip(axes.flat, sorted(panels.items()), strict=False):
+        for agent, episodes in sorted(agents.items()):
+            xs = sorted(episodes)
+            means = [statistics.fmean(episodes[x]) for x in xs]
+            stds = [statistics.pstdev(episodes[x]) for x in xs]
+            ax.plot(xs, means, marker="o", markersize=3, label=agent)
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
+                            [m + s for m, s in zip(means, stds, strict=True)], alpha=0.2)
+        ax.set_title(variant if len(variant) <= 60 else variant[:57] + "...", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("episode")
+        ax.set_ylabel("return")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[count:]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+@dataclass
+class SweepStatus:
+    """Progress of a sweep: trial counts by state, running trials' episodes, the driver, jobs."""
+
+    sweep_dir: Path
+    counts: dict[str, int]
+    running: list[tuple[str, str, int, int]]  # (trial id, label, episodes so far, episodes)
+    driver: str
+    jobs: dict[str, list[str]]
+
+    def __str__(self) -> str:
+        c = self.counts
+        total = c.get("total", 0)
+        finished = c.get(DONE, 0) + c.get(FAILED, 0) + c.get(TIMED_OUT, 0)
+        lines = [f"sweep {self.sweep_dir}: {finished}/{total} trials finished "
+                 f"({c.get(DONE, 0)} done, {c.get(FAILED, 0)} failed, "
+                 f"{c.get(TIMED_OUT, 0)} timed out), {c.get(RUNNING, 0)} running, "
+                 f"{c.get(PENDING, 0)} waiting", f"driver: {self.driver}"]
+        for job_id, tasks in self.jobs.items():
+            lines.append(f"slurm job {job_id}: {len(tasks)} task(s) queued or running")
+        for trial_id, label, done, episodes in self.running:
+            lines.append(f"  running {trial_id}  {label}: episode {done}/{episodes}")
+        return "\n".join(lines)
+
+
+def status(sweep_dir: str | Path) -> SweepStatus:
+    """How far a (possibly running) sweep is; cheap enough to call every few seconds."""
+    from .executors import live_tasks
+
+    layout = SweepDir(sweep_dir)
+    trials = layout.trials()
+    counts: Counter = Counter(total=len(trials))
+    running = []
+    for trial in trials:
+        outcome = layout.outcome(trial.id)
+        if outcome is not None:
+            counts[outcome.status] += 1
+        elif _is_running(layout.running_file(trial.id)):
+            counts[RUNNING] += 1
+            progress = len(read_jsonl(layout.trial_dir(trial.id) / "runner.jsonl"))
+            running.append((trial.id, trial.label(), progress, trial.episodes))
+        else:
+            counts[PENDING] += 1
+    jobs = {}
+    for job_id in layout.job_ids():
+        tasks = live_tasks(job_id)
+        if tasks:
+            jobs[job_id] = tasks
+    return SweepStatus(layout.path, dict(counts), running, _driver_state(layout), jobs)
+
+
+def _is_running(path: Path) -> bool:
+    """A running.json whose processes live (or live on another host, where we cannot look)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        return False
+    if data.get("host") != hostname() or data.get("boot_id") != boot_id():
+        return True
+    records = [ProcessRecord.from_dict(p) for p in data.get("processes", [])]
+    return any(r.alive() for r in records)
+
+
+def _driver_state(layout: SweepDir) -> str:
+    data = read_json(layout.driver)
+    if not isinstance(data, dict):
+        return "not running"
+    where = f"pid {data.get('pid')} on {data.get('host')}, run {data.get('run_id')}"
+    here = data.get("host") == hostname() and data.get("boot_id") == boot_id()
+    if here and not ProcessRecord(int(data["pid"]), int(data["start"])).alive():
+        return f"not running (the last run, {where}, ended without cleaning up)"
+    return f"running ({where}, {data.get('executor')} executor)"
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in [header, *body]]

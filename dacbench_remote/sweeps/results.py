@@ -1,0 +1,114 @@
+"""The sweep's tables: each episode of each completed trial in results.csv, trials in trials.csv.
+
+Built from the per-trial files, so they can be rebuilt at any time (the per-trial JSONL stays
+the source of truth). Parquet is written too when pyarrow happens to be installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from .layout import SweepDir, atomic_write_text, read_jsonl
+from .trial import DONE, Trial
+
+RESULT_COLUMNS = [
+    "sweep", "run_id", "trial_id", "benchmark", "experiment", "config", "kwargs", "agent",
+    "seed", "episode", "episode_seed", "return", "length", "wall_time", "terminated",
+    "truncated", "runtime", "image_sha256", "host",
+]
+TRIAL_COLUMNS = [
+    "trial_id", "benchmark", "experiment", "config", "kwargs", "agent", "seed", "episodes",
+    "status", "run_id", "mean_return", "wall_time", "host", "error",
+]
+PENDING = "pending"
+
+
+def episode_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
+    """Rows of all trials recorded as done, in trial order then episode order."""
+    rows = []
+    for trial in trials:
+        outcome = layout.outcome(trial.id)
+        if outcome is None or outcome.status != DONE:
+            continue
+        rows += sorted(read_jsonl(layout.trial_dir(trial.id) / "episodes.jsonl"),
+                       key=lambda row: row.get("episode", 0))
+    return rows
+
+
+def trial_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
+    """One row per trial: its parameters and recorded outcome (or `pending`)."""
+    rows = []
+    for trial in trials:
+        outcome = layout.outcome(trial.id)
+        row = {
+            "trial_id": trial.id, "benchmark": trial.benchmark, "experiment": trial.experiment,
+            "config": trial.config, "kwargs": trial.kwargs, "agent": trial.agent,
+            "seed": trial.seed, "episodes": trial.episodes, "status": PENDING,
+        }
+        if outcome is not None:
+            row.update(status=outcome.status, run_id=outcome.run_id,
+                       mean_return=outcome.mean_return, wall_time=round(outcome.wall_time, 3),
+                       host=outcome.host, error=outcome.error)
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    return buffer.getvalue()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def write_tables(layout: SweepDir, trials: list[Trial] | None = None) -> list[Path]:
+    """(Re)write results.csv, trials.csv and, with pyarrow, results.parquet; return their paths."""
+    trials = layout.trials() if trials is None else trials
+    rows = episode_rows(layout, trials)
+    atomic_write_text(layout.results_csv, to_csv(rows, RESULT_COLUMNS))
+    atomic_write_text(layout.trials_csv, to_csv(trial_rows(layout, trials), TRIAL_COLUMNS))
+    written = [layout.results_csv, layout.trials_csv]
+    if _write_parquet(rows, layout.results_parquet):
+        written.append(layout.results_parquet)
+    return written
+
+
+def _write_parquet(rows: list[dict], path: Path) -> bool:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        return False
+    columns = {name: [row.get(name) for row in rows] for name in RESULT_COLUMNS}
+    tmp = path.with_name(f".{path.name}.tmp")
+    pyarrow.parquet.write_table(pyarrow.table(columns), tmp)
+    tmp.replace(path)
+    return True
+
+
+def read_results_csv(path: str | Path) -> list[dict]:
+    """results.csv back as dicts with numbers restored (for tests, reports and notebooks)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for name in ("seed", "episode", "episode_seed", "length"):
+            if row.get(name):
+                row[name] = int(row[name])
+        for name in ("return", "wall_time"):
+            if row.get(name):
+                row[name] = float(row[name])
+    return rows

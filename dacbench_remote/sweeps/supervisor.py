@@ -1,0 +1,209 @@
+"""`run_trial`: the one trial function every executor calls (a local worker thread, a Slurm task).
+
+It runs the trial in its own worker process, enforces the time limit by stopping the worker and
+every server it started, and records the outcome in `done.json`, written atomically and last, so
+that a trial counts as complete exactly when its results are.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..runtimes.base import SERVER_MODULE
+from ..sockets import remove_socket_files, socket_dir
+from .layout import SweepDir, atomic_write_json, read_json, read_jsonl
+from .procs import ProcessRecord, boot_id, hostname, stop_records, tree
+from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
+
+# Files of an earlier, unfinished attempt that must not leak into this one.
+_ATTEMPT_FILES = ("episodes.jsonl", "runner.jsonl", "error.json", "running.json", "done.json")
+SNAPSHOT_INTERVAL = 1.0
+# What the worker (and an agent factory, if it cares) finds in its environment.
+SUPERVISOR_ENV = "DACBR_SWEEP_SUPERVISOR_PID"  # the worker exits if its parent is not this pid
+TRIAL_ENV = "DACBR_SWEEP_TRIAL"
+RUN_ENV = "DACBR_SWEEP_RUN_ID"
+SWEEP_ENV = "DACBR_SWEEP_NAME"
+
+
+def run_trial(
+    trial: Trial | dict,
+    sweep_dir: str | Path,
+    *,
+    run_id: str = "",
+    sweep_name: str = "",
+    cancel_event: threading.Event | None = None,
+    kill_grace: float = 3.0,
+) -> TrialOutcome:
+    """Run one trial to a recorded outcome: done, failed or timed_out (or cancelled, unrecorded).
+
+    A trial that already has a done.json is not run again; its recorded outcome is returned.
+    """
+    if isinstance(trial, dict):
+        trial = Trial.from_dict(trial)
+    layout = SweepDir(sweep_dir)
+    recorded = layout.outcome(trial.id)
+    if recorded is not None:
+        return recorded
+    trial_dir = layout.trial_dir(trial.id)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    for name in _ATTEMPT_FILES:
+        (trial_dir / name).unlink(missing_ok=True)
+    atomic_write_json(trial_dir / "trial.json", trial.to_dict())
+
+    started = time.time()
+    env = dict(os.environ)
+    env.update({SUPERVISOR_ENV: str(os.getpid()), TRIAL_ENV: trial.id, RUN_ENV: run_id,
+                SWEEP_ENV: sweep_name})
+    with open(trial_dir / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dacbench_remote.sweeps.worker", str(trial_dir), run_id],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # Ctrl-C reaches the driver, which stops trials in order
+        )
+    watch = _Watch(worker, trial_dir / "running.json", trial.id, run_id)
+    stopped_by_us = _supervise(worker, watch, trial.time_limit, cancel_event, kill_grace)
+    # Whatever outlived the worker (a server it could not stop) goes too, with its sockets.
+    stop_records([r for r in watch.records if r.pid != worker.pid], grace=kill_grace)
+    watch.remove_sockets()
+
+    outcome = TrialOutcome(trial.id, FAILED, run_id, started=started, finished=time.time(),
+                           host=hostname(), exit_code=worker.returncode)
+    rows = read_jsonl(trial_dir / "episodes.jsonl")
+    if stopped_by_us == TIMED_OUT:
+        progress = len(read_jsonl(trial_dir / "runner.jsonl"))
+        outcome.status = TIMED_OUT
+        outcome.error = (f"the trial exceeded its time limit of {trial.time_limit:g} s after "
+                         f"{progress} of {trial.episodes} episodes; its worker and server were "
+                         "stopped")
+    elif stopped_by_us == CANCELLED or _killed_from_outside(worker.returncode):
+        outcome.status = CANCELLED
+        outcome.error = ("the trial was stopped before it finished (cancel, Ctrl-C, scancel or "
+                         "preemption); it runs again when the sweep is resumed")
+        watch.clear()
+        return outcome
+    elif worker.returncode == 0 and len(rows) == trial.episodes:
+        outcome.status = DONE
+        outcome.episodes = len(rows)
+        outcome.mean_return = sum(r["return"] for r in rows) / len(rows)
+    elif worker.returncode == 0:
+        outcome.error = (f"the worker finished but recorded {len(rows)} of {trial.episodes} "
+                         "episodes")
+    else:
+        outcome.error = _failure_message(trial_dir, worker.returncode)
+    atomic_write_json(layout.done_file(trial.id), {**outcome.to_dict(), "trial": trial.to_dict()})
+    watch.clear()
+    return outcome
+
+
+class _Watch:
+    """Keeps running.json up to date with the worker's process tree, for cancel and cleanup."""
+
+    def __init__(self, worker: subprocess.Popen, path: Path, trial_id: str, run_id: str):
+        self.worker, self.path = worker, path
+        self.records: list[ProcessRecord] = []
+        self.sockets: set[str] = set()
+        self.header = {"trial_id": trial_id, "run_id": run_id, "host": hostname(),
+                       "boot_id": boot_id(), "supervisor_pid": os.getpid(),
+                       "started": time.time()}
+        self.snapshot()
+
+    def snapshot(self) -> None:
+        known = set(self.records)
+        fresh = [r for r in tree(self.worker.pid) if r not in known]
+        for record in fresh:
+            self.sockets.update(_socket_arguments(record.pid))
+        if fresh or not self.path.exists():
+            self.records += fresh
+            atomic_write_json(self.path, {**self.header, "sockets": sorted(self.sockets),
+                                          "processes": [r.to_dict() for r in self.records]})
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def remove_sockets(self) -> None:
+        remove_server_sockets(self.sockets)
+
+
+def remove_server_sockets(names) -> None:
+    """Socket files of servers that were killed before they could remove them.
+
+    Only names in our own socket directory: a container sees that directory elsewhere, so its
+    `--socket` argument gives the file name, not the host path.
+    """
+    for name in names:
+        if name.endswith(".sock") and "/" not in name:
+            remove_socket_files(socket_dir() / name)
+
+
+def _socket_arguments(pid: int) -> list[str]:
+    """The `--socket PATH` a server process was started with (see runtimes.base)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+    if SERVER_MODULE not in argv:
+        return []
+    return [Path(argv[i + 1]).name for i, arg in enumerate(argv[:-1]) if arg == "--socket"]
+
+
+def _supervise(worker: subprocess.Popen, watch: _Watch, time_limit: float,
+               cancel_event: threading.Event | None, kill_grace: float) -> str | None:
+    """Wait for the worker; stop it on time-out or cancel. Returns why we stopped it, if we did."""
+    deadline = time.monotonic() + time_limit
+    next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
+    reason = None
+    while worker.poll() is None:
+        now = time.monotonic()
+        if cancel_event is not None and cancel_event.is_set():
+            reason = CANCELLED
+        elif now >= deadline:
+            reason = TIMED_OUT
+        if reason:
+            break
+        if now >= next_snapshot:
+            watch.snapshot()
+            next_snapshot = now + SNAPSHOT_INTERVAL
+        try:
+            worker.wait(timeout=min(0.1, max(0.0, deadline - now)))
+        except subprocess.TimeoutExpired:
+            continue
+    if reason is None:
+        return None
+    watch.snapshot()
+    # SIGTERM to the worker and its servers at once: a server shuts down cleanly (its sockets
+    # go) even while its env is stuck in a step, and the worker, no longer waiting on it,
+    # unwinds. Whatever is still there after the grace period is killed.
+    stop_records(watch.records, grace=kill_grace)
+    worker.wait()
+    return reason
+
+
+def _killed_from_outside(code: int | None) -> bool:
+    """SIGTERM/SIGKILL/SIGINT that we did not send: scancel, preemption, a user's kill."""
+    signals = (signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP)
+    codes = {-s for s in signals} | {128 + s for s in signals}
+    return code in codes
+
+
+def _failure_message(trial_dir: Path, code: int | None) -> str:
+    error = read_json(trial_dir / "error.json")
+    if isinstance(error, dict) and error.get("type"):
+        return f"{error['type']}: {error.get('message', '')}".strip()
+    tail = _tail(trial_dir / "worker.log")
+    killed = code is not None and code < 0
+    how = f"signal {signal.Signals(-code).name}" if killed else f"code {code}"
+    return f"the worker exited with {how}; last output:\n{tail or '(none)'}"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -1,0 +1,134 @@
+"""A trial (one benchmark variant x agent x seed, run for N episodes) and its recorded outcome.
+
+A trial's id is a hash of the canonical JSON of what defines its results, so the same spec gives
+the same ids on every machine and executor, and a resumed sweep recognises finished work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Bump when the meaning of the id parameters changes, so old results are never mistaken for new.
+ID_VERSION = 1
+ID_LENGTH = 12
+
+# Final states written to done.json; "cancelled" trials write nothing and are run again.
+DONE, FAILED, TIMED_OUT, CANCELLED = "done", "failed", "timed_out", "cancelled"
+FINAL_STATES = (DONE, FAILED, TIMED_OUT)
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, no NaN, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a trial's server is started; not part of the trial id (results must not depend on it)."""
+
+    kind: str = "auto"
+    image: str | None = None
+    python: str | None = None
+    binds: tuple[str, ...] = ()
+    env: dict = field(default_factory=dict)
+    gpu: bool = False
+    startup_timeout: float = 60.0
+    call_timeout: float = 300.0
+    # What the image cache said about `image` when the sweep fetched it (sha256, experiment, ...).
+    provenance: dict = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> RuntimeOptions:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One unit of work: `episodes` episodes of `agent` on one benchmark variant with `seed`."""
+
+    benchmark: str
+    agent: str
+    seed: int
+    episodes: int
+    experiment: str | None = None
+    config: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)
+    time_limit: float = 3600.0
+    runtime: RuntimeOptions = RuntimeOptions()
+
+    def id_params(self) -> dict:
+        """What defines this trial's results, and so its id."""
+        return {
+            "v": ID_VERSION,
+            "benchmark": self.benchmark,
+            "experiment": self.experiment,
+            "config": self.config,
+            "kwargs": self.kwargs,
+            "agent": self.agent,
+            "seed": self.seed,
+            "episodes": self.episodes,
+        }
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(canonical_json(self.id_params()).encode()).hexdigest()
+        return digest[:ID_LENGTH]
+
+    def variant(self) -> str:
+        """The benchmark as reports group it: name, experiment id and non-default settings."""
+        text = self.benchmark
+        if self.experiment:
+            text += f"@{self.experiment}"
+        settings = {**self.config, **{f"kwargs.{k}": v for k, v in self.kwargs.items()}}
+        if settings:
+            text += " " + canonical_json(settings)
+        return text
+
+    def label(self) -> str:
+        return f"{self.variant()} agent={self.agent} seed={self.seed}"
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["runtime"]["binds"] = list(self.runtime.binds)
+        data["id"] = self.id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Trial:
+        data = dict(data)
+        data.pop("id", None)
+        runtime = dict(data.pop("runtime", {}))
+        runtime["binds"] = tuple(runtime.get("binds", ()))
+        return cls(runtime=RuntimeOptions(**runtime), **data)
+
+
+@dataclass
+class TrialOutcome:
+    """What happened to one trial in one sweep run (the content of its done.json)."""
+
+    trial_id: str
+    status: str
+    run_id: str
+    episodes: int = 0
+    mean_return: float | None = None
+    error: str | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    host: str = ""
+    exit_code: int | None = None
+
+    @property
+    def wall_time(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "wall_time": self.wall_time}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrialOutcome:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Sweep throughput: trials per minute for 1, 2 and 4 local workers, and the per-trial overhead.
+
+    python scripts/bench_sweep.py                       # local runtime and, if possible, bwrap
+    python scripts/bench_sweep.py --trials 16 --image /path/to/image.sif
+
+A trial here is one short episode of gymnasium:CartPole-v1 with a random agent, so the numbers
+are dominated by what a sweep adds per trial: a worker process, a server (plain or in a bwrap
+container), the connection, and cleanup. Printed as a table; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from dacbench_remote.runner import RemoteRunner  # noqa: E402
+from dacbench_remote.sweep import SweepDir, read_results_csv, run_sweep  # noqa: E402
+
+
+def write_spec(directory: Path, trials: int, episodes: int, runtime: str,
+               image: Path | None) -> Path:
+    image_line = f'image = "{image}"\n' if image else ""
+    spec = directory / "sweep.toml"
+    spec.write_text(
+        f'name = "bench"\nepisodes = {episodes}\ntime_limit = 300\n'
+        f'[runtime]\nkind = "{runtime}"\n{image_line}'
+        f'[grid]\nbenchmarks = ["gymnasium:CartPole-v1"]\nagents = ["random"]\n'
+        f"seeds = {{ start = 0, count = {trials} }}\n"
+    )
+    return spec
+
+
+def sweep_once(trials: int, episodes: int, workers: int, runtime: str,
+               image: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        spec = write_spec(Path(tmp), trials, episodes, runtime, image)
+        started = time.perf_counter()
+        result = run_sweep(spec, workers=workers, sweep_dir=Path(tmp) / "out")
+        wall = time.perf_counter() - started
+        if not result.ok:
+            errors = {o.error for o in result.outcomes if o.status != "done"}
+            raise SystemExit(f"{runtime}: trials failed: {errors}")
+        layout = SweepDir(Path(tmp) / "out")
+        rows = read_results_csv(layout.results_csv)
+        episode_time: dict[str, float] = {}
+        for row in rows:
+            trial_id = row["trial_id"]
+            episode_time[trial_id] = episode_time.get(trial_id, 0.0) + row["wall_time"]
+        overheads = [o.wall_time - episode_time[o.trial_id] for o in result.outcomes]
+    return {"wall": wall, "per_minute": trials / wall * 60,
+            "overhead": statistics.median(overheads)}
+
+
+def runner_startup(runtime: str, image: Path | None, repeats: int) -> float:
+    """Median seconds from RemoteRunner.start() to a connected server (no worker process)."""
+    times = []
+    for _ in range(repeats):
+        with RemoteRunner("gymnasium:CartPole-v1", runtime=runtime, image=image) as runner:
+            times.append(runner.startup_seconds)
+    return statistics.median(times)
+
+
+def default_image() -> Path | None:
+    """The test suite's base image if it was built (newest), else its small test image."""
+    from dacbench_remote.runtimes.bwrap import bwrap_problem
+
+    if bwrap_problem():
+        return None
+    built = sorted(Path("/var/tmp/dacbench-remote-tests/images").glob("dacbench-base-*.sif"),
+                   key=lambda p: p.stat().st_mtime)
+    if built:
+        return built[-1]
+    try:
+        from tests.integration.runtime_images import build_standin_image
+
+        return build_standin_image()
+    except BaseException as exc:  # pytest.skip raises a BaseException subclass
+        print(f"no bwrap image ({type(exc).__name__}: {exc}); pass --image", file=sys.stderr)
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12, help="trials per sweep (default 12)")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes per trial (default 1)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--image", type=Path, help="a .sif for the bwrap rows")
+    parser.add_argument("--runtimes", nargs="+", default=["local", "bwrap"])
+    args = parser.parse_args()
+
+    image = args.image
+    if "bwrap" in args.runtimes and image is None:
+        image = default_image()
+    runtimes = [r for r in args.runtimes if r != "bwrap" or image is not None]
+    if image is not None:
+        print(f"bwrap image: {image} ({image.stat().st_size / 1e6:.0f} MB)")
+
+    print(f"{args.trials} trials x {args.episodes} episode(s) of gymnasium:CartPole-v1 (random "
+          f"agent); machine has {__import__('os').cpu_count()} cores")
+    print()
+    print(f"{'runtime':8} {'workers':>7} {'wall s':>8} {'trials/min':>11} {'overhead/trial s':>17}")
+    for runtime in runtimes:
+        for workers in args.workers:
+            row = sweep_once(args.trials, args.episodes, workers, runtime,
+                             image if runtime == "bwrap" else None)
+            print(f"{runtime:8} {workers:>7} {row['wall']:>8.1f} {row['per_minute']:>11.1f} "
+                  f"{row['overhead']:>17.2f}")
+    print()
+    print("server start alone (RemoteRunner.start → connected, median of 5):")
+    for runtime in runtimes:
+        startup = runner_startup(runtime, image if runtime == "bwrap" else None, 5)
+        print(f"  {runtime:8} {startup:.2f} s")
+    print()
+    print("overhead/trial = a trial's wall time minus its episodes' time (worker process, server "
+          "start, connect, cleanup), median over trials, measured with the workers given.")
+
+
+if __name__ == "__main__":
+    main()

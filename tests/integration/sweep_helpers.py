@@ -1,0 +1,52 @@
+"""Agents and envs for sweep tests, imported by trial workers and servers as `tests.integration...`.
+
+`counting_agent` appends one line per trial execution to $DACBR_TEST_COUNTER, so tests can count
+executions independently of the sweep's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from dacbench_remote.agents import RandomAgent
+from tests.envs import SlowEnv
+
+COUNTER_ENV = "DACBR_TEST_COUNTER"
+ACT_DELAY_ENV = "DACBR_TEST_ACT_DELAY"
+
+
+class _SlowRandomAgent(RandomAgent):
+    def __init__(self, env, seed, delay: float):
+        super().__init__(env, seed)
+        self.delay = delay
+
+    def act(self, state, reward):
+        time.sleep(self.delay)
+        return super().act(state, reward)
+
+
+def counting_agent(env, seed):
+    """A seeded random agent that records '<run id> <trial id>' when a trial creates it."""
+    counter = os.environ.get(COUNTER_ENV)
+    if counter:
+        run_id = os.environ.get("DACBR_SWEEP_RUN_ID", "?")
+        line = f"{run_id} {os.environ.get('DACBR_SWEEP_TRIAL', '?')}\n"
+        fd = os.open(counter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    return _SlowRandomAgent(env, seed, float(os.environ.get(ACT_DELAY_ENV, "0")))
+
+
+def make_failing_env(message: str = "benchmark exploded on purpose"):
+    """A benchmark whose construction raises, like a DACBench benchmark with a broken config."""
+    raise RuntimeError(message)
+
+
+def make_stuck_env(pidfile: str, delay: float = 600.0):
+    """A benchmark that hangs in step(); records the server's pid so tests can check its end."""
+    Path(pidfile).write_text(str(os.getpid()))
+    return SlowEnv(delay=delay)

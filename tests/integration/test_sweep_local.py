@@ -1,0 +1,266 @@
+"""Sweeps on the local executor with real workers and servers: resume, time-outs, failures, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote.errors import DacbenchRemoteError
+from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, report, run_sweep
+from dacbench_remote.sweep import status as sweep_status
+from dacbench_remote.sweeps.layout import read_json, read_jsonl
+from dacbench_remote.sweeps.procs import ProcessRecord, wait_gone
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+HELPERS = "tests.integration.sweep_helpers"
+DRIVER = "import sys; from dacbench_remote.sweep import run_sweep; run_sweep(sys.argv[1], workers=2)"
+
+
+@pytest.fixture
+def sweep_env(monkeypatch, tmp_path: Path) -> dict[str, str]:
+    """Environment for drivers, workers and servers: helpers importable, a private socket dir."""
+    sockets = Path(tempfile.mkdtemp(prefix="dr-", dir="/tmp"))  # short: AF_UNIX path limit
+    values = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "DACBENCH_REMOTE_SOCKET_DIR": str(sockets),
+        "DACBR_TEST_COUNTER": str(tmp_path / "executions.txt"),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield values
+    leftovers = sorted(p.name for p in sockets.iterdir())
+    shutil.rmtree(sockets, ignore_errors=True)
+    assert leftovers == [], f"sockets left behind: {leftovers}"
+
+
+def write_spec(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def executions(counter: Path) -> list[tuple[str, str]]:
+    """(run id, trial id) per trial execution, as the counting agent recorded them."""
+    if not counter.exists():
+        return []
+    return [tuple(line.split()) for line in counter.read_text().splitlines()]
+
+
+def start_driver(spec: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(spec)], cwd=REPO,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def recorded_processes(layout: SweepDir) -> list[ProcessRecord]:
+    records = []
+    for path in layout.path.glob("trials/*/running.json"):
+        data = read_json(path) or {}
+        records += [ProcessRecord.from_dict(p) for p in data.get("processes", [])]
+    return records
+
+
+def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path: Path,
+                                                                        sweep_env, monkeypatch):
+    monkeypatch.setenv("DACBR_TEST_ACT_DELAY", "0.01")  # a trial takes a few seconds
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "resume"
+        episodes = 3
+        time_limit = 120
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["{HELPERS}:counting_agent"]
+        seeds = {{ start = 0, count = 6 }}
+    """)
+    spec = load_spec(spec_path)
+    layout = SweepDir(spec.dir)
+    all_ids = {t.id for t in spec.trials}
+    counter = Path(sweep_env["DACBR_TEST_COUNTER"])
+
+    driver = start_driver(spec_path, {**sweep_env, "DACBR_TEST_ACT_DELAY": "0.01"})
+    try:
+        wait_for(lambda: len(list(layout.path.glob("trials/*/done.json"))) >= 2, 120,
+                 "two trials to complete")
+        in_flight = recorded_processes(layout)
+        driver.send_signal(signal.SIGKILL)  # a crash: no cleanup code runs in the driver
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    done_before = {p.parent.name for p in layout.path.glob("trials/*/done.json")}
+    assert 2 <= len(done_before) < len(all_ids), "the driver should die midway"
+    # Workers die with their driver; their servers follow when the lifeline closes.
+    assert wait_gone(in_flight, timeout=30), "processes of the killed driver's trials survived"
+    first_run = {run_id for run_id, _ in executions(counter)}
+    assert len(first_run) == 1
+
+    result = run_sweep(spec_path, workers=2)
+
+    assert set(result.skipped) == done_before
+    assert {o.trial_id for o in result.outcomes} == all_ids - done_before
+    assert {o.status for o in result.outcomes} == {"done"}
+    second = [trial for run_id, trial in executions(counter) if run_id == result.run_id]
+    assert Counter(second) == Counter(all_ids - done_before)  # each missing trial once
+    first = Counter(trial for run_id, trial in executions(counter) if run_id in first_run)
+    assert all(first[t] == 1 for t in done_before)  # complete trials ran exactly once overall
+    rows = read_results_csv(layout.results_csv)
+    assert Counter(r["trial_id"] for r in rows) == {t: 3 for t in all_ids}
+    starts = [line for line in read_jsonl(layout.runs) if line["event"] == "start"]
+    assert len({line["run_id"] for line in starts}) == 2  # each run has its own id
+
+
+def test_timed_out_and_failing_trials_are_recorded_while_the_rest_finish(tmp_path: Path,
+                                                                         sweep_env):
+    pidfile = tmp_path / "stuck-server.pid"
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "robust"
+        episodes = 2
+        time_limit = 120
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["random"]
+        seeds = [0, 1]
+        [[trials]]
+        benchmark = "{HELPERS}:make_stuck_env"
+        kwargs = {{ pidfile = "{pidfile}" }}
+        agent = "random"
+        time_limit = 3
+        [[trials]]
+        benchmark = "{HELPERS}:make_failing_env"
+        agent = "random"
+    """)
+    spec = load_spec(spec_path)
+    stuck, failing = spec.trials[2], spec.trials[3]
+    lines: list[str] = []
+
+    result = run_sweep(spec_path, workers=2, progress=lines.append)
+
+    statuses = {o.trial_id: o.status for o in result.outcomes}
+    assert statuses == {spec.trials[0].id: "done", spec.trials[1].id: "done",
+                        stuck.id: "timed_out", failing.id: "failed"}
+    outcomes = {o.trial_id: o for o in result.outcomes}
+    assert "time limit of 3 s" in outcomes[stuck.id].error
+    assert "benchmark exploded on purpose" in outcomes[failing.id].error
+    assert not result.ok
+    # The stuck benchmark's server was stopped, not left hanging in step().
+    server = ProcessRecord.of(int(pidfile.read_text()))
+    assert server is None or wait_gone([server], timeout=10)
+    layout = SweepDir(spec.dir)
+    error = read_json(layout.trial_dir(failing.id) / "error.json")
+    assert "benchmark exploded on purpose" in error["message"] and error["traceback"]
+    rows = read_results_csv(layout.results_csv)
+    assert {r["trial_id"] for r in rows} == {spec.trials[0].id, spec.trials[1].id}
+    assert any("timed_out" in line for line in lines) and any("failed" in line for line in lines)
+
+    summary = report(layout.path, plot=False)
+    assert summary.counts == {"total": 4, "done": 2, "failed": 1, "timed_out": 1}
+    assert "time limit of 3 s" in str(summary) and "benchmark exploded" in str(summary)
+    assert "4/4 trials finished (2 done, 1 failed, 1 timed out)" in str(sweep_status(layout.path))
+
+    # Resuming finds everything recorded: nothing runs again unless failures are retried.
+    again = run_sweep(spec_path, workers=2)
+    assert again.outcomes == [] and len(again.skipped) == 4
+    retried = run_sweep(spec_path, workers=2, retry_failed=True)
+    assert {o.trial_id for o in retried.outcomes} == {stuck.id, failing.id}
+
+
+def test_cancel_stops_driver_workers_and_servers_and_records_nothing(tmp_path: Path, sweep_env):
+    pidfiles = [tmp_path / f"server-{i}.pid" for i in range(2)]
+    trials = "".join(f"""
+        [[trials]]
+        benchmark = "{HELPERS}:make_stuck_env"
+        kwargs = {{ pidfile = "{pidfile}" }}
+        agent = "random"
+        seed = {i}
+    """ for i, pidfile in enumerate(pidfiles))
+    spec_path = write_spec(tmp_path / "sweep.toml", """
+        name = "cancel-me"
+        time_limit = 600
+        [runtime]
+        kind = "local"
+    """ + trials)
+    layout = SweepDir(load_spec(spec_path).dir)
+    driver = start_driver(spec_path, sweep_env)
+    try:
+        wait_for(lambda: all(p.exists() for p in pidfiles), 60, "both servers to start")
+        servers = [ProcessRecord.of(int(p.read_text())) for p in pidfiles]
+        wait_for(lambda: len(recorded_processes(layout)) >= 4, 10, "running.json to list them")
+        assert "2 running" in str(sweep_status(layout.path))
+        with pytest.raises(DacbenchRemoteError, match="is in use by another run"):
+            run_sweep(spec_path)
+
+        result = cancel(layout.path)
+
+        assert result.driver.startswith("stopped"), str(result)
+        assert driver.wait(timeout=30) != 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    output = driver.stdout.read()
+    assert "KeyboardInterrupt" in output, output
+    assert wait_gone([s for s in servers if s is not None], timeout=10)
+    assert not list(layout.path.glob("trials/*/done.json"))  # cancelled trials run on resume
+    assert not list(layout.path.glob("trials/*/running.json"))
+    after = sweep_status(layout.path)
+    assert after.counts.get("pending") == 2 and after.driver == "not running"
+    assert "0 trial process(es) stopped" in str(cancel(layout.path))  # idempotent
+    assert json.loads(layout.runs.read_text().splitlines()[-1])["interrupted"] is True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_on_the_driver_stops_its_trials(tmp_path: Path, sweep_env, sig):
+    pidfile = tmp_path / "server.pid"
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "interrupt-me"
+        time_limit = 600
+        [runtime]
+        kind = "local"
+        [[trials]]
+        benchmark = "{HELPERS}:make_stuck_env"
+        kwargs = {{ pidfile = "{pidfile}" }}
+        agent = "random"
+    """)
+    layout = SweepDir(load_spec(spec_path).dir)
+    driver = start_driver(spec_path, sweep_env)
+    try:
+        wait_for(pidfile.exists, 60, "the server to start")
+        server = ProcessRecord.of(int(pidfile.read_text()))
+        wait_for(lambda: len(recorded_processes(layout)) >= 2, 10, "running.json")
+        workers = recorded_processes(layout)
+        driver.send_signal(sig)
+        assert driver.wait(timeout=30) != 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert "KeyboardInterrupt" in driver.stdout.read()
+    assert wait_gone([p for p in [server, *workers] if p is not None], timeout=10)
+    assert not list(layout.path.glob("trials/*/done.json"))

@@ -1,0 +1,172 @@
+"""Sweeps through a real one-node Slurm (scripts/slurm-cluster.sh): same results as local, cancel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, run_sweep
+from dacbench_remote.sweeps.executors import live_tasks
+from dacbench_remote.sweeps.procs import ProcessRecord, wait_gone
+from tests.integration.runtime_images import build_standin_image
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
+HELPERS = "tests.integration.sweep_helpers"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A one-node Slurm on this machine for the module; torn down afterwards if we started it."""
+    missing = [t for t in ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scancel")
+               if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): "
+                    "apt-get install slurm-wlm munge")
+    if os.geteuid() != 0:
+        pytest.skip("bringing up slurmctld/slurmd/munged needs root (CI runs as root)")
+    pytest.importorskip("submitit", reason="the slurm executor needs submitit "
+                                           "(pip install 'dacbench-remote[slurm]')")
+    was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
+    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True)
+    assert up.returncode == 0, f"slurm-cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+    yield
+    if not was_up:
+        down = subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, text=True)
+        assert down.returncode == 0, down.stderr
+        assert subprocess.run(["bash", str(SCRIPT), "status"],
+                              capture_output=True).returncode != 0
+
+
+@pytest.fixture
+def sweep_env(monkeypatch) -> dict[str, str]:
+    """Array tasks inherit the submitting environment: helpers importable, a private socket dir."""
+    sockets = Path(tempfile.mkdtemp(prefix="dr-", dir="/tmp"))  # short: AF_UNIX path limit
+    values = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "DACBENCH_REMOTE_SOCKET_DIR": str(sockets),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield values
+    leftovers = sorted(p.name for p in sockets.iterdir())
+    shutil.rmtree(sockets, ignore_errors=True)
+    assert leftovers == [], f"sockets left behind: {leftovers}"
+
+
+@pytest.fixture(params=["bwrap", "local"])
+def runtime_table(request) -> str:
+    """The [runtime] table: bwrap with a real image (as the issue demands), and plain local."""
+    if request.param == "local":
+        return 'kind = "local"'
+    from dacbench_remote.runtimes.bwrap import bwrap_problem
+
+    problem = bwrap_problem()
+    if problem:
+        pytest.skip(f"bwrap cannot run containers here: {problem}")
+    try:
+        image = request.getfixturevalue("base_image")
+    except pytest.FixtureLookupError:
+        # Until the shared base_image fixture lands: the test image, which runs the real server.
+        image = build_standin_image()
+    return f'kind = "bwrap"\nimage = "{image}"'
+
+
+def test_slurm_array_gives_the_same_trials_and_returns_as_the_local_executor(
+        tmp_path: Path, slurm_cluster, sweep_env, runtime_table: str):
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent("""
+        name = "same-results"
+        episodes = 3
+        time_limit = 120
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["random", "static"]
+        seeds = [0, 1, 2, 3]
+        [executor.slurm]
+        time = 10
+        array_parallelism = 4
+        [runtime]
+    """) + runtime_table + "\n")
+    spec = load_spec(spec_path)
+    assert len(spec.trials) == 8
+
+    on_slurm = run_sweep(spec_path, executor="slurm", sweep_dir=tmp_path / "slurm")
+    on_local = run_sweep(spec_path, executor="local", sweep_dir=tmp_path / "local")
+
+    ids = {t.id for t in spec.trials}
+    assert {o.trial_id for o in on_slurm.outcomes} == ids == {o.trial_id for o in on_local.outcomes}
+    assert {o.status for o in on_slurm.outcomes} == {"done"}, [o.error for o in on_slurm.outcomes]
+    assert {o.status for o in on_local.outcomes} == {"done"}
+    [array_id] = on_slurm.job_ids
+    assert SweepDir(tmp_path / "slurm").job_ids() == [array_id]
+    # One array job, one task per trial, throttled as the spec says.
+    [script] = (tmp_path / "slurm" / "slurm").glob("*_submission.sh")
+    assert "#SBATCH --array=0-7%4" in script.read_text()
+
+    def episodes(directory: Path) -> dict[tuple[str, int], tuple[float, int]]:
+        rows = read_results_csv(directory / "results.csv")
+        return {(r["trial_id"], r["episode"]): (r["return"], r["length"]) for r in rows}
+
+    slurm_rows, local_rows = episodes(tmp_path / "slurm"), episodes(tmp_path / "local")
+    assert len(slurm_rows) == 8 * 3
+    assert slurm_rows == local_rows  # same trial ids, identical returns and lengths
+    runtimes = {r["runtime"] for r in read_results_csv(tmp_path / "slurm" / "results.csv")}
+    assert runtimes == {"bwrap" if "bwrap" in runtime_table else "local"}
+
+
+def test_cancel_scancels_the_array_and_stops_its_servers(tmp_path: Path, slurm_cluster,
+                                                         sweep_env):
+    pidfiles = [tmp_path / f"server-{i}.pid" for i in range(2)]
+    trials = "".join(f"""
+        [[trials]]
+        benchmark = "{HELPERS}:make_stuck_env"
+        kwargs = {{ pidfile = "{pidfile}" }}
+        agent = "random"
+        seed = {i}
+    """ for i, pidfile in enumerate(pidfiles))
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent("""
+        name = "cancel-on-slurm"
+        time_limit = 600
+        [runtime]
+        kind = "local"
+    """ + trials))
+    layout = SweepDir(load_spec(spec_path).dir)
+    code = ("import sys; from dacbench_remote.sweep import run_sweep; "
+            "run_sweep(sys.argv[1], executor='slurm')")
+    driver = subprocess.Popen([sys.executable, "-c", code, str(spec_path)], cwd=REPO,
+                              env={**os.environ, **sweep_env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not all(p.exists() for p in pidfiles):
+            assert time.monotonic() < deadline, "the array tasks did not start their servers"
+            assert driver.poll() is None, driver.stdout.read()
+            time.sleep(0.2)
+        servers = [ProcessRecord.of(int(p.read_text())) for p in pidfiles]
+        [array_id] = layout.job_ids()
+        assert len(live_tasks(array_id)) == 2
+
+        result = cancel(layout.path)
+
+        assert result.jobs_cancelled == [array_id], str(result)
+        assert result.driver.startswith("stopped"), str(result)
+        assert driver.wait(timeout=60) != 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert live_tasks(array_id) == []
+    assert wait_gone([s for s in servers if s is not None], timeout=15), "a server survived"
+    assert not list(layout.path.glob("trials/*/done.json"))  # they run again on resume

@@ -1,0 +1,429 @@
+"""The sweep spec, trial ids, tables, report and status, on files only (no processes started)."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import statistics
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote.errors import BadConfig, DacbenchRemoteError
+from dacbench_remote.sweep import (
+    RuntimeOptions,
+    SweepDir,
+    Trial,
+    TrialOutcome,
+    load_spec,
+    parse_spec,
+    read_results_csv,
+    report,
+    run_sweep,
+    status,
+)
+from dacbench_remote.sweeps import executors
+from dacbench_remote.sweeps.executors import SlurmExecutor, prefetch_images
+from dacbench_remote.sweeps.layout import atomic_write_json, read_jsonl
+from dacbench_remote.sweeps.results import write_tables
+from dacbench_remote.sweeps.spec import SlurmOptions
+
+FULL = """
+name = "demo"
+episodes = 4
+time_limit = "10m"
+
+[runtime]
+kind = "bwrap"
+binds = ["/data:/data:ro"]
+env = { OMP_NUM_THREADS = "1" }
+
+[grid]
+agents = ["random", "static:1"]
+seeds = { start = 10, count = 3 }
+
+[[grid.benchmarks]]
+benchmark = "Luby"
+experiments = ["v1", "v2"]
+config = { cutoff = 50 }
+[grid.benchmarks.vary]
+seed_offset = [0, 1]
+
+[[grid.benchmarks]]
+benchmark = "gymnasium:CartPole-v1"
+episodes = 2
+time_limit = 30
+image = "images/cartpole.sif"
+
+[[trials]]
+benchmark = "tests.envs:make_slow_env"
+kwargs = { delay = 0.5 }
+agent = "random"
+seeds = [7, 8]
+
+[executor]
+kind = "slurm"
+[executor.local]
+workers = 3
+[executor.slurm]
+partition = "debug"
+time = "1:30:00"
+mem_gb = 2
+gres = "gpu:1"
+array_parallelism = 4
+cache_dir = "cache"
+additional = { exclusive = true }
+"""
+
+
+def spec_from(text: str, tmp_path: Path | None = None):
+    path = (tmp_path or Path("/tmp")) / "sweep.toml"
+    return parse_spec(textwrap.dedent(text), path)
+
+
+def test_full_spec_expands_grid_and_explicit_trials(tmp_path: Path):
+    spec = spec_from(FULL, tmp_path)
+    # Luby: 2 experiments x 2 config variants x 2 agents x 3 seeds; CartPole: 2 x 3; explicit: 2.
+    assert len(spec.trials) == 24 + 6 + 2
+    assert spec.name == "demo"
+    assert spec.dir == tmp_path / "demo"
+    luby = [t for t in spec.trials if t.benchmark == "Luby"]
+    assert {t.experiment for t in luby} == {"v1", "v2"}
+    assert {json.dumps(t.config, sort_keys=True) for t in luby} == {
+        '{"cutoff": 50, "seed_offset": 0}', '{"cutoff": 50, "seed_offset": 1}'}
+    assert {t.seed for t in luby} == {10, 11, 12}
+    assert all(t.episodes == 4 and t.time_limit == 600.0 for t in luby)
+    assert all(t.runtime.kind == "bwrap" and t.runtime.binds == ("/data:/data:ro",) for t in luby)
+    cartpole = [t for t in spec.trials if t.benchmark == "gymnasium:CartPole-v1"]
+    assert all(t.episodes == 2 and t.time_limit == 30.0 for t in cartpole)
+    assert all(t.runtime.image == str(tmp_path / "images/cartpole.sif") for t in cartpole)
+    explicit = [t for t in spec.trials if t.benchmark.startswith("tests.envs")]
+    assert [t.seed for t in explicit] == [7, 8]
+    assert explicit[0].kwargs == {"delay": 0.5}
+    slurm = spec.executor.slurm
+    assert spec.executor.kind == "slurm" and spec.executor.local.workers == 3
+    assert (slurm.partition, slurm.time, slurm.mem_gb, slurm.gres) == ("debug", 90, 2, "gpu:1")
+    assert slurm.cache_dir == str(tmp_path / "cache")
+    assert len({t.id for t in spec.trials}) == len(spec.trials)
+
+
+def test_trial_id_is_stable_and_depends_only_on_result_defining_parameters():
+    trial = Trial("gymnasium:CartPole-v1", "random", 0, 3)
+    # The documented formula: sha256 of the canonical JSON of the parameters, first 12 hex
+    # digits. Changing it must be deliberate: it orphans every recorded result.
+    canonical = ('{"agent":"random","benchmark":"gymnasium:CartPole-v1","config":{},"episodes":3,'
+                 '"experiment":null,"kwargs":{},"seed":0,"v":1}')
+    assert trial.id == hashlib.sha256(canonical.encode()).hexdigest()[:12] == "10c55b288a1e"
+    same = Trial("gymnasium:CartPole-v1", "random", 0, 3, time_limit=5,
+                 runtime=RuntimeOptions(kind="bwrap", image="/x.sif"))
+    assert same.id == trial.id
+    for other in (Trial("gymnasium:CartPole-v1", "random", 1, 3),
+                  Trial("gymnasium:CartPole-v1", "static", 0, 3),
+                  Trial("gymnasium:CartPole-v1", "random", 0, 4),
+                  Trial("gymnasium:CartPole-v1", "random", 0, 3, experiment="v1"),
+                  Trial("gymnasium:CartPole-v1", "random", 0, 3, kwargs={"a": 1}),
+                  Trial("gymnasium:CartPole-v0", "random", 0, 3)):
+        assert other.id != trial.id
+    # Key order in config tables does not matter.
+    assert (Trial("Luby", "random", 0, 1, config={"a": 1, "b": 2}).id
+            == Trial("Luby", "random", 0, 1, config={"b": 2, "a": 1}).id)
+
+
+def test_trial_round_trips_through_json():
+    trial = Trial("Luby", "static:[1]", 3, 2, experiment="v1", config={"c": [1, 2]},
+                  time_limit=12.5, runtime=RuntimeOptions(kind="bwrap", binds=("/a:/b",),
+                                                          env={"X": "1"}))
+    again = Trial.from_dict(json.loads(json.dumps(trial.to_dict())))
+    assert again == trial and again.id == trial.id
+
+
+def test_same_spec_in_two_places_gives_the_same_ids(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = spec_from(FULL, tmp_path / "a"), spec_from(FULL, tmp_path / "b")
+    images = {t.runtime.image for t in a.trials} ^ {t.runtime.image for t in b.trials}
+    assert images == {str(tmp_path / d / "images/cartpole.sif") for d in "ab"}  # paths differ,
+    assert [t.id for t in a.trials] == [t.id for t in b.trials]  # the ids do not
+
+
+MINIMAL = """
+name = "m"
+[grid]
+benchmarks = ["gymnasium:CartPole-v1"]
+agents = ["random"]
+seeds = [0]
+"""
+
+# (spec text, key named in the error, words of the problem)
+INVALID = [
+    ("name = ", "sweep.toml", "not valid TOML"),
+    ('[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\nseeds = [0]', "name", "is required"),
+    ('name = "a b"', "name", "must be letters"),
+    ('name = "x"\ncolour = 1', "colour", "unknown key"),
+    ('name = "x"\nepisodes = 0', "episodes", "at least 1"),
+    ('name = "x"\nepisodes = "3"', "episodes", "must be an integer"),
+    ('name = "x"\ntime_limit = "soon"', "time_limit", "positive duration"),
+    ('name = "x"\ntime_limit = -5', "time_limit", "positive duration"),
+    ('name = "x"', "grid", "defines no trials"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nseeds = [0]', "grid.agents", "is required"),
+    ('name = "x"\n[grid]\nbenchmarks = []\nagents = ["random"]\nseeds = [0]',
+     "grid.benchmarks", "non-empty array"),
+    ('name = "x"\n[grid]\nbenchmarks = [3]\nagents = ["random"]\nseeds = [0]',
+     "grid.benchmarks[0]", "a benchmark name or a table"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Lu by"]\nagents = ["random"]\nseeds = [0]',
+     "grid.benchmarks[0].benchmark", "is not a DACBench benchmark name"),
+    ('name = "x"\n[grid]\nbenchmarks = ["gymnasium:"]\nagents = ["random"]\nseeds = [0]',
+     "grid.benchmarks[0].benchmark", "names no gymnasium environment"),
+    ('name = "x"\n[grid]\nbenchmarks = ["pkg.mod:"]\nagents = ["random"]\nseeds = [0]',
+     "grid.benchmarks[0].benchmark", "is not 'package.module:factory'"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = []\nseeds = [0]',
+     "grid.agents", "non-empty array of agent specs"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["clever"]\nseeds = [0]',
+     "grid.agents[0]", "is not an agent"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["static:{oops"]\nseeds = [0]',
+     "grid.agents[0]", "not valid JSON"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["no_such_module_xyz:make"]\n'
+     'seeds = [0]', "grid.agents[0]", "is not importable"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random", "random"]\nseeds = [0]',
+     "grid.agents", "repeats an agent"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\nseeds = []',
+     "grid.seeds", "non-empty array"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\nseeds = [0, 1.5]',
+     "grid.seeds", "must be an integer"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\nseeds = [1, 1]',
+     "grid.seeds", "repeats a seed"),
+    ('name = "x"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\nseeds = {start = 3}',
+     "grid.seeds.count", "is required"),
+    ('name = "x"\n[grid]\nagents = ["random"]\nseeds = [0]\n[[grid.benchmarks]]\n'
+     'benchmark = "Luby"\nexperiment = "a"\nexperiments = ["b"]',
+     "grid.benchmarks[0].experiments", "either experiment or experiments"),
+    ('name = "x"\n[grid]\nagents = ["random"]\nseeds = [0]\n[[grid.benchmarks]]\n'
+     'benchmark = "Luby"\nconfig = 5', "grid.benchmarks[0].config", "must be a table"),
+    ('name = "x"\n[grid]\nagents = ["random"]\nseeds = [0]\n[[grid.benchmarks]]\n'
+     'benchmark = "Luby"\nconfig = { cutoff = nan }', "grid.benchmarks[0].config.cutoff",
+     "no nan/inf"),
+    ('name = "x"\n[grid]\nagents = ["random"]\nseeds = [0]\n[[grid.benchmarks]]\n'
+     'benchmark = "Luby"\nconfig = { when = 2024-01-01 }', "grid.benchmarks[0].config.when",
+     "date values are not supported"),
+    ('name = "x"\n[grid]\nagents = ["random"]\nseeds = [0]\n[[grid.benchmarks]]\n'
+     'benchmark = "Luby"\nvary = { cutoff = 5 }', "grid.benchmarks[0].vary.cutoff",
+     "non-empty array of values"),
+    ('name = "x"\n[grid]\nagents = ["random"]\nseeds = [0]\n[[grid.benchmarks]]\n'
+     'benchmark = "Luby"\nconfig = { cutoff = 5 }\nvary = { cutoff = [1, 2] }',
+     "grid.benchmarks[0].vary.cutoff", "also set as a fixed value"),
+    ('name = "x"\n[grid]\nagents = ["random"]\nseeds = [0]\n[[grid.benchmarks]]\n'
+     'benchmark = "Luby"\ninstance = 3', "grid.benchmarks[0].instance", "unknown key"),
+    (MINIMAL + '[runtime]\nkind = "docker"', "runtime.kind", "is not a runtime"),
+    (MINIMAL + '[runtime]\nbinds = ["/a:/b:maybe"]', "runtime.binds", "is not 'SRC[:DST"),
+    (MINIMAL + '[runtime]\nenv = { THREADS = 1 }', "runtime.env.THREADS", "must be a string"),
+    (MINIMAL + '[runtime]\ngpu = "yes"', "runtime.gpu", "true or false"),
+    (MINIMAL + '[runtime]\nimage = ""', "runtime.image", "non-empty string"),
+    (MINIMAL + '[runtime]\nnetwork = true', "runtime.network", "unknown key"),
+    (MINIMAL + '[executor]\nkind = "kubernetes"', "executor.kind", "is not an executor"),
+    (MINIMAL + '[executor.local]\nworkers = 0', "executor.local.workers", "at least 1"),
+    (MINIMAL + '[executor.slurm]\nmem_gb = -1', "executor.slurm.mem_gb", "positive number"),
+    (MINIMAL + '[executor.slurm]\ntime = "forever"', "executor.slurm.time", "positive duration"),
+    (MINIMAL + '[executor.slurm]\nnodes = 2', "executor.slurm.nodes", "unknown key"),
+    (MINIMAL + '[executor.slurm]\nadditional = { x = [1] }', "executor.slurm.additional.x",
+     "string, number or boolean"),
+    (MINIMAL + '[[trials]]\nbenchmark = "gymnasium:CartPole-v1"\nagent = "random"\nseed = 0',
+     "trials", "same trial"),
+    (MINIMAL + '[[trials]]\nbenchmark = "Luby"', "trials[0].agent", "is required"),
+    (MINIMAL + '[[trials]]\nbenchmark = "Luby"\nagent = "random"\nseed = 1\nseeds = [2]',
+     "trials[0].seeds", "either seed or seeds"),
+    (MINIMAL + '[[trials]]\nagent = "random"', "trials[0].benchmark", "is required"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), INVALID,
+                         ids=[f"{i}-{case[1]}" for i, case in enumerate(INVALID)])
+def test_invalid_spec_names_key_and_problem(text: str, key: str, problem: str):
+    with pytest.raises(BadConfig) as info:
+        spec_from(text)
+    message = str(info.value)
+    assert message.startswith("sweep.toml: ")
+    assert f" {key}: " in message or message.startswith(f"{key}: "), message
+    assert problem in message, message
+
+
+def test_missing_spec_file_is_named(tmp_path: Path):
+    with pytest.raises(BadConfig, match=r"nope\.toml does not exist"):
+        load_spec(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (90, 90.0), (1.5, 1.5), ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0),
+    ("01:30:00", 5400.0), ("1-00:00:00", 86400.0), ("05:30", 330.0),
+])
+def test_time_limits_accept_seconds_units_and_slurm_clock(value, seconds: float):
+    text = f"time_limit = {json.dumps(value)}\n" + MINIMAL
+    assert spec_from(text).trials[0].time_limit == seconds
+
+
+def test_run_sweep_rejects_unknown_executor_and_bad_workers(tmp_path: Path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(MINIMAL)
+    with pytest.raises(BadConfig, match="executor 'k8s' is not known"):
+        run_sweep(path, executor="k8s")
+    with pytest.raises(BadConfig, match="workers must be a positive integer, got 0"):
+        run_sweep(path, workers=0)
+    assert not (tmp_path / "m").exists()  # nothing started, nothing written
+
+
+def test_status_and_report_name_a_directory_that_is_not_a_sweep(tmp_path: Path):
+    for function in (status, report):
+        with pytest.raises(DacbenchRemoteError, match="is not a sweep directory"):
+            function(tmp_path)
+
+
+# -- tables, report and status on a hand-made sweep directory --------------------------------
+
+
+def fake_sweep(tmp_path: Path) -> tuple[SweepDir, list[Trial]]:
+    """Four trials: two done (known returns), one failed, one never finished."""
+    layout = SweepDir(tmp_path / "sw")
+    trials = [Trial("gymnasium:CartPole-v1", "random", seed, 3) for seed in (0, 1, 2, 3)]
+    layout.write_trials(trials)
+    returns = {trials[0].id: [1.0, 2.0, 3.0], trials[1].id: [4.0, 5.0, 6.0]}
+    for trial_id, values in returns.items():
+        rows = [{"trial_id": trial_id, "episode": i, "return": r, "length": 10,
+                 "benchmark": "gymnasium:CartPole-v1", "agent": "random"}
+                for i, r in enumerate(values)]
+        directory = layout.trial_dir(trial_id)
+        directory.mkdir(parents=True)
+        (directory / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        outcome = TrialOutcome(trial_id, "done", "run1", 3, statistics.fmean(values))
+        atomic_write_json(layout.done_file(trial_id), outcome.to_dict())
+    layout.trial_dir(trials[2].id).mkdir(parents=True)
+    atomic_write_json(layout.done_file(trials[2].id),
+                      TrialOutcome(trials[2].id, "failed", "run1",
+                                   error="RemoteError: ValueError: bad action").to_dict())
+    return layout, trials
+
+
+def test_tables_hold_every_episode_of_done_trials_and_every_trial(tmp_path: Path):
+    layout, trials = fake_sweep(tmp_path)
+    write_tables(layout)
+    rows = read_results_csv(layout.results_csv)
+    assert [(r["trial_id"], r["episode"], r["return"]) for r in rows] == [
+        (trials[0].id, 0, 1.0), (trials[0].id, 1, 2.0), (trials[0].id, 2, 3.0),
+        (trials[1].id, 0, 4.0), (trials[1].id, 1, 5.0), (trials[1].id, 2, 6.0)]
+    statuses = [line.split(",")[8] for line in layout.trials_csv.read_text().splitlines()[1:]]
+    assert statuses == ["done", "done", "failed", "pending"]
+
+
+def test_report_summarises_returns_counts_and_failures(tmp_path: Path):
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (pip install matplotlib)")
+    layout, trials = fake_sweep(tmp_path)
+    result = report(layout.path)
+    assert result.counts == {"total": 4, "done": 2, "failed": 1, "pending": 1}
+    [row] = result.rows
+    assert (row.benchmark, row.agent, row.trials, row.episodes) == (
+        "gymnasium:CartPole-v1", "random", 2, 6)
+    assert row.mean_return == pytest.approx(3.5)
+    assert row.std_return == pytest.approx(statistics.stdev([1, 2, 3, 4, 5, 6]))
+    assert result.plot == layout.plot and layout.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = str(result)
+    assert "4 total, 2 done, 1 failed, 0 timed out, 1 not finished" in text
+    assert "RemoteError: ValueError: bad action" in text
+    assert trials[2].id in text
+
+
+def test_report_without_matplotlib_says_how_to_get_the_plot(tmp_path: Path, monkeypatch):
+    layout, _ = fake_sweep(tmp_path)
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = report(layout.path)
+    assert result.plot is None and not layout.plot.exists()
+    assert "matplotlib is not installed" in str(result) and "pip install matplotlib" in str(result)
+    assert result.rows  # the summary does not depend on matplotlib
+
+
+def test_status_counts_finished_and_waiting_trials(tmp_path: Path):
+    layout, _ = fake_sweep(tmp_path)
+    result = status(layout.path)
+    assert result.counts == {"total": 4, "done": 2, "failed": 1, "pending": 1}
+    assert ("3/4 trials finished (2 done, 1 failed, 0 timed out), 0 running, 1 waiting"
+            in str(result))
+    assert result.driver == "not running"
+
+
+def test_stale_running_file_of_a_dead_process_is_not_counted_as_running(tmp_path: Path):
+    layout, trials = fake_sweep(tmp_path)
+    from dacbench_remote.sweeps.procs import boot_id, hostname
+
+    atomic_write_json(layout.running_file(trials[3].id), {
+        "host": hostname(), "boot_id": boot_id(),
+        "processes": [{"pid": 999999999, "start": 1}]})
+    assert status(layout.path).counts.get("running", 0) == 0
+
+
+def test_incomplete_jsonl_line_is_ignored(tmp_path: Path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3')
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+
+
+# -- executors' plumbing ---------------------------------------------------------------------
+
+
+def test_images_are_fetched_once_per_benchmark_and_experiment_and_pinned():
+    calls = []
+
+    def fetch(benchmark, experiment):
+        calls.append((benchmark, experiment))
+        return f"/cache/{benchmark}-{experiment}.sif", {"sha256": f"{experiment}" * 8}
+
+    bwrap = RuntimeOptions(kind="bwrap")
+    trials = [Trial("Luby", "random", s, 1, experiment="v1", runtime=bwrap) for s in range(3)]
+    trials += [Trial("Luby", "random", 0, 1, experiment="v2", runtime=bwrap)]
+    trials += [Trial("gymnasium:CartPole-v1", "random", 0, 1, runtime=RuntimeOptions("local"))]
+    trials += [Trial("Luby", "static", 0, 1, runtime=bwrap.replace(image="/mine.sif"))]
+    pinned = prefetch_images(trials, fetch)
+    assert calls == [("Luby", "v1"), ("Luby", "v2")]
+    assert [t.runtime.image for t in pinned] == [
+        "/cache/Luby-v1.sif"] * 3 + ["/cache/Luby-v2.sif", None, "/mine.sif"]
+    assert pinned[3].runtime.provenance == {"sha256": "v2" * 8}  # recorded in results rows
+    assert [t.id for t in pinned] == [t.id for t in trials]
+
+
+def test_missing_image_for_a_container_runtime_stops_the_sweep_before_it_starts():
+    def fetch(benchmark, experiment):
+        raise executors.DacbenchRemoteError(f"no image for {benchmark}")
+
+    for kind in ("bwrap", "apptainer", "auto"):
+        trial = Trial("Luby", "random", 0, 1, runtime=RuntimeOptions(kind))
+        with pytest.raises(DacbenchRemoteError, match="no image for Luby"):
+            prefetch_images([trial], fetch)
+
+
+def test_slurm_parameters_follow_the_spec():
+    trials = [Trial("Luby", "random", s, 1, time_limit=600) for s in range(10)]
+    options = SlurmOptions(partition="gpu", cpus_per_task=2, mem_gb=4, gres="gpu:1",
+                           array_parallelism=3, setup=("module load x",),
+                           additional={"exclusive": True})
+    params = SlurmExecutor(options).parameters(trials, "demo")
+    assert params == {
+        "name": "dacbr-demo", "timeout_min": 15, "cpus_per_task": 2,
+        "slurm_array_parallelism": 3, "slurm_partition": "gpu", "mem_gb": 4,
+        "slurm_gres": "gpu:1", "slurm_setup": ["module load x"],
+        "slurm_additional_parameters": {"exclusive": True},
+    }
+    assert SlurmExecutor(SlurmOptions(time=7)).parameters(trials, "d")["timeout_min"] == 7
+
+
+def test_parquet_table_matches_the_csv_when_pyarrow_is_installed(tmp_path: Path):
+    parquet = pytest.importorskip("pyarrow.parquet", reason="results.parquet needs pyarrow")
+    layout, _ = fake_sweep(tmp_path)
+    assert layout.results_parquet in write_tables(layout)
+    table = parquet.read_table(layout.results_parquet).to_pylist()
+    csv_rows = read_results_csv(layout.results_csv)
+    assert [r["return"] for r in table] == [r["return"] for r in csv_rows]
