@@ -102,6 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     cache_prune.add_argument("--all", action="store_true", help="empty the cache completely")
     cache_prune.set_defaults(handler=cmd_cache_prune)
 
+    build = commands.add_parser(
+        "build", help="build a .sif image from a recipe (Apptainer if installed, else our builder)",
+        description="Build RECIPE (an Apptainer .def file) into OUT.sif. With apptainer or "
+        "singularity on PATH this runs `apptainer build --fakeroot`; without, the project's own "
+        "builder bootstraps Debian with mmdebstrap, runs %%post, squashes the root filesystem and "
+        "writes a SIF with Apptainer's layout. The Debian mirror and pip index come from this "
+        "machine's apt and pip configuration unless given with --build-arg.",
+        epilog="example:\n  dacbench-remote build recipes/dacbench-base.def -o dacbench-base.sif",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    build.add_argument("recipe", type=Path, help="the .def file")
+    build.add_argument("-o", "--output", type=Path, required=True, help="the .sif to write")
+    build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
+                       help="value for a {{ NAME }} template variable (repeatable), e.g. mirror=URL")
+    build.add_argument("--context", type=Path,
+                       help="where relative %%files sources are read from (default: current directory)")
+    build.add_argument("--builder", choices=["auto", "apptainer", "native"], default="auto",
+                       help="auto = apptainer if installed, else native (default)")
+    build.add_argument("--workdir", type=Path, help="directory for temporary files (needs ~1 GB)")
+    build.add_argument("--notest", action="store_true", help="do not run the recipe's %%test")
+    build.set_defaults(handler=cmd_build)
+
     inspect = commands.add_parser(
         "inspect", help="show what a .sif image holds: benchmarks, versions, labels, size, sha256",
         description="Read a SIF image (pure Python, no Apptainer needed) and print its benchmarks "
@@ -277,6 +298,25 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     for path in removed:
         print(f"removed {path}")
     print(f"{len(removed)} files removed")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .images.build import build_image
+
+    build_args = {}
+    for item in args.build_arg:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise BadConfig(f"--build-arg {item!r}: expected NAME=VALUE")
+        build_args[name] = value
+    result = build_image(args.recipe, args.output, build_args=build_args,
+                         progress=lambda message: print(message, file=sys.stderr, flush=True),
+                         workdir=args.workdir, context=args.context, builder=args.builder,
+                         run_test=not args.notest)
+    phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
+    print(f"built {result.path} ({result.size / 1e6:.1f} MB, sha256 {result.sha256}) with "
+          f"{result.builder} in {result.seconds:.0f} s: {phases}")
     return 0
 
 

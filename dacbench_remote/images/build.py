@@ -1,0 +1,227 @@
+"""Builds a .sif image from a recipe: with Apptainer where installed, else with our own builder.
+
+Both paths take the same recipe, the same build arguments and the same build context (the
+directory relative `%files` sources are read from), and both leave either a complete image at
+the output path or nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..errors import BuildError
+from . import hostconfig, layout, native
+from .recipe import Recipe, parse_recipe, template_variables
+from .sif import write_sif
+
+BUILDERS = ("auto", "apptainer", "native")
+APPTAINER_BINARIES = ("apptainer", "singularity")
+MIRROR_ARG = "mirror"
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A finished image: where it is, its sha256 and size, and how long each phase took."""
+
+    path: Path
+    sha256: str
+    size: int
+    builder: str
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.phases.values())
+
+def find_apptainer() -> str | None:
+    """The Apptainer (or legacy Singularity) binary on PATH, if any."""
+    for name in APPTAINER_BINARIES:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    return None
+
+def apptainer_build_command(binary: str, recipe: Path, output: Path,
+                            build_args: dict[str, str] | None = None, *,
+                            fakeroot: bool | None = None) -> list[str]:
+    """The `apptainer build` call: what spython's Client.build runs, with our options.
+
+    --fakeroot (by default when not root) so it works without root on clusters that allow it;
+    --force because we build into a fresh temporary file that exists already.
+    """
+    fakeroot = os.geteuid() != 0 if fakeroot is None else fakeroot
+    command = [binary, "build", "--force", *(["--fakeroot"] if fakeroot else [])]
+    for key, value in sorted((build_args or {}).items()):
+        command += ["--build-arg", f"{key}={value}"]
+    return [*command, str(output), str(recipe)]
+
+def resolve_build_args(recipe_path: Path, os_version: str | None,
+                       build_args: dict[str, str] | None) -> dict[str, str]:
+    """The build arguments plus `mirror` from the host's apt sources, if the recipe uses it."""
+    args = dict(build_args or {})
+    if MIRROR_ARG in args or MIRROR_ARG not in template_variables(recipe_path):
+        return args
+    mirror = hostconfig.debian_mirror(os_version or "bookworm")
+    if mirror is None:
+        raise BuildError(
+            f"{recipe_path} needs a Debian mirror ({{{{ {MIRROR_ARG} }}}}) and none was found in "
+            f"this host's apt sources ({hostconfig.APT_SOURCES}, {hostconfig.APT_SOURCES_DIR}); "
+            f"pass one with --build-arg {MIRROR_ARG}=URL")
+    args[MIRROR_ARG] = mirror
+    return args
+
+def _os_version(recipe_path: Path) -> str | None:
+    # OSVersion is needed to pick a mirror before the recipe (which needs the mirror) is parsed.
+    for line in recipe_path.read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "osversion" and "{{" not in value:
+            return value.strip()
+    return None
+
+def build_image(
+    recipe: Path,
+    output: Path,
+    *,
+    build_args: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    workdir: Path | None = None,
+    context: Path | None = None,
+    builder: str = "auto",
+    run_test: bool = True,
+) -> BuildResult:
+    """Build `recipe` into the SIF image `output`; raise RecipeError or BuildError if it can't.
+
+    `context` is where relative `%files` sources are read from (default: the current directory,
+    as for `apptainer build`). `builder` is "auto" (Apptainer if on PATH, else ours),
+    "apptainer" or "native". `workdir` holds temporary files (default: the system temp dir);
+    they are removed afterwards, whether the build worked or not. `run_test` runs `%test`.
+    """
+    if builder not in BUILDERS:
+        raise ValueError(f"builder must be one of {', '.join(BUILDERS)}, not {builder!r}")
+    recipe, output = Path(recipe).resolve(), Path(output).resolve()
+    context = Path(context or os.getcwd()).resolve()
+    report = progress or (lambda message: None)
+    if not recipe.is_file():
+        raise BuildError(f"recipe {recipe} does not exist")
+    args = resolve_build_args(recipe, _os_version(recipe), build_args)
+    parsed = parse_recipe(recipe, args)
+    for name in parsed.unused_build_args:
+        report(f"warning: build argument {name!r} is not used by {recipe.name}")
+
+    binary = find_apptainer() if builder in ("auto", "apptainer") else None
+    if builder == "apptainer" and binary is None:
+        raise BuildError("builder 'apptainer' asked for, but neither apptainer nor singularity "
+                         "is on PATH; install Apptainer or use the native builder")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if binary is not None:
+        return _build_with_apptainer(binary, recipe, output, args, context=context,
+                                     progress=report, run_test=run_test)
+    return _build_native(parsed, output, context=context, progress=report, workdir=workdir,
+                         run_test=run_test)
+
+def _build_with_apptainer(binary: str, recipe: Path, output: Path, args: dict[str, str], *,
+                          context: Path, progress: Callable[[str], None],
+                          run_test: bool) -> BuildResult:
+    # Not spython's Client.build: it hard-codes the `singularity` name and cannot set the working
+    # directory, which Apptainer resolves relative %files sources against. The argv is the same.
+    started = time.monotonic()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    command = apptainer_build_command(binary, recipe, tmp, args)
+    if not run_test:
+        command.insert(2, "--notest")
+    progress("apptainer: " + " ".join(command))
+    tail: collections.deque[str] = collections.deque(maxlen=native.LOG_TAIL_LINES)
+    try:
+        with subprocess.Popen(command, cwd=context, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                              errors="replace") as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                tail.append(line.rstrip("\n"))
+                progress(line.rstrip("\n"))
+            returncode = process.wait()
+        if returncode != 0:
+            output_tail = "\n".join(tail)
+            raise BuildError(f"{binary} build of {recipe} failed (exit {returncode}); "
+                             f"last output:\n{output_tail}")
+        digest = _sha256(tmp)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return BuildResult(output, digest, output.stat().st_size, Path(binary).name,
+                       {"apptainer": time.monotonic() - started})
+
+def _build_native(recipe: Recipe, output: Path, *, context: Path,
+                  progress: Callable[[str], None], workdir: Path | None,
+                  run_test: bool) -> BuildResult:
+    missing = native.missing_tools()
+    if missing:
+        raise BuildError(
+            "no Apptainer here, and dacbench-remote's own builder needs "
+            f"{', '.join(sorted(missing))}: apt-get install {' '.join(sorted(set(missing.values())))}")
+    native.check_files(recipe, context)
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix="dacbench-remote-build-", dir=workdir))
+    try:
+        # Rootless (unshare) mode runs the hook as a subuid: it must traverse this directory and
+        # read the stage, whose random name keeps it from other users (no listing with 0711).
+        if os.geteuid() != 0:
+            temp.chmod(0o711)
+        stage = temp / f"stage-{secrets.token_hex(8)}"
+        out_dir = temp / "out"
+        out_dir.mkdir()
+        labels = layout.labels_for(recipe, builder=f"dacbench-remote {__version__}")
+        hook = native.write_stage(
+            recipe, stage, labels, context=context, compressor=native.squashfs_compressor(),
+            run_test=run_test, pip_settings=hostconfig.pip_settings(),
+            extra_env=hostconfig.proxy_environment())
+        command = native.mmdebstrap_command(recipe, hook, out_dir)
+        phases = native.run_mmdebstrap(command, tmpdir=temp, env={}, progress=progress,
+                                       log_path=temp / "build.log")
+        started = time.monotonic()
+        progress("sif: assembling " + str(output))
+        digest = write_sif(output, deffile=recipe.text.encode(), labels=labels,
+                           squashfs_path=out_dir / native.SQUASHFS_NAME, arch="amd64")
+        phases["sif"] = time.monotonic() - started
+        progress(f"sif: done in {phases['sif']:.1f} s")
+    finally:
+        _remove_workdir(temp)
+    return BuildResult(output, digest, output.stat().st_size, "dacbench-remote", phases)
+
+def _remove_workdir(path: Path) -> None:
+    """Remove the build's temporary directory, unless something is still mounted inside it."""
+    mounted = _mounts_under(path)
+    if mounted:
+        # Removing files below a live /proc or /dev mount could reach the host's: leave it.
+        raise BuildError(f"build directory {path} still has mounts ({', '.join(mounted)}); "
+                         "unmount them, then remove the directory")
+    shutil.rmtree(path, ignore_errors=False)
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            points = [line.split()[4] for line in mountinfo]
+    except OSError:
+        return []
+    return [point for point in points if point.startswith(prefix)]
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

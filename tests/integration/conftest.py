@@ -1,0 +1,112 @@
+"""Integration fixtures: the base image, built once with our builder and cached across sessions.
+
+The cache key hashes the recipe and every file of `dacbench_remote/` (which %files copies in), so
+a changed server rebuilds the image and an unchanged one is reused. The image is world-readable:
+tests run it as an unprivileged user too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_RECIPE = REPO / "recipes" / "dacbench-base.def"
+DEFAULT_IMAGE_DIR = Path("/var/tmp/dacbench-remote-tests/images")
+IMAGE_DIR_VARIABLE = "DACBENCH_REMOTE_TEST_IMAGE_DIR"
+STALE_AFTER = 24 * 3600  # other keys' images unused this long are removed
+
+
+def image_cache_dir() -> Path:
+    return Path(os.environ.get(IMAGE_DIR_VARIABLE) or DEFAULT_IMAGE_DIR)
+
+
+def image_key(recipe: Path = BASE_RECIPE) -> str:
+    """Hash of the recipe and the package sources the image is built from."""
+    digest = hashlib.sha256()
+    digest.update(recipe.read_bytes())
+    package = REPO / "dacbench_remote"
+    for path in sorted(package.rglob("*")):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def host_apt_lists() -> list[str]:
+    """The host's apt list files: a build must never touch them."""
+    lists = Path("/var/lib/apt/lists")
+    return sorted(p.name for p in lists.iterdir()) if lists.is_dir() else []
+
+
+def _make_world_readable_dirs(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in [directory, *directory.parents]:
+        if path == Path("/var/tmp") or path == Path("/") or not path.exists():
+            break
+        if path.stat().st_uid == os.geteuid():
+            path.chmod(path.stat().st_mode | 0o755)
+
+
+def _prune(directory: Path, keep: str) -> None:
+    cutoff = time.time() - STALE_AFTER
+    for path in directory.glob("dacbench-base-*"):
+        if keep not in path.name and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def base_image_info() -> dict:
+    """Build record of the base image: path, sha256, size, phases (s), %test output, built_now."""
+    from dacbench_remote.images import build, native
+
+    if build.find_apptainer() is None and native.missing_tools():
+        pytest.skip("no image builder here: apt-get install mmdebstrap squashfs-tools "
+                    "(or install Apptainer)")
+    if build.find_apptainer() is None and os.geteuid() != 0:
+        pytest.skip("the native builder runs mmdebstrap as root in the tests (run as root, "
+                    "as CI does)")
+    directory = image_cache_dir()
+    _make_world_readable_dirs(directory)
+    key = image_key()
+    image = directory / f"dacbench-base-{key}.sif"
+    record_path = directory / f"dacbench-base-{key}.json"
+    with open(directory / f".dacbench-base-{key}.lock", "w") as lock:
+        # Concurrent sessions (or developers) wait for one build instead of racing.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image.is_file() and record_path.is_file():
+            record = json.loads(record_path.read_text())
+            record["built_now"] = False
+            os.utime(image)
+            return record
+        messages: list[str] = []
+        lists_before = host_apt_lists()
+        result = build.build_image(BASE_RECIPE, image, context=REPO, progress=messages.append,
+                                   workdir=Path("/var/tmp"))
+        image.chmod(0o644)
+        record = {
+            "path": str(result.path), "sha256": result.sha256, "size": result.size,
+            "builder": result.builder, "phases": result.phases, "key": key,
+            "test_output": [m for m in messages if m.startswith("test: ")],
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host_apt_lists_unchanged": host_apt_lists() == lists_before,
+        }
+        tmp = record_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.chmod(0o644)
+        tmp.replace(record_path)
+        _prune(directory, key)
+        return {**record, "built_now": True}
+
+
+@pytest.fixture(scope="session")
+def base_image(base_image_info: dict) -> Path:
+    """recipes/dacbench-base.def built with our builder: a world-readable .sif path."""
+    return Path(base_image_info["path"])

@@ -1,0 +1,229 @@
+"""The base recipe built for real with our builder: an Apptainer-shaped SIF that runs rootless."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote.errors import BuildError
+from dacbench_remote.images.build import build_image
+from dacbench_remote.images.sif import SifImage
+
+from ..conftest import run_as
+from .conftest import BASE_RECIPE, REPO, host_apt_lists
+
+pytestmark = pytest.mark.integration
+
+
+def test_base_image_build_is_recorded(base_image_info: dict, record_property):
+    for name in ("size", "sha256", "builder"):
+        record_property(name, base_image_info[name])
+    record_property("phases", json.dumps(base_image_info["phases"]))
+    print(f"\nbase image: {base_image_info['size'] / 1e6:.1f} MB, built "
+          f"{'now' if base_image_info['built_now'] else 'earlier'} by "
+          f"{base_image_info['builder']}; phases (s): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in base_image_info["phases"].items()))
+    assert Path(base_image_info["path"]).stat().st_size == base_image_info["size"]
+    if base_image_info["builder"] == "dacbench-remote":
+        assert list(base_image_info["phases"]) == [
+            "bootstrap", "files", "post", "metadata", "test", "squashfs", "cleanup", "sif"]
+
+
+def test_root_mode_build_left_the_hosts_apt_lists_alone(base_image_info: dict):
+    if not base_image_info["built_now"]:
+        pytest.skip("the base image came from the test image cache; this check runs when it is "
+                    "built (see also test_rootless_build_of_a_minimal_recipe)")
+    assert base_image_info["host_apt_lists_unchanged"]
+
+
+def test_recipe_test_section_passed_inside(base_image_info: dict):
+    if base_image_info["builder"] != "dacbench-remote":
+        pytest.skip("built by Apptainer, whose %test output is not recorded")
+    output = "\n".join(base_image_info["test_output"])
+    for benchmark in ("FunctionApproximationBenchmark", "LubyBenchmark", "ToySGDBenchmark"):
+        assert f"{benchmark}: one step ok" in output
+
+
+def test_siftool_sees_an_apptainer_shaped_image(base_image: Path):
+    if shutil.which("siftool") is None:
+        pytest.skip("siftool not installed (apt-get install siftool)")
+    listing = subprocess.run(["siftool", "list", str(base_image)], capture_output=True,
+                             text=True, check=True).stdout
+    assert "Def.FILE" in listing
+    assert "JSON.Generic" in listing
+    assert "FS (Squashfs/*System/amd64)" in listing
+    deffile = subprocess.run(["siftool", "dump", "1", str(base_image)], capture_output=True,
+                             check=True).stdout
+    assert deffile.decode() == BASE_RECIPE.read_text()
+
+
+def test_sif_reader_finds_labels_and_deffile(base_image: Path, base_image_info: dict):
+    image = SifImage.open(base_image)
+    labels = image.labels()
+    assert labels["org.dacbench-remote.benchmarks"] == "FunctionApproximation,Luby,ToySGD"
+    assert labels["org.dacbench-remote.dacbench-version"] == "0.5.6"
+    assert image.arch == "amd64"
+    assert image.deffile() == BASE_RECIPE.read_text()
+    assert oct(base_image.stat().st_mode & 0o777)[-1] in "45"  # world-readable
+
+
+@pytest.fixture(scope="module")
+def extracted_root(base_image: Path):
+    """The image's root filesystem extracted (as bwrap runtimes do when FUSE is not allowed)."""
+    if shutil.which("unsquashfs") is None:
+        pytest.skip("unsquashfs not installed (apt-get install squashfs-tools)")
+    offset = SifImage.open(base_image).primary_partition().offset
+    target = Path(tempfile.mkdtemp(prefix="dacbench-remote-root-", dir="/var/tmp"))
+    root = target / "root"
+    try:
+        subprocess.run(["unsquashfs", "-q", "-n", "-o", str(offset), "-d", str(root),
+                        str(base_image)], check=True, capture_output=True)
+        target.chmod(0o755)
+        yield root
+    finally:
+        shutil.rmtree(target)
+
+
+def test_image_layout_matches_apptainers(extracted_root: Path):
+    singularity_d = extracted_root / ".singularity.d"
+    assert (singularity_d / "runscript").read_text().startswith("#!/bin/sh\n")
+    assert os.access(singularity_d / "runscript", os.X_OK)
+    assert "dacbench_remote.server" in (singularity_d / "runscript").read_text()
+    assert "PYTHONPATH" in (singularity_d / "env" / "90-environment.sh").read_text()
+    labels = json.loads((singularity_d / "labels.json").read_text())
+    assert labels["org.dacbench-remote.family"] == "base"
+    assert (singularity_d / "Singularity").read_text() == BASE_RECIPE.read_text()
+    assert (singularity_d / "test").is_file() and (singularity_d / "runscript.help").is_file()
+    for mount_point in ("proc", "sys", "dev", "tmp", "home", "root", "var/tmp"):
+        assert (extracted_root / mount_point).is_dir(), mount_point
+    assert not any((extracted_root / "proc").iterdir())
+    assert (extracted_root / "etc" / "resolv.conf").read_text() == ""
+    assert (extracted_root / "etc" / "hosts").read_text() == ""
+    assert not (extracted_root / ".dacbench-remote-build").exists()
+    assert not any((extracted_root / "var" / "lib" / "apt" / "lists").glob("*Packages*"))
+
+
+def bwrap_in(root: Path, *argv: str) -> list[str]:
+    return ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", str(root), "/",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv",
+            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", *argv]
+
+
+def test_image_runs_rootless_as_an_unprivileged_user(extracted_root: Path,
+                                                     unprivileged_user: str):
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap not installed (apt-get install bubblewrap)")
+    server = run_as(unprivileged_user, bwrap_in(
+        extracted_root, "/.singularity.d/actions/exec", "python3", "-c",
+        "import os, dacbench_remote.server; print('server ok', os.environ['PYTHONPATH'])"))
+    assert server.returncode == 0, server.stderr
+    assert "server ok /opt/dacbench-remote" in server.stdout
+    test = run_as(unprivileged_user, bwrap_in(extracted_root, "/.singularity.d/actions/test"))
+    assert test.returncode == 0, test.stderr
+    assert "ToySGDBenchmark: one step ok" in test.stdout
+    help_run = run_as(unprivileged_user, bwrap_in(extracted_root, "/.singularity.d/actions/run",
+                                                  "--help"))
+    assert help_run.returncode == 0 and "--socket" in help_run.stdout
+
+
+def test_squashfuse_reads_the_partition(base_image: Path, tmp_path: Path):
+    if shutil.which("squashfuse") is None or shutil.which("fusermount") is None:
+        pytest.skip("squashfuse/fusermount not installed (apt-get install squashfuse fuse3)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        pytest.skip("/dev/fuse is not usable here")
+    offset = SifImage.open(base_image).primary_partition().offset
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    mounted = subprocess.run(["squashfuse", "-o", f"offset={offset}", str(base_image),
+                              str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"FUSE mounting is not allowed here: {mounted.stderr.strip()}")
+    try:
+        assert "dacbench_remote.server" in (mount_point / ".singularity.d" / "runscript").read_text()
+    finally:
+        subprocess.run(["fusermount", "-u", str(mount_point)], check=True)
+
+
+def test_failing_post_names_the_phase_and_leaves_nothing(tmp_path: Path, base_image: Path):
+    # Depends on base_image so the two builds never run at once (the builder is the slow part).
+    recipe = tmp_path / "broken.def"
+    recipe.write_text("Bootstrap: debootstrap\nOSVersion: bookworm\nMirrorURL: {{ mirror }}\n"
+                      "%post\n    echo 'about to fail'\n    exit 7\n")
+    work = tmp_path / "work"
+    output = tmp_path / "out" / "broken.sif"
+    with pytest.raises(BuildError) as caught:
+        build_image(recipe, output, context=REPO, workdir=work, builder="native")
+    message = str(caught.value)
+    assert "failed in phase 'post'" in message and "about to fail" in message
+    assert not output.exists()
+    assert not any(output.parent.iterdir())  # no half-written image or temp file
+    assert not any(work.iterdir())  # temporary build directory removed
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(work) not in mounts
+
+
+MINIMAL_RECIPE = """\
+Bootstrap: debootstrap
+OSVersion: bookworm
+MirrorURL: {{ mirror }}
+
+%files
+    payload.txt /opt/payload.txt
+
+%post
+    echo "post ran as uid $(id -u)" > /opt/post.txt
+
+%runscript
+    cat /opt/payload.txt
+
+%labels
+    org.example.kind minimal
+
+%test
+    grep -q "post ran as uid 0" /opt/post.txt
+    echo "minimal test ok"
+"""
+
+
+def test_rootless_build_of_a_minimal_recipe(unprivileged_user: str, user_python: str,
+                                            base_image: Path):
+    # Depends on base_image so builds never run at once (the builder is the slow part).
+    if shutil.which("newuidmap") is None:
+        pytest.skip("newuidmap not installed (apt-get install uidmap)")
+    subuids = Path("/etc/subuid").read_text() if Path("/etc/subuid").exists() else ""
+    if not any(line.startswith(f"{unprivileged_user}:") for line in subuids.splitlines()):
+        pytest.skip(f"{unprivileged_user} has no /etc/subuid range (needed for unshare mode)")
+    # A private (0700) project directory as the build context, as under a home directory; the
+    # build directory must be enterable by the subuid mmdebstrap runs as (like /tmp).
+    workspace = Path(tempfile.mkdtemp(prefix="dacbench-remote-rootless-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="dacbench-remote-rootless-work-", dir="/var/tmp"))
+    try:
+        (workspace / "mini.def").write_text(MINIMAL_RECIPE)
+        (workspace / "payload.txt").write_text("payload from the build context\n")
+        work.chmod(0o755)
+        subprocess.run(["chown", "-R", unprivileged_user, str(workspace), str(work)], check=True)
+        lists_before = host_apt_lists()
+        built = run_as(unprivileged_user, [
+            user_python, "-m", "dacbench_remote.images.build", "mini.def", "-o", "out/mini.sif",
+            "--workdir", str(work), "--builder", "native"], cwd=str(workspace))
+        assert built.returncode == 0, built.stdout + built.stderr
+        assert "test: minimal test ok" in built.stdout
+        image = workspace / "out" / "mini.sif"
+        assert image.stat().st_uid == pwd.getpwnam(unprivileged_user).pw_uid
+        assert SifImage.open(image).labels()["org.example.kind"] == "minimal"
+        assert not any(work.iterdir())
+        assert host_apt_lists() == lists_before
+        offset = SifImage.open(image).primary_partition().offset
+        payload = subprocess.run(["unsquashfs", "-o", str(offset), "-cat", str(image),
+                                  "/opt/payload.txt"], capture_output=True, text=True)
+        assert payload.stdout == "payload from the build context\n", payload.stderr
+    finally:
+        shutil.rmtree(workspace)
+        shutil.rmtree(work)

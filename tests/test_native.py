@@ -1,0 +1,152 @@
+"""The native builder's pieces: the mmdebstrap call, the staged hook, phase timing and failures."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote.errors import BuildError, RecipeError
+from dacbench_remote.images import layout, native
+from dacbench_remote.images.recipe import parse_recipe, parse_recipe_text
+
+REPO = Path(__file__).resolve().parent.parent
+MIRROR = {"mirror": "http://mirror.invalid/debian"}
+
+
+@pytest.fixture
+def base_recipe():
+    return parse_recipe(REPO / "recipes" / "dacbench-base.def", MIRROR)
+
+
+def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path: Path):
+    hook = tmp_path / "stage dir" / "customize.sh"
+    command = native.mmdebstrap_command(base_recipe, hook, tmp_path / "out")
+    assert command[0] == "mmdebstrap"
+    assert "--variant=minbase" in command and "--format=null" in command
+    assert "--include=python3,libstdc++6,python3-pip-whl" in command
+    assert f"--customize-hook=sh '{hook}' \"$1\"" in command
+    # The squashfs leaves through copy-out, written as the calling user even when rootless.
+    assert (f"--customize-hook=copy-out /{native.OUT_DIR}/{native.SQUASHFS_NAME} "
+            f"{tmp_path / 'out'}") in command
+    assert command.index(f"--customize-hook=echo {native.PHASE_MARKER}cleanup") > command.index(
+        f"--customize-hook=sh '{hook}' \"$1\"")
+    assert command[-3:] == ["bookworm", "/dev/null", "http://mirror.invalid/debian"]
+
+
+def test_stage_holds_the_singularity_files_and_the_post_script(base_recipe, tmp_path: Path):
+    cert = tmp_path / "host-ca.pem"
+    cert.write_text("CERT\n")
+    labels = layout.labels_for(base_recipe)
+    hook = native.write_stage(
+        base_recipe, tmp_path / "stage", labels, context=REPO, compressor="gzip", run_test=True,
+        pip_settings={"index-url": "https://index.invalid/simple", "cert": str(cert)},
+        extra_env={"https_proxy": "http://proxy.invalid:3128 'quoted'"})
+    stage = tmp_path / "stage"
+    runscript = stage / "singularity.d" / "runscript"
+    assert runscript.read_text().startswith("#!/bin/sh\n")
+    assert stat.S_IMODE(runscript.stat().st_mode) == 0o755
+    assert (stage / "singularity.d" / "test").is_file()
+    assert (stage / "build" / "post.sh").read_text().strip() == base_recipe.post.strip()
+    pip_conf = (stage / "build" / "pip.conf").read_text()
+    assert "index-url = https://index.invalid/simple" in pip_conf
+    assert f"cert = /{native.BUILD_DIR}/cert.pem" in pip_conf
+    assert (stage / "build" / "cert.pem").read_text() == "CERT\n"
+    # env.sh is sourced by /bin/sh inside the root: values must survive quoting.
+    shown = subprocess.run(
+        ["sh", "-c", f'. {stage / "build" / "env.sh"} && printf "%s|%s|%s" '
+         '"$https_proxy" "$PIP_CONFIG_FILE" "$SINGULARITY_ENVIRONMENT"'],
+        capture_output=True, text=True, check=True).stdout
+    assert shown == (f"http://proxy.invalid:3128 'quoted'|/{native.BUILD_DIR}/pip.conf|"
+                     "/.singularity.d/env/91-environment.sh")
+    script = hook.read_text()
+    phases = [line.split()[1] for line in script.splitlines() if line.startswith("phase ")]
+    assert phases == ["files", "post", "metadata", "test", "squashfs"]
+    staged = stage / "files" / "0" / "dacbench_remote"
+    assert (staged / "server.py").read_bytes() == (REPO / "dacbench_remote" / "server.py").read_bytes()
+    assert f"cp -fLr {staged} \"$root\"/opt/dacbench-remote/dacbench_remote" in script
+    assert subprocess.run(["sh", "-n", str(hook)]).returncode == 0
+
+
+def test_no_test_phase_without_run_test(base_recipe, tmp_path: Path):
+    hook = native.write_stage(base_recipe, tmp_path / "stage", {}, context=REPO,
+                              compressor="gzip", run_test=False, pip_settings={}, extra_env={})
+    assert "phase test" not in hook.read_text()
+    assert not (tmp_path / "stage" / "build" / "pip.conf").exists()
+
+
+def test_build_directory_with_whitespace_is_refused(base_recipe, tmp_path: Path):
+    with pytest.raises(BuildError, match="contains whitespace"):
+        native.mmdebstrap_command(base_recipe, tmp_path / "h.sh", tmp_path / "my out")
+
+
+def test_broken_symlink_in_files_names_the_line(tmp_path: Path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "dangling").symlink_to(tmp_path / "nowhere")
+    recipe = parse_recipe_text("Bootstrap: debootstrap\nOSVersion: bookworm\nMirrorURL: x\n"
+                               "%files\n    pkg /opt/pkg\n", tmp_path / "r.def")
+    with pytest.raises(RecipeError, match=r"r\.def:5: cannot copy %files source 'pkg'.*dangling"):
+        native.write_stage(recipe, tmp_path / "stage", {}, context=tmp_path, compressor="gzip",
+                           run_test=False, pip_settings={}, extra_env={})
+
+
+def test_check_files_names_missing_sources(tmp_path: Path):
+    recipe = parse_recipe_text(
+        "Bootstrap: debootstrap\nOSVersion: bookworm\nMirrorURL: x\n%files\n"
+        "    present /opt/present\n    absent /opt/absent\n", tmp_path / "r.def")
+    (tmp_path / "present").write_text("")
+    with pytest.raises(RecipeError, match=r"r\.def:6: %files source 'absent' not found"):
+        native.check_files(recipe, tmp_path)
+    (tmp_path / "absent").mkdir()
+    native.check_files(recipe, tmp_path)
+
+
+def fake_mmdebstrap(tmp_path: Path, body: str) -> list[str]:
+    script = tmp_path / "fake.sh"
+    script.write_text(body)
+    return ["sh", str(script), "x", "y", "z"]
+
+
+def test_phases_are_timed_by_marker_lines(tmp_path: Path):
+    command = fake_mmdebstrap(tmp_path, f"""\
+echo "I: bootstrapping"
+echo "{native.PHASE_MARKER}post"
+echo "Collecting numpy"
+echo "{native.PHASE_MARKER}test"
+echo "Luby: one step ok"
+echo "{native.PHASE_MARKER}cleanup"
+""")
+    messages: list[str] = []
+    phases = native.run_mmdebstrap(command, tmpdir=tmp_path, env={}, progress=messages.append,
+                                   log_path=tmp_path / "build.log")
+    assert list(phases) == ["bootstrap", "post", "test", "cleanup"]
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert "test: Luby: one step ok" in messages
+    assert "post: running" in messages
+    assert not any("numpy" in m for m in messages)  # pip chatter goes to the log only
+    assert "Collecting numpy" in (tmp_path / "build.log").read_text()
+
+
+def test_failure_names_the_phase_and_shows_the_output_tail(tmp_path: Path):
+    command = fake_mmdebstrap(tmp_path, f"""\
+echo "{native.PHASE_MARKER}post"
+echo "ERROR: No matching distribution found for numpy==0.0.0"
+exit 3
+""")
+    with pytest.raises(BuildError) as caught:
+        native.run_mmdebstrap(command, tmpdir=tmp_path, env={}, progress=lambda m: None,
+                              log_path=tmp_path / "build.log")
+    message = str(caught.value)
+    assert "failed in phase 'post'" in message and "exited with 3" in message
+    assert "No matching distribution found for numpy==0.0.0" in message
+
+
+def test_compressor_prefers_zstd_where_mksquashfs_has_it():
+    if shutil.which("mksquashfs") is None:
+        pytest.skip("mksquashfs not installed (apt-get install squashfs-tools)")
+    help_text = subprocess.run(["mksquashfs", "-help"], capture_output=True, text=True)
+    expected = "zstd" if "zstd" in help_text.stdout + help_text.stderr else "gzip"
+    assert native.squashfs_compressor().startswith(expected)

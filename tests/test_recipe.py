@@ -1,0 +1,237 @@
+"""The recipe parser: every repo recipe parses, templating works, the unsupported fails by line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote.errors import RecipeError
+from dacbench_remote.images.recipe import parse_recipe, parse_recipe_text, template_variables
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = sorted((REPO / "recipes").glob("*.def"))
+FAMILY_RECIPES = [p for p in RECIPES if p.name != "template.def"]
+MIRROR = {"mirror": "http://mirror.invalid/debian"}
+
+MINIMAL = """\
+Bootstrap: debootstrap
+OSVersion: bookworm
+MirrorURL: {{ mirror }}
+"""
+
+
+def parse(text: str, build_args: dict[str, str] | None = None):
+    return parse_recipe_text(text, "test.def", {**MIRROR, **(build_args or {})})
+
+
+def test_repo_has_the_four_family_recipes_and_a_template():
+    names = {p.name for p in RECIPES}
+    assert {"dacbench-base.def", "dacbench-cmaes.def", "dacbench-sgd.def",
+            "dacbench-theory.def", "template.def"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_repo_recipe_parses(path: Path):
+    recipe = parse_recipe(path, MIRROR)
+    assert recipe.bootstrap == "debootstrap"
+    assert recipe.os_version == "bookworm"
+    assert recipe.mirror_url == MIRROR["mirror"]
+    assert {"python3", "libstdc++6"} <= set(recipe.include)
+    assert "exec python3 -m dacbench_remote.server" in recipe.runscript
+    assert any(f.source == "dacbench_remote" and f.destination.endswith("/dacbench_remote")
+               for f in recipe.files)
+    assert "PYTHONPATH=/opt/dacbench-remote" in recipe.environment
+    assert recipe.labels["org.dacbench-remote.benchmarks"]
+    assert recipe.help and recipe.test
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_repo_recipes_name_no_mirror_host(path: Path):
+    # The mirror comes from a build argument or the host; a recipe never names one.
+    text = path.read_text()
+    assert "mirror" in template_variables(path)
+    assert not re.search(r"https?://", text), "recipes must not contain URLs"
+
+
+@pytest.mark.parametrize("path", FAMILY_RECIPES, ids=lambda p: p.name)
+def test_family_recipes_pin_every_package(path: Path):
+    recipe = parse_recipe(path, MIRROR)
+    commands = recipe.post.replace("\\\n", " ").splitlines()
+    requirements = [word for command in commands
+                    if re.search(r"^\s*(pip_install|python3 \S*/pip\" install)\b", command)
+                    for word in command.split()
+                    if re.match(r"^[A-Za-z][\w.-]*[=<>!~]", word)]
+    assert requirements, "no requirements found in %post"
+    unpinned = [r for r in requirements if not re.match(r"^[A-Za-z][\w.-]*==[\w.]+$", r)]
+    assert not unpinned
+    pinned = dict(r.split("==") for r in requirements)
+    assert len(pinned) >= 20  # DACBench and every dependency, not just the top level
+    assert pinned["dacbench"] == recipe.labels["org.dacbench-remote.dacbench-version"] == "0.5.6"
+    assert pinned["numpy"] == recipe.labels["org.dacbench-remote.numpy-version"]
+    assert pinned["gymnasium"] == recipe.labels["org.dacbench-remote.gymnasium-version"]
+
+
+@pytest.mark.parametrize("path", FAMILY_RECIPES, ids=lambda p: p.name)
+def test_family_recipes_match_the_catalog(path: Path):
+    tomllib = pytest.importorskip("tomllib")
+    catalog = {}
+    for toml in (REPO / "benchmarks").glob("*.toml"):
+        data = tomllib.loads(toml.read_text())
+        if "recipe" in data:
+            catalog[Path(data["recipe"]).name] = data
+    if path.name not in catalog:
+        pytest.fail(f"no catalog entry in benchmarks/ names recipes/{path.name}")
+    labels = parse_recipe(path, MIRROR).labels
+    assert labels["org.dacbench-remote.benchmarks"].split(",") == catalog[path.name]["benchmarks"]
+
+
+def test_heavy_families_keep_their_dependencies_apart():
+    posts = {p.stem: parse_recipe(p, MIRROR).post for p in FAMILY_RECIPES}
+    assert "torch==" in posts["dacbench-sgd"]
+    assert "modcma==" in posts["dacbench-cmaes"]
+    for name in ("dacbench-base", "dacbench-theory"):
+        assert "torch" not in posts[name] and "modcma" not in posts[name]
+    assert "torch" not in posts["dacbench-cmaes"]
+
+
+def test_sections_are_split_and_kept_as_written():
+    recipe = parse(MINIMAL + """Include: python3, libstdc++6
+
+%files
+    src/pkg /opt/pkg
+    # a comment
+    data.txt
+    "with space.txt" "/opt/with space.txt"
+
+%post
+    set -eu
+    echo "50% done"
+
+%environment
+    export A=1
+
+%runscript
+    exec python3 "$@"
+
+%labels
+    org.example.name value with spaces
+    org.example.empty
+
+%help
+    Some help.
+
+%test
+    true
+""")
+    assert recipe.include == ["python3", "libstdc++6"]
+    assert [(f.source, f.destination, f.line) for f in recipe.files] == [
+        ("src/pkg", "/opt/pkg", 7), ("data.txt", "/data.txt", 9),
+        ("with space.txt", "/opt/with space.txt", 10)]
+    assert recipe.post == '    set -eu\n    echo "50% done"'
+    assert recipe.environment == "    export A=1"
+    assert recipe.runscript == '    exec python3 "$@"'
+    assert recipe.labels == {"org.example.name": "value with spaces", "org.example.empty": ""}
+    assert recipe.help == "    Some help."
+    assert recipe.test == "    true"
+
+
+def test_templating_uses_argument_defaults_and_build_args_override_them():
+    text = MINIMAL + """
+%arguments
+    version=1.0
+    extra = two
+
+%post
+    echo {{version}} {{  extra  }} {{ mirror }}
+"""
+    assert parse(text).post == "    echo 1.0 two http://mirror.invalid/debian"
+    recipe = parse(text, {"version": "2.5"})
+    assert recipe.post == "    echo 2.5 two http://mirror.invalid/debian"
+    assert recipe.arguments == {"version": "1.0", "extra": "two"}
+    assert recipe.variables["version"] == "2.5"
+    assert recipe.unused_build_args == ()
+
+
+def test_unused_build_args_are_reported_not_ignored():
+    recipe = parse(MINIMAL, {"typo_version": "1"})
+    assert recipe.unused_build_args == ("typo_version",)
+
+
+def test_the_stored_text_is_the_original_recipe():
+    recipe = parse(MINIMAL)
+    assert "{{ mirror }}" in recipe.text
+
+
+def test_sgd_torch_index_is_a_build_argument_with_an_empty_default():
+    path = REPO / "recipes" / "dacbench-sgd.def"
+    default = parse_recipe(path, MIRROR)
+    assert default.arguments == {"torch_index_url": ""}
+    assert 'torch_index=""' in default.post
+    cpu = parse_recipe(path, {**MIRROR, "torch_index_url": "http://torch.invalid/cpu"})
+    assert 'torch_index="http://torch.invalid/cpu"' in cpu.post
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    (MINIMAL + "%setup\n    touch x\n", 4, ["%setup", "not supported", "%post"]),
+    (MINIMAL + "%startscript\n    x\n", 4, ["%startscript", "not supported"]),
+    (MINIMAL + "%appinstall foo\n    x\n", 4, ["%appinstall", "not supported"]),
+    (MINIMAL + "%foo\n", 4, ["unknown section %foo"]),
+    (MINIMAL + "%post -c /bin/bash\n    x\n", 4, ["section options", "%post -c /bin/bash"]),
+    (MINIMAL + "%post\n    a\n%post\n    b\n", 6, ["%post appears twice", "line 4"]),
+    (MINIMAL + "%\n", 4, ["malformed section"]),
+    ("Bootstrap: docker\nOSVersion: x\nMirrorURL: y\n", 1, ["Bootstrap: docker", "only 'debootstrap'"]),
+    (MINIMAL + "From: debian\n", 4, ["header key 'From'", "not supported"]),
+    (MINIMAL + "Stage: one\n", 4, ["header key 'Stage'"]),
+    (MINIMAL + "\nBootstrap: debootstrap\n", 5, ["multi-stage"]),
+    (MINIMAL + "OSVersion: trixie\n", 4, ["OSVersion appears twice"]),
+    (MINIMAL + "just words\n", 4, ["expected a header line 'Key: value'"]),
+    ("OSVersion: bookworm\n", 1, ["missing 'Bootstrap: debootstrap'"]),
+    ("Bootstrap: debootstrap\nMirrorURL: {{ mirror }}\n", 1, ["needs a non-empty OSVersion"]),
+    (MINIMAL + "%files\n    a b c\n", 5, ["SOURCE [DESTINATION]", "3 words"]),
+    (MINIMAL + "%files\n    *.py /opt/\n", 5, ["wildcards"]),
+    (MINIMAL + "%files\n    a /opt/../etc/a\n", 5, ["must not contain '..'"]),
+    (MINIMAL + "%files\n    'unclosed /opt\n", 5, ["cannot split"]),
+    (MINIMAL + "%labels\n    a 1\n    a 2\n", 6, ["label 'a' is defined twice"]),
+    (MINIMAL + "%arguments\n    not an assignment\n", 5, ["NAME=VALUE"]),
+    (MINIMAL + "%arguments\n    a=1\n    a=2\n", 6, ["argument 'a' is defined twice"]),
+    (MINIMAL + "%post\n    echo {{ undefined_thing }}\n", 5,
+     ["undefined_thing", "--build-arg undefined_thing=VALUE"]),
+    (MINIMAL + "%post\n    echo {{ broken\n", 5, ["malformed template expression"]),
+])
+def test_unsupported_or_bad_lines_name_file_line_and_feature(text: str, line: int,
+                                                            words: list[str]):
+    with pytest.raises(RecipeError) as caught:
+        parse(text)
+    message = str(caught.value)
+    assert message.startswith(f"test.def:{line}: "), message
+    for word in words:
+        assert word in message, message
+
+
+def test_missing_template_value_for_the_mirror_names_the_build_arg():
+    with pytest.raises(RecipeError, match=r"test.def:3: .*\{\{ mirror \}\}.*--build-arg mirror="):
+        parse_recipe_text(MINIMAL, "test.def")
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ({"bad name": "x"}, ["'bad name'", "not a valid identifier"]),
+    ({"mirror": "a\nb"}, ["'mirror'", "newline"]),
+])
+def test_bad_build_args_are_named(args: dict[str, str], words: list[str]):
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe_text(MINIMAL, "test.def", args)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_unreadable_recipe_names_the_path(tmp_path: Path):
+    missing = tmp_path / "nope.def"
+    with pytest.raises(RecipeError, match=re.escape(f"{missing}: cannot read recipe")):
+        parse_recipe(missing, MIRROR)
+
+
+def test_template_variables_lists_what_a_recipe_uses():
+    assert template_variables(Path("x.def"), MINIMAL + "%post\n {{a}} {{ b }}\n") == {
+        "mirror", "a", "b"}
