@@ -40,7 +40,8 @@ extras="slurm"
 if [ "$want_tests" = 1 ]; then
   # DACBench 0.5.6 in-process, to compare remote trajectories against. Its declared dependencies
   # pull in jupyter, torch-free but heavy stacks; these are the ones its light benchmarks import.
-  "${pip[@]}" --no-deps dacbench==0.5.6
+  # Installed last and without dependencies, so pip does not report the ones we leave out.
   "${pip[@]}" pandas ConfigSpace scipy typing_extensions more_itertools matplotlib seaborn ioh
+  "${pip[@]}" --no-deps dacbench==0.5.6
 fi
 echo "dependencies ready: .venv/bin/dacbench-remote" >&2
