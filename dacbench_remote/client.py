@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +127,18 @@ class ServerConnection:
             self._proxy._pyroRelease()
 
 
+def _set_kernel_deadline(sock: socket.socket, seconds: float) -> None:
+    """Deadline for each send/recv enforced by the kernel (SO_RCVTIMEO/SO_SNDTIMEO).
+
+    Python's own socket timeouts add a poll(2) before every call; on the per-step path that
+    costs more than the step of a small env. An expired deadline surfaces as BlockingIOError.
+    """
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
 class RemoteEnvironmentClient(gymnasium.Env):
     """A gymnasium.Env whose reset/step run in a server, returning exactly what the real env returns.
 
@@ -148,7 +161,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
         self.render_mode = info["render_mode"]
         self.spec = gymnasium.envs.registration.EnvSpec.from_json(info["spec"]) if info["spec"] else None
         self._data = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._data.settimeout(connection.timeout)
+        _set_kernel_deadline(self._data, connection.timeout)
         try:
             self._data.connect(connection.socket_path + DATA_SUFFIX)
             self._request(["hello"], frame={"env": env_id})
@@ -199,7 +212,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
         try:
             send_frame(self._data, codec.encode_message(request if frame is None else frame))
             ok, value = codec.decode_message(recv_frame(self._data))
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # the kernel deadline passed (EAGAIN)
             # The reply may still come later and would desynchronise the stream: stop here.
             self._broken = CallTimeout(
                 f"{request[0]}() got no answer within {self.connection.timeout:g} s; the "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote import cli
 from dacbench_remote.errors import BuildError, RecipeError
 from dacbench_remote.images import build as build_module
 from dacbench_remote.images import hostconfig
@@ -171,12 +172,14 @@ def test_mounts_under_reads_the_real_mount_table():
 
 
 def test_command_line_reports_errors_without_a_traceback(tmp_path: Path, capsys):
-    status = build_module.main([str(tmp_path / "nope.def"), "-o", str(tmp_path / "x.sif")])
+    status = cli.main(["build", str(tmp_path / "nope.def"), "-o", str(tmp_path / "x.sif")])
     assert status == 1
-    assert "error: recipe" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: recipe" in err and "nope.def" in err and "Traceback" not in err
 
 
 def test_command_line_rejects_malformed_build_args(tmp_path: Path, capsys):
-    with pytest.raises(SystemExit):
-        build_module.main([str(BASE), "-o", str(tmp_path / "x.sif"), "--build-arg", "novalue"])
+    status = cli.main(["build", str(BASE), "-o", str(tmp_path / "x.sif"), "--build-arg", "novalue"])
+    assert status == 1
     assert "expected NAME=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "x.sif").exists()

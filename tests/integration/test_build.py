@@ -211,10 +211,11 @@ def test_rootless_build_of_a_minimal_recipe(unprivileged_user: str, user_python:
         subprocess.run(["chown", "-R", unprivileged_user, str(workspace), str(work)], check=True)
         lists_before = host_apt_lists()
         built = run_as(unprivileged_user, [
-            user_python, "-m", "dacbench_remote.images.build", "mini.def", "-o", "out/mini.sif",
+            user_python, "-m", "dacbench_remote", "build", "mini.def", "-o", "out/mini.sif",
             "--workdir", str(work), "--builder", "native"], cwd=str(workspace))
         assert built.returncode == 0, built.stdout + built.stderr
-        assert "test: minimal test ok" in built.stdout
+        assert "test: minimal test ok" in built.stderr  # progress goes to stderr
+        assert "built out/mini.sif" in built.stdout
         image = workspace / "out" / "mini.sif"
         assert image.stat().st_uid == pwd.getpwnam(unprivileged_user).pw_uid
         assert SifImage.open(image).labels()["org.example.kind"] == "minimal"
