@@ -1,0 +1,131 @@
+"""The `dacbench-remote` command, run as a real subprocess: output, exit codes, error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dacbench_remote", *args], capture_output=True,
+                          text=True, cwd=kwargs.pop("cwd", REPO), timeout=timeout, **kwargs)
+
+
+def test_help_lists_every_command():
+    done = cli("--help")
+    assert done.returncode == 0
+    for command in ("run", "build", "inspect", "list", "pull", "cache", "config", "ps", "cleanup",
+                    "sweep", "status", "report"):
+        assert command in done.stdout
+
+
+def test_run_prints_a_table_and_writes_results(tmp_path):
+    done = cli("run", "gymnasium:CartPole-v1", "--episodes", "2", "--seed", "3", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "episode" in done.stdout and "mean return" in done.stdout
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in records] == [3, 4]
+
+
+def test_unknown_benchmark_is_one_clear_line_without_traceback():
+    pytest.importorskip("dacbench")
+    done = cli("run", "NoSuchBench", "--episodes", "1")
+    assert done.returncode == 1
+    assert "unknown DACBench benchmark 'NoSuchBench'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_config_argument_is_named():
+    done = cli("run", "Luby", "--config", "{broken")
+    assert done.returncode == 1
+    assert "--config is neither a JSON object nor a JSON file" in done.stderr
+
+
+def test_list_and_config_describe_the_catalog_and_settings():
+    listing = cli("list")
+    assert listing.returncode == 0
+    assert "FunctionApproximation" in listing.stdout and "exp:0.01" in listing.stdout
+    config = cli("config")
+    assert config.returncode == 0 and "cache_dir" in config.stdout
+
+
+def test_inspect_shows_benchmarks_labels_and_digest(base_image):
+    done = cli("inspect", str(base_image))
+    assert done.returncode == 0, done.stderr
+    assert "FunctionApproximation,Luby,ToySGD" in done.stdout
+    assert "org.dacbench-remote.dacbench-version = 0.5.6" in done.stdout
+    assert "FS" in done.stdout and "sha256" in done.stdout
+
+
+def test_inspect_of_a_file_that_is_not_an_image(tmp_path):
+    bogus = tmp_path / "bogus.sif"
+    bogus.write_bytes(b"not a sif at all" * 100)
+    done = cli("inspect", str(bogus))
+    assert done.returncode == 1
+    assert "bogus.sif" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ps_lists_a_running_server_and_cleanup_leaves_it_alone():
+    host = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom dacbench_remote import RemoteRunner\n"
+         "r = RemoteRunner('gymnasium:CartPole-v1'); r.start()\n"
+         "print(r.server.pid, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        pid = host.stdout.readline().strip()
+        listing = cli("ps")
+        assert listing.returncode == 0
+        assert any(line.split()[:2] == [pid, "local"] for line in listing.stdout.splitlines())
+        cleanup = cli("cleanup")
+        assert cleanup.returncode == 0
+        assert f"stopped orphaned server {pid}" not in cleanup.stdout  # its host is alive
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        host.kill()
+        host.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), "server outlived its killed host"
+
+
+def test_sweep_run_status_and_report(tmp_path):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text("""
+name = "cli-demo"
+episodes = 1
+[runtime]
+kind = "local"
+[grid]
+agents = ["random", "static"]
+seeds = [0, 1]
+[[grid.benchmarks]]
+benchmark = "gymnasium:CartPole-v1"
+[executor.local]
+workers = 2
+""")
+    done = cli("sweep", "run", str(spec))
+    assert done.returncode == 0, done.stderr
+    assert "4 done, 0 failed" in done.stdout
+    status = cli("status", str(tmp_path / "cli-demo"))
+    assert "4/4 trials finished" in status.stdout
+    report = cli("report", str(tmp_path / "cli-demo"), "--no-plot")
+    assert "random" in report.stdout and "static" in report.stdout
+    again = cli("sweep", "run", str(spec))
+    assert "0 trial(s) run, 4 already complete" in again.stdout
+
+
+def test_bad_sweep_spec_names_the_key(tmp_path):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text('name = "x"\n[executor]\nworkers = 2\n')
+    done = cli("sweep", "run", str(spec))
+    assert done.returncode == 1
+    assert "executor.workers" in done.stderr and "unknown key" in done.stderr
