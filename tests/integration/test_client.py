@@ -83,3 +83,15 @@ def test_observations_are_writable_like_local_ones():
         obs, _ = runner.get_environment().reset(seed=0)
     obs[0, 0, 0] = 7  # an agent may normalise in place, as it can with the local env
     assert obs.flags.writeable and obs[0, 0, 0] == 7
+
+
+def test_server_sockets_are_private_to_the_user():
+    import stat
+
+    with RemoteRunner("gymnasium:CartPole-v1") as runner:
+        control = runner.server.socket_path
+        data = control.with_name(control.name + ".data")
+        for path in (control, data):
+            assert stat.S_ISSOCK(path.stat().st_mode)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(control.parent.stat().st_mode) == 0o700
