@@ -142,10 +142,17 @@ class RemoteRunner:
 
     def _resolve_image(self) -> Path:
         """The cached, verified image for this benchmark and experiment (fetched or built)."""
+        from .errors import UnknownBenchmark
         from .images.resolve import resolve_image
 
-        path, self.image_provenance = resolve_image(self.benchmark, self.experiment,
-                                                    build=self.build)
+        try:
+            path, self.image_provenance = resolve_image(self.benchmark, self.experiment,
+                                                        build=self.build)
+        except UnknownBenchmark as exc:
+            raise UnknownBenchmark(
+                f"{exc}. To run it in a container anyway, name an image that contains it "
+                "(image=PATH / --image PATH), or add it to a catalog directory"
+            ) from exc
         return path
 
     def _connect(self, deadline: float) -> ServerConnection:

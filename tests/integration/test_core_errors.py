@@ -273,3 +273,9 @@ def test_server_stops_promptly_even_with_an_env_stuck_in_step():
     assert server.process.returncode == 0
     assert "stuck in a call" in server.output_tail()
     runner.close()
+
+
+def test_container_runtime_without_catalog_entry_says_how_to_name_an_image():
+    with pytest.raises(UnknownBenchmark) as info:
+        RemoteRunner("gymnasium:CartPole-v1", runtime="bwrap").start()
+    assert "not in the catalog" in str(info.value) and "--image PATH" in str(info.value)
