@@ -41,7 +41,11 @@ def test_default_command_is_isolated_and_read_only(root):
     argv = argv_for(root)
     assert argv[:2] == ["bwrap", "--unshare-all"]
     assert "--share-net" not in argv
-    assert "--die-with-parent" in argv
+    # Not --die-with-parent: its SIGKILL would beat the server's own cleanup; the launcher's
+    # lifeline watchdog kills a server that ignores a closed lifeline instead.
+    assert "--die-with-parent" not in argv
+    launcher = argv[argv.index("-c") + 1]
+    assert "  cat >/dev/null" in launcher and '  kill -KILL "$server" 2>/dev/null' in launcher
     assert pairs(argv, "--ro-bind") == [(str(root), "/")]
     assert pairs(argv, "--bind") == [("/tmp/dacbench-remote-1000", "/tmp/dacbench-remote-1000")]
     assert argv[argv.index("--proc") + 1] == "/proc"
@@ -70,7 +74,8 @@ def test_launcher_sources_image_env_then_user_env_then_runscript(root):
     lines = script.splitlines()
     assert lines[0] == "for script in /.singularity.d/env/*.sh; do"
     assert lines[3:5] == ["export A=1", "export B=2"]
-    assert lines[-1] == 'exec /.singularity.d/runscript "$@"'
+    assert '/.singularity.d/runscript "$@" <&3 3<&- &' in lines
+    assert lines[-1] == 'exit "$status"'
 
 
 def test_launcher_runs_on_a_real_shell_with_exact_values(root, tmp_path):
@@ -86,8 +91,9 @@ def test_launcher_runs_on_a_real_shell_with_exact_values(root, tmp_path):
     argv = argv_for(root, env=tricky)
     tail = argv[argv.index("/bin/sh"):]
     tail[2] = tail[2].replace("/.singularity.d", str(fake))
-    shown = subprocess.run(tail, capture_output=True, check=True,
-                           env={"PATH": os.environ["PATH"]}).stdout.decode().split("\0")
+    # stdin (the lifeline) closed at once: the launcher must still finish, leaving nothing.
+    shown = subprocess.run(tail, capture_output=True, check=True, stdin=subprocess.DEVNULL,
+                           env={"PATH": os.environ["PATH"]}, timeout=30).stdout.decode().split("\0")
     values = dict(item.split("=", 1) for item in shown if "=" in item and not
                   item.startswith("ARG="))
     assert {name: values[name] for name in tricky} == tricky

@@ -65,18 +65,47 @@ def check_env_names(env: Mapping[str, str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
+# Seconds a server may take to shut down after its lifeline closed before it is killed.
+LIFELINE_GRACE = 10
+
+
 def _launcher_script(env: Mapping[str, str]) -> str:
     """What runs first inside the container: the image's environment, the user's, the runscript.
 
     As `apptainer run` does: source /.singularity.d/env/*.sh in order, then let the variables
-    the user asked for win, then exec the runscript with our arguments.
+    the user asked for win, then run the runscript with our arguments. The runscript is not
+    exec'd: the launcher stays as a watchdog over the lifeline. When the host goes away (even
+    with kill -9) the server sees its stdin close and shuts down cleanly, removing its sockets;
+    a server that has not exited LIFELINE_GRACE seconds later is killed. bwrap runs without
+    --die-with-parent for that reason (its SIGKILL would beat the server's cleanup). Once the
+    server has exited, everything else in the sandbox is killed, so the sandbox ends with it.
     """
     lines = [
         f"for script in {ENV_DIR}/*.sh; do",
         '  if [ -f "$script" ]; then . "$script"; fi',
         "done",
         *(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())),
-        f'exec {RUNSCRIPT} "$@"',
+        # Background jobs of a non-interactive shell get /dev/null as stdin before their own
+        # redirections: hand the lifeline over on fd 3 instead.
+        "exec 3<&0",
+        f'{RUNSCRIPT} "$@" <&3 3<&- &',
+        "server=$!",
+        "(",
+        """  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM""",
+        "  cat >/dev/null",
+        f"  sleep {LIFELINE_GRACE} & sleeper=$!",
+        '  wait "$sleeper"',
+        '  kill -KILL "$server" 2>/dev/null',
+        ") <&3 3<&- >/dev/null 2>&1 &",
+        "watchdog=$!",
+        "exec 3<&-",
+        """trap 'kill -TERM "$server" 2>/dev/null' TERM INT HUP""",
+        "status=0",
+        'while kill -0 "$server" 2>/dev/null; do wait "$server"; status=$?; done',
+        # The server is gone: end what it left behind, or bwrap's init would wait for it. Only
+        # as PID 1 or 2 of the sandbox's own PID namespace, where -1 means "this sandbox".
+        'if [ "$$" -le 2 ]; then kill -KILL -1 2>/dev/null; else kill -TERM "$watchdog" 2>/dev/null; fi',
+        'exit "$status"',
     ]
     return "\n".join(lines)
 
@@ -209,7 +238,6 @@ class BwrapRuntime(Runtime):
         if self.network:
             argv.append("--share-net")
         argv += [
-            "--die-with-parent",
             "--ro-bind", str(root), "/",
             "--proc", "/proc",
             "--dev", "/dev",
