@@ -110,3 +110,11 @@ def base_image_info() -> dict:
 def base_image(base_image_info: dict) -> Path:
     """recipes/dacbench-base.def built with our builder: a world-readable .sif path."""
     return Path(base_image_info["path"])
+
+
+@pytest.fixture(scope="session")
+def standin_image() -> Path:
+    """A small real image whose runscript is a stand-in line server (see runtime_images.py)."""
+    from .runtime_images import build_standin_image
+
+    return build_standin_image()

@@ -29,7 +29,6 @@ from dacbench_remote.sockets import new_socket_path
 from .runtime_images import (
     SHARED_DIR,
     accepts,
-    build_standin_image,
     build_tiny_image,
     fuse_mounts,
     processes_of,
@@ -42,10 +41,6 @@ from .runtime_images import (
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="session")
-def standin_image() -> Path:
-    return build_standin_image()
 
 DRIVER_SOURCE = Path(__file__).with_name("bwrap_user_driver.py")
 STANDIN = {"DACBR_STANDIN": "1"}

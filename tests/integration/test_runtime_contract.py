@@ -24,7 +24,6 @@ from dacbench_remote.sockets import DATA_SUFFIX, new_socket_path
 
 from .runtime_images import (
     accepts,
-    build_standin_image,
     processes_of,
     runtime_mounts,
     squashfuse_daemons,
@@ -33,11 +32,6 @@ from .runtime_images import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def standin_image() -> Path:
-    return build_standin_image()
 
 
 STARTUP_TIMEOUT = 60.0
