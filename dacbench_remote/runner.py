@@ -15,6 +15,7 @@ from typing import Any
 
 from . import __version__
 from .agents import make_agent
+from .channel import DATA_SUFFIX
 from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection
 from .errors import CallTimeout, DacbenchRemoteError, ServerCrashed, StartupTimeout
 from .runtimes.base import Runtime, ServerProcess
@@ -158,7 +159,7 @@ class RemoteRunner:
     def _connect(self, deadline: float) -> ServerConnection:
         assert self.server is not None
         control = self.server.socket_path
-        data = Path(str(control) + ".data")
+        data = Path(str(control) + DATA_SUFFIX)
         last_problem = "the socket was never created"
         while True:
             if not self.server.alive():

@@ -145,6 +145,7 @@ def test_socket_dir_elsewhere_is_bound_under_tmp(root):
         ("/a:/b:rx", "the option must be 'ro' or 'rw', not 'rx'"),
         ("/a:/b:ro:extra", r"is not SRC\[:DST\[:ro\|rw\]\]"),
         ("", r"is not SRC\[:DST\[:ro\|rw\]\]"),
+        ("/a:", r"is not SRC\[:DST\[:ro\|rw\]\]"),
     ],
 )
 def test_bad_bind_specs_are_refused(spec, message):

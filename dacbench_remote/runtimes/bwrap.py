@@ -46,10 +46,10 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 def parse_bind(spec: str | tuple) -> tuple[str, str, bool]:
     """`SRC[:DST[:ro|rw]]` (Apptainer's syntax) or a (src, dst[, "ro"]) tuple -> (src, dst, ro)."""
     parts = list(spec) if isinstance(spec, (tuple, list)) else str(spec).split(":")
-    if not 1 <= len(parts) <= 3 or not parts[0]:
+    if not 1 <= len(parts) <= 3 or not all(parts[:2]):
         raise BadConfig(f"bind {spec!r} is not SRC[:DST[:ro|rw]]")
     src = str(parts[0])
-    dst = str(parts[1]) if len(parts) > 1 and parts[1] else src
+    dst = str(parts[1]) if len(parts) > 1 else src
     mode = str(parts[2]) if len(parts) > 2 else "rw"
     if mode not in ("ro", "rw"):
         raise BadConfig(f"bind {spec!r}: the option must be 'ro' or 'rw', not {mode!r}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadConfig
+from ..runtimes.bwrap import parse_bind
 from .trial import RuntimeOptions, Trial
 
 if sys.version_info >= (3, 11):
@@ -285,10 +286,10 @@ def _runtime(table: Any, where: _Where, base: Path) -> RuntimeOptions:
     if not isinstance(binds, list) or not all(isinstance(b, str) and b for b in binds):
         raise where.error("runtime.binds", "must be an array of 'SRC[:DST[:ro]]' strings")
     for bind in binds:
-        parts = bind.split(":")
-        if len(parts) > 3 or not all(parts[:2]) or (len(parts) == 3 and parts[2] not in
-                                                    ("ro", "rw")):
-            raise where.error("runtime.binds", f"{bind!r} is not 'SRC[:DST[:ro|rw]]'")
+        try:
+            parse_bind(bind)  # the runtimes' own rule, so a spec never accepts what they refuse
+        except BadConfig as exc:
+            raise where.error("runtime.binds", f"{bind!r} is not 'SRC[:DST[:ro|rw]]': {exc}") from exc
     env = table.get("env", {})
     _table(env, where, "runtime.env")
     for name, value in env.items():
