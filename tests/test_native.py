@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from dacbench_remote.errors import BuildError, RecipeError
 from dacbench_remote.images import layout, native
 from dacbench_remote.images.recipe import parse_recipe, parse_recipe_text
+from tests.needs import need_tools
 
 REPO = Path(__file__).resolve().parent.parent
 MIRROR = {"mirror": "http://mirror.invalid/debian"}
@@ -23,17 +24,21 @@ def base_recipe():
 
 
 def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path: Path):
-    hook = tmp_path / "stage dir" / "customize.sh"
-    command = native.mmdebstrap_command(base_recipe, hook, tmp_path / "out")
+    stage = tmp_path / "stage"
+    command = native.mmdebstrap_command(base_recipe, stage, tmp_path / "out")
     assert command[0] == "mmdebstrap"
     assert "--variant=minbase" in command and "--format=null" in command
     assert "--include=python3,libstdc++6,python3-pip-whl" in command
-    assert f"--customize-hook=sh '{hook}' \"$1\"" in command
-    # The squashfs leaves through copy-out, written as the calling user even when rootless.
-    assert (f"--customize-hook=copy-out /{native.OUT_DIR}/{native.SQUASHFS_NAME} "
-            f"{tmp_path / 'out'}") in command
-    assert command.index(f"--customize-hook=echo {native.PHASE_MARKER}cleanup") > command.index(
-        f"--customize-hook=sh '{hook}' \"$1\"")
+    hooks = [arg.removeprefix("--customize-hook=") for arg in command
+             if arg.startswith("--customize-hook=")]
+    # The stage goes in and the squashfs comes out through mmdebstrap's copy hooks, which run as
+    # the calling user even when rootless (the hook itself runs as a subuid there).
+    assert hooks == [
+        f'mkdir "$1/{native.STAGE_DIR}"',
+        f"sync-in {stage} /{native.STAGE_DIR}",
+        f'sh "$1/{native.STAGE_DIR}/{native.HOOK_NAME}" "$1"',
+        f"copy-out /{native.OUT_DIR}/{native.SQUASHFS_NAME} {tmp_path / 'out'}",
+        f"echo {native.PHASE_MARKER}cleanup"]
     assert command[-3:] == ["bookworm", "/dev/null", "http://mirror.invalid/debian"]
 
 
@@ -46,6 +51,9 @@ def test_stage_holds_the_singularity_files_and_the_post_script(base_recipe, tmp_
         pip_settings={"index-url": "https://index.invalid/simple", "cert": str(cert)},
         extra_env={"https_proxy": "http://proxy.invalid:3128 'quoted'"})
     stage = tmp_path / "stage"
+    assert hook == stage / native.HOOK_NAME
+    # Private: it may hold credentials, and only mmdebstrap's sync-in (run as us) reads it.
+    assert stat.S_IMODE(stage.stat().st_mode) == 0o700
     runscript = stage / "singularity.d" / "runscript"
     assert runscript.read_text().startswith("#!/bin/sh\n")
     assert stat.S_IMODE(runscript.stat().st_mode) == 0o755
@@ -67,7 +75,14 @@ def test_stage_holds_the_singularity_files_and_the_post_script(base_recipe, tmp_
     assert phases == ["files", "post", "metadata", "test", "squashfs"]
     staged = stage / "files" / "0" / "dacbench_remote"
     assert (staged / "server.py").read_bytes() == (REPO / "dacbench_remote" / "server.py").read_bytes()
-    assert f"cp -fLr {staged} \"$root\"/opt/dacbench-remote/dacbench_remote" in script
+    assert stat.S_IMODE((staged / "server.py").stat().st_mode) & 0o444 == 0o444
+    # The hook reads the stage where sync-in put it inside the root, never from the host.
+    assert f'stage="$root/{native.STAGE_DIR}"' in script and str(stage) not in script
+    assert ('\ncp -fLr "$stage"/files/0/dacbench_remote '
+            '"$root"/opt/dacbench-remote/dacbench_remote\n') in script
+    assert script.index('rm -rf "$stage"') < script.index("phase squashfs")
+    # Rootless, the mounted /proc and /sys look owned by nobody: the image records root's.
+    assert "-p 'proc m 555 0 0' -p 'sys m 555 0 0'" in script
     assert subprocess.run(["sh", "-n", str(hook)]).returncode == 0
 
 
@@ -80,7 +95,16 @@ def test_no_test_phase_without_run_test(base_recipe, tmp_path: Path):
 
 def test_build_directory_with_whitespace_is_refused(base_recipe, tmp_path: Path):
     with pytest.raises(BuildError, match="contains whitespace"):
-        native.mmdebstrap_command(base_recipe, tmp_path / "h.sh", tmp_path / "my out")
+        native.mmdebstrap_command(base_recipe, tmp_path / "stage", tmp_path / "my out")
+    with pytest.raises(BuildError, match="contains whitespace"):
+        native.mmdebstrap_command(base_recipe, tmp_path / "my stage", tmp_path / "out")
+
+
+def test_unreadable_pip_certificate_is_named(base_recipe, tmp_path: Path):
+    with pytest.raises(BuildError, match=r"cannot copy pip's cert .*gone\.pem"):
+        native.write_stage(base_recipe, tmp_path / "stage", {}, context=REPO, compressor="gzip",
+                           run_test=False, pip_settings={"cert": str(tmp_path / "gone.pem")},
+                           extra_env={})
 
 
 def test_broken_symlink_in_files_names_the_line(tmp_path: Path):
@@ -115,15 +139,20 @@ def test_phases_are_timed_by_marker_lines(tmp_path: Path):
 echo "I: bootstrapping"
 echo "{native.PHASE_MARKER}post"
 echo "Collecting numpy"
+sleep 0.3
 echo "{native.PHASE_MARKER}test"
 echo "Luby: one step ok"
 echo "{native.PHASE_MARKER}cleanup"
 """)
     messages: list[str] = []
+    started = time.monotonic()
     phases = native.run_mmdebstrap(command, tmpdir=tmp_path, env={}, progress=messages.append,
                                    log_path=tmp_path / "build.log")
+    elapsed = time.monotonic() - started
     assert list(phases) == ["bootstrap", "post", "test", "cleanup"]
-    assert all(seconds >= 0 for seconds in phases.values())
+    # Each phase runs from its marker to the next: the sleep counts in post, and only there.
+    assert phases["post"] >= 0.3
+    assert sum(phases.values()) <= elapsed
     assert "test: Luby: one step ok" in messages
     assert "post: running" in messages
     assert not any("numpy" in m for m in messages)  # pip chatter goes to the log only
@@ -145,8 +174,7 @@ exit 3
 
 
 def test_compressor_prefers_zstd_where_mksquashfs_has_it():
-    if shutil.which("mksquashfs") is None:
-        pytest.skip("mksquashfs not installed (apt-get install squashfs-tools)")
+    need_tools("mksquashfs")
     help_text = subprocess.run(["mksquashfs", "-help"], capture_output=True, text=True)
     expected = "zstd" if "zstd" in help_text.stdout + help_text.stderr else "gzip"
     assert native.squashfs_compressor().startswith(expected)

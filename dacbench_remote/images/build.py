@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -176,19 +175,19 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
         Path(workdir).mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix="dacbench-remote-build-", dir=workdir))
     try:
-        # Rootless (unshare) mode runs the hook as a subuid: it must traverse this directory and
-        # read the stage, whose random name keeps it from other users (no listing with 0711).
+        # Rootless (unshare) mode keeps its chroot in here (TMPDIR), owned by a subuid that must
+        # traverse this directory; the stage beside it stays private (0700).
         if os.geteuid() != 0:
             temp.chmod(0o711)
-        stage = temp / f"stage-{secrets.token_hex(8)}"
+        stage = temp / "stage"
         out_dir = temp / "out"
         out_dir.mkdir()
         labels = layout.labels_for(recipe, builder=f"dacbench-remote {__version__}")
-        hook = native.write_stage(
+        native.write_stage(
             recipe, stage, labels, context=context, compressor=native.squashfs_compressor(),
             run_test=run_test, pip_settings=hostconfig.pip_settings(),
             extra_env=hostconfig.proxy_environment())
-        command = native.mmdebstrap_command(recipe, hook, out_dir)
+        command = native.mmdebstrap_command(recipe, stage, out_dir)
         phases = native.run_mmdebstrap(command, tmpdir=temp, env={}, progress=progress,
                                        log_path=temp / "build.log")
         started = time.monotonic()

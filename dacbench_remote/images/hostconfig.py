@@ -7,11 +7,15 @@ proxy the machine is configured for.
 
 from __future__ import annotations
 
+import configparser
+import locale
 import os
 import re
-import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+from ..errors import BuildError
 
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
@@ -19,6 +23,9 @@ APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 # the host's disk, ...) describes the host, not the image.
 PIP_NETWORK_KEYS = ("index-url", "extra-index-url", "trusted-host", "cert", "client-cert",
                     "proxy", "timeout", "default-timeout", "retries")
+# What requests, and so pip, verifies against when no `cert` is configured.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+PIP_CONFIG_NAME = "pip.conf"
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
                    "NO_PROXY")
 
@@ -90,28 +97,76 @@ def debian_mirror(os_version: str, entries: list[tuple[str, list[str]]] | None =
     return None
 
 
-def pip_settings(python: str = sys.executable) -> dict[str, str]:
+def pip_config_files(environ: Mapping[str, str] | None = None,
+                     prefix: str = sys.prefix) -> list[Path]:
+    """pip's configuration files on Linux, lowest precedence first, found as pip finds them.
+
+    Global ($XDG_CONFIG_DIRS/pip, /etc), user (~/.pip, $XDG_CONFIG_HOME/pip; skipped when
+    PIP_CONFIG_FILE names an existing file), site (the interpreter's prefix), PIP_CONFIG_FILE;
+    none at all when PIP_CONFIG_FILE is /dev/null. Missing files are listed too.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = environ.get("PIP_CONFIG_FILE")
+    if explicit == os.devnull:
+        return []
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    config_dirs = (environ.get("XDG_CONFIG_DIRS", "").strip() or "/etc/xdg").split(os.pathsep)
+    files = [Path(d).expanduser() / "pip" / PIP_CONFIG_NAME for d in config_dirs]
+    files.append(Path("/etc") / PIP_CONFIG_NAME)
+    if not (explicit and Path(explicit).exists()):
+        config_home = environ.get("XDG_CONFIG_HOME", "").strip() or str(home / ".config")
+        files += [home / ".pip" / PIP_CONFIG_NAME, Path(config_home) / "pip" / PIP_CONFIG_NAME]
+    files.append(Path(prefix) / PIP_CONFIG_NAME)
+    if explicit:
+        files.append(Path(explicit))
+    return files
+
+
+def pip_settings(environ: Mapping[str, str] | None = None,
+                 files: list[Path] | None = None) -> dict[str, str]:
     """The host pip's network settings (index, certificates, proxy), merged as pip merges them.
 
-    Read through `pip config list`, so config files and PIP_* variables count exactly as they do
-    for the host's pip. Local paths and file:// indexes are dropped: they do not exist in a build.
+    Read from pip's own configuration files and PIP_* variables rather than through
+    `pip config list`: the interpreter running us may have no pip at all (a venv made with
+    --without-pip, uv, pipx), and the builds still need the host's index and CA bundle.
+    Local paths and file:// indexes are dropped: they do not exist in a build.
     """
-    try:
-        listed = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True,
-                                text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
+    environ = os.environ if environ is None else environ
+    files = pip_config_files(environ) if files is None else files
+    merged: dict[tuple[str, str], str] = {}
+    for path in files:
+        merged.update(_read_pip_config(path))
+    for name, value in environ.items():
+        if name.startswith("PIP_"):
+            merged[(":env:", _pip_key(name[4:]))] = value
     settings: dict[str, str] = {}
-    # Later lines win, matching pip's own precedence (files, then environment).
-    for line in listed.stdout.splitlines():
-        match = re.match(r"^([^.=]*)\.([\w-]+)=(.*)$", line.strip())
-        if match is None:
-            continue
-        section, key, value = match.groups()
-        if section not in ("global", "install", ":env:") or key not in PIP_NETWORK_KEYS:
-            continue
-        settings[key] = value.strip().strip("'\"")
+    # pip's precedence: [global] < [install] < PIP_* variables, whichever file each came from.
+    for section in ("global", "install", ":env:"):
+        for (where, key), value in merged.items():
+            if where == section and key in PIP_NETWORK_KEYS:
+                settings[key] = value
+    if "cert" not in settings:
+        # pip (through requests) verifies against these when no cert is configured.
+        bundle = next((environ[n] for n in CA_BUNDLE_VARIABLES if environ.get(n)), None)
+        if bundle:
+            settings["cert"] = bundle
     return _portable(settings)
+
+
+def _read_pip_config(path: Path) -> dict[tuple[str, str], str]:
+    parser = configparser.RawConfigParser()
+    try:
+        # Unreadable files are skipped, as pip skips them.
+        parser.read(path, encoding=locale.getpreferredencoding(False))
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise BuildError(f"pip configuration {path} cannot be parsed ({exc}); pip itself "
+                         "refuses it too: fix or remove it") from exc
+    return {(section, _pip_key(key)): value for section in parser.sections()
+            for key, value in parser.items(section)}
+
+
+def _pip_key(name: str) -> str:
+    return name.lower().replace("_", "-").removeprefix("--")
 
 
 def _portable(settings: dict[str, str]) -> dict[str, str]:

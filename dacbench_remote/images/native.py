@@ -1,9 +1,10 @@
 """dacbench-remote's own image builder, for machines without Apptainer: mmdebstrap, %post, squashfs.
 
 Everything that touches the root filesystem runs as mmdebstrap hooks, so the same steps work as
-root (root mode) and rootless (unshare mode, with subuids): the rootfs never leaves mmdebstrap's
-namespace, and only the finished squashfs does. One hook script prints a marker line per phase,
-which is how we time phases and name the one that failed.
+root (root mode) and rootless (unshare mode, with subuids): our private stage goes in and the
+finished squashfs comes out through mmdebstrap's copy hooks, and the rootfs never leaves its
+namespace. One hook script prints a marker line per phase, which is how we time phases and name
+the one that failed.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from . import layout
 from .recipe import Recipe
 
 PHASE_MARKER = "@@dacbench-remote-phase "
-BUILD_DIR = ".dacbench-remote-build"  # inside the rootfs during %post only
+STAGE_DIR = ".dacbench-remote-stage"  # the stage inside the rootfs, removed before squashing
+BUILD_DIR = f"{STAGE_DIR}/build"  # what %post reads: env.sh, post.sh, pip.conf, certificates
 OUT_DIR = ".dacbench-remote-out"  # inside the rootfs, holds the squashfs until copy-out
 SQUASHFS_NAME = "rootfs.squashfs"
+HOOK_NAME = "customize.sh"
 BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REQUIRED_TOOLS = {"mmdebstrap": "mmdebstrap", "mksquashfs": "squashfs-tools", "chroot": "coreutils"}
 LOG_TAIL_LINES = 40
@@ -61,20 +64,25 @@ def check_files(recipe: Recipe, context: Path) -> None:
                 f"{context})")
 
 
-def mmdebstrap_command(recipe: Recipe, hook: Path, out_dir: Path) -> list[str]:
+def mmdebstrap_command(recipe: Recipe, stage: Path, out_dir: Path) -> list[str]:
     """The mmdebstrap call that bootstraps the recipe's Debian and runs our hook inside it.
 
     minbase matches debootstrap's variant under Apptainer (it has apt, so %post may apt-get);
-    format "null" because only the hook's squashfs leaves, through mmdebstrap's copy-out, which
-    writes it as the calling user also in unshare mode (where the namespace's root is a subuid).
+    format "null" because only the hook's squashfs leaves. The stage (see `write_stage`) goes in
+    with sync-in and the squashfs out with copy-out: mmdebstrap runs both as the calling user,
+    so in unshare mode, where the hooks run as a subuid that cannot read the user's files, the
+    stage stays private (mode 0700) and the image is the user's.
     """
-    if any(ch.isspace() for ch in str(out_dir)):
-        raise BuildError(f"the build directory {out_dir} contains whitespace, which mmdebstrap's "
-                         "copy-out hook cannot take; pass another workdir")
+    for path in (stage, out_dir):
+        if any(ch.isspace() for ch in str(path)):
+            raise BuildError(f"the build directory {path} contains whitespace, which mmdebstrap's "
+                             "copy hooks cannot take; pass another workdir")
     command = ["mmdebstrap", "--mode=auto", "--variant=minbase", "--format=null"]
     if recipe.include:
         command.append("--include=" + ",".join(recipe.include))
-    command += [f"--customize-hook=sh {shlex.quote(str(hook))} \"$1\"",
+    command += [f"--customize-hook=mkdir \"$1/{STAGE_DIR}\"",
+                f"--customize-hook=sync-in {stage} /{STAGE_DIR}",
+                f"--customize-hook=sh \"$1/{STAGE_DIR}/{HOOK_NAME}\" \"$1\"",
                 f"--customize-hook=copy-out /{OUT_DIR}/{SQUASHFS_NAME} {out_dir}",
                 f"--customize-hook=echo {PHASE_MARKER}cleanup",
                 recipe.os_version, "/dev/null", recipe.mirror_url]
@@ -84,7 +92,12 @@ def mmdebstrap_command(recipe: Recipe, hook: Path, out_dir: Path) -> list[str]:
 def write_stage(recipe: Recipe, stage: Path, labels: dict[str, str], *, context: Path,
                 compressor: str, run_test: bool,
                 pip_settings: dict[str, str], extra_env: dict[str, str]) -> Path:
-    """Write everything the hook needs under `stage`; return the hook script's path."""
+    """Write everything the hook needs under `stage` (created, mode 0700); return the hook's path.
+
+    The stage may hold secrets (a client certificate, an index URL with a token): it is only
+    ever read by us and, copied into the rootfs by mmdebstrap, by the build itself.
+    """
+    stage.mkdir(mode=0o700)
     singularity_d = stage / "singularity.d"
     for name, (content, mode) in layout.singularity_files(recipe, labels).items():
         target = singularity_d / name
@@ -108,16 +121,16 @@ def write_stage(recipe: Recipe, stage: Path, labels: dict[str, str], *, context:
     (build / "post.sh").write_text(recipe.post + "\n")
     _stage_files(recipe, stage / "files", context)
 
-    hook = stage / "customize.sh"
-    hook.write_text(_hook_script(recipe, stage, compressor=compressor, run_test=run_test))
+    hook = stage / HOOK_NAME
+    hook.write_text(_hook_script(recipe, compressor=compressor, run_test=run_test))
     return hook
 
 
 def _stage_files(recipe: Recipe, files: Path, context: Path) -> None:
-    """Copy %files sources (following symlinks, as `cp -L`) to where the hook can read them.
+    """Copy %files sources (following symlinks, as `cp -L`) into the stage.
 
-    Rootless, the hook runs as a subuid that may not enter the user's directories; the staged
-    copies sit in our build directory and are made readable for it.
+    The copies are made readable for all: images are run by ordinary users, so a private
+    checkout's modes (or the builder's umask) must not leave root-only files in them.
     """
     for index, copy in enumerate(recipe.files):
         source = Path(copy.source)
@@ -132,7 +145,7 @@ def _stage_files(recipe: Recipe, files: Path, context: Path) -> None:
         except (OSError, shutil.Error) as exc:
             raise RecipeError(f"{recipe.path}:{copy.line}: cannot copy %files source "
                               f"{copy.source!r}: {exc}") from exc
-    if os.geteuid() != 0 and files.exists():
+    if files.exists():
         subprocess.run(["chmod", "-R", "a+rX", str(files)], check=True)
 
 
@@ -141,17 +154,22 @@ def _pip_conf(settings: dict[str, str], build: Path) -> str:
     for key, value in settings.items():
         if key in ("cert", "client-cert"):
             name = f"{key}.pem"
-            shutil.copyfile(value, build / name)
+            try:
+                shutil.copyfile(value, build / name)
+            except OSError as exc:
+                raise BuildError(f"cannot copy pip's {key} {value} into the build: {exc}; "
+                                 "pip on this host could not use it either") from exc
             value = f"/{BUILD_DIR}/{name}"
         lines.append(f"{key} = {value}")
     return "[global]\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def _hook_script(recipe: Recipe, stage: Path, *, compressor: str, run_test: bool) -> str:
+def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool) -> str:
     q = shlex.quote
     lines = [
         "set -eu",
         'root="$1"',
+        f'stage="$root/{STAGE_DIR}"',
         f"phase() {{ echo \"{PHASE_MARKER}$1\"; }}",
         "in_root() {",
         f'    chroot "$root" /usr/bin/env -i /bin/sh -c ". /{BUILD_DIR}/env.sh && exec \\"\\$@\\"" sh "$@"',
@@ -159,22 +177,21 @@ def _hook_script(recipe: Recipe, stage: Path, *, compressor: str, run_test: bool
         "phase files",
     ]
     for index, copy in enumerate(recipe.files):
-        source = stage / "files" / str(index) / Path(copy.source).name
+        source = '"$stage"' + q(f"/files/{index}/{Path(copy.source).name}")
         destination = '"$root"' + q(copy.destination)
         # Apptainer copies %files with `cp -fLr` into an existing parent.
         lines += [f"mkdir -p \"$(dirname {destination})\"",
-                  f"cp -fLr {q(str(source))} {destination}"]
+                  f"cp -fLr {source} {destination}"]
     lines += [
         "phase post",
         # Apptainer lays out /.singularity.d before %post, which may append to
         # $SINGULARITY_ENVIRONMENT.
         'mkdir -p "$root/.singularity.d/env" "$root/.singularity.d/actions"',
-        f'rm -rf "$root/{BUILD_DIR}"',
-        f'cp -a {q(str(stage / "build"))} "$root/{BUILD_DIR}"',
         f"in_root /bin/sh -e /{BUILD_DIR}/post.sh",
-        f'rm -rf "$root/{BUILD_DIR}"',
         "phase metadata",
-        f'cp -a {q(str(stage / "singularity.d"))}/. "$root/.singularity.d/"',
+        # Not the stage's owner: rootless, that is the building user's uid inside the namespace.
+        'cp -R --preserve=mode,timestamps "$stage/singularity.d/." "$root/.singularity.d/"',
+        'rm -rf "$stage"',
     ]
     for directory in layout.MOUNT_DIRS:
         lines.append(f'mkdir -p "$root/{directory}"')
@@ -199,10 +216,11 @@ def _hook_script(recipe: Recipe, stage: Path, *, compressor: str, run_test: bool
     lines += [
         "phase squashfs",
         f'mkdir -p "$root/{OUT_DIR}"',
-        # /proc, /sys and /dev are mounted by mmdebstrap during hooks: keep only the mount points.
+        # /proc, /sys and /dev are mounted by mmdebstrap during hooks: keep only the mount points,
+        # as root's (rootless, the mounted proc and sysfs show up owned by nobody).
         f'mksquashfs "$root" "$root/{OUT_DIR}/{SQUASHFS_NAME}" -noappend -comp {compressor} '
-        f"-no-progress -quiet -wildcards -e 'proc/*' 'sys/*' 'dev/*' 'tmp/*' 'var/tmp/*' "
-        f"'{OUT_DIR}'",
+        "-no-progress -quiet -p 'proc m 555 0 0' -p 'sys m 555 0 0' "
+        f"-wildcards -e 'proc/*' 'sys/*' 'dev/*' 'tmp/*' 'var/tmp/*' '{OUT_DIR}'",
     ]
     return "\n".join(lines) + "\n"
 
