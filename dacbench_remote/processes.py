@@ -27,9 +27,12 @@ from .runtimes.rootfs import (
     mount_base_dir,
     mountinfo_entries,
 )
-from .sockets import DATA_SUFFIX, remove_socket_files, socket_dir
+from .sockets import DATA_SUFFIX, is_socket_id, remove_socket_files, socket_dir
 
 LAUNCHER_NAME = "dacbench-remote-launcher"  # argv[0] of our shell inside bwrap containers
+# An empty server directory this recent may belong to a server that is still starting (the
+# directory is made before the image is unpacked): cleanup leaves it alone.
+EMPTY_DIR_GRACE = 600.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,12 @@ class ServerInfo:
     socket_alive: bool  # something accepts connections on the socket
     orphaned: bool  # its lifeline (stdin pipe) has no writer left: the host is gone
     argv: tuple[str, ...] = ()
+
+    @property
+    def socket_id(self) -> str | None:
+        """The id to attach to this server with (`socket_id=`), if it has one."""
+        name = Path(self.socket).parent.name if self.socket else ""
+        return name if is_socket_id(name) else None
 
 
 @dataclass
@@ -261,29 +270,64 @@ def _stop(server: ServerInfo, grace: float = 3.0) -> bool:
     return not _alive(server.pid)
 
 
+def _in_socket_dir(socket_path: str | None, directory: Path) -> bool:
+    """True for DIR/<id>/ctl.sock (and DIR/x.sock, the flat layout of older versions)."""
+    if socket_path is None:
+        return False
+    parent = Path(socket_path).parent
+    return parent == directory or (is_socket_id(parent.name) and parent.parent == directory)
+
+
 def _remove_dead_sockets(live: set[str], report: CleanupReport) -> None:
-    directory = socket_dir()
-    for entry in os.scandir(directory):
-        path = entry.path
-        control = path[: -len(DATA_SUFFIX)] if path.endswith(DATA_SUFFIX) else path
-        if control in live:
-            continue
+    """Dead sockets in the per-server directories (and loose ones of the old flat layout);
+    server directories left empty are removed too."""
+    for entry in os.scandir(socket_dir()):
+        if entry.is_dir(follow_symlinks=False) and is_socket_id(entry.name):
+            removed = _remove_dead_sockets_in(entry.path, live, report)
+            _remove_empty_server_dir(entry.path, just_emptied=removed)
+        else:
+            _remove_if_dead(entry, live, report)
+
+
+def _remove_dead_sockets_in(directory: str, live: set[str], report: CleanupReport) -> bool:
+    removed = False
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            removed |= _remove_if_dead(entry, live, report)
+    return removed
+
+
+def _remove_if_dead(entry: os.DirEntry, live: set[str], report: CleanupReport) -> bool:
+    path = entry.path
+    control = path[: -len(DATA_SUFFIX)] if path.endswith(DATA_SUFFIX) else path
+    if control in live:
+        return False
+    try:
+        if not stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
         try:
-            if not stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                continue
-        except OSError:
-            continue
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
-            try:
-                probe.connect(path)
-                continue  # someone is listening: not dead
-            except OSError as exc:
-                if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                    continue
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-            report.removed_sockets.append(path)
+            probe.connect(path)
+            return False  # someone is listening: not dead
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    report.removed_sockets.append(path)
+    return True
+
+
+def _remove_empty_server_dir(directory: str, just_emptied: bool) -> None:
+    """rmdir an empty server directory whose server is gone (emptied now, or long ago)."""
+    with contextlib.suppress(OSError):
+        if just_emptied or time.time() - os.stat(directory).st_mtime >= EMPTY_DIR_GRACE:
+            os.rmdir(directory)  # fails if anything is left in it: then it is not ours to judge
 
 
 def _remove_stale_mounts(report: CleanupReport) -> None:
@@ -338,7 +382,7 @@ def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
     directory = socket_dir()
     for server in list_servers():
         # Servers of another socket directory (DACBENCH_REMOTE_SOCKET_DIR) are another setup's.
-        ours = server.socket is not None and Path(server.socket).parent == directory
+        ours = _in_socket_dir(server.socket, directory)
         if server.orphaned and ours:
             if _stop(server):
                 report.stopped.append(server.pid)

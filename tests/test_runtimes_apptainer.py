@@ -12,15 +12,16 @@ import pytest
 from dacbench_remote.errors import BadConfig, CorruptImage, RuntimeUnavailable
 from dacbench_remote.images.sif import write_sif
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime, find_apptainer
+from tests.needs import need_tools
 
-SOCKET = Path("/run/user/1000/dacbench-remote/srv-1.sock")
+SOCKET = Path("/run/user/1000/dacbench-remote/srv-00000001/ctl.sock")
 
 
 def test_default_command_line():
     runtime = ApptainerRuntime("/images/base.sif")
     assert runtime.run_argv("/usr/bin/apptainer", SOCKET) == [
         "/usr/bin/apptainer", "run", "--containall", "--cleanenv",
-        "--bind", "/run/user/1000/dacbench-remote",
+        "--bind", "/run/user/1000/dacbench-remote/srv-00000001",  # this server's alone
         "/images/base.sif", "--socket", str(SOCKET), "--exit-on-stdin-close",
     ]
 
@@ -32,8 +33,16 @@ def test_gpu_binds_and_switched_off_isolation():
     assert argv[:3] == ["/opt/bin/singularity", "run", "--nv"]
     assert "--containall" not in argv and "--cleanenv" not in argv
     binds = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--bind"]
-    assert binds == ["/run/user/1000/dacbench-remote", "/data:/mnt/data:ro", "/results:/results"]
+    assert binds == ["/run/user/1000/dacbench-remote/srv-00000001", "/data:/mnt/data:ro",
+                     "/results:/results"]
     assert argv.index("/images/base.sif") > argv.index("--nv")
+
+
+def test_a_socket_directory_shared_with_other_servers_is_refused(tmp_path):
+    (tmp_path / "srv-1.sock").touch()  # another server's socket (the old flat layout)
+    with pytest.raises(BadConfig, match=r"holds srv-1\.sock: a container gets this whole "
+                                        r"directory, so each server needs its own"):
+        ApptainerRuntime(tmp_path / "x.sif").start(tmp_path / "srv-2.sock")
 
 
 def test_user_env_travels_as_apptainerenv_or_singularityenv(monkeypatch):
@@ -82,8 +91,7 @@ def test_prepare_with_fake_apptainer_binary_finds_version_and_checks_image(fake_
 
 
 def test_prepare_with_fake_apptainer_binary_checks_bind_sources(fake_binary, tmp_path):
-    if shutil.which("mksquashfs") is None:
-        pytest.skip("mksquashfs not installed (apt-get install squashfs-tools)")
+    need_tools("mksquashfs")
     (tmp_path / "root").mkdir()
     squashfs = tmp_path / "fs.squashfs"
     subprocess.run(["mksquashfs", str(tmp_path / "root"), str(squashfs), "-quiet",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from dacbench_remote.runtimes.bwrap import (
     container_socket_dir,
     parse_bind,
 )
+from tests.needs import need_tools
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def root(tmp_path) -> Path:
     return root
 
 
-def argv_for(root: Path, socket: str = "/tmp/dacbench-remote-1000/srv-1.sock", **options):
+def argv_for(root: Path, socket: str = "/tmp/dacbench-remote-1000/srv-0000000a/ctl.sock", **options):
     runtime = BwrapRuntime("/images/base.sif", bwrap="bwrap", **options)
     return runtime.bwrap_argv(root, Path(socket))
 
@@ -47,7 +47,9 @@ def test_default_command_is_isolated_and_read_only(root):
     launcher = argv[argv.index("-c") + 1]
     assert "  cat >/dev/null" in launcher and '  kill -KILL "$server" 2>/dev/null' in launcher
     assert pairs(argv, "--ro-bind") == [(str(root), "/")]
-    assert pairs(argv, "--bind") == [("/tmp/dacbench-remote-1000", "/tmp/dacbench-remote-1000")]
+    # Only this server's own directory, never the user's socket root with the others in it.
+    assert pairs(argv, "--bind") == [("/tmp/dacbench-remote-1000/srv-0000000a",
+                                      "/tmp/dacbench-remote-1000/srv-0000000a")]
     assert argv[argv.index("--proc") + 1] == "/proc"
     assert argv[argv.index("--dev") + 1] == "/dev"
     assert argv[argv.index("--tmpfs") + 1] == "/tmp"
@@ -55,7 +57,7 @@ def test_default_command_is_isolated_and_read_only(root):
     # The image's runscript is started by our launcher with the socket path inside.
     tail = argv[argv.index("/bin/sh"):]
     assert tail[1] == "-c" and tail[3] == "dacbench-remote-launcher"
-    assert tail[4:] == ["--socket", "/tmp/dacbench-remote-1000/srv-1.sock",
+    assert tail[4:] == ["--socket", "/tmp/dacbench-remote-1000/srv-0000000a/ctl.sock",
                         "--exit-on-stdin-close"]
     assert argv == argv_for(root)  # deterministic
 
@@ -99,7 +101,7 @@ def test_launcher_runs_on_a_real_shell_with_exact_values(root, tmp_path):
     assert {name: values[name] for name in tricky} == tricky
     assert values["IMAGE_ONLY"] == "yes"
     assert [item[4:] for item in shown if item.startswith("ARG=")] == [
-        "--socket", "/tmp/dacbench-remote-1000/srv-1.sock", "--exit-on-stdin-close"]
+        "--socket", "/tmp/dacbench-remote-1000/srv-0000000a/ctl.sock", "--exit-on-stdin-close"]
 
 
 def test_network_shares_the_host_network_and_name_resolution(root):
@@ -117,25 +119,35 @@ def test_user_binds_read_only_and_read_write(root):
 
 
 def test_socket_dir_lands_at_its_own_path_where_it_can(root):
-    assert container_socket_dir(root, Path("/tmp/dacbench-remote-7")) == "/tmp/dacbench-remote-7"
-    assert container_socket_dir(root, Path("/run/user/7/dacbench-remote")) == \
-        "/run/user/7/dacbench-remote"
+    assert container_socket_dir(root, Path("/tmp/dacbench-remote-7/srv-00000001")) == \
+        "/tmp/dacbench-remote-7/srv-00000001"
+    assert container_socket_dir(root, Path("/run/user/7/dacbench-remote/srv-00000001")) == \
+        "/run/user/7/dacbench-remote/srv-00000001"
     assert container_socket_dir(root, Path("/mnt")) == "/mnt"  # exists in the image
-    assert container_socket_dir(root, Path("/home/u/sockets")) == CONTAINER_SOCKET_DIR
+    assert container_socket_dir(root, Path("/home/u/sockets/srv-00000001")) == \
+        f"{CONTAINER_SOCKET_DIR}/srv-00000001"
 
 
 def test_socket_dir_under_run_gets_a_tmpfs_run(root):
-    argv = argv_for(root, socket="/run/user/1000/dacbench-remote/srv-2.sock")
+    argv = argv_for(root, socket="/run/user/1000/dacbench-remote/srv-00000002/ctl.sock")
     tmpfs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tmpfs"]
     assert tmpfs == ["/tmp", "/run"]
-    assert ("/run/user/1000/dacbench-remote", "/run/user/1000/dacbench-remote") in \
-        pairs(argv, "--bind")
+    assert pairs(argv, "--bind") == [("/run/user/1000/dacbench-remote/srv-00000002",
+                                      "/run/user/1000/dacbench-remote/srv-00000002")]
 
 
-def test_socket_dir_elsewhere_is_bound_under_tmp(root):
-    argv = argv_for(root, socket="/home/u/sockets/srv-3.sock")
-    assert ("/home/u/sockets", CONTAINER_SOCKET_DIR) in pairs(argv, "--bind")
-    assert argv[-2] == f"{CONTAINER_SOCKET_DIR}/srv-3.sock"
+def test_socket_dir_elsewhere_is_bound_under_tmp_keeping_the_server_id(root):
+    argv = argv_for(root, socket="/home/u/sockets/srv-00000003/ctl.sock")
+    assert pairs(argv, "--bind") == [("/home/u/sockets/srv-00000003",
+                                      f"{CONTAINER_SOCKET_DIR}/srv-00000003")]
+    assert argv[-2] == f"{CONTAINER_SOCKET_DIR}/srv-00000003/ctl.sock"
+
+
+def test_a_socket_directory_shared_with_other_servers_is_refused(tmp_path):
+    (tmp_path / "srv-1.sock").touch()  # another server's socket (the old flat layout)
+    with pytest.raises(BadConfig, match=r"holds srv-1\.sock: a container gets this whole "
+                                        r"directory, so each server needs its own"):
+        BwrapRuntime(tmp_path / "x.sif").start(tmp_path / "srv-2.sock")
 
 
 @pytest.mark.parametrize(
@@ -187,8 +199,8 @@ def test_missing_bwrap_binary_says_what_to_install(tmp_path):
         runtime.prepare()
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 def test_missing_image_is_named(tmp_path):
+    need_tools("bwrap")
     runtime = BwrapRuntime(tmp_path / "absent.sif")
     with pytest.raises(ImageError, match=r"absent\.sif does not exist or is not a file"):
         runtime.prepare()

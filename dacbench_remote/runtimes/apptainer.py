@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..errors import BadConfig, ImageError, RuntimeUnavailable
 from ..images.sif import SifImage
-from .base import Runtime
+from ..sockets import check_private_socket_dir
+from .base import Runtime, ServerProcess
 from .bwrap import check_env_names, parse_bind
 
 BINARY_NAMES = ("apptainer", "singularity")
@@ -62,7 +63,8 @@ def apptainer_version(binary: str) -> str:
 class ApptainerRuntime(Runtime):
     """Start the server with `apptainer run --containall --cleanenv IMAGE --socket PATH`.
 
-    The socket directory is bound at the same path inside, so the server's socket is the host's.
+    Only the server's own socket directory is bound (at the same path inside, so the server's
+    socket is the host's); the user's other servers stay out of reach.
     `env` reaches the container as APPTAINERENV_*/SINGULARITYENV_* variables, which survive
     --cleanenv; `gpu=True` adds --nv.
     """
@@ -122,6 +124,10 @@ class ApptainerRuntime(Runtime):
         argv = Client._init_command("run") + flags
         argv[0] = binary
         return [*argv, str(self.image), "--socket", str(socket_path), "--exit-on-stdin-close"]
+
+    def start(self, socket_path: Path) -> ServerProcess:
+        check_private_socket_dir(socket_path)  # it is bound whole into the container
+        return super().start(socket_path)
 
     def server_command(self, socket_path: Path) -> list[str]:
         self.prepare()

@@ -2,7 +2,8 @@
 
 The image's root filesystem is squashfuse-mounted where /dev/fuse is usable, otherwise extracted
 once into a per-image cache; bubblewrap then starts the image's runscript with every namespace
-unshared (no network unless asked), a read-only root, and the socket directory bound in.
+unshared (no network unless asked), a read-only root, and only this server's own socket
+directory bound in (never the user's socket root, which holds the other servers' sockets).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ..errors import BadConfig, ImageError, RuntimeUnavailable
 from ..images.sif import SifImage
+from ..sockets import check_private_socket_dir
 from .base import Runtime, ServerProcess
 from .rootfs import (
     SquashfuseMount,
@@ -30,9 +32,10 @@ from .rootfs import (
     image_sha256,
 )
 
-# Where the host's socket directory appears inside the container when it cannot appear at its own
-# path (the server's Pyro5 URIs name its socket path, so the same path on both sides is best).
-# A bind's mount point must exist, and the image's root is read-only: /tmp and /run are tmpfs.
+# Where the server's socket directory appears inside the container (as CONTAINER_SOCKET_DIR/<id>)
+# when it cannot appear at its own path (the server's Pyro5 URIs name its socket path, so the
+# same path on both sides is best). A bind's mount point must exist or be creatable, and the
+# image's root is read-only: /tmp and /run are tmpfs inside, where bwrap creates it.
 CONTAINER_SOCKET_DIR = "/tmp/dacbench-remote"
 _TMPFS_DIRS = ("/tmp", "/run")
 RUNSCRIPT = "/.singularity.d/runscript"
@@ -289,6 +292,7 @@ class BwrapRuntime(Runtime):
 
     # --- starting ---------------------------------------------------------------------------
     def start(self, socket_path: Path) -> ServerProcess:
+        check_private_socket_dir(socket_path)  # it is bound whole into the container
         self.prepare()
         if self._mode == "extracted":
             return super().start(socket_path)
@@ -327,12 +331,16 @@ class BwrapRuntime(Runtime):
 
 
 def container_socket_dir(root: Path, host_dir: Path) -> str:
-    """The socket directory's path inside: its host path where it can be mounted there."""
+    """The server's socket directory's path inside: its host path where it can be mounted there.
+
+    Elsewhere it is CONTAINER_SOCKET_DIR/<its name>: the name is the server's id, which `ps`
+    and sweeps read from the server's `--socket` argument.
+    """
     host = os.path.normpath(str(host_dir))
     if any(host.startswith(tmpfs + "/") for tmpfs in _TMPFS_DIRS) or os.path.isdir(
             root / host.lstrip("/")):
         return host
-    return CONTAINER_SOCKET_DIR
+    return f"{CONTAINER_SOCKET_DIR}/{os.path.basename(host)}"
 
 
 def check_image_root(root: Path, image: Path) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..runtimes.base import SERVER_MODULE
-from ..sockets import remove_socket_files, socket_dir
+from ..sockets import is_socket_id, remove_socket_files, socket_dir
 from .layout import SweepDir, atomic_write_json, read_json, read_jsonl
 from .procs import ProcessRecord, boot_id, hostname, stop_records, tree
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
@@ -131,25 +131,32 @@ class _Watch:
 
 
 def remove_server_sockets(names) -> None:
-    """Socket files of servers that were killed before they could remove them.
+    """Sockets (and directories) of servers that were killed before they could remove them.
 
-    Only names in our own socket directory: a container sees that directory elsewhere, so its
-    `--socket` argument gives the file name, not the host path.
+    Only names in our own socket directory, as `<server id>/ctl.sock` (or a bare `x.sock` of the
+    older flat layout): a container may see the directory elsewhere, so its `--socket` argument
+    gives the names, not the host path.
     """
     for name in names:
-        if name.endswith(".sock") and "/" not in name:
+        parts = name.split("/")
+        if len(parts) == 2 and is_socket_id(parts[0]) and parts[1].endswith(".sock"):
+            remove_socket_files(socket_dir() / parts[0] / parts[1])
+        elif len(parts) == 1 and name.endswith(".sock"):
             remove_socket_files(socket_dir() / name)
 
 
 def _socket_arguments(pid: int) -> list[str]:
-    """The `--socket PATH` a server process was started with (see runtimes.base)."""
+    """The `--socket PATH` a server process was started with (see runtimes.base), as
+    `<server id>/<file>` relative to the socket directory."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
     if SERVER_MODULE not in argv:
         return []
-    return [Path(argv[i + 1]).name for i, arg in enumerate(argv[:-1]) if arg == "--socket"]
+    paths = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg == "--socket"]
+    return [f"{p.parent.name}/{p.name}" if is_socket_id(p.parent.name) else p.name
+            for p in paths]
 
 
 def _supervise(worker: subprocess.Popen, watch: _Watch, time_limit: float,

@@ -68,14 +68,16 @@ def serve(args: dict) -> None:
             sys.exit(1)
         time.sleep(0.005)
     up = time.monotonic() - started
-    directory = socket_path.parent.stat()
+    directory, root = socket_path.parent.stat(), socket_path.parent.parent.stat()
     report = {
         "driver_pid": os.getpid(),
         "server_pid": server.pid,
         "socket": str(socket_path),
         "socket_uid": socket_path.stat().st_uid,
-        "socket_dir_mode": oct(directory.st_mode & 0o777),
+        "socket_dir_mode": oct(directory.st_mode & 0o777),  # this server's own directory
         "socket_dir_uid": directory.st_uid,
+        "socket_root_mode": oct(root.st_mode & 0o777),
+        "socket_root_uid": root.st_uid,
         "up_seconds": up,
         "describe": rt.describe(),
         "answers": {q: talk(socket_path, q) for q in args.get("queries", [])},
@@ -85,7 +87,8 @@ def serve(args: dict) -> None:
         time.sleep(3600)
     server.stop()
     emit({"after_stop_alive": server.alive(), "socket_exists": socket_path.exists(),
-          "data_socket_exists": Path(f"{socket_path}.data").exists()})
+          "data_socket_exists": Path(f"{socket_path}.data").exists(),
+          "socket_dir_exists": socket_path.parent.exists()})
 
 
 def fail(args: dict) -> None:

@@ -3,7 +3,7 @@
 The image is Debian bookworm (mmdebstrap, essential + python3, the build host's apt sources)
 with numpy/Pyro5/gymnasium and this repository's `dacbench_remote` package, so its runscript
 starts the real server. With DACBR_STANDIN=1 it starts a tiny line-based stand-in server instead,
-whose commands (ENV, READ, NET, ...) let tests look inside; DACBR_STANDIN_FAIL=msg makes the
+whose commands (ENV, READ, LIST, CONNECT, NET, ...) let tests look inside; DACBR_STANDIN_FAIL=msg makes the
 runscript print msg and exit 3.
 """
 
@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from dacbench_remote.images.sif import write_sif
 from dacbench_remote.runtimes.rootfs import mount_base_dir
+from tests.needs import need_tools
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DIR = Path("/var/tmp/dacbench-remote-tests")
@@ -74,6 +73,20 @@ def answer(line):
         return str(subprocess.Popen(["sleep", "600"]).pid)
     if cmd == "ARGV":
         return " ".join(sys.argv[1:])
+    if cmd == "LIST":
+        try:
+            return " ".join(sorted(os.listdir(arg)))
+        except OSError as exc:
+            return f"<error: {exc.strerror}>"
+    if cmd == "CONNECT":
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(arg)
+            return "connected"
+        except OSError as exc:
+            return f"<error: {exc.strerror}>"
+        finally:
+            probe.close()
     return "ECHO " + line
 
 def serve(connection):
@@ -181,9 +194,7 @@ def _base_rootfs() -> Path:
 
 def build_standin_image() -> Path:
     """The cached test image; rebuilt when its recipe, the package source or sif.py change."""
-    if shutil.which("mmdebstrap") is None or shutil.which("mksquashfs") is None:
-        pytest.skip("building the test image needs mmdebstrap and mksquashfs "
-                    "(apt-get install mmdebstrap squashfs-tools)")
+    need_tools("mmdebstrap", "mksquashfs")
     SHARED_DIR.mkdir(parents=True, exist_ok=True)
     os.chmod(SHARED_DIR, 0o755)
     base = _base_rootfs()

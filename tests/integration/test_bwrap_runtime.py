@@ -23,8 +23,9 @@ import pytest
 
 from dacbench_remote.errors import BadConfig, CorruptImage, ImageError
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
-from dacbench_remote.runtimes.rootfs import force_rmtree, fuse_usable
+from dacbench_remote.runtimes.rootfs import force_rmtree
 from dacbench_remote.sockets import new_socket_path
+from tests.needs import need_fuse, need_tools
 
 from .runtime_images import (
     SHARED_DIR,
@@ -135,12 +136,14 @@ def test_runs_rootless_isolated_with_socket_in_private_dir(user):
     assert answers["WRITE /etc/written"] == "<error: Read-only file system>"
     assert "Stand-in server" in answers["READ /opt/dacbr-standin/server.py"]
     assert answers[f"READ {user.driver}"] == "<error: No such file or directory>"
-    assert report["socket_uid"] == report["socket_dir_uid"] == user.uid
-    assert report["socket_dir_mode"] == "0o700"
-    assert Path(report["socket"]).parent == user.socket_dir
+    # The user's socket root holds one private directory per server; only that one is inside.
+    assert report["socket_uid"] == report["socket_dir_uid"] == report["socket_root_uid"] == \
+        user.uid
+    assert report["socket_dir_mode"] == report["socket_root_mode"] == "0o700"
+    assert Path(report["socket"]).parent.parent == user.socket_dir
     assert report["describe"]["rootfs_mode"] == "extracted"
     assert after == {"after_stop_alive": False, "socket_exists": False,
-                     "data_socket_exists": False}
+                     "data_socket_exists": False, "socket_dir_exists": False}
     assert wait_until(lambda: not user.leftovers(), 10), user.leftovers()
 
 
@@ -198,7 +201,7 @@ def test_ps_lists_a_running_server_with_its_host_socket(user):
     try:
         report = json.loads(driver.stdout.readline())
         servers = [s for s in user.run("ps")[0]["servers"]
-                   if s["socket"] and Path(s["socket"]).parent == user.socket_dir]
+                   if s["socket"] and Path(s["socket"]).parent.parent == user.socket_dir]
         assert [(s["pid"], s["runtime"], s["socket"], s["socket_alive"], s["orphaned"])
                 for s in servers] == [(report["server_pid"], "bwrap", report["socket"], True,
                                        False)]
@@ -240,9 +243,8 @@ def test_user_binds_and_network(standin_image, root_cache, tmp_path):
         server.stop()
 
 
-@pytest.mark.skipif(not fuse_usable(), reason="squashfuse/fusermount missing or /dev/fuse "
-                                              "not usable by this user")
 def test_squashfuse_mount_is_detached_while_running_and_gone_after(standin_image):
+    need_fuse()
     runtime = BwrapRuntime(standin_image, use_fuse=True, env=STANDIN)
     server = _start_standin(runtime)
     try:
@@ -257,9 +259,8 @@ def test_squashfuse_mount_is_detached_while_running_and_gone_after(standin_image
     assert wait_until(lambda: not daemons & squashfuse_daemons(), 10)
 
 
-@pytest.mark.skipif(not fuse_usable(), reason="squashfuse/fusermount missing or /dev/fuse "
-                                              "not usable by this user")
 def test_squashfuse_kill_9_of_host_leaves_no_mount(standin_image, tmp_path):
+    need_fuse()
     script = (
         "import sys, time; from pathlib import Path\n"
         "from dacbench_remote.runtimes.bwrap import BwrapRuntime\n"
@@ -314,8 +315,7 @@ def test_launcher_kills_a_server_that_ignores_its_closed_lifeline(tmp_path, monk
 
     from dacbench_remote.runtimes import bwrap as bwrap_module
 
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
+    need_tools("bwrap")
     monkeypatch.setattr(bwrap_module, "LIFELINE_GRACE", 1)
     fake = tmp_path / "singularity.d"
     (fake / "env").mkdir(parents=True)

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.images.sif import SifImage
-from dacbench_remote.processes import cleanup_stale, list_servers
+from dacbench_remote.processes import EMPTY_DIR_GRACE, cleanup_stale, list_servers
 from dacbench_remote.runtimes.base import SERVER_MODULE
-from dacbench_remote.runtimes.rootfs import TMP_PREFIX, fuse_usable, mount_base_dir
+from dacbench_remote.runtimes.rootfs import TMP_PREFIX, mount_base_dir
 from dacbench_remote.sockets import new_socket_path
+from tests.needs import need_fuse
 
 from .runtime_images import STANDIN_SERVER, accepts, build_tiny_image, fuse_mounts, wait_until
 
@@ -91,14 +92,32 @@ def test_cleanup_removes_dead_sockets_and_keeps_live_ones(private_dirs):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
         gone.bind(str(dead_data))
     listening = new_socket_path()
+    old_layout = private_dirs / "srv-1a2b3c4d.sock"  # left loose by an older version
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.bind(str(old_layout))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as alive:
         alive.bind(str(listening))
         alive.listen(1)
         (private_dirs / "notes.txt").write_text("not a socket")
         report = cleanup_stale()
-        assert sorted(report.removed_sockets) == sorted([str(dead), str(dead_data)])
+        assert sorted(report.removed_sockets) == sorted([str(dead), str(dead_data),
+                                                         str(old_layout)])
+        assert not dead.parent.exists()  # the dead server's directory went with its sockets
         assert listening.exists() and (private_dirs / "notes.txt").exists()
     assert cleanup_stale().lines() == ["removed dead socket " + str(listening)]
+    assert sorted(p.name for p in private_dirs.iterdir()) == ["notes.txt"]
+
+
+def test_cleanup_removes_old_empty_server_dirs_but_not_one_still_starting(private_dirs):
+    starting = new_socket_path().parent  # made before the image is unpacked: empty for a while
+    abandoned = new_socket_path().parent  # its server removed its sockets, its host was killed
+    long_ago = time.time() - EMPTY_DIR_GRACE - 60
+    os.utime(abandoned, (long_ago, long_ago))
+    kept = new_socket_path().parent
+    os.utime(kept, (long_ago, long_ago))
+    (kept / "notes.txt").write_text("not ours to delete")
+    cleanup_stale()
+    assert starting.is_dir() and kept.is_dir() and not abandoned.exists()
 
 
 def test_cleanup_removes_unfinished_extractions_unless_one_is_running(tmp_path):
@@ -116,9 +135,8 @@ def test_cleanup_removes_unfinished_extractions_unless_one_is_running(tmp_path):
     assert not broken.exists()
 
 
-@pytest.mark.skipif(not fuse_usable(), reason="squashfuse/fusermount missing or /dev/fuse "
-                                              "not usable by this user")
 def test_cleanup_unmounts_squashfuse_mounts_left_by_a_dead_process(tmp_path):
+    need_fuse()
     image = build_tiny_image(tmp_path, with_runscript=True)
     offset = SifImage.open(image).primary_partition().offset
     dead = subprocess.Popen(["true"])

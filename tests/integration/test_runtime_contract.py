@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,12 +16,12 @@ import numpy as np
 import pytest
 
 from dacbench_remote.client import ServerConnection
-from dacbench_remote.runtimes.apptainer import ApptainerRuntime, apptainer_available
+from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from dacbench_remote.runtimes.base import SERVER_MODULE, Runtime, ServerProcess
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 from dacbench_remote.runtimes.local import LocalRuntime
-from dacbench_remote.runtimes.rootfs import fuse_usable
-from dacbench_remote.sockets import DATA_SUFFIX, new_socket_path
+from dacbench_remote.sockets import DATA_SUFFIX, new_socket_path, socket_dir
+from tests.needs import need_apptainer, need_fuse
 
 from .runtime_images import (
     accepts,
@@ -44,14 +45,12 @@ def _bwrap_extracted(request) -> Runtime:
 
 
 def _bwrap_squashfuse(request) -> Runtime:
-    if not fuse_usable():
-        pytest.skip("squashfuse/fusermount missing or /dev/fuse not usable by this user")
+    need_fuse()
     return BwrapRuntime(request.getfixturevalue("standin_image"), use_fuse=True)
 
 
 def _apptainer(request) -> Runtime:
-    if not apptainer_available():
-        pytest.skip("apptainer/singularity not installed on this machine")
+    need_apptainer()
     return ApptainerRuntime(request.getfixturevalue("standin_image"))
 
 
@@ -98,6 +97,7 @@ def _assert_nothing_left(server: ServerProcess, tree: set[int]) -> None:
         f"processes left: {tree & set(processes_of(os.getuid()))}"
     assert not server.socket_path.exists()
     assert not Path(str(server.socket_path) + DATA_SUFFIX).exists()
+    assert not server.socket_path.parent.exists()  # the server's own directory goes too
     assert not runtime_mounts(), runtime_mounts()
     image = getattr(server.runtime, "image", None)
     if image is not None:
@@ -116,6 +116,19 @@ def test_server_answers_a_real_client(started):
         env.close()
     finally:
         connection.close()
+
+
+def test_sockets_are_private_in_a_directory_of_their_own(started):
+    directory = started.socket_path.parent
+    assert directory.parent == socket_dir()
+    assert sorted(p.name for p in directory.iterdir()) == ["ctl.sock", "ctl.sock" + DATA_SUFFIX]
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for path in directory.iterdir():
+        info = path.stat()
+        assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600, path
+        assert info.st_uid == os.getuid()
+    started.stop()
+    assert not directory.exists()
 
 
 def test_stop_leaves_no_process_socket_or_mount(started):
