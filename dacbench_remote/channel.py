@@ -1,4 +1,4 @@
-"""Length-prefixed frames over a stream socket: the lean data channel that carries reset/step.
+"""Numbered, length-prefixed frames over a stream socket: the data channel that carries reset/step.
 
 Pyro5 carries control calls (create, spaces, render, close); every env step instead costs one
 frame each way here, which keeps the per-step overhead near a plain socketpair's.
@@ -14,37 +14,57 @@ DATA_SUFFIX = ".data"
 # The Pyro5 object id of the RemoteRunnerServer on the control socket.
 RUNNER_OBJECT_ID = "dacbench_remote.runner"
 
-_LENGTH = struct.Struct("<Q")
+# Every frame starts with its body length and a sequence number: a request's number, which its
+# reply repeats, so a client whose call was interrupted can tell a late reply from the one it wants.
+_HEADER = struct.Struct("<QQ")
 # Refuse absurd lengths from a confused peer instead of trying to allocate them.
 MAX_FRAME = 1 << 34
+# MSG_PEEK copies one byte here and consumes nothing; the contents are never read.
+_PEEK_SCRATCH = bytearray(1)
 
 
 class ChannelClosed(ConnectionError):
     """The peer closed the connection (or died) before a whole frame arrived."""
 
 
-def send_frame(sock: socket.socket, body: bytes | bytearray | memoryview | list) -> None:
-    """Send one frame: 8-byte little-endian length, then the body (one buffer or a list of them).
+def send_frame(sock: socket.socket, body: bytes | bytearray | memoryview | list, seq: int = 0
+               ) -> None:
+    """Send one frame: 16-byte header (body length, `seq`, little endian), then the body.
 
-    A list goes out with one sendmsg (no joining copy); a partial send finishes with sendall.
+    The body is one buffer or a list of them; a list goes out with one sendmsg (no joining
+    copy), and a partial send finishes with sendall.
     """
     parts = body if isinstance(body, list) else [body]
     total = sum(memoryview(part).nbytes for part in parts)
     if total > MAX_FRAME:
         raise ValueError(f"frame of {total} bytes exceeds the {MAX_FRAME}-byte limit")
-    buffers = [_LENGTH.pack(total), *parts]
+    buffers = [_HEADER.pack(total, seq), *parts]
     sent = sock.sendmsg(buffers)
-    if sent < total + _LENGTH.size:
+    if sent < total + _HEADER.size:
         sock.sendall(b"".join(bytes(memoryview(b).cast("B")) for b in buffers)[sent:])
 
 
-def recv_frame(sock: socket.socket) -> bytearray:
-    """Receive one frame body; raises ChannelClosed on EOF, socket.timeout on deadline."""
-    header = _recv_exact(sock, _LENGTH.size)
-    (length,) = _LENGTH.unpack(header)
+def recv_frame(sock: socket.socket) -> tuple[int, bytearray]:
+    """Receive one frame: (its sequence number, its body).
+
+    Raises ChannelClosed on EOF and socket.timeout (or BlockingIOError, with a kernel
+    deadline) when the deadline passes.
+    """
+    header = _recv_exact(sock, _HEADER.size)
+    length, seq = _HEADER.unpack(header)
     if length > MAX_FRAME:
         raise ChannelClosed(f"peer announced a frame of {length} bytes; the stream is corrupt")
-    return _recv_exact(sock, length)
+    return seq, _recv_exact(sock, length)
+
+
+def wait_for_frame(sock: socket.socket) -> None:
+    """Block until the peer has sent something, without consuming it.
+
+    An interrupt (Ctrl-C) while blocked here leaves the stream at a frame boundary, which is
+    what lets a client skip a late reply later; raises ChannelClosed on EOF.
+    """
+    if sock.recv_into(_PEEK_SCRATCH, 1, socket.MSG_PEEK) == 0:
+        raise ChannelClosed("connection closed by peer")
 
 
 def _recv_exact(sock: socket.socket, length: int) -> bytearray:

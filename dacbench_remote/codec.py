@@ -41,8 +41,9 @@ __all__ = [
     "loads",
 ]
 
-WIRE_VERSION: int = 1
-"""Bumped on every incompatible change of the format; client and server compare it at hello."""
+WIRE_VERSION: int = 2
+"""Bumped on every incompatible change of the format or of the data channel's frames (2: frames
+carry a sequence number); client and server compare it at hello."""
 
 TAG = "$"
 # Python refuses int<->str conversions beyond sys.int_info (>= 640 digits when lowered by the
@@ -500,9 +501,29 @@ def encode(obj: Any, buffers: list | None = None, *, root: str = "value") -> Any
     except RecursionError:
         if n is not None:
             del buffers[n:]
+        cycle = _cycle_at(obj, root)
+        if cycle is not None:
+            raise ValueError(
+                f"cannot encode {root}: {cycle} refers back to a container it sits in (a "
+                "reference cycle); break the cycle or send a copy without it"
+            ) from None
         raise ValueError(
             f"cannot encode {root}: it is nested too deeply or contains a reference cycle"
         ) from None
+
+
+def _cycle_at(obj: Any, path: str, inside: frozenset = frozenset(), depth: int = 0) -> str | None:
+    """Path of the first place where ``obj`` refers back to a container it is inside, if any."""
+    if id(obj) in inside:
+        return path
+    if depth > 200:
+        return None
+    inside = inside | {id(obj)}
+    for segment, child, is_key in _children(obj):
+        found = _cycle_at(child, path + ("" if is_key else segment), inside, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def dumps(obj: Any, *, root: str = "value") -> str:

@@ -57,7 +57,7 @@ def _floor_child(sock: socket.socket, other_end: socket.socket, target: str) -> 
     env = create_env(target)
     while True:
         try:
-            request = pickle.loads(recv_frame(sock))
+            request = pickle.loads(recv_frame(sock)[1])
         except ConnectionError:
             return
         result = env.reset(seed=0) if request is None else env.step(request)
@@ -72,7 +72,7 @@ def floor(target: str, steps: int) -> float:
 
     def call(request):
         send_frame(parent, pickle.dumps(request, protocol=5))
-        return pickle.loads(recv_frame(parent))
+        return pickle.loads(recv_frame(parent)[1])
 
     actions = actions_for(create_env(target), steps)
     try:
