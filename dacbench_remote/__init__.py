@@ -18,12 +18,14 @@ _EXPORTS = {
     "RandomAgent": "agents",
     "StaticAgent": "agents",
     "make_agent": "agents",
+    "read_run": "results",
+    "list_runs": "results",
 }
 _ERRORS = [
     "DacbenchRemoteError", "RemoteError", "UnknownBenchmark", "BadConfig", "ServerCrashed",
-    "StartupTimeout", "CallTimeout", "VersionMismatch", "RuntimeUnavailable", "ImageError",
-    "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError", "RecipeError",
-    "BuildError",
+    "StartupTimeout", "CallTimeout", "ConnectionBroken", "VersionMismatch", "RuntimeUnavailable",
+    "ImageError", "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError",
+    "RecipeError", "BuildError", "ResultsWriteError",
 ]
 _EXPORTS.update({name: "errors" for name in _ERRORS})
 __all__ = ["__version__", *_EXPORTS]

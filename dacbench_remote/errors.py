@@ -40,6 +40,15 @@ class CallTimeout(DacbenchRemoteError):
     """A call did not answer before its deadline (the server may be stuck in the environment)."""
 
 
+class ConnectionBroken(DacbenchRemoteError):
+    """A call was interrupted (Ctrl-C, SIGTERM) with a message half sent or half received.
+
+    The server is fine, but that environment's connection cannot be resynchronised: close the
+    environment and make a new one. (An interrupt while merely waiting for a reply is harmless:
+    the next call skips the late reply.)
+    """
+
+
 class VersionMismatch(DacbenchRemoteError):
     """Client and server speak incompatible wire-format versions."""
 
@@ -81,3 +90,28 @@ class RecipeError(DacbenchRemoteError):
 
 class BuildError(ImageError):
     """Building an image from a recipe failed; carries the failing step's output tail."""
+
+
+class ResultsWriteError(DacbenchRemoteError, OSError):
+    """A results record could not be appended whole (disk full, file size limit, ...).
+
+    An OSError too (with the cause's errno), so `except OSError` around a run still catches it.
+    """
+
+    def __init__(self, path: str, cause: OSError, rolled_back: bool = True):
+        self.path = path
+        self.message = (
+            f"could not append a record to the results file {path}: "
+            f"{cause.strerror or cause}. "
+            + ("The file is as it was before this record. " if rolled_back else
+               "A partial line may remain at its end (readers ignore it). ")
+            + "Free space on its filesystem (or raise the file size limit), or write results "
+            "elsewhere (results_path= / --out), then run again."
+        )
+        super().__init__(self.message)
+        self.errno = cause.errno
+        self.strerror = cause.strerror
+        self.filename = path
+
+    def __str__(self) -> str:
+        return self.message

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadConfig, ImageError
+from .errors import BadConfig, ImageError, ImageNotFound
+from .results import read_run
 from .runner import RemoteRunner
+
+# Agent specs make_agent rebuilds on its own, without the code that ran them.
+_BUILTIN_AGENTS = ("random", "static")
 
 
 @dataclass
@@ -18,54 +21,76 @@ class RepeatOutcome:
     image_sha256: str | None
 
 
-def load_run(path: Path, run_id: str | None = None) -> list[dict]:
-    """The records of one run (`run_id`, or the last run in the file), in episode order."""
-    runs: dict[str, list[dict]] = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise BadConfig(f"cannot read results file {path}: {exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            runs.setdefault(record["run_id"], []).append(record)
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise BadConfig(f"{path}:{number} is not a dacbench-remote results line: {exc}") from exc
-    if not runs:
-        raise BadConfig(f"{path} holds no results")
-    chosen = run_id or list(runs)[-1]
-    if chosen not in runs:
-        raise BadConfig(f"{path} has no run {chosen!r}; runs in it: {', '.join(runs)}")
-    return sorted(runs[chosen], key=lambda record: record["episode"])
-
-
 def repeat_run(path: Path, *, run_id: str | None = None, results_path: Path | None = None
                ) -> RepeatOutcome:
-    """Run again with the recorded benchmark, config, agent, seeds, experiment and runtime."""
-    records = load_run(path, run_id)
+    """Run again with the recorded benchmark, config, agent, seeds, image and runtime.
+
+    Raises BadConfig when the run cannot be rebuilt from its record (an agent object), and
+    ImageError when its image is gone or is no longer the recorded one.
+    """
+    records = read_run(path, run_id)
     first = records[0]
+    check_agent_rebuildable(first, path)
     runtime = first.get("runtime", "local")
+    image = recorded_image(first, path) if not first.get("experiment") else None
     runner = RemoteRunner(
         first["benchmark"], config=first.get("config"), kwargs=first.get("kwargs"),
-        runtime=runtime, experiment=first.get("experiment"),
-        image=first.get("image_path") if not first.get("experiment") else None,
+        runtime=runtime, experiment=first.get("experiment"), image=image,
         python=first.get("python") if runtime == "local" else None, results_path=results_path,
     )
     with runner:
-        results = runner.run(first["agent"], len(records), seed=first["base_seed"])
         now = runner.provenance(first["base_seed"], "", first["agent"]).get("image_sha256")
-    recorded_digest = first.get("image_sha256")
-    if recorded_digest and now and recorded_digest != now:
-        raise ImageError(
-            f"the image differs from the recorded one: recorded sha256 {recorded_digest}, the "
-            f"cached image has {now}; fetch the published image for {first.get('experiment')} "
-            "(dacbench-remote pull) instead of a local build"
-        )
+        recorded_digest = first.get("image_sha256")
+        if recorded_digest and now and recorded_digest != now:
+            raise ImageError(
+                f"the image differs from the recorded one: recorded sha256 {recorded_digest}, "
+                f"the cached image has {now}; fetch the published image for "
+                f"{first.get('experiment')} (dacbench-remote pull) instead of a local build"
+            )
+        results = runner.run(first["agent"], len(records), seed=first["base_seed"])
     episodes = []
     for record, result in zip(records, results, strict=True):
         same = record["return"] == result.return_ and record["length"] == result.length
         episodes.append({"episode": record["episode"], "seed": record["seed"], "same": same,
                          "recorded": record["return"], "repeated": result.return_})
     return RepeatOutcome(first["run_id"], episodes, all(e["same"] for e in episodes), now)
+
+
+def check_agent_rebuildable(record: dict, path: Path) -> None:
+    """BadConfig unless the recorded agent is a spec make_agent can build again."""
+    agent = record.get("agent")
+    rebuildable = record.get("agent_rebuildable")
+    if rebuildable is None:  # written before runs recorded it: only built-in specs are sure
+        rebuildable = isinstance(agent, str) and (
+            agent in _BUILTIN_AGENTS or agent.startswith("static:"))
+    if not rebuildable:
+        raise BadConfig(
+            f"run {record['run_id']} in {path} used the agent {agent!r}, an object passed to "
+            "run() that cannot be rebuilt from the results file. To repeat runs, pass the "
+            "agent as a spec: random, static, static:ACTION_JSON or module:factory (a function "
+            "factory(env, seed) returning the agent); or repeat this run in Python with the "
+            "same agent object"
+        )
+
+
+def recorded_image(record: dict, path: Path) -> str | None:
+    """The .sif a run named with image=, after checking it is still the recorded file."""
+    image = record.get("image_path")
+    if not image:
+        return None
+    from .images.download import sha256_file
+
+    where = f"run {record['run_id']} in {path}"
+    if not Path(image).is_file():
+        raise ImageNotFound(f"the image {image} that {where} used is gone; put it back there "
+                            "to repeat the run")
+    recorded = record.get("image_sha256")
+    if not recorded:
+        raise ImageError(f"{where} names the image {image} but not its sha256, so it cannot be "
+                         "checked to be the same image; run it again to record both")
+    now = sha256_file(Path(image))
+    if now != recorded:
+        raise ImageError(f"the image {image} changed since {where} was recorded: recorded "
+                         f"sha256 {recorded}, now {now}. Put the recorded image back at that "
+                         "path to repeat the run, or start a new run with this image")
+    return image

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from dacbench_remote.images import hostconfig
 from dacbench_remote.images.build import (
     apptainer_build_command,
     build_image,
-    find_apptainer,
     resolve_build_args,
 )
+from tests.needs import need_apptainer, need_module, need_root, need_tools
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "recipes" / "dacbench-base.def"
@@ -38,7 +37,7 @@ def test_apptainer_build_command_is_built_without_apptainer_installed(tmp_path: 
 def test_apptainer_build_command_matches_spythons_client_build(tmp_path: Path, monkeypatch):
     # spython's Client.build (which hard-codes `singularity` and cannot set a working directory)
     # would run the same argv: capture what it hands to its command streamer.
-    spython_build = pytest.importorskip("spython.main.build")
+    spython_build = need_module("spython.main.build")
     import spython.utils
 
     captured = []
@@ -61,10 +60,8 @@ def test_apptainer_build_command_matches_spythons_client_build(tmp_path: Path, m
     assert captured[0][:2] == ["singularity", "build"] and captured[0][-2:] == ours[-2:]
 
 
-@pytest.mark.skipif(find_apptainer() is None,
-                    reason="apptainer/singularity is not installed on this machine: only the "
-                           "command line it would run is checked (test_apptainer_build_command_*)")
 def test_apptainer_builds_the_base_recipe_for_real(tmp_path: Path):
+    need_apptainer()  # without it, test_apptainer_build_command_* check the command line
     result = build_image(BASE, tmp_path / "base.sif", context=REPO, builder="apptainer")
     assert result.path.is_file() and result.size > 0
 
@@ -104,8 +101,8 @@ def test_unknown_builder_is_rejected(tmp_path: Path):
         build_image(BASE, tmp_path / "out.sif", builder="docker")
 
 
-@pytest.mark.skipif(find_apptainer() is not None, reason="Apptainer is installed here")
-def test_asking_for_apptainer_without_it_says_so(tmp_path: Path):
+def test_asking_for_apptainer_without_it_says_so(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apptainer, also where it is installed
     with pytest.raises(BuildError, match="neither apptainer nor singularity is on PATH"):
         build_image(BASE, tmp_path / "out.sif", builder="apptainer",
                     build_args={"mirror": "http://m.invalid/debian"})
@@ -131,9 +128,7 @@ def test_missing_build_tools_are_named_with_their_packages(tmp_path: Path, monke
 
 
 def test_missing_files_source_names_the_line_before_bootstrapping(tmp_path: Path):
-    if any(shutil.which(tool) is None for tool in ("mmdebstrap", "mksquashfs", "chroot")):
-        pytest.skip("mmdebstrap/squashfs-tools not installed (apt-get install mmdebstrap "
-                    "squashfs-tools)")
+    need_tools("mmdebstrap", "mksquashfs", "chroot")
     recipe = tmp_path / "files.def"
     recipe.write_text("Bootstrap: debootstrap\nOSVersion: bookworm\nMirrorURL: {{ mirror }}\n"
                       "%files\n    not_here /opt/not_here\n")
@@ -150,8 +145,8 @@ def test_missing_files_source_names_the_line_before_bootstrapping(tmp_path: Path
 
 def test_workdir_with_live_mounts_is_left_alone(tmp_path: Path):
     # Removing a build directory that still holds mounts (/proc, /dev) could reach the host's.
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    need_root("mounting a tmpfs")
+    need_tools("mount", "umount")
     point = tmp_path / "rootfs" / "proc"
     point.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "none", str(point)], check=True)

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport dacbench-remote depends on there
+    import tomli as tomllib
+
 from dacbench_remote.errors import RecipeError
 from dacbench_remote.images.recipe import parse_recipe, parse_recipe_text, template_variables
 
@@ -75,7 +80,6 @@ def test_family_recipes_pin_every_package(path: Path):
 
 @pytest.mark.parametrize("path", FAMILY_RECIPES, ids=lambda p: p.name)
 def test_family_recipes_match_the_catalog(path: Path):
-    tomllib = pytest.importorskip("tomllib")
     catalog = {}
     for toml in (REPO / "benchmarks").glob("*.toml"):
         data = tomllib.loads(toml.read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -20,11 +19,12 @@ from dacbench_remote.runtimes.rootfs import (
     image_sha256,
     sha256_file,
 )
+from tests.needs import need_tools
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("mksquashfs") is None or shutil.which("unsquashfs") is None,
-    reason="needs mksquashfs/unsquashfs (apt-get install squashfs-tools)",
-)
+
+@pytest.fixture(autouse=True)
+def _squashfs_tools() -> None:
+    need_tools("mksquashfs", "unsquashfs")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -22,11 +21,13 @@ from dacbench_remote.images.sif import (
     SifImage,
     write_sif,
 )
+from tests.needs import need_tools
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("siftool") is None or shutil.which("mksquashfs") is None,
-    reason="needs siftool and mksquashfs (apt-get install siftool squashfs-tools)",
-)
+
+@pytest.fixture(autouse=True)
+def _sif_tools() -> None:
+    need_tools("siftool", "mksquashfs")
+
 
 DEFFILE = b"Bootstrap: debootstrap\nOSVersion: bookworm\n\n%runscript\n    exec true\n"
 

@@ -29,6 +29,7 @@ from dacbench_remote.sweeps.executors import SlurmExecutor, prefetch_images
 from dacbench_remote.sweeps.layout import atomic_write_json, read_jsonl
 from dacbench_remote.sweeps.results import write_tables
 from dacbench_remote.sweeps.spec import SlurmOptions
+from tests.needs import need_module
 
 FULL = """
 name = "demo"
@@ -315,7 +316,7 @@ def test_tables_hold_every_episode_of_done_trials_and_every_trial(tmp_path: Path
 
 
 def test_report_summarises_returns_counts_and_failures(tmp_path: Path):
-    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (pip install matplotlib)")
+    need_module("matplotlib")
     layout, trials = fake_sweep(tmp_path)
     result = report(layout.path)
     assert result.counts == {"total": 4, "done": 2, "failed": 1, "pending": 1}
@@ -421,9 +422,45 @@ def test_slurm_parameters_follow_the_spec():
 
 
 def test_parquet_table_matches_the_csv_when_pyarrow_is_installed(tmp_path: Path):
-    parquet = pytest.importorskip("pyarrow.parquet", reason="results.parquet needs pyarrow")
+    parquet = need_module("pyarrow.parquet")  # optional for users, installed for the tests
     layout, _ = fake_sweep(tmp_path)
     assert layout.results_parquet in write_tables(layout)
     table = parquet.read_table(layout.results_parquet).to_pylist()
     csv_rows = read_results_csv(layout.results_csv)
     assert [r["return"] for r in table] == [r["return"] for r in csv_rows]
+
+
+def test_without_pyarrow_the_tables_are_csv_only(tmp_path: Path, monkeypatch):
+    layout, _ = fake_sweep(tmp_path)
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.split(".")[0] == "pyarrow":
+            raise ImportError("No module named 'pyarrow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    assert write_tables(layout) == [layout.results_csv, layout.trials_csv]
+    assert not layout.results_parquet.exists()
+    assert len(read_results_csv(layout.results_csv)) == 6
+
+
+def test_sockets_of_killed_servers_are_removed_only_inside_the_socket_dir(tmp_path, monkeypatch):
+    import socket
+
+    from dacbench_remote.sockets import new_socket_path
+    from dacbench_remote.sweeps.supervisor import remove_server_sockets
+
+    monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(tmp_path / "socks"))
+    killed = new_socket_path()
+    for path in (killed, Path(f"{killed}.data")):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+    flat = tmp_path / "socks" / "srv-1.sock"  # left by an older version
+    flat.touch()
+    outside = tmp_path / "outside.sock"
+    outside.touch()
+    remove_server_sockets([f"{killed.parent.name}/ctl.sock", "srv-1.sock", "../outside.sock",
+                           f"../{outside.name}", "srv-zz/ctl.sock"])
+    assert list((tmp_path / "socks").iterdir()) == []
+    assert outside.exists()

@@ -17,8 +17,9 @@ from pathlib import Path
 from secrets import token_hex
 
 from ..errors import BadConfig, DacbenchRemoteError
+from ..results import append_record
 from .executors import RunContext, live_tasks, make_executor, scancel
-from .layout import SweepDir, append_jsonl, atomic_write_json, atomic_write_text, read_json
+from .layout import SweepDir, atomic_write_json, atomic_write_text, read_json
 from .procs import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from .results import write_tables
 from .spec import EXECUTORS, load_spec
@@ -95,10 +96,10 @@ def run_sweep(
         skipped = [t.id for t in spec.trials if layout.outcome(t.id) is not None]
         run_id = new_run_id()
         result = SweepResult(layout.path, run_id, kind, len(spec.trials), [], skipped)
-        append_jsonl(layout.runs, {"event": "start", "run_id": run_id, "time": time.time(),
-                                   "executor": kind, "host": hostname(), "pid": os.getpid(),
-                                   "trials": len(spec.trials), "pending": len(pending),
-                                   "skipped": len(skipped)})
+        append_record(layout.runs, {"event": "start", "run_id": run_id, "time": time.time(),
+                                    "executor": kind, "host": hostname(), "pid": os.getpid(),
+                                    "trials": len(spec.trials), "pending": len(pending),
+                                    "skipped": len(skipped)})
         driver = {"run_id": run_id, "executor": kind, "host": hostname(), "boot_id": boot_id(),
                   "pid": os.getpid(), "start": ProcessRecord.of(os.getpid()).start}
         atomic_write_json(layout.driver, driver)
@@ -133,8 +134,8 @@ def run_sweep(
         finally:
             layout.driver.unlink(missing_ok=True)
             write_tables(layout, spec.trials)
-            append_jsonl(layout.runs, {"event": "end", "run_id": run_id, "time": time.time(),
-                                       "interrupted": interrupted, **result.counts})
+            append_record(layout.runs, {"event": "end", "run_id": run_id, "time": time.time(),
+                                        "interrupted": interrupted, **result.counts})
     return result
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DacbenchRemoteError
+from ..results import read_records
 from .trial import FINAL_STATES, Trial, TrialOutcome
 
 
@@ -55,30 +56,14 @@ def read_json(path: Path) -> Any | None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Complete lines only: a line cut by a crash (no newline yet) is ignored."""
+    """The file's complete records; [] when it does not exist yet (see results.read_records).
+
+    Read while workers append, and after crashes: damaged lines are left out, not fatal.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        return read_records(path, skip_damaged=True)
     except OSError:
         return []
-    rows = []
-    for line in text.splitlines(keepends=True):
-        if line.endswith("\n") and line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    return rows
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line with a single write on an O_APPEND file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 class SweepDir:

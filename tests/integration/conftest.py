@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import need_root, need_tools
+
 REPO = Path(__file__).resolve().parents[2]
 BASE_RECIPE = REPO / "recipes" / "dacbench-base.def"
 DEFAULT_IMAGE_DIR = Path("/var/tmp/dacbench-remote-tests/images")
@@ -67,12 +69,9 @@ def base_image_info() -> dict:
     """Build record of the base image: path, sha256, size, phases (s), %test output, built_now."""
     from dacbench_remote.images import build, native
 
-    if build.find_apptainer() is None and native.missing_tools():
-        pytest.skip("no image builder here: apt-get install mmdebstrap squashfs-tools "
-                    "(or install Apptainer)")
-    if build.find_apptainer() is None and os.geteuid() != 0:
-        pytest.skip("the native builder runs mmdebstrap as root in the tests (run as root, "
-                    "as CI does)")
+    if build.find_apptainer() is None:
+        need_tools(*native.missing_tools())
+        need_root("building the base image with the native builder (mmdebstrap as root)")
     directory = image_cache_dir()
     _make_world_readable_dirs(directory)
     key = image_key()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.runtimes.apptainer import ApptainerRuntime, apptainer_available
+from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from dacbench_remote.sockets import new_socket_path
+from tests.needs import need_apptainer
 
 from .runtime_images import (
     STANDIN_SERVER,
@@ -85,9 +86,8 @@ def test_lifeline_reaches_the_server_through_fake_apptainer_binary(fake_apptaine
         server.stop()
 
 
-@pytest.mark.skipif(not apptainer_available(),
-                    reason="apptainer/singularity not installed on this machine")
 def test_runs_the_test_image_with_real_apptainer():
+    need_apptainer()
     image = build_standin_image()
     runtime = ApptainerRuntime(image, env={"DACBR_STANDIN": "1"})
     server = runtime.start(new_socket_path("apptainer"))

@@ -11,7 +11,6 @@ import json
 import os
 import pty
 import selectors
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ import pytest
 from dacbench_remote.errors import ChecksumMismatch, DownloadError
 from dacbench_remote.images.cache import ImageCache
 from dacbench_remote.images.catalog import Catalog, ResolvedImage
+from tests.needs import need_apptainer, need_tools
 
 pytestmark = pytest.mark.integration
 
@@ -385,9 +385,9 @@ def test_sixteen_processes_download_once(tmp_path, server):
 
 
 def test_a_real_sif_image_downloads_and_opens_after_verification(tmp_path, server):
-    sif = pytest.importorskip("dacbench_remote.images.sif", reason="images/sif.py not present")
-    if shutil.which("mksquashfs") is None:
-        pytest.skip("mksquashfs not found (apt-get install squashfs-tools)")
+    from dacbench_remote.images import sif
+
+    need_tools("mksquashfs")
     root = tmp_path / "rootfs"
     (root / "opt").mkdir(parents=True)
     (root / "opt" / "blob").write_bytes(os.urandom(2 * 1024 * 1024))
@@ -442,9 +442,8 @@ def test_failed_apptainer_pull_reports_its_output(tmp_path, monkeypatch):
     assert "FATAL:   no such image in registry" in message
 
 
-@pytest.mark.skipif(shutil.which("apptainer") is None and shutil.which("singularity") is None,
-                    reason="Apptainer/Singularity is not installed (not packaged for Debian 12)")
 def test_real_apptainer_reports_an_unreachable_registry(tmp_path):
+    need_apptainer()
     with pytest.raises(DownloadError, match="apptainer pull exited"):
         ImageCache(tmp_path, read_timeout=5).fetch(
             resolved_image("oras://127.0.0.1:9/none/img:0.01"), progress=False)

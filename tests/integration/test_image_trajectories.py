@@ -13,6 +13,7 @@ import pytest
 
 from dacbench_remote.testing import assert_identical
 from tests.conftest import SHARED_DIR, run_as
+from tests.needs import need_module
 from tests.trajectories import make_local_env, record_trajectory
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def user_workdir(unprivileged_user) -> Path:
 def test_benchmark_in_image_as_unprivileged_user_matches_in_process(
     target, base_image, unprivileged_user, user_python, user_workdir
 ):
-    pytest.importorskip("dacbench", reason="DACBench is needed in-process to compare against")
+    need_module("dacbench")
     out = user_workdir / f"{target}.pickle"
     done = run_as(
         unprivileged_user,

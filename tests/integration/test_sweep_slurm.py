@@ -17,6 +17,7 @@ from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv,
 from dacbench_remote.sweeps.executors import live_tasks
 from dacbench_remote.sweeps.procs import ProcessRecord, wait_gone
 from tests.integration.runtime_images import build_standin_image
+from tests.needs import need_module, need_root, need_tools
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +29,9 @@ HELPERS = "tests.integration.sweep_helpers"
 @pytest.fixture(scope="module")
 def slurm_cluster():
     """A one-node Slurm on this machine for the module; torn down afterwards if we started it."""
-    missing = [t for t in ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scancel")
-               if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): "
-                    "apt-get install slurm-wlm munge")
-    if os.geteuid() != 0:
-        pytest.skip("bringing up slurmctld/slurmd/munged needs root (CI runs as root)")
-    pytest.importorskip("submitit", reason="the slurm executor needs submitit "
-                                           "(pip install 'dacbench-remote[slurm]')")
+    need_tools("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scancel")
+    need_root("bringing up slurmctld/slurmd/munged")
+    need_module("submitit")
     was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
     up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True)
     assert up.returncode == 0, f"slurm-cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
@@ -72,8 +67,7 @@ def runtime_table(request) -> str:
     from dacbench_remote.runtimes.bwrap import bwrap_problem
 
     problem = bwrap_problem()
-    if problem:
-        pytest.skip(f"bwrap cannot run containers here: {problem}")
+    assert problem is None, f"bwrap cannot run containers here: {problem}"
     try:
         image = request.getfixturevalue("base_image")
     except pytest.FixtureLookupError:

@@ -6,6 +6,7 @@ import pytest
 
 from dacbench_remote import RemoteRunner
 from dacbench_remote.testing import assert_identical
+from tests.needs import need_module
 from tests.trajectories import BENCHMARKS, make_local_env, record_trajectory
 
 pytestmark = pytest.mark.integration
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("target", BENCHMARKS)
 def test_remote_trajectory_is_identical_to_in_process(target):
-    pytest.importorskip("dacbench", reason="DACBench is needed in-process to compare against")
+    need_module("dacbench")
     expected = record_trajectory(make_local_env(target), seed=7)
     with RemoteRunner(target, runtime="local") as runner:
         actual = record_trajectory(runner.get_environment(), seed=7)
