@@ -11,10 +11,16 @@ from pathlib import Path
 from . import __version__
 from .errors import BadConfig, DacbenchRemoteError
 
+SWEEP_DIR_HELP = "the directory `sweep run` writes (the spec's `dir`, else its `name`, beside it)"
+
 EPILOG_RUN = """examples:
-  dacbench-remote run FunctionApproximation --runtime bwrap --build --episodes 3
-  dacbench-remote run gymnasium:CartPole-v1 --agent random --episodes 5 --seed 1
-  dacbench-remote run Luby --config '{"cutoff": 50}' --runtime local --out results/
+  dacbench-remote run FunctionApproximation --episodes 3       # in its image, rootless
+  dacbench-remote run Luby --experiment exp:0.01 --no-build    # only a cached/published image
+  dacbench-remote run gymnasium:CartPole-v1 --runtime local --episodes 5 --seed 1
+  dacbench-remote run Luby --config '{"cutoff": 50}' --out results/
+
+The image comes from the cache, else from the catalog's sources (sha256-verified), else it is
+built from the packaged recipe (progress on stderr); --no-build forbids building.
 """
 
 
@@ -53,15 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("benchmark", nargs="?",
                      help="DACBench name (Luby, ToySGD, ...), gymnasium:ID, or module:attr")
     run.add_argument("--episodes", type=int, default=3, help="number of episodes (default 3)")
-    run.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    run.add_argument("--seed", type=_seed_argument, default=0,
+                     help="episode i resets with SEED + i (default 0); --seed none resets "
+                     "without a seed, as DACBench's run_benchmark does")
     run.add_argument("--agent", default="random",
                      help="random, static, static:ACTION_JSON, or module:factory (default random)")
-    run.add_argument("--runtime", default="local", choices=["local", "bwrap", "apptainer", "auto"],
-                     help="where the server runs (default local: a subprocess, no container)")
+    run.add_argument("--runtime", choices=["auto", "apptainer", "bwrap", "local"],
+                     help="where the server runs: auto (Apptainer if installed, else bubblewrap), "
+                     "apptainer, bwrap, or local (a plain subprocess, no container); default: "
+                     "default_runtime of `dacbench-remote config` (auto unless set)")
     run.add_argument("--experiment", help="experiment identifier that pins the image, e.g. exp:0.01")
     run.add_argument("--image", type=Path, help="use this .sif instead of the catalog's image")
-    run.add_argument("--build", action="store_true",
-                     help="build the image from its recipe if it is not cached and cannot be downloaded")
+    run.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
+                     help="build the image from its packaged recipe if it is neither cached nor "
+                     "downloadable (default: build; --no-build forbids it)")
     run.add_argument("--config", help="DACBench config: JSON text or a path to a JSON file")
     run.add_argument("--python", help="interpreter for the local runtime (e.g. a venv's python)")
     run.add_argument("--out", type=Path, default=Path("results"),
@@ -118,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--context", type=Path,
                        help="where relative %%files sources are read from (default: current directory)")
     build.add_argument("--builder", choices=["auto", "apptainer", "native"], default="auto",
-                       help="auto = apptainer if installed, else native (default)")
+                       help="auto: apptainer if installed, else native (default auto)")
     build.add_argument("--workdir", type=Path, help="directory for temporary files (needs ~1 GB)")
     build.add_argument("--notest", action="store_true", help="do not run the recipe's %%test")
     build.set_defaults(handler=cmd_build)
@@ -133,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = commands.add_parser("ps", help="list servers started by this user",
                              description="List running dacbench-remote servers of this user: pid, "
-                             "runtime, socket, age, whether the socket answers, and whether the "
-                             "host process that started them is gone (orphaned).")
+                             "runtime, id (attach with socket_id=ID), age, whether the socket "
+                             "answers, whether the host process that started them is gone "
+                             "(orphaned), and the socket.")
     ps.set_defaults(handler=cmd_ps)
     cleanup = commands.add_parser(
         "cleanup", help="stop orphaned servers, remove dead sockets and stale mounts",
@@ -159,14 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_run.set_defaults(handler=cmd_sweep_run)
     sweep_cancel = sweep_commands.add_parser(
         "cancel", help="cancel its Slurm jobs and stop every container the sweep started")
-    sweep_cancel.add_argument("sweep_dir", type=Path)
+    sweep_cancel.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
     sweep_cancel.set_defaults(handler=cmd_sweep_cancel)
     status = commands.add_parser("status", help="progress of a sweep (while it runs, or after)")
-    status.add_argument("sweep_dir", type=Path)
+    status.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
     status.set_defaults(handler=cmd_sweep_status)
     report = commands.add_parser(
         "report", help="summary of a sweep (mean/std return per benchmark x agent) and PNG plots")
-    report.add_argument("sweep_dir", type=Path)
+    report.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
     report.add_argument("--no-plot", action="store_true", help="do not write plots")
     report.set_defaults(handler=cmd_sweep_report)
 
@@ -191,6 +203,15 @@ def load_config_argument(text: str | None):
         raise BadConfig(f"--config is neither a JSON object nor a JSON file: {exc}") from exc
 
 
+def _seed_argument(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'none'") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import RemoteRunner
 
@@ -210,7 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = runner.run(args.agent, args.episodes, seed=args.seed)
     print_table(
         ["episode", "seed", "return", "length", "seconds"],
-        [[r.episode, r.seed, f"{r.return_:.4f}", r.length, f"{r.wall_time:.3f}"] for r in results],
+        [[r.episode, "-" if r.seed is None else r.seed, f"{r.return_:.4f}", r.length,
+          f"{r.wall_time:.3f}"] for r in results],
     )
     returns = [r.return_ for r in results]
     spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
@@ -350,9 +372,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
     from .processes import list_servers
 
     servers = list_servers()
-    rows = [[s.pid, s.runtime, f"{time.time() - s.started:.0f}s", "yes" if s.socket_alive else "no",
-             "ORPHANED" if s.orphaned else "", s.socket or "-"] for s in servers]
-    print_table(["pid", "runtime", "age", "answers", "", "socket"], rows)
+    rows = [[s.pid, s.runtime, s.socket_id or "-", f"{time.time() - s.started:.0f}s",
+             "yes" if s.socket_alive else "no", "ORPHANED" if s.orphaned else "", s.socket or "-"]
+            for s in servers]
+    print_table(["pid", "runtime", "id", "age", "answers", "", "socket"], rows)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import threading
@@ -14,10 +15,20 @@ import Pyro5.api
 import Pyro5.errors
 
 from . import codec
-from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID, ChannelClosed, recv_frame, send_frame
+from .benchmark_objects import describe_benchmark
+from .channel import (
+    DATA_SUFFIX,
+    RUNNER_OBJECT_ID,
+    ChannelClosed,
+    recv_frame,
+    send_frame,
+    wait_for_frame,
+)
+from .dacvalues import lower, restore
 from .errors import (
     BadConfig,
     CallTimeout,
+    ConnectionBroken,
     DacbenchRemoteError,
     RemoteError,
     ServerCrashed,
@@ -26,9 +37,14 @@ from .errors import (
 )
 
 DEFAULT_CALL_TIMEOUT = 300.0
+# Where a data-channel call stands, for the next call after an interrupt (see `_exchange`).
+_IDLE, _SENDING, _WAITING, _READING = "idle", "sending", "waiting", "reading"
+_MID_FRAME = (_SENDING, _READING)
+# Names of the arguments of data-channel requests, for error messages.
+_ARGUMENT_NAMES = {"step": ("action",), "reset": ("seed", "options")}
 
 
-def error_from_payload(payload: dict) -> DacbenchRemoteError:
+def error_from_payload(payload: dict) -> Exception:
     """Turn a server's error payload into the matching host-side exception."""
     kind = payload.get("kind")
     message = payload.get("message", "")
@@ -38,6 +54,8 @@ def error_from_payload(payload: dict) -> DacbenchRemoteError:
         return BadConfig(message)
     if kind == "version":
         return VersionMismatch(message)
+    if kind == "attribute":
+        return AttributeError(message)
     return RemoteError(payload.get("type", "Exception"), message, payload.get("traceback", ""))
 
 
@@ -88,7 +106,11 @@ class ServerConnection:
         try:
             with self._lock:
                 proxy._pyroClaimOwnership()  # proxies belong to a thread; close() may run in another
-                reply = getattr(proxy, method)(*args)
+                try:
+                    reply = getattr(proxy, method)(*args)
+                except SystemExit:  # SIGTERM mid-call: Pyro5 drops the connection on Ctrl-C only,
+                    proxy._pyroRelease()  # and the late reply would fail the next call
+                    raise
         except Pyro5.errors.TimeoutError as exc:
             raise CallTimeout(
                 f"{method}() got no answer within {self.timeout:g} s from the server at "
@@ -112,6 +134,12 @@ class ServerConnection:
         """Create an environment in the server and return the local env that drives it."""
         created = self.call(self._proxy, "make_env", target, codec.encode(config),
                             codec.encode(kwargs or {}))
+        return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
+
+    def make_benchmark_env(self, benchmark: Any) -> RemoteEnvironmentClient:
+        """Create the environment of a configured DACBench benchmark object in the server."""
+        created = self.call(self._proxy, "make_benchmark_env",
+                            codec.encode(describe_benchmark(benchmark), root="benchmark"))
         return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
 
     def close_env(self, env_id: str) -> None:
@@ -168,6 +196,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
         except OSError as exc:
             self._data.close()
             raise connection.crashed("connect", exc) from exc
+        self._remote_ready = True  # from now on, unknown public attributes are the remote env's
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[Any, dict[str, Any]]:
@@ -184,8 +213,86 @@ class RemoteEnvironmentClient(gymnasium.Env):
         self._check_open("render")
         return self.connection.call(self._control, "render")
 
+    # -- DACBench's environment interface (AbstractEnv), answered by the remote env -----------
+
+    def get_inst_id(self) -> Any:
+        """The id of the instance in use (DACBench's Logger records it)."""
+        return self.call_remote("get_inst_id")
+
+    def set_inst_id(self, inst_id: Any) -> None:
+        """Choose the instance by id for the next episode."""
+        return self.call_remote("set_inst_id", inst_id)
+
+    def get_instance_set(self) -> Any:
+        """The current instance set (dict of id to instance)."""
+        return self.call_remote("get_instance_set")
+
+    def set_instance_set(self, inst_set: Any) -> None:
+        """Replace the instance set."""
+        return self.call_remote("set_instance_set", inst_set)
+
+    def get_instance(self) -> Any:
+        """The instance in use."""
+        return self.call_remote("get_instance")
+
+    def set_instance(self, instance: Any) -> None:
+        """Use `instance` for the next episode."""
+        return self.call_remote("set_instance", instance)
+
+    def use_next_instance(self, instance: Any = None, instance_id: Any = None, scheme: Any = None
+                          ) -> None:
+        """Move on to the next instance (DACBench's schedule, or the one given)."""
+        return self.call_remote("use_next_instance", instance, instance_id, scheme)
+
+    def use_test_set(self) -> None:
+        """Switch the env to its test instance set."""
+        return self.call_remote("use_test_set")
+
+    def use_training_set(self) -> None:
+        """Switch the env back to its training instance set."""
+        return self.call_remote("use_training_set")
+
+    def seed(self, seed: int | None = None, seed_action_space: bool = False) -> Any:
+        """DACBench's seed(): seeds the remote env; with seed_action_space, this action space too."""
+        result = self.call_remote("seed", seed, seed_action_space)
+        if seed_action_space:
+            self.action_space.seed(seed)  # agents sample the local copy of the space
+        return result
+
+    def call_remote(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the remote env's public method `name`; arguments and result cross exactly."""
+        self._check_open(name)
+        arguments = codec.encode(lower(list(args)), root=f"{name}() arguments")
+        keywords = codec.encode(lower(kwargs), root=f"{name}() keyword arguments")
+        return restore(self.connection.call(self._control, "call", name, arguments, keywords))
+
+    def __getattr__(self, name: str) -> Any:
+        """Attributes the remote env has and this client lacks (`instance`, `c_step`, ...)."""
+        if name.startswith("_") or "_remote_ready" not in self.__dict__:
+            raise AttributeError(name)
+        self._check_open(name)
+        found = self.connection.call(self._control, "get_attr", name)
+        if found.get("callable"):
+            return functools.partial(self.call_remote, name)
+        return restore(found["value"])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """New public attributes go to the remote env, as DACBench's wrappers expect."""
+        local = ("_remote_ready" not in self.__dict__ or name.startswith("_")
+                 or name in self.__dict__ or hasattr(type(self), name))
+        if local:
+            object.__setattr__(self, name, value)
+            return
+        self._check_open(name)
+        self.connection.call(self._control, "set_attr", name,
+                             codec.encode(lower(value), root=name))
+
     def close(self) -> None:
-        """Close the remote env and the connection; safe to call more than once."""
+        """Close the remote env and the connection; safe to call more than once.
+
+        Raises RemoteError when the env's own close() raised and ServerCrashed when the server
+        is gone; the environment counts as closed either way.
+        """
         if self._closed:
             return
         self._closed = True
@@ -194,7 +301,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
             # A crashed server has nothing left to close; a timed-out env is still stuck in its
             # call and would only time out again: the runner stops such a server instead.
             if self._broken is None:
-                self.connection.call(self._control, "close")
+                # One call that unregisters the env even when its close() raises.
                 self.connection.close_env(self.env_id)
         finally:
             with self.connection._lock:
@@ -207,21 +314,96 @@ class RemoteEnvironmentClient(gymnasium.Env):
         if self._broken is not None:
             raise self._broken
 
+    # Data-channel state, as class defaults so that they hold before the first request.
+    _seq = 0  # the number of the last request sent; only the reply carrying it is ours
+    _phase = _IDLE
+
     def _request(self, request: list, frame: Any = None) -> Any:
-        self._check_open(request[0])
+        operation = request[0]
+        self._check_open(operation)
+        if self._phase in _MID_FRAME:  # interrupted before the handler below could record it
+            self._broken = self._cut_mid_frame("an earlier call")
+            raise self._broken
+        body = _encode_request(request if frame is None else frame)  # TypeError: nothing sent
         try:
-            send_frame(self._data, codec.encode_message(request if frame is None else frame))
-            ok, value = codec.decode_message(recv_frame(self._data))
+            ok, value = codec.decode_message(self._exchange(body))
         except (TimeoutError, BlockingIOError) as exc:  # the kernel deadline passed (EAGAIN)
-            # The reply may still come later and would desynchronise the stream: stop here.
+            # The env is still stuck in the call; its next call would only time out as well.
             self._broken = CallTimeout(
-                f"{request[0]}() got no answer within {self.connection.timeout:g} s; the "
+                f"{operation}() got no answer within {self.connection.timeout:g} s; the "
                 "environment is unusable now (raise call_timeout if the benchmark is this slow)"
             )
             raise self._broken from exc
         except (ChannelClosed, OSError) as exc:
-            self._broken = self.connection.crashed(request[0], exc)
+            self._broken = self.connection.crashed(operation, exc)
             raise self._broken from exc
+        except BaseException:  # Ctrl-C, or SIGTERM turned into SystemExit, mid-call
+            if self._phase in _MID_FRAME:
+                self._broken = self._cut_mid_frame(f"{operation}()")
+            raise
         if ok:
             return value
         raise error_from_payload(value)
+
+    def _exchange(self, body: list) -> bytearray:
+        """Send one request and return the body of its reply, skipping replies to earlier calls.
+
+        `_phase` records where an interrupt can land: while WAITING the stream is at a frame
+        boundary, so the next call skips the late reply; SENDING or READING means half a frame.
+        Each phase is set before the step it names starts, so an interrupt between two steps
+        is counted in the more harmful phase, never the other way round.
+        """
+        self._phase = _SENDING
+        self._seq += 1
+        seq = self._seq
+        send_frame(self._data, body, seq)
+        self._phase = _WAITING
+        while True:
+            wait_for_frame(self._data)  # consumes nothing: the long wait is interruptible
+            self._phase = _READING
+            answered, reply = recv_frame(self._data)
+            self._phase = _WAITING
+            if answered == seq:
+                self._phase = _IDLE
+                return reply
+            if answered > seq:
+                self._broken = ConnectionBroken(
+                    f"the server answered request {answered} while request {seq} was the last "
+                    f"one sent; the connection to environment {self.env_id} is out of step. "
+                    "Close this environment and make a new one; please report this as a bug"
+                )
+                raise self._broken
+
+    def _cut_mid_frame(self, call: str) -> ConnectionBroken:
+        """The error for an env whose call was interrupted with half a frame in the stream."""
+        half = "request half sent" if self._phase == _SENDING else "reply half received"
+        return ConnectionBroken(
+            f"{call} was interrupted with its {half}; the connection to environment "
+            f"{self.env_id} cannot be resynchronised. Close this environment and make a new "
+            "one (or start a new RemoteRunner)"
+        )
+
+
+def _encode_request(request: list | dict) -> list:
+    """The frame body of a data-channel request.
+
+    An argument that cannot cross raises TypeError naming it and the path inside it, before
+    anything is sent, so the environment stays usable.
+    """
+    try:
+        return codec.encode_message(request)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{_argument_problem(request, exc)}; nothing was sent, the environment "
+                        "is unchanged") from None
+
+
+def _argument_problem(request: list | dict, error: Exception) -> str:
+    """The codec's message for the first argument that cannot cross, rooted at its name."""
+    if isinstance(request, list):
+        names = _ARGUMENT_NAMES.get(request[0], ())
+        for name, value in zip(names, request[1:], strict=False):
+            try:
+                codec.encode(value, root=f"{request[0]}() {name}")
+            except (TypeError, ValueError) as exc:
+                return str(exc)
+    return str(error)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import atexit
-import json
-import os
+import hashlib
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -13,13 +13,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, codec
 from .agents import make_agent
+from .benchmark_objects import benchmark_name, describe_benchmark, is_benchmark_object
 from .channel import DATA_SUFFIX
 from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection
-from .errors import CallTimeout, DacbenchRemoteError, ServerCrashed, StartupTimeout
+from .compat import choose_container, parse_bind_str, parse_env_str
+from .config import load_config
+from .errors import (
+    BadConfig,
+    CallTimeout,
+    DacbenchRemoteError,
+    ServerCrashed,
+    StartupTimeout,
+    UnknownBenchmark,
+)
+from .results import append_record
 from .runtimes.base import Runtime, ServerProcess
 from .sockets import new_socket_path
+
+# Where run() records episodes unless told otherwise (relative to the working directory).
+DEFAULT_RESULTS_PATH = Path("results") / "results.jsonl"
 
 
 @dataclass
@@ -27,7 +41,7 @@ class EpisodeResult:
     """One finished episode, as written (one JSON line each) to the results file."""
 
     episode: int
-    seed: int
+    seed: int | None
     return_: float
     length: int
     wall_time: float
@@ -43,60 +57,138 @@ class EpisodeResult:
 
 
 class RemoteRunner:
-    """Runs a benchmark in a server (subprocess or rootless container) and episodes against it.
+    """Runs a benchmark in a server inside a rootless container, and episodes against it.
 
-    >>> with RemoteRunner("gymnasium:CartPole-v1") as runner:
-    ...     results = runner.run("random", number_of_episodes=3, seed=0)
+    A drop-in for DACBench's `dacbench.container.remote_runner.RemoteRunner`:
 
-    `benchmark` is a DACBench benchmark name (`Luby`), `gymnasium:ID`, or `module:attr` naming a
-    DACBench benchmark class or an env factory. `config` is a DACBench config (dict of keys to
-    override, or the JSON text of `to_json()`); `kwargs` go to gymnasium.make or the factory.
+    >>> benchmark = FunctionApproximationBenchmark()
+    >>> benchmark.set_seed(42)
+    >>> runner = RemoteRunner(benchmark, experiment_identifier="exp:0.01")
+    >>> agent = make_my_agent(runner.get_environment())
+    >>> runner.run(agent, number_of_episodes=10)    # also appended to runner.results_path
+
+    Args:
+        benchmark: a configured DACBench benchmark object (its config, seed and wrappers go
+            along), a DACBench name (`"Luby"`), `"gymnasium:ID"`, or `"module:attr"` naming a
+            DACBench benchmark class or an env factory.
+        container_name: DACBench keyword; the catalog image family the image must come from.
+        container_source: DACBench keyword; a local `.sif` path, or a URL the catalog lists
+            (so that its sha256 is known and verified).
+        container_tag: DACBench keyword; the experiment version (or the tag of a registry
+            `container_source`); `"latest"` means the catalog's default.
+        env_str: DACBench keyword; `"VAR1=V1,VAR2=V2"` set inside the container.
+        bind_str: DACBench keyword; `"src[:dest[:ro|rw]]"`, comma-separated binds.
+        gpu: give the container the host's GPUs (`--nv`; Apptainer only, others refuse).
+        socket_id: attach to a server that is already running with this id (see
+            `runner.socket_id`) instead of starting one; closing then leaves it running.
+        experiment_identifier / experiment: the catalog experiment version (`"exp:0.01"`);
+            default: the catalog's default version.
+        config: for a benchmark *name*: a dict of DACBench config keys, or `to_json()` text.
+        kwargs: keyword arguments for `gymnasium.make` or the factory.
+        runtime: `"auto"` (Apptainer if installed, else bubblewrap), `"apptainer"`, `"bwrap"`,
+            `"local"` (a plain subprocess, no container), or a Runtime; default: the config
+            file's `default_runtime` (itself `"auto"` unless set).
+        image: a local `.sif` to run instead of the catalog's.
+        python: the interpreter of the local runtime.
+        binds, env: binds (`src[:dst[:ro|rw]]`) and environment variables for the container.
+        build: build the image from its packaged recipe when it can be neither found in the
+            cache nor downloaded (default True; False forbids building).
+        results_path: JSONL file each episode is appended to (default `results/results.jsonl`
+            under the working directory; None records nothing).
+        startup_timeout, call_timeout: seconds for the server to answer at start, and per call.
+
+    Raises:
+        BadConfig: keywords that contradict each other or cannot be honoured, a benchmark
+            object that cannot be sent. UnknownBenchmark, ImageError, RuntimeUnavailable,
+            StartupTimeout, ServerCrashed: from `start()` (also run by get_environment/run).
     """
 
     def __init__(
         self,
-        benchmark: str,
+        benchmark: Any,
+        container_name: str | None = None,
+        container_source: str | Path | None = None,
+        container_tag: str = "latest",
+        env_str: str | None = "",
+        bind_str: str | None = "",
+        gpu: bool = False,
+        socket_id: str | None = None,
         *,
+        experiment_identifier: str | None = None,
+        experiment: str | None = None,
         config: dict | str | None = None,
         kwargs: dict | None = None,
-        runtime: str | Runtime = "local",
-        experiment: str | None = None,
+        runtime: str | Runtime | None = None,
         image: str | Path | None = None,
         python: str | None = None,
         binds: tuple[str, ...] | list[str] = (),
         env: dict[str, str] | None = None,
-        gpu: bool = False,
-        build: bool = False,
-        results_path: str | Path | None = None,
+        build: bool = True,
+        results_path: str | Path | None = DEFAULT_RESULTS_PATH,
         startup_timeout: float = 60.0,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ):
+        self.benchmark_object = benchmark if is_benchmark_object(benchmark) else None
+        if self.benchmark_object is not None:
+            if config is not None:
+                raise BadConfig("config= is for benchmark names; a benchmark object carries "
+                                "its own config (edit benchmark.config or call set_seed)")
+            describe_benchmark(benchmark)  # fail here, on the host, if it cannot be sent
+            benchmark = benchmark_name(benchmark)
+        elif not isinstance(benchmark, str):
+            raise BadConfig(f"benchmark must be a DACBench benchmark object or a name, not "
+                            f"{type(benchmark).__name__}")
+        choice = choose_container(
+            experiment=experiment, experiment_identifier=experiment_identifier, image=image,
+            container_name=container_name, container_source=container_source,
+            container_tag=container_tag)
         self.benchmark = benchmark
         self.config = config
         self.kwargs = dict(kwargs or {})
-        self.runtime_spec = runtime
-        self.experiment = experiment
-        self.image = Path(image) if image else None
+        self.runtime_spec = runtime if runtime is not None else load_config().default_runtime
+        self.experiment = choice.experiment
+        self.image = choice.image
+        self.image_source = choice.source
+        self.image_family = choice.family
         self.python = python
-        self.binds = tuple(binds)
-        self.env = dict(env or {})
+        self.binds = (*binds, *parse_bind_str(bind_str))
+        self.env = {**(env or {}), **parse_env_str(env_str)}
         self.gpu = gpu
         self.build = build
         self.results_path = Path(results_path) if results_path else None
         self.startup_timeout = startup_timeout
         self.call_timeout = call_timeout
+        self.attach_to = socket_id
+        if socket_id is not None and (choice.image or choice.source or runtime is not None):
+            raise BadConfig("socket_id= attaches to a running server; image, container_source "
+                            "and runtime belong to the server that is already running")
         self.image_provenance: dict = {}
         self.runtime: Runtime | None = None
         self.server: ServerProcess | None = None
         self.connection: ServerConnection | None = None
+        self._environment: RemoteEnvironmentClient | None = None
         self._environments: list[RemoteEnvironmentClient] = []
         self.startup_seconds: float | None = None
+
+    @property
+    def socket_id(self) -> str | None:
+        """The running server's id: pass it as `socket_id=` to attach another runner to it."""
+        if self.attach_to is not None:
+            return self.attach_to
+        if self.server is None:
+            return None
+        from .sockets import socket_id_of
+
+        return socket_id_of(self.server.socket_path)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the server and connect; raises StartupTimeout/ServerCrashed with its output."""
-        if self.server is not None:
+        if self.server is not None or self.connection is not None:
+            return
+        if self.attach_to is not None:
+            self._attach()
             return
         self.runtime = self._make_runtime()
         started = time.monotonic()
@@ -111,17 +203,38 @@ class RemoteRunner:
         self.startup_seconds = time.monotonic() - started
 
     def close(self) -> None:
-        """Close environments, stop the server, remove its sockets; safe to call twice."""
+        """Close environments, stop the server, remove its sockets; safe to call twice.
+
+        The server is stopped even when closing an environment fails (its close() raised, or
+        the server is gone); the first such error is raised afterwards, unless close() runs
+        while another exception is propagating: that one wins, and the error is added as a note.
+        """
         atexit.unregister(self.close)
         environments, self._environments = self._environments, []
-        for environment in environments:
-            environment.close()
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-        if self.server is not None:
-            server, self.server = self.server, None
-            server.stop()
+        self._environment = None
+        connection, self.connection = self.connection, None
+        server, self.server = self.server, None
+        failures: list[Exception] = []
+        try:
+            for environment in environments:
+                try:
+                    environment.close()
+                except Exception as exc:  # the others and the server must still be closed
+                    failures.append(exc)
+            if connection is not None:
+                connection.close()
+        finally:
+            if server is not None:
+                server.stop()
+        if not failures:
+            return
+        in_flight = sys.exc_info()[1]
+        if in_flight is None:
+            raise failures[0]
+        if hasattr(in_flight, "add_note"):  # Python >= 3.11
+            for failure in failures:
+                in_flight.add_note(f"while closing the runner, an environment's close failed: "
+                                   f"{type(failure).__name__}: {failure}")
 
     def __enter__(self) -> RemoteRunner:
         self.start()
@@ -130,29 +243,47 @@ class RemoteRunner:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def _attach(self) -> None:
+        from .sockets import socket_path_for_id
+
+        started = time.monotonic()
+        self.connection = ServerConnection(socket_path_for_id(self.attach_to),
+                                           timeout=self.call_timeout,
+                                           handshake_timeout=min(5.0, self.startup_timeout))
+        atexit.register(self.close)
+        self.startup_seconds = time.monotonic() - started
+
     def _make_runtime(self) -> Runtime:
         if isinstance(self.runtime_spec, Runtime):
             return self.runtime_spec
         from .runtimes import auto_runtime_name, make_runtime
 
         name = auto_runtime_name() if self.runtime_spec == "auto" else self.runtime_spec
+        options = dict(binds=self.binds, env=self.env, gpu=self.gpu)
         if name == "local":
-            return make_runtime("local", python=self.python, env=self.env)
+            if self.image is not None:
+                raise BadConfig("the local runtime runs no image; drop image/container_source "
+                                "or choose runtime='bwrap'/'apptainer'/'auto'")
+            return make_runtime("local", python=self.python, **options)
+        if self.python is not None:
+            raise BadConfig(f"python= picks the interpreter of the local runtime; the {name} "
+                            "runtime uses the image's own Python")
         image = self.image or self._resolve_image()
-        return make_runtime(name, image=image, binds=self.binds, env=self.env, gpu=self.gpu)
+        return make_runtime(name, image=image, **options)
 
     def _resolve_image(self) -> Path:
         """The cached, verified image for this benchmark and experiment (fetched or built)."""
-        from .errors import UnknownBenchmark
         from .images.resolve import resolve_image
 
         try:
-            path, self.image_provenance = resolve_image(self.benchmark, self.experiment,
-                                                        build=self.build)
+            path, self.image_provenance = resolve_image(
+                self.benchmark, self.experiment, build=self.build, family=self.image_family,
+                source=self.image_source)
         except UnknownBenchmark as exc:
             raise UnknownBenchmark(
                 f"{exc}. To run it in a container anyway, name an image that contains it "
-                "(image=PATH / --image PATH), or add it to a catalog directory"
+                "(image=PATH / --image PATH), add it to a catalog directory, or run it without "
+                "a container (runtime='local')"
             ) from exc
         return path
 
@@ -197,25 +328,41 @@ class RemoteRunner:
     # -- environments and episodes -----------------------------------------------------------
 
     def get_environment(self) -> RemoteEnvironmentClient:
-        """A new remote environment for this benchmark (a gymnasium.Env); closed with the runner."""
+        """The runner's environment (a gymnasium.Env); the same object on every call.
+
+        `run()` uses it too, so an agent built from it acts on the env it was built for.
+        Closed with the runner.
+        """
+        if self._environment is None:
+            self._environment = self.make_environment()
+        return self._environment
+
+    def make_environment(self) -> RemoteEnvironmentClient:
+        """An additional, independent environment of this benchmark in the same server."""
         self.start()
         assert self.connection is not None
-        environment = self.connection.make_env(self.benchmark, self.config, self.kwargs)
+        if self.benchmark_object is not None:
+            environment = self.connection.make_benchmark_env(self.benchmark_object)
+        else:
+            environment = self.connection.make_env(self.benchmark, self.config, self.kwargs)
         self._environments.append(environment)
         return environment
 
-    def provenance(self, seed: int, run_id: str, agent: str) -> dict:
+    def provenance(self, seed: int | None, run_id: str, agent: str,
+                   agent_rebuildable: bool = True) -> dict:
         """What a results line records so that the run can be repeated exactly."""
         runtime = self.runtime.describe() if self.runtime else {"runtime": str(self.runtime_spec)}
         image = self.image_provenance
-        return {
+        record = {
             "run_id": run_id,
             "benchmark": self.benchmark,
             "config": self.config,
             "kwargs": self.kwargs or None,
             "agent": agent,
+            "agent_rebuildable": agent_rebuildable,
             "experiment": image.get("experiment", self.experiment),
             "image": image.get("image"),
+            "image_path": str(self.image) if self.image else None,
             "image_sha256": image.get("sha256"),
             "image_origin": image.get("origin"),
             "dacbench": image.get("dacbench"),
@@ -223,32 +370,45 @@ class RemoteRunner:
             "dacbench_remote_version": __version__,
             "base_seed": seed,
         }
+        if self.benchmark_object is not None:
+            record.update(_object_provenance(self.benchmark_object))
+        if self.image is not None and not record["image_sha256"]:
+            record["image_sha256"] = _file_sha256(self.image)
+        return record
 
-    def run(self, agent: Any, number_of_episodes: int, seed: int = 0) -> list[EpisodeResult]:
-        """Run episodes with DACBench's agent protocol; episode i resets with seed + i.
+    def run(self, agent: Any, number_of_episodes: int, seed: int | None = None
+            ) -> list[EpisodeResult]:
+        """Run episodes on `get_environment()` with DACBench's agent protocol.
 
-        `agent` is an object with act/train/end_episode, or a spec for `make_agent` ("random",
-        "static", "module:factory"). Each finished episode is appended to `results_path` as one
-        complete JSON line.
+        Without `seed`, episodes reset without a seed, exactly as DACBench's
+        `run_benchmark(env, agent, n)`: the benchmark's own seed (`set_seed`) decides. With
+        `seed=S`, episode i resets with S + i. `agent` is an object with act/train/end_episode,
+        or a spec for `make_agent` ("random", "static", "module:factory"). Each finished
+        episode is appended to `results_path` as one complete JSON line.
+
+        Returns:
+            One EpisodeResult per episode (return, length, seed, provenance).
         """
         if number_of_episodes < 1:
             raise DacbenchRemoteError(f"number_of_episodes must be at least 1, got {number_of_episodes}")
         environment = self.get_environment()
-        agent_name = agent if isinstance(agent, str) else _qualified_name(agent)
-        if isinstance(agent, str):
+        rebuildable = isinstance(agent, str)
+        agent_name = agent if rebuildable else _qualified_name(agent)
+        if rebuildable:
             agent = make_agent(agent, environment, seed)
-        provenance = self.provenance(seed, uuid.uuid4().hex[:12], agent_name)
+        provenance = self.provenance(seed, uuid.uuid4().hex[:12], agent_name, rebuildable)
         results = []
         for episode in range(number_of_episodes):
-            result = run_episode(environment, agent, episode, seed + episode)
+            episode_seed = None if seed is None else seed + episode
+            result = run_episode(environment, agent, episode, episode_seed)
             result.provenance = provenance
             results.append(result)
             if self.results_path is not None:
-                append_jsonl(self.results_path, result.to_record())
+                append_record(self.results_path, result.to_record())
         return results
 
 
-def run_episode(environment, agent, episode: int, seed: int) -> EpisodeResult:
+def run_episode(environment, agent, episode: int, seed: int | None) -> EpisodeResult:
     """One episode with DACBench's loop: act → step → train until done, then end_episode."""
     started = time.perf_counter()
     state, _ = environment.reset(seed=seed)
@@ -266,28 +426,27 @@ def run_episode(environment, agent, episode: int, seed: int) -> EpisodeResult:
                          bool(terminated), bool(truncated))
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line with a single write(2) on an O_APPEND file: a crash never leaves half a line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, default=_jsonable) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, line)
-        if written != len(line):
-            raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
-    finally:
-        os.close(fd)
-
-
 def _qualified_name(agent: Any) -> str:
     cls = type(agent)
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return repr(value)
+def _object_provenance(benchmark: Any) -> dict:
+    """A benchmark object's class, DACBench's own JSON of it where possible, and a digest."""
+    description = describe_benchmark(benchmark)
+    record = {"benchmark_class": description["class"],
+              "benchmark_sha256": hashlib.sha256(codec.dumps(description).encode()).hexdigest()}
+    try:
+        record["config"] = benchmark.to_json()  # what DACBench itself would ship, for readers
+    except Exception:  # configs DACBench cannot serialise still ran exactly
+        record["config"] = None
+    return record
+
+
+def _file_sha256(path: Path) -> str:
+    from .images.download import sha256_file
+
+    return sha256_file(Path(path))
 
 
 def _stop_on_sigterm() -> None:

@@ -24,7 +24,10 @@ import Pyro5.api
 import Pyro5.server
 
 from . import __version__, codec
+from .benchmark_objects import rebuild_benchmark
 from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID, ChannelClosed, recv_frame, send_frame
+from .dacvalues import lower, restore
+from .errors import BadConfig, UnknownBenchmark
 
 Pyro5.api.config.SERIALIZER = "json"
 # Control calls are few; a handful of threads serve several clients.
@@ -42,10 +45,14 @@ def error_payload(exc: BaseException, kind: str = "remote") -> dict:
     """What the client needs to re-raise `exc`: its kind, type, message and traceback."""
     cls = type(exc)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not take the reply (and the connection) with it
+        message = f"<{name} whose str() raised>"
     return {
         "kind": getattr(exc, "kind", kind),
         "type": name,
-        "message": str(exc),
+        "message": message,
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
     }
 
@@ -162,25 +169,66 @@ class RemoteEnvironmentServer:
         self.closed = False
 
     def info(self) -> dict:
-        """Spaces, metadata, render mode and spec, encoded for the wire."""
-        with self.lock:
-            spec = getattr(self.env, "spec", None)
-            try:
-                spec_json = spec.to_json() if spec is not None else None
-            except Exception:  # specs holding non-JSON kwargs cannot travel; the client gets None
-                spec_json = None
-            return _ok(
-                {
-                    "observation_space": self.env.observation_space,
-                    "action_space": self.env.action_space,
-                    "metadata": dict(getattr(self.env, "metadata", {}) or {}),
-                    "render_mode": getattr(self.env, "render_mode", None),
-                    "spec": spec_json,
-                }
-            )
+        """Spaces, metadata, render mode and spec, encoded for the wire (or an error reply)."""
+        return self._call(self._describe, root="the environment's description")
+
+    def _describe(self) -> dict:
+        spec = getattr(self.env, "spec", None)
+        try:
+            spec_json = spec.to_json() if spec is not None else None
+        except Exception:  # specs holding non-JSON kwargs cannot travel; the client gets None
+            spec_json = None
+        return {
+            "observation_space": self.env.observation_space,
+            "action_space": self.env.action_space,
+            "metadata": dict(getattr(self.env, "metadata", {}) or {}),
+            "render_mode": getattr(self.env, "render_mode", None),
+            "spec": spec_json,
+        }
 
     def render(self) -> dict:
-        return self._call(self.env.render)
+        return self._call(self.env.render, root="render() result")
+
+    # DACBench's env interface beyond gymnasium (instance sets, train/test split, seed, c_step):
+    # public attributes and methods of the env, values lowered through `dacvalues`.
+    def get_attr(self, name: str) -> dict:
+        """The attribute's value, or {"callable": True} for a method (called through call)."""
+        def read():
+            value = self._attribute(name)
+            return {"callable": True} if callable(value) else {"value": lower(value)}
+        return self._call(read)
+
+    def set_attr(self, name: str, value_tree: Any) -> dict:
+        def write():
+            _check_public(name)
+            value = restore(codec.decode(value_tree))
+            setter = getattr(self.env, "set_wrapper_attr", None)
+            if setter is not None:
+                setter(name, value)
+            else:
+                setattr(self.env, name, value)
+        return self._call(write)
+
+    def call(self, name: str, args_tree: Any, kwargs_tree: Any) -> dict:
+        """Call the env's public method `name` with decoded arguments; the result is lowered."""
+        def invoke():
+            method = self._attribute(name)
+            if not callable(method):
+                raise TypeError(f"{name!r} of the environment is not callable")
+            args = restore(codec.decode(args_tree))
+            kwargs = restore(codec.decode(kwargs_tree))
+            return lower(method(*args, **kwargs))
+        return self._call(invoke)
+
+    def _attribute(self, name: str) -> Any:
+        _check_public(name)
+        getter = getattr(self.env, "get_wrapper_attr", None)  # gymnasium >= 1.0 wrappers
+        try:
+            return getter(name) if getter is not None else getattr(self.env, name)
+        except AttributeError:
+            raise UserFacingError(
+                "attribute", f"the environment has no attribute {name!r}"
+            ) from None
 
     def close(self, wait: float = -1) -> dict:
         """Close the env; with `wait` >= 0, give up if a call stuck in the env holds it that long."""
@@ -196,10 +244,10 @@ class RemoteEnvironmentServer:
             self.lock.release()
         return self._call(self.env.close)
 
-    def _call(self, function, *args):
+    def _call(self, function, *args, root: str = "value"):
         try:
             with self.lock:
-                return _ok(function(*args))
+                return _ok(function(*args), root)
         except Exception as exc:
             return {"ok": False, "error": error_payload(exc)}
 
@@ -248,12 +296,25 @@ class RemoteRunnerServer:
 
     def make_env(self, target: str, config_tree: Any = None, kwargs_tree: Any = None) -> dict:
         """Create an environment; returns its id and Pyro5 URI."""
+        return self._register(lambda: create_env(target, codec.decode(config_tree),
+                                                 codec.decode(kwargs_tree) or {}))
+
+    def make_benchmark_env(self, description_tree: Any) -> dict:
+        """Create the environment of a DACBench benchmark object the host described."""
+        def build():
+            description = codec.decode(description_tree)
+            return rebuild_benchmark(description).get_environment()
+        return self._register(build)
+
+    def _register(self, build) -> dict:
         try:
-            config = codec.decode(config_tree)
-            kwargs = codec.decode(kwargs_tree) or {}
-            env = create_env(target, config, kwargs)
+            env = build()
         except UserFacingError as exc:
             return {"ok": False, "error": error_payload(exc, exc.kind)}
+        except UnknownBenchmark as exc:
+            return {"ok": False, "error": error_payload(exc, "unknown_benchmark")}
+        except BadConfig as exc:
+            return {"ok": False, "error": error_payload(exc, "bad_config")}
         except Exception as exc:
             return {"ok": False, "error": error_payload(exc)}
         env_id = uuid.uuid4().hex[:12]
@@ -277,8 +338,44 @@ class RemoteRunnerServer:
         threading.Thread(target=self._on_shutdown, daemon=True).start()
 
 
-def _ok(value) -> dict:
-    return {"ok": True, "value": codec.encode(value)}
+def _check_public(name: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise UserFacingError("attribute", f"{name!r} is not a public attribute name")
+
+
+def _ok(value, root: str = "value") -> dict:
+    return {"ok": True, "value": codec.encode(value, root=root)}
+
+
+def _answer(server: RemoteEnvironmentServer, payload: bytearray) -> list:
+    """The reply frame body for one request frame.
+
+    Every failure becomes an error reply: a dead connection would look like a crashed server.
+    """
+    try:
+        request = codec.decode_message(payload)
+        reply = server.handle(request)
+    except (Exception, SystemExit) as exc:  # a malformed request, or an env calling sys.exit
+        return codec.encode_message([False, error_payload(exc)])
+    try:
+        return codec.encode_message(reply)
+    except (TypeError, ValueError) as exc:  # the env returned something that cannot cross
+        return codec.encode_message([False, _unsendable_result(request[0], reply[1], exc)])
+
+
+def _unsendable_result(operation: str, result: Any, error: Exception) -> dict:
+    """The error payload for an env result the codec refuses, naming the place inside it."""
+    try:
+        codec.encode(result, root=f"{operation}() result")
+    except (TypeError, ValueError) as exc:
+        error = exc
+    return {
+        "kind": "remote",
+        "type": type(error).__name__,
+        "message": f"the environment's {operation}() returned a value that cannot be sent to "
+                   f"the host: {error}. Return plain or numpy values there, or convert this one",
+        "traceback": "",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,24 +404,29 @@ class DataChannelServer:
     def _serve(self, connection: socket.socket) -> None:
         with connection:
             try:
-                hello = codec.decode_message(recv_frame(connection))
-                server = self.runner.environments.get(hello.get("env"))
-                if server is None:
-                    send_frame(connection, codec.encode_message(
-                        [False, {"kind": "protocol", "type": "KeyError", "traceback": "",
-                                 "message": f"no environment {hello.get('env')!r} on this server"}]))
-                    return
-                send_frame(connection, codec.encode_message([True, None]))
-                while True:
-                    request = codec.decode_message(recv_frame(connection))
-                    reply = server.handle(request)
-                    try:
-                        body = codec.encode_message(reply)
-                    except TypeError as exc:  # the env returned something that cannot cross
-                        body = codec.encode_message([False, error_payload(exc, "encode")])
-                    send_frame(connection, body)
+                server = self._greet(connection)
+                while server is not None:
+                    seq, payload = recv_frame(connection)
+                    send_frame(connection, _answer(server, payload), seq)
             except (ChannelClosed, ConnectionError):
                 return
+
+    def _greet(self, connection: socket.socket) -> RemoteEnvironmentServer | None:
+        """Read the hello frame; the environment it names, or None after saying why not."""
+        seq, payload = recv_frame(connection)
+        try:
+            hello = codec.decode_message(payload)
+        except ValueError:
+            hello = None
+        env_id = hello.get("env") if isinstance(hello, dict) else None
+        server = self.runner.environments.get(env_id)
+        if server is None:
+            send_frame(connection, codec.encode_message(
+                [False, {"kind": "protocol", "type": "KeyError", "traceback": "",
+                         "message": f"no environment {env_id!r} on this server"}]), seq)
+            return None
+        send_frame(connection, codec.encode_message([True, None]), seq)
+        return server
 
     def close(self) -> None:
         self.listener.close()

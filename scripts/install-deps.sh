@@ -2,6 +2,7 @@
 # Install what dacbench-remote needs on Debian/Ubuntu: system tools, then a project venv (.venv).
 #
 #   bash scripts/install-deps.sh          # runtime: bubblewrap, squashfs tools, image builder
+#   bash scripts/install-deps.sh --dacbench  # + DACBench 0.5.6 on the host (benchmark objects)
 #   bash scripts/install-deps.sh --test   # + what the test suite needs (Slurm, DACBench to compare)
 #
 # Idempotent and quick when everything is there. Uses the system's configured apt and pip
@@ -10,11 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_tests=0
-[ "${1:-}" = "--test" ] && want_tests=1
+want_dacbench=0
+[ "${1:-}" = "--test" ] && want_tests=1 && want_dacbench=1
+[ "${1:-}" = "--dacbench" ] && want_dacbench=1
 
 apt_packages=(python3 python3-venv bubblewrap squashfs-tools squashfuse fuse3 siftool mmdebstrap
               uidmap ca-certificates)
-[ "$want_tests" = 1 ] && apt_packages+=(slurm-wlm munge util-linux passwd procps)
+[ "$want_tests" = 1 ] && apt_packages+=(slurm-wlm munge util-linux passwd procps mount)
 
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -37,11 +40,12 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 extras="slurm"
 [ "$want_tests" = 1 ] && extras="slurm,test"
 "${pip[@]}" -e ".[$extras]"
-if [ "$want_tests" = 1 ]; then
-  # DACBench 0.5.6 in-process, to compare remote trajectories against. Its declared dependencies
-  # pull in jupyter, torch-free but heavy stacks; these are the ones its light benchmarks import.
+if [ "$want_dacbench" = 1 ]; then
+  # DACBench 0.5.6 on the host, to write benchmark objects (and, for the tests, to compare
+  # in-process). Its declared dependencies pull in heavy stacks; these are the ones its light
+  # benchmarks import.
   # Installed last and without dependencies, so pip does not report the ones we leave out.
-  "${pip[@]}" pandas ConfigSpace scipy typing_extensions more_itertools matplotlib seaborn ioh
+  "${pip[@]}" -r tests/requirements-dacbench.txt
   "${pip[@]}" --no-deps dacbench==0.5.6
 fi
 echo "dependencies ready: .venv/bin/dacbench-remote" >&2

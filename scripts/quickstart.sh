@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Quick start: install what is missing, build the base image once (cached), then run
-# FunctionApproximation for 3 episodes inside it, rootless through bubblewrap, and print results.
-#   bash scripts/quickstart.sh [extra `dacbench-remote run` options, e.g. --episodes 5 --seed 1]
+# Quick start: install what is missing (system tools, a .venv with dacbench-remote and DACBench
+# for writing benchmark objects), then run scripts/quickstart.py: a configured DACBench benchmark
+# in its experiment's image, rootless. The first run builds the image once (~1.5 min, cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
-exec .venv/bin/dacbench-remote run FunctionApproximation --runtime bwrap --build --episodes 3 "$@"
+bash scripts/install-deps.sh --dacbench
+exec .venv/bin/python scripts/quickstart.py "$@"

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# In CI, a skip whose reason is not on the allowlist in that module fails the run.
+pytest_plugins = ["tests.skip_allowlist"]
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_USER = "dacbr-test"
 SHARED_DIR = Path("/var/tmp/dacbench-remote-tests")
@@ -38,10 +41,11 @@ def run_as(user: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def unprivileged_user() -> str:
     """An ordinary user (created with useradd) to run rootless code paths as."""
-    if os.geteuid() != 0:
-        pytest.skip("creating an unprivileged test user needs root (run the suite as root, as CI does)")
-    if shutil.which("runuser") is None or shutil.which("useradd") is None:
-        pytest.skip("runuser/useradd not found (package util-linux / passwd)")
+    # Imported here: pytest must load the tests.skip_allowlist plugin (which needs uses) first.
+    from tests.needs import need_root, need_tools
+
+    need_root("creating an unprivileged test user")
+    need_tools("runuser", "useradd")
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
@@ -49,17 +53,16 @@ def unprivileged_user() -> str:
     return TEST_USER
 
 
-@pytest.fixture(scope="session")
-def user_python(unprivileged_user: str) -> str:
-    """A Python interpreter the unprivileged user can run, with dacbench-remote installed (not editable).
+def _user_venv(name: str, packages: list[str], no_deps: tuple[str, ...] = ()) -> str:
+    """A venv on Debian's python3 in a world-readable place, with dacbench-remote (not editable).
 
-    The suite's own interpreter may live under /root (mode 0700), so the user gets a venv on
-    Debian's python3 in a world-readable place, rebuilt when the package source changes.
+    The suite's own interpreter may live under /root (mode 0700), so the user gets its own,
+    rebuilt when the package source changes.
     """
     base = shutil.which("python3", path="/usr/bin")
     if base is None:
-        pytest.skip("Debian's /usr/bin/python3 is missing (apt-get install python3)")
-    venv = SHARED_DIR / f"venv-{_source_digest()}"
+        pytest.fail("Debian's /usr/bin/python3 is missing (apt-get install python3)")
+    venv = SHARED_DIR / f"{name}-{_source_digest()}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         SHARED_DIR.mkdir(parents=True, exist_ok=True)
@@ -67,8 +70,26 @@ def user_python(unprivileged_user: str) -> str:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
         pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
-        subprocess.run([*pip, *USER_VENV_PACKAGES], check=True)
+        subprocess.run([*pip, *packages], check=True)
+        if no_deps:
+            subprocess.run([*pip, "--no-deps", *no_deps], check=True)
         subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(REPO)], check=True,
                        cwd=str(SHARED_DIR))
         (venv / ".complete").touch()
     return str(python)
+
+
+@pytest.fixture(scope="session")
+def user_python(unprivileged_user: str) -> str:
+    """Python for the unprivileged user: dacbench-remote's host side only (no DACBench)."""
+    return _user_venv("venv", USER_VENV_PACKAGES)
+
+
+@pytest.fixture(scope="session")
+def user_python_dacbench(unprivileged_user: str) -> str:
+    """Python for the unprivileged user with DACBench 0.5.6 too, to write benchmark objects."""
+    requirements = REPO / "tests" / "requirements-dacbench.txt"
+    light = [line for line in requirements.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return _user_venv("venv-dacbench", [*USER_VENV_PACKAGES, *light], ("dacbench==0.5.6",))
+

@@ -75,3 +75,108 @@ def make_slow_env(**kwargs):
 
 def make_not_encodable_env():
     return NotEncodableInfoEnv()
+
+
+class EnvironEnv(SlowEnv):
+    """Reports the server's environment variables in reset's info (env_str/env tests)."""
+
+    def __init__(self):
+        super().__init__(delay=0.0)
+
+    def reset(self, *, seed=None, options=None):
+        import os
+
+        observation, _ = super().reset(seed=seed)
+        return observation, {k: v for k, v in os.environ.items() if k.startswith("DR_")}
+
+
+def make_environ_env():
+    return EnvironEnv()
+
+
+class CountingEnv(gymnasium.Env):
+    """The observation counts steps, and step(a) sleeps `a` seconds and returns reward `a`.
+
+    Each reply shows which call it answers. With `started_path`, each step first writes its
+    number there (render() writes "render"), so a test can interrupt the host exactly while the
+    server is in that call.
+    """
+
+    def __init__(self, started_path: str | None = None, render_delay: float = 0.0):
+        self.observation_space = gymnasium.spaces.Box(0, 1_000_000, (1,), np.int64)
+        self.action_space = gymnasium.spaces.Box(0.0, 60.0, (), np.float64)
+        self.started_path = started_path
+        self.render_delay = render_delay
+        self._t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return np.array([0]), {"t": 0}
+
+    def step(self, action):
+        self._t += 1
+        self._started(str(self._t))
+        time.sleep(float(action))
+        return np.array([self._t]), float(action), False, False, {"t": self._t}
+
+    def render(self):
+        """The step count, after `render_delay` seconds (a slow control call)."""
+        self._started("render")
+        time.sleep(self.render_delay)
+        return np.array([self._t])
+
+    def _started(self, what: str) -> None:
+        if self.started_path:
+            with open(self.started_path, "w") as handle:
+                handle.write(what)
+
+
+class BadRepliesEnv(CountingEnv):
+    """step(1) returns a cyclic info dict, step(2) an object the codec refuses; so does render()."""
+
+    def step(self, action):
+        observation, _, terminated, truncated, info = super().step(0.0)
+        if action == 1:
+            info["self"] = info
+        elif action == 2:
+            info["handle"] = object()
+        return observation, float(action), terminated, truncated, info
+
+    def render(self):
+        return {"frame": object()}
+
+
+class FailingCloseEnv(CountingEnv):
+    """Its close() raises, like a benchmark whose cleanup fails."""
+
+    def close(self):
+        raise RuntimeError("close failed on purpose")
+
+
+class _OpaqueSpace(gymnasium.spaces.Space):
+    """A space class the wire format does not know."""
+
+
+class UnsendableSpaceEnv(CountingEnv):
+    """Its observation space cannot cross to the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = _OpaqueSpace()
+
+
+def make_counting_env(**kwargs):
+    return CountingEnv(**kwargs)
+
+
+def make_bad_replies_env():
+    return BadRepliesEnv()
+
+
+def make_failing_close_env():
+    return FailingCloseEnv()
+
+
+def make_unsendable_space_env():
+    return UnsendableSpaceEnv()

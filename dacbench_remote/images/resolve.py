@@ -2,22 +2,61 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 from ..config import load_config
-from .cache import ImageCache
-from .catalog import Catalog
+from ..errors import BadConfig
+from .cache import BUILT_LOCALLY, ImageCache
+from .catalog import Catalog, ResolvedImage
 
 
 def resolve_image(benchmark: str, experiment: str | None = None, *, build: bool = False,
-                  progress: bool = True) -> tuple[Path, dict]:
+                  progress: bool = True, family: str | None = None,
+                  source: str | None = None) -> tuple[Path, dict]:
     """Look the benchmark up in the catalog, fetch (or build) its image into the cache.
 
+    `family` insists on a catalog family (DACBench's `container_name`); `source` picks the
+    version published at that URL (DACBench's `container_source`), which the catalog must know,
+    because only a catalog entry pins the sha256 that the download is verified against.
     Returns the image path and a provenance record (experiment, catalog and file sha256,
     origin) for the results file.
     """
     config = load_config()
-    resolved = Catalog.load(config.catalog_dirs).resolve(benchmark, experiment)
+    catalog = Catalog.load(config.catalog_dirs)
+    resolved = (_by_source(catalog, benchmark, source) if source
+                else catalog.resolve(benchmark, experiment))
+    if source and experiment and experiment not in (resolved.experiment,
+                                                    resolved.experiment.removeprefix("exp:")):
+        raise BadConfig(f"{source} is {resolved.experiment} in the catalog, not {experiment}")
+    if family and family != resolved.family:
+        raise BadConfig(
+            f"container_name={family!r}: {benchmark} {resolved.experiment} lives in image family "
+            f"{resolved.family!r} ({resolved.catalog_file}); drop container_name or name that one"
+        )
     cache = ImageCache(config.cache_dir)
+    cached = cache.cached_path(resolved) is not None
+    started = time.monotonic()
     path = cache.fetch(resolved, build=build, progress=progress)
-    return path, {**resolved.provenance(), **cache.provenance(path)}
+    record = {**resolved.provenance(), **cache.provenance(path)}
+    if progress:
+        how = ("found in the cache" if cached else
+               "built from its recipe" if record.get("origin") == BUILT_LOCALLY else
+               f"downloaded from {record.get('origin')} and verified")
+        print(f"dacbench-remote: image {path.name} for {resolved.benchmark} "
+              f"{resolved.experiment}: {how} in {time.monotonic() - started:.1f} s",
+              file=sys.stderr, flush=True)
+    return path, record
+
+
+def _by_source(catalog: Catalog, benchmark: str, source: str) -> ResolvedImage:
+    for version in reversed(catalog.versions(benchmark)):
+        if source in version.sources:
+            return version
+    raise BadConfig(
+        f"container_source {source} is not a source of any {benchmark} version in the catalog, "
+        "so there is no sha256 to verify a download against and it will not be run. Add it to "
+        "a catalog directory with its sha256 (see docs/catalog.md), or download it yourself and "
+        "pass the local .sif path"
+    )

@@ -30,7 +30,8 @@ def auto_runtime_name() -> str:
     raise RuntimeUnavailable(
         "no container runtime is usable here: apptainer/singularity is not installed, and the "
         f"bwrap runtime cannot run ({problem}). Install Apptainer, or bubblewrap and "
-        "squashfs-tools (`apt-get install bubblewrap squashfs-tools`)"
+        "squashfs-tools (`apt-get install bubblewrap squashfs-tools`), or run without a "
+        "container: runtime='local' (--runtime local)"
     )
 
 

@@ -45,11 +45,13 @@ class RunContext:
 def fetch_image(benchmark: str, experiment: str | None) -> tuple[str, dict]:
     """The one place sweeps touch the image cache: resolve, fetch and verify once.
 
-    Returns the image path and its provenance (sha256, experiment id, origin) for the results.
+    Like RemoteRunner, it builds the image from its packaged recipe when it can be neither
+    found in the cache nor downloaded. Returns the image path and its provenance (sha256,
+    experiment id, origin) for the results.
     """
     from ..images.resolve import resolve_image
 
-    path, provenance = resolve_image(benchmark, experiment)
+    path, provenance = resolve_image(benchmark, experiment, build=True)
     return str(path), provenance
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from dacbench_remote.cli import build_parser
+from dacbench_remote.config import load_config
+from dacbench_remote.images.catalog import Catalog
+from tests.needs import need_module
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -19,16 +27,17 @@ def cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProce
                           text=True, cwd=kwargs.pop("cwd", REPO), timeout=timeout, **kwargs)
 
 
-def test_help_lists_every_command():
-    done = cli("--help")
+def test_installed_command_lists_every_command_of_the_parser():
+    done = cli("--help", env={**os.environ, "COLUMNS": "250"})
     assert done.returncode == 0
-    for command in ("run", "build", "inspect", "list", "pull", "cache", "config", "ps", "cleanup",
-                    "sweep", "status", "report"):
-        assert command in done.stdout
+    listed = re.findall(r"^    (\w+)\s{2,}\S", done.stdout, re.MULTILINE)
+    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert listed == list(commands.choices)
 
 
 def test_run_prints_a_table_and_writes_results(tmp_path):
-    done = cli("run", "gymnasium:CartPole-v1", "--episodes", "2", "--seed", "3", "--out", str(tmp_path))
+    done = cli("run", "gymnasium:CartPole-v1", "--runtime", "local",
+               "--episodes", "2", "--seed", "3", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "episode" in done.stdout and "mean return" in done.stdout
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -36,25 +45,37 @@ def test_run_prints_a_table_and_writes_results(tmp_path):
 
 
 def test_unknown_benchmark_is_one_clear_line_without_traceback():
-    pytest.importorskip("dacbench")
-    done = cli("run", "NoSuchBench", "--episodes", "1")
+    need_module("dacbench")
+    done = cli("run", "NoSuchBench", "--runtime", "local", "--episodes", "1")
     assert done.returncode == 1
     assert "unknown DACBench benchmark 'NoSuchBench'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_bad_config_argument_is_named():
-    done = cli("run", "Luby", "--config", "{broken")
+    done = cli("run", "Luby", "--runtime", "local", "--config", "{broken")
     assert done.returncode == 1
     assert "--config is neither a JSON object nor a JSON file" in done.stderr
 
 
-def test_list_and_config_describe_the_catalog_and_settings():
-    listing = cli("list")
-    assert listing.returncode == 0
-    assert "FunctionApproximation" in listing.stdout and "exp:0.01" in listing.stdout
-    config = cli("config")
-    assert config.returncode == 0 and "cache_dir" in config.stdout
+def test_list_shows_every_version_of_the_catalog_and_config_its_settings(tmp_path):
+    (tmp_path / "config.toml").write_text('default_runtime = "bwrap"\n')
+    env = {**os.environ, "DACBENCH_REMOTE_CONFIG": str(tmp_path / "config.toml"),
+           "DACBENCH_REMOTE_CACHE": str(tmp_path / "cache")}
+    env.pop("DACBENCH_REMOTE_CATALOG", None)
+    env.pop("DACBENCH_REMOTE_RUNTIME", None)
+    listing = cli("list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    catalog = Catalog.load(load_config(environ=env).catalog_dirs)
+    expected = [[benchmark, version.experiment] for benchmark in catalog.benchmarks()
+                for version in catalog.versions(benchmark)]
+    rows = [line.split()[:2] for line in listing.stdout.splitlines()[2:]]
+    assert rows == expected and len(rows) >= 4
+    config = cli("config", env=env)
+    assert config.returncode == 0, config.stderr
+    assert config.stdout == load_config(environ=env).describe() + "\n"
+    assert f"{tmp_path / 'cache'}    [env $DACBENCH_REMOTE_CACHE]" in config.stdout
+    assert f"default_runtime = bwrap    [file {tmp_path / 'config.toml'}]" in config.stdout
 
 
 def test_inspect_shows_benchmarks_labels_and_digest(base_image):
@@ -76,7 +97,7 @@ def test_inspect_of_a_file_that_is_not_an_image(tmp_path):
 def test_ps_lists_a_running_server_and_cleanup_leaves_it_alone():
     host = subprocess.Popen(
         [sys.executable, "-c", "import time\nfrom dacbench_remote import RemoteRunner\n"
-         "r = RemoteRunner('gymnasium:CartPole-v1'); r.start()\n"
+         "r = RemoteRunner('gymnasium:CartPole-v1', runtime='local'); r.start()\n"
          "print(r.server.pid, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:

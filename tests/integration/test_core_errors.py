@@ -26,6 +26,7 @@ from dacbench_remote import (
 )
 from dacbench_remote.runtimes.base import Runtime
 from dacbench_remote.runtimes.local import LocalRuntime
+from tests.needs import need_module
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -49,42 +50,45 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
 
 
 def test_unknown_dacbench_benchmark_lists_what_exists():
-    pytest.importorskip("dacbench")
-    with RemoteRunner("NoSuchBench") as runner, pytest.raises(UnknownBenchmark) as info:
+    need_module("dacbench")
+    with RemoteRunner("NoSuchBench", runtime="local") as runner, pytest.raises(UnknownBenchmark) as info:
         runner.get_environment()
     assert "NoSuchBench" in str(info.value)
     assert "Luby" in str(info.value)
 
 
 def test_unknown_gymnasium_id_is_named():
-    with RemoteRunner("gymnasium:NoSuchEnv-v9") as runner, pytest.raises(UnknownBenchmark) as info:
+    with (RemoteRunner("gymnasium:NoSuchEnv-v9", runtime="local") as runner,
+          pytest.raises(UnknownBenchmark) as info):
         runner.get_environment()
     assert "NoSuchEnv-v9" in str(info.value)
 
 
 def test_unknown_module_is_named():
-    with RemoteRunner("no_such_module.sub:factory") as runner, pytest.raises(UnknownBenchmark) as info:
+    with (RemoteRunner("no_such_module.sub:factory", runtime="local") as runner,
+          pytest.raises(UnknownBenchmark) as info):
         runner.get_environment()
     assert "no_such_module" in str(info.value)
 
 
 def test_bad_dacbench_config_names_benchmark_and_problem():
-    pytest.importorskip("dacbench")
-    with RemoteRunner("Luby", config="{this is not json") as runner, pytest.raises(BadConfig) as info:
+    need_module("dacbench")
+    with RemoteRunner("Luby", runtime="local",
+                      config="{this is not json") as runner, pytest.raises(BadConfig) as info:
         runner.get_environment()
     assert "LubyBenchmark rejected its config" in str(info.value)
     assert "JSONDecodeError" in str(info.value)
 
 
 def test_bad_gymnasium_kwargs_name_the_argument():
-    runner = RemoteRunner("gymnasium:CartPole-v1", kwargs={"no_such_argument": 1})
+    runner = RemoteRunner("gymnasium:CartPole-v1", runtime="local", kwargs={"no_such_argument": 1})
     with runner, pytest.raises(BadConfig) as info:
         runner.get_environment()
     assert "no_such_argument" in str(info.value)
 
 
 def test_invalid_action_raises_the_envs_own_exception_with_remote_traceback():
-    with RemoteRunner("tests.envs:make_image_env") as runner:
+    with RemoteRunner("tests.envs:make_image_env", runtime="local") as runner:
         env = runner.get_environment()
         env.reset(seed=0)
         with pytest.raises(RemoteError) as info:
@@ -98,7 +102,7 @@ def test_invalid_action_raises_the_envs_own_exception_with_remote_traceback():
 
 
 def test_value_that_cannot_cross_the_wire_is_named():
-    with RemoteRunner("tests.envs:make_not_encodable_env") as runner:
+    with RemoteRunner("tests.envs:make_not_encodable_env", runtime="local") as runner:
         env = runner.get_environment()
         env.reset()
         with pytest.raises(RemoteError) as info:
@@ -107,7 +111,7 @@ def test_value_that_cannot_cross_the_wire_is_named():
 
 
 def test_server_killed_mid_episode_raises_server_crashed_promptly():
-    with RemoteRunner("gymnasium:CartPole-v1", call_timeout=60) as runner:
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local", call_timeout=60) as runner:
         env = runner.get_environment()
         env.reset(seed=0)
         env.step(0)
@@ -125,7 +129,8 @@ def test_server_killed_mid_episode_raises_server_crashed_promptly():
 
 
 def test_server_killed_during_a_slow_step_raises_server_crashed():
-    with RemoteRunner("tests.envs:make_slow_env", kwargs={"delay": 30}, call_timeout=120) as runner:
+    with RemoteRunner("tests.envs:make_slow_env", runtime="local",
+                      kwargs={"delay": 30}, call_timeout=120) as runner:
         env = runner.get_environment()
         env.reset()
         pid = runner.server.pid
@@ -136,7 +141,8 @@ def test_server_killed_during_a_slow_step_raises_server_crashed():
 
 
 def test_call_past_its_deadline_raises_call_timeout():
-    with RemoteRunner("tests.envs:make_slow_env", kwargs={"delay": 5}, call_timeout=0.5) as runner:
+    with RemoteRunner("tests.envs:make_slow_env", runtime="local",
+                      kwargs={"delay": 5}, call_timeout=0.5) as runner:
         env = runner.get_environment()
         env.reset()
         with pytest.raises(CallTimeout) as info:
@@ -186,7 +192,7 @@ def test_version_mismatch_names_both_versions(monkeypatch):
 
 
 def test_close_leaves_no_process_and_no_socket():
-    runner = RemoteRunner("gymnasium:CartPole-v1")
+    runner = RemoteRunner("gymnasium:CartPole-v1", runtime="local")
     runner.start()
     env = runner.get_environment()
     env.reset(seed=1)
@@ -205,7 +211,7 @@ def test_server_exits_when_host_process_is_killed():
         [sys.executable, "-c", textwrap.dedent("""
             import sys, time
             from dacbench_remote import RemoteRunner
-            runner = RemoteRunner("gymnasium:CartPole-v1")
+            runner = RemoteRunner("gymnasium:CartPole-v1", runtime="local")
             runner.start()
             print(runner.server.pid, runner.server.socket_path, flush=True)
             time.sleep(120)
@@ -224,7 +230,7 @@ def test_sigterm_to_host_stops_the_server():
         [sys.executable, "-c", textwrap.dedent("""
             import time
             from dacbench_remote import RemoteRunner
-            with RemoteRunner("gymnasium:CartPole-v1") as runner:
+            with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
                 print(runner.server.pid, runner.server.socket_path, flush=True)
                 time.sleep(120)
         """)],
@@ -241,7 +247,7 @@ def test_results_file_gets_one_complete_line_per_episode(tmp_path):
     import json
 
     results = tmp_path / "out" / "results.jsonl"
-    with RemoteRunner("gymnasium:CartPole-v1", results_path=results) as runner:
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local", results_path=results) as runner:
         episodes = runner.run("random", number_of_episodes=3, seed=5)
     lines = results.read_text().splitlines()
     assert len(lines) == 3
@@ -253,15 +259,16 @@ def test_results_file_gets_one_complete_line_per_episode(tmp_path):
 
 
 def test_runs_with_the_same_seed_repeat_exactly():
-    with RemoteRunner("gymnasium:CartPole-v1") as runner:
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
         first = [(e.return_, e.length) for e in runner.run("random", 4, seed=11)]
-    with RemoteRunner("gymnasium:CartPole-v1") as runner:
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
         second = [(e.return_, e.length) for e in runner.run("random", 4, seed=11)]
     assert first == second
 
 
 def test_server_stops_promptly_even_with_an_env_stuck_in_step():
-    runner = RemoteRunner("tests.envs:make_slow_env", kwargs={"delay": 120}, call_timeout=0.5)
+    runner = RemoteRunner("tests.envs:make_slow_env", runtime="local",
+                          kwargs={"delay": 120}, call_timeout=0.5)
     runner.start()
     env = runner.get_environment()
     env.reset()

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote import RemoteRunner
+from dacbench_remote import BadConfig, RemoteRunner
 from dacbench_remote.images.download import sha256_file
 from dacbench_remote.repeat import repeat_run
+from dacbench_remote.results import read_run
 from dacbench_remote.testing import assert_identical
 from tests.trajectories import record_trajectory
 
@@ -84,3 +85,46 @@ def test_unknown_experiment_lists_the_known_ones(published_experiment):
     with pytest.raises(ImageNotFound) as info:
         RemoteRunner("Luby", experiment="exp:nope", runtime="bwrap").start()
     assert "exp:nope" in str(info.value) and "exp:test-1" in str(info.value)
+
+
+def test_a_run_on_an_image_file_repeats_on_that_file(base_image, tmp_path):
+    results = tmp_path / "results.jsonl"
+    with RemoteRunner("Luby", runtime="bwrap", image=base_image, results_path=results) as runner:
+        first = runner.run("random", 2, seed=5)
+    record = read_run(results)[0]
+    assert record["image_path"] == str(base_image) and not record["experiment"]
+    assert record["image_sha256"] == sha256_file(base_image)
+    assert record["agent_rebuildable"] is True
+
+    outcome = repeat_run(results, results_path=tmp_path / "again.jsonl")
+    assert outcome.identical, outcome.episodes
+    assert [e["repeated"] for e in outcome.episodes] == [r.return_ for r in first]
+    again = read_run(tmp_path / "again.jsonl")
+    assert {(r["image_path"], r["runtime"], r["base_seed"]) for r in again} == {
+        (str(base_image), "bwrap", 5)}
+
+
+class CountingAgent:
+    """An agent object: it runs, but a results line cannot say how to build it again."""
+
+    def __init__(self, env):
+        self.action_space = env.action_space
+
+    def act(self, state, reward):
+        return self.action_space.sample()
+
+    def train(self, next_state, reward):
+        pass
+
+    def end_episode(self, state, reward):
+        pass
+
+
+def test_a_run_with_an_agent_object_is_refused(tmp_path):
+    results = tmp_path / "results.jsonl"
+    with RemoteRunner("Luby", runtime="local", results_path=results) as runner:
+        runner.run(CountingAgent(runner.get_environment()), 1, seed=0)
+    record = read_run(results)[0]
+    assert record["agent"] == f"{__name__}:CountingAgent" and record["agent_rebuildable"] is False
+    with pytest.raises(BadConfig, match=rf"used the agent '{__name__}:CountingAgent', an object"):
+        repeat_run(results)
