@@ -309,3 +309,9 @@ def test_default_runtime_is_a_container_and_says_what_to_install(monkeypatch, tm
         runner.start()
     message = str(info.value)
     assert "bubblewrap" in message and "Apptainer" in message and "runtime='local'" in message
+
+
+def test_container_name_must_be_the_benchmarks_image_family():
+    """DACBench's container_name picks the catalog family; a family without the benchmark is refused."""
+    with pytest.raises(BadConfig, match="dacbench-base"):
+        RemoteRunner("Luby", container_name="dacbench-cmaes", runtime="bwrap", build=False).start()
