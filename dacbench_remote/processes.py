@@ -27,7 +27,7 @@ from .runtimes.rootfs import (
     mount_base_dir,
     mountinfo_entries,
 )
-from .sockets import DATA_SUFFIX, is_socket_id, remove_socket_files, socket_dir
+from .sockets import DATA_SUFFIX, is_socket_id, remove_socket_files, socket_answers, socket_dir
 
 LAUNCHER_NAME = "dacbench-remote-launcher"  # argv[0] of our shell inside bwrap containers
 # An empty server directory this recent may belong to a server that is still starting (the
@@ -150,20 +150,7 @@ def _classify(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
 
 
 def _socket_accepts(path: str | None) -> bool:
-    if not path:
-        return False
-    try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return False
-    except OSError:
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
+    return bool(path) and socket_answers(path, timeout=0.5)
 
 
 def _pipe_of(pid: int, fd: int) -> str | None:

@@ -101,7 +101,7 @@ def socket_path_for_id(socket_id: str) -> Path:
             "`dacbench-remote ps` lists the running servers and their ids"
         )
     path = socket_dir() / socket_id / CONTROL_NAME
-    if not _answers(path):
+    if not socket_answers(path):
         raise BadConfig(
             f"no running server with id {socket_id!r}: nothing listens on {path}; "
             "`dacbench-remote ps` lists the running servers and their ids"
@@ -109,14 +109,16 @@ def socket_path_for_id(socket_id: str) -> Path:
     return path
 
 
-def _answers(path: Path) -> bool:
+def socket_answers(path: str | Path, timeout: float = 2.0) -> bool:
+    """True if `path` is a UNIX socket that something accepts connections on."""
+    path = Path(path)
     try:
         if not stat.S_ISSOCK(path.lstat().st_mode):
             return False
     except OSError:
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(2.0)
+        probe.settimeout(timeout)
         try:
             probe.connect(str(path))
         except OSError:
