@@ -6,10 +6,15 @@ rootless container (Apptainer if installed, else bubblewrap); prints the episode
 
 from __future__ import annotations
 
-from dacbench.agents import RandomAgent
-from dacbench.benchmarks import FunctionApproximationBenchmark
+import warnings
 
-from dacbench_remote import RemoteRunner, read_run
+# DACBench announces every optional benchmark it lacks on import; the quick start needs none.
+warnings.filterwarnings("ignore", message=".*not installed.*", category=UserWarning)
+
+from dacbench.agents import RandomAgent  # noqa: E402
+from dacbench.benchmarks import FunctionApproximationBenchmark  # noqa: E402
+
+from dacbench_remote import RemoteRunner, read_run  # noqa: E402
 
 benchmark = FunctionApproximationBenchmark()
 benchmark.set_seed(42)
