@@ -33,7 +33,11 @@ def benchmark_name(benchmark: Any) -> str:
 
 
 def describe_benchmark(benchmark: Any) -> dict:
-    """Class path, config and wrappers of `benchmark`, checked to cross the wire (BadConfig if not)."""
+    """Class path, config and wrappers of `benchmark`, encoded for the wire (BadConfig if it cannot).
+
+    The result is the codec's JSON-able tree: encoded once, when the runner is made (as DACBench
+    serialises the benchmark then), and sent as it is for every environment.
+    """
     cls = type(benchmark)
     config = benchmark.config
     description = {
@@ -42,13 +46,12 @@ def describe_benchmark(benchmark: Any) -> dict:
         "wrappers": [_describe_wrapper(f) for f in getattr(benchmark, "wrap_funcs", None) or []],
     }
     try:
-        codec.encode(description, root="benchmark")
+        return codec.encode(description, root="benchmark")
     except (TypeError, ValueError, RecursionError) as exc:
         raise BadConfig(
             f"the {cls.__name__} object cannot be sent to the server: {exc}. Keep the config "
             "to numbers, strings, lists, dicts, numpy arrays and DACBench's own instance types"
         ) from None
-    return description
 
 
 def rebuild_benchmark(description: dict) -> Any:

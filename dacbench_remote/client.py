@@ -15,7 +15,6 @@ import Pyro5.api
 import Pyro5.errors
 
 from . import codec
-from .benchmark_objects import describe_benchmark
 from .channel import (
     DATA_SUFFIX,
     RUNNER_OBJECT_ID,
@@ -136,10 +135,9 @@ class ServerConnection:
                             codec.encode(kwargs or {}))
         return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
 
-    def make_benchmark_env(self, benchmark: Any) -> RemoteEnvironmentClient:
-        """Create the environment of a configured DACBench benchmark object in the server."""
-        created = self.call(self._proxy, "make_benchmark_env",
-                            codec.encode(describe_benchmark(benchmark), root="benchmark"))
+    def make_benchmark_env(self, description: dict) -> RemoteEnvironmentClient:
+        """Create the environment of a DACBench benchmark object (`describe_benchmark`'s tree)."""
+        created = self.call(self._proxy, "make_benchmark_env", description)
         return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
 
     def close_env(self, env_id: str) -> None:

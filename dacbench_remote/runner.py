@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import signal
 import sys
 import threading
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, codec
+from . import __version__
 from .agents import make_agent
 from .benchmark_objects import benchmark_name, describe_benchmark, is_benchmark_object
 from .channel import DATA_SUFFIX
@@ -30,7 +31,7 @@ from .errors import (
 )
 from .results import append_record
 from .runtimes.base import Runtime, ServerProcess
-from .sockets import new_socket_path
+from .sockets import new_socket_path, socket_id_of, socket_path_for_id
 
 # Where run() records episodes unless told otherwise (relative to the working directory).
 DEFAULT_RESULTS_PATH = Path("results") / "results.jsonl"
@@ -128,12 +129,15 @@ class RemoteRunner:
         startup_timeout: float = 60.0,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ):
-        self.benchmark_object = benchmark if is_benchmark_object(benchmark) else None
-        if self.benchmark_object is not None:
+        # A benchmark object is described (and checked) once, here, as DACBench serialises it.
+        self.benchmark_description: dict | None = None
+        self._object_record: dict = {}
+        if is_benchmark_object(benchmark):
             if config is not None:
                 raise BadConfig("config= is for benchmark names; a benchmark object carries "
                                 "its own config (edit benchmark.config or call set_seed)")
-            describe_benchmark(benchmark)  # fail here, on the host, if it cannot be sent
+            self.benchmark_description = describe_benchmark(benchmark)
+            self._object_record = _object_provenance(benchmark, self.benchmark_description)
             benchmark = benchmark_name(benchmark)
         elif not isinstance(benchmark, str):
             raise BadConfig(f"benchmark must be a DACBench benchmark object or a name, not "
@@ -177,8 +181,6 @@ class RemoteRunner:
             return self.attach_to
         if self.server is None:
             return None
-        from .sockets import socket_id_of
-
         return socket_id_of(self.server.socket_path)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -244,8 +246,6 @@ class RemoteRunner:
         self.close()
 
     def _attach(self) -> None:
-        from .sockets import socket_path_for_id
-
         started = time.monotonic()
         self.connection = ServerConnection(socket_path_for_id(self.attach_to),
                                            timeout=self.call_timeout,
@@ -341,8 +341,8 @@ class RemoteRunner:
         """An additional, independent environment of this benchmark in the same server."""
         self.start()
         assert self.connection is not None
-        if self.benchmark_object is not None:
-            environment = self.connection.make_benchmark_env(self.benchmark_object)
+        if self.benchmark_description is not None:
+            environment = self.connection.make_benchmark_env(self.benchmark_description)
         else:
             environment = self.connection.make_env(self.benchmark, self.config, self.kwargs)
         self._environments.append(environment)
@@ -370,8 +370,7 @@ class RemoteRunner:
             "dacbench_remote_version": __version__,
             "base_seed": seed,
         }
-        if self.benchmark_object is not None:
-            record.update(_object_provenance(self.benchmark_object))
+        record.update(self._object_record)
         if self.image is not None and not record["image_sha256"]:
             record["image_sha256"] = _file_sha256(self.image)
         return record
@@ -431,11 +430,13 @@ def _qualified_name(agent: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _object_provenance(benchmark: Any) -> dict:
-    """A benchmark object's class, DACBench's own JSON of it where possible, and a digest."""
-    description = describe_benchmark(benchmark)
-    record = {"benchmark_class": description["class"],
-              "benchmark_sha256": hashlib.sha256(codec.dumps(description).encode()).hexdigest()}
+def _object_provenance(benchmark: Any, description: dict) -> dict:
+    """A benchmark object's class, DACBench's own JSON of it where possible, and a digest of
+    exactly what is sent."""
+    cls = type(benchmark)
+    sent = json.dumps(description, sort_keys=True).encode()
+    record = {"benchmark_class": f"{cls.__module__}:{cls.__qualname__}",
+              "benchmark_sha256": hashlib.sha256(sent).hexdigest()}
     try:
         record["config"] = benchmark.to_json()  # what DACBench itself would ship, for readers
     except Exception:  # configs DACBench cannot serialise still ran exactly
