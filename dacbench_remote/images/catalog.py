@@ -24,7 +24,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 REMOTE_SCHEMES = ("https://", "http://", "oras://", "library://", "docker://")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FAMILY_KEYS = {"family", "recipe", "benchmarks", "versions", "description"}
-_VERSION_KEYS = {"experiment", "image", "sha256", "sources", "default", "dacbench", "description"}
+_VERSION_KEYS = {"experiment", "image", "sha256", "inputs", "sources", "default", "dacbench",
+                 "description"}
 
 
 def packaged_root() -> Path:
@@ -76,6 +77,7 @@ class ImageVersion:
     default: bool
     dacbench: str
     catalog_file: Path
+    inputs: str = ""  # inputs_digest of recipe + %files the sha256 was built from; "" = unknown
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class ResolvedImage:
     dacbench: str
     default: bool
     catalog_file: Path
+    inputs: str = ""  # inputs digest the pinned sha256 was built from ("" = not recorded)
 
     @property
     def published(self) -> bool:
@@ -187,6 +190,7 @@ def _parse_version(file: Path, index: int, table: Any, root: Path) -> ImageVersi
             "such as name-1.0.sif (it names the file in the cache)"
         )
     sha256 = _parse_sha256(file, f"{prefix}.sha256", table["sha256"])
+    inputs = _parse_sha256(file, f"{prefix}.inputs", table.get("inputs", ""))
     sources = _parse_sources(file, f"{prefix}.sources", table.get("sources", []), root)
     if sources and not sha256:
         raise BadConfig(
@@ -197,7 +201,7 @@ def _parse_version(file: Path, index: int, table: Any, root: Path) -> ImageVersi
     if not isinstance(default, bool):
         raise BadConfig(f"{_where(file, prefix + '.default')} must be true or false")
     dacbench = _string(file, f"{prefix}.dacbench", table.get("dacbench", ""), allow_empty=True)
-    return ImageVersion(experiment, image, sha256, sources, default, dacbench, file)
+    return ImageVersion(experiment, image, sha256, sources, default, dacbench, file, inputs)
 
 
 def parse_catalog_file(file: Path) -> ImageFamily:
@@ -358,6 +362,7 @@ class Catalog:
                         dacbench=version.dacbench,
                         default=version.default,
                         catalog_file=version.catalog_file,
+                        inputs=version.inputs,
                     )
                 )
         # An experiment id defined twice (two families) resolves to the later definition.
