@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -20,6 +21,7 @@ import traceback
 import uuid
 from typing import Any
 
+import numpy
 import Pyro5.api
 import Pyro5.server
 
@@ -55,6 +57,51 @@ def error_payload(exc: BaseException, kind: str = "remote") -> dict:
         "message": message,
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Global random number generators
+#
+# Some benchmarks draw from Python's `random` or numpy's legacy global RNG (DACBench 0.5.6's
+# CMAES, through modcma and ioh), which `reset(seed=...)` does not touch: seeded here, the same
+# experiment and seed give the same trajectory in every server process.
+
+_LEGACY_SEED_LIMIT = 2**32
+
+
+def seed_global_rngs(seed: Any) -> None:
+    """Seed `random` and `numpy.random`'s legacy global RNG with `seed` (an int; None: leave them)."""
+    if seed is None:
+        return
+    seed = int(seed)
+    random.seed(seed)
+    numpy.random.seed(_legacy_numpy_seed(seed))
+
+
+def _legacy_numpy_seed(seed: int) -> int | list[int]:
+    """`numpy.random.seed` takes 0 <= seed < 2**32; larger seeds as 32-bit words, like SeedSequence."""
+    if 0 <= seed < _LEGACY_SEED_LIMIT:
+        return seed
+    magnitude, words = abs(seed), []
+    while magnitude:
+        words.append(magnitude % _LEGACY_SEED_LIMIT)
+        magnitude //= _LEGACY_SEED_LIMIT
+    return words
+
+
+def benchmark_seed(benchmark: Any) -> int | None:
+    """The DACBench benchmark's config key `seed` when it is an int, else None."""
+    config = getattr(benchmark, "config", None)
+    seed = config.get("seed") if hasattr(config, "get") else None
+    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)):
+        return None
+    return int(seed)
+
+
+def environment_of(benchmark: Any):
+    """`benchmark.get_environment()`, with the global RNGs seeded by the benchmark's seed first."""
+    seed_global_rngs(benchmark_seed(benchmark))
+    return benchmark.get_environment()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +189,7 @@ def _from_benchmark_class(cls, config):
         else:
             text = config if isinstance(config, str) else json.dumps(config)
             benchmark = cls.from_json(text)
-        return benchmark.get_environment()
+        return environment_of(benchmark)
     except UserFacingError:
         raise
     except Exception as exc:
@@ -261,6 +308,7 @@ class RemoteEnvironmentServer:
                 if op == "step":
                     return [True, self.env.step(request[1])]
                 if op == "reset":
+                    seed_global_rngs(request[1])
                     return [True, self.env.reset(seed=request[1], options=request[2])]
             raise UserFacingError("protocol", f"unknown data-channel operation {op!r}")
         except Exception as exc:
@@ -303,7 +351,7 @@ class RemoteRunnerServer:
         """Create the environment of a DACBench benchmark object the host described."""
         def build():
             description = codec.decode(description_tree)
-            return rebuild_benchmark(description).get_environment()
+            return environment_of(rebuild_benchmark(description))
         return self._register(build)
 
     def _register(self, build) -> dict:
