@@ -84,6 +84,44 @@ def test_packaged_catalog_serves_the_dacbench_benchmarks():
         assert resolved.recipe == REPO / "recipes" / f"{family}.def"
 
 
+def test_packaged_catalog_has_the_dacbench_030_version_with_its_own_recipe():
+    catalog = Catalog.load()
+    for name in ("FunctionApproximation", "Luby", "ToySGD"):
+        old = catalog.resolve(name, "exp:dacbench-0.3.0")
+        assert (old.family, old.image, old.dacbench) == (
+            "dacbench-base", "dacbench-base-dacbench-0.3.0.sif", "0.3.0")
+        assert old.recipe == REPO / "recipes" / "dacbench-base-0.3.0.def"
+        assert old.recipe.is_file()
+        assert not old.default
+        assert catalog.resolve(name).experiment == "exp:0.01"  # the default stays 0.5.6
+
+
+def test_a_version_recipe_overrides_the_familys_relative_to_the_catalog_root(tmp_path):
+    body = ("family = 'x'\nrecipe = 'recipes/new.def'\nbenchmarks = ['Luby']\n"
+            "[[versions]]\nexperiment = 'exp:old'\nimage = 'x-old.sif'\nsha256 = ''\n"
+            "recipe = 'recipes/old.def'\n"
+            "[[versions]]\nexperiment = 'exp:new'\nimage = 'x-new.sif'\nsha256 = ''\n")
+    write(tmp_path / "cat" / "benchmarks", "x.toml", body)
+    catalog = load(tmp_path / "cat" / "benchmarks")
+    assert catalog.resolve("Luby", "exp:old").recipe == tmp_path / "cat" / "recipes" / "old.def"
+    assert catalog.resolve("Luby", "exp:new").recipe == tmp_path / "cat" / "recipes" / "new.def"
+
+
+def test_a_version_recipe_lets_a_family_without_one_build_that_version(tmp_path):
+    body = ("family = 'x'\nbenchmarks = ['Luby']\n[[versions]]\nexperiment = 'exp:1'\n"
+            "image = 'x-1.sif'\nsha256 = ''\nrecipe = '/abs/one.def'\ndefault = true\n")
+    write(tmp_path / "a", "x.toml", body)
+    assert load(tmp_path / "a").resolve("Luby").recipe == Path("/abs/one.def")
+
+
+def test_a_version_recipe_must_be_a_string(tmp_path):
+    body = ("family = 'x'\nbenchmarks = ['Luby']\n[[versions]]\nexperiment = 'exp:1'\n"
+            "image = 'x-1.sif'\nsha256 = ''\nrecipe = 3\n")
+    write(tmp_path / "a", "x.toml", body)
+    with pytest.raises(BadConfig, match=r"`versions\[0\]\.recipe`"):
+        load(tmp_path / "a")
+
+
 def test_packaged_catalog_is_the_repository_and_its_installed_copy_matches():
     assert packaged_root() == REPO
     assert packaged_catalog_dir() == REPO / "benchmarks"
@@ -287,8 +325,9 @@ def test_family_without_benchmarks_or_versions_is_rejected(tmp_path):
 def test_unpublished_version_needs_a_recipe(tmp_path):
     write(tmp_path / "a", "x.toml",
           "family = 'x'\nbenchmarks = ['Luby']\n" + VALID_VERSION.replace(f'"{A}"', '""'))
-    with pytest.raises(BadConfig, match="`sha256` of 'exp:1' is empty and family 'x' has no "
-                                        "`recipe`: it can be neither downloaded nor built"):
+    with pytest.raises(BadConfig, match="`sha256` of 'exp:1' is empty and neither it nor family "
+                                        "'x' has a `recipe`: it can be neither downloaded nor "
+                                        "built"):
         load(tmp_path / "a")
 
 

@@ -25,7 +25,7 @@ REMOTE_SCHEMES = ("https://", "http://", "oras://", "library://", "docker://")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FAMILY_KEYS = {"family", "recipe", "benchmarks", "versions", "description"}
 _VERSION_KEYS = {"experiment", "image", "sha256", "inputs", "sources", "default", "dacbench",
-                 "description"}
+                 "description", "recipe"}
 
 
 def packaged_root() -> Path:
@@ -78,6 +78,9 @@ class ImageVersion:
     dacbench: str
     catalog_file: Path
     inputs: str = ""  # inputs_digest of recipe + %files the sha256 was built from; "" = unknown
+    # This version's own recipe (an experiment version pinning other dependencies); None = the
+    # family's recipe.
+    recipe: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,16 @@ def _parse_version(file: Path, index: int, table: Any, root: Path) -> ImageVersi
     if not isinstance(default, bool):
         raise BadConfig(f"{_where(file, prefix + '.default')} must be true or false")
     dacbench = _string(file, f"{prefix}.dacbench", table.get("dacbench", ""), allow_empty=True)
-    return ImageVersion(experiment, image, sha256, sources, default, dacbench, file, inputs)
+    recipe = None
+    if "recipe" in table:
+        recipe = _parse_recipe(file, f"{prefix}.recipe", table["recipe"], root)
+    return ImageVersion(experiment, image, sha256, sources, default, dacbench, file, inputs, recipe)
+
+
+def _parse_recipe(file: Path, key: str, value: Any, root: Path) -> Path:
+    """A recipe path; relative ones are relative to the catalog root (`recipes/x.def`)."""
+    path = Path(_string(file, key, value)).expanduser()
+    return path if path.is_absolute() else (root / path).resolve()
 
 
 def parse_catalog_file(file: Path) -> ImageFamily:
@@ -225,10 +237,7 @@ def parse_catalog_file(file: Path) -> ImageFamily:
     # Relative paths are relative to the catalog root: the parent of the catalog directory, like
     # `recipes/x.def` next to `benchmarks/x.toml` in the repository.
     root = file.parent.parent
-    recipe = None
-    if "recipe" in data:
-        recipe_path = Path(_string(file, "recipe", data["recipe"])).expanduser()
-        recipe = recipe_path if recipe_path.is_absolute() else (root / recipe_path).resolve()
+    recipe = _parse_recipe(file, "recipe", data["recipe"], root) if "recipe" in data else None
     benchmarks: tuple[str, ...] = ()
     if "benchmarks" in data:
         value = data["benchmarks"]
@@ -316,11 +325,11 @@ class Catalog:
             if not family.versions:
                 raise BadConfig(f"{where}: family {family.name!r} has no [[versions]]")
             for version in family.versions:
-                if not version.sha256 and family.recipe is None:
+                if not version.sha256 and (version.recipe or family.recipe) is None:
                     raise BadConfig(
                         f"{version.catalog_file}: `sha256` of {version.experiment!r} is empty "
-                        f"and family {family.name!r} has no `recipe`: it can be neither "
-                        "downloaded nor built"
+                        f"and neither it nor family {family.name!r} has a `recipe`: it can be "
+                        "neither downloaded nor built"
                     )
                 other = images.get(version.image)
                 if other is not None and other.sha256 != version.sha256:
@@ -358,7 +367,7 @@ class Catalog:
                         image=version.image,
                         sha256=version.sha256,
                         sources=version.sources,
-                        recipe=family.recipe,
+                        recipe=version.recipe or family.recipe,
                         dacbench=version.dacbench,
                         default=version.default,
                         catalog_file=version.catalog_file,
