@@ -396,7 +396,7 @@ def _register_gymnasium_encoders() -> None:
 
     def dataclass_fields(obj: Any, tag: str, bufs: list | None) -> dict:
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
-        return {TAG: tag, "v": _enc_dict(fields, bufs)}
+        return {TAG: tag, "v": _enc_dict(portable_spec_fields(fields), bufs)}
 
     _ENCODERS.update(
         {
@@ -420,6 +420,18 @@ def _register_gymnasium_encoders() -> None:
             TAG: "gym.OneOf",
             "v": [_enc(x, bufs) for x in s.spaces],
         }
+
+
+# EnvSpec fields that gymnasium 0.29 has and 1.0 removed; a 1.x EnvSpec refuses them.
+OLD_SPEC_FIELDS = ("autoreset", "apply_api_compatibility")
+
+
+def portable_spec_fields(fields: dict) -> dict:
+    """EnvSpec fields without 0.29-only ones left at their default (False), so any side reads them.
+
+    A 0.29 spec then means the same on a 1.x host, and 0.29 fills in the defaults from 1.x.
+    """
+    return {k: v for k, v in fields.items() if not (k in OLD_SPEC_FIELDS and v is False)}
 
 
 _ENCODERS: dict[type, Callable[[Any, list | None], Any]] = {

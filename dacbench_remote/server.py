@@ -222,7 +222,7 @@ class RemoteEnvironmentServer:
     def _describe(self) -> dict:
         spec = getattr(self.env, "spec", None)
         try:
-            spec_json = spec.to_json() if spec is not None else None
+            spec_json = _portable_spec_json(spec) if spec is not None else None
         except Exception:  # specs holding non-JSON kwargs cannot travel; the client gets None
             spec_json = None
         return {
@@ -248,12 +248,7 @@ class RemoteEnvironmentServer:
     def set_attr(self, name: str, value_tree: Any) -> dict:
         def write():
             _check_public(name)
-            value = restore(codec.decode(value_tree))
-            setter = getattr(self.env, "set_wrapper_attr", None)
-            if setter is not None:
-                setter(name, value)
-            else:
-                setattr(self.env, name, value)
+            _set_attribute(self.env, name, restore(codec.decode(value_tree)))
         return self._call(write)
 
     def call(self, name: str, args_tree: Any, kwargs_tree: Any) -> dict:
@@ -384,6 +379,27 @@ class RemoteRunnerServer:
     def shutdown(self) -> None:
         """Stop serving; the process exits shortly after answering."""
         threading.Thread(target=self._on_shutdown, daemon=True).start()
+
+
+def _portable_spec_json(spec) -> str:
+    """`spec.to_json()` that the host's EnvSpec.from_json reads whatever its gymnasium version."""
+    return json.dumps(codec.portable_spec_fields(json.loads(spec.to_json())))
+
+
+def _set_attribute(env, name: str, value: Any) -> None:
+    """Set `name` where the env's wrappers keep it, like gymnasium 1.x's set_wrapper_attr.
+
+    gymnasium 0.29 has no set_wrapper_attr: there the attribute goes to the outermost wrapper
+    that has it in its own instance dict, else to the innermost env.
+    """
+    setter = getattr(env, "set_wrapper_attr", None)
+    if setter is not None:
+        setter(name, value)
+        return
+    target = env
+    while name not in vars(target) and target is not getattr(target, "unwrapped", target):
+        target = target.env
+    setattr(target, name, value)
 
 
 def _check_public(name: str) -> None:
