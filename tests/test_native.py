@@ -37,7 +37,8 @@ def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path:
         f'mkdir "$1/{native.STAGE_DIR}"',
         f"sync-in {stage} /{native.STAGE_DIR}",
         f'sh "$1/{native.STAGE_DIR}/{native.HOOK_NAME}" "$1"',
-        f"copy-out /{native.OUT_DIR}/{native.SQUASHFS_NAME} {tmp_path / 'out'}",
+        f"copy-out /{native.OUT_DIR}/{native.SQUASHFS_NAME} /{native.OUT_DIR}/{native.EPOCH_NAME} "
+        f"{tmp_path / 'out'}",
         f"echo {native.PHASE_MARKER}cleanup"]
     assert command[-3:] == ["bookworm", "/dev/null", "http://mirror.invalid/debian"]
 

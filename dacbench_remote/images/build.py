@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import BuildError
-from . import hostconfig, layout, native
+from . import hostconfig, layout, manifest, native
 from .recipe import Recipe, parse_recipe, template_variables
 from .sif import write_sif
 
@@ -182,23 +182,41 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
         stage = temp / "stage"
         out_dir = temp / "out"
         out_dir.mkdir()
-        labels = layout.labels_for(recipe, builder=f"dacbench-remote {__version__}")
+        builder = f"dacbench-remote {__version__}"
         native.write_stage(
-            recipe, stage, labels, context=context, compressor=native.squashfs_compressor(),
-            run_test=run_test, pip_settings=hostconfig.pip_settings(),
-            extra_env=hostconfig.proxy_environment())
+            recipe, stage, layout.labels_for(recipe, builder=builder), context=context,
+            compressor=native.squashfs_compressor(), run_test=run_test,
+            pip_settings=hostconfig.pip_settings(), extra_env=hostconfig.proxy_environment(),
+            source_date_epoch=source_date_epoch())
         command = native.mmdebstrap_command(recipe, stage, out_dir)
         phases = native.run_mmdebstrap(command, tmpdir=temp, env={}, progress=progress,
                                        log_path=temp / "build.log")
         started = time.monotonic()
         progress("sif: assembling " + str(output))
+        epoch = int((out_dir / native.EPOCH_NAME).read_text())
+        squashfs = out_dir / native.SQUASHFS_NAME
+        build_manifest = manifest.build_manifest(recipe, context, squashfs, epoch=epoch,
+                                                 builder=builder)
+        labels = layout.labels_for(recipe, builder=builder, build_date=layout.build_date(epoch))
         digest = write_sif(output, deffile=recipe.text.encode(), labels=labels,
-                           squashfs_path=out_dir / native.SQUASHFS_NAME, arch="amd64")
+                           squashfs_path=squashfs, arch="amd64", created=epoch,
+                           json_objects={manifest.MANIFEST_NAME:
+                                         manifest.manifest_bytes(build_manifest)})
         phases["sif"] = time.monotonic() - started
         progress(f"sif: done in {phases['sif']:.1f} s")
     finally:
         _remove_workdir(temp)
     return BuildResult(output, digest, output.stat().st_size, "dacbench-remote", phases)
+
+def source_date_epoch() -> int | None:
+    """$SOURCE_DATE_EPOCH as the build's one timestamp, if set (else the build derives one)."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise BuildError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds since 1970")
+    return int(value)
+
 
 def _remove_workdir(path: Path) -> None:
     """Remove the build's temporary directory, unless something is still mounted inside it."""

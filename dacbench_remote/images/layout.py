@@ -50,12 +50,21 @@ SYMLINKS = {
 }
 
 
+# Stands for the build date in labels.json until the build has chosen its epoch.
+BUILD_DATE_PLACEHOLDER = "@@DACBENCH_REMOTE_BUILD_DATE@@"
+
+
+def build_date(epoch: int) -> str:
+    """The build-date label Apptainer writes (`Monday_1_January_2024_00:00:00_UTC`), for `epoch`."""
+    return time.strftime("%A_%-d_%B_%Y_%H:%M:%S_UTC", time.gmtime(epoch))
+
+
 def labels_for(recipe: Recipe, *, arch: str = "amd64", builder: str = "",
-               build_date: str | None = None) -> dict[str, str]:
+               build_date: str = BUILD_DATE_PLACEHOLDER) -> dict[str, str]:
     """The image's labels: the recipe's %labels plus the label-schema ones Apptainer adds."""
     labels = {
         "org.label-schema.build-arch": arch,
-        "org.label-schema.build-date": build_date or time.strftime("%A_%-d_%B_%Y_%H:%M:%S_%Z"),
+        "org.label-schema.build-date": build_date,
         "org.label-schema.schema-version": "1.0",
         "org.label-schema.usage.singularity.deffile.bootstrap": recipe.bootstrap,
         "org.label-schema.usage.singularity.deffile.osversion": recipe.os_version,

@@ -27,6 +27,7 @@ STAGE_DIR = ".dacbench-remote-stage"  # the stage inside the rootfs, removed bef
 BUILD_DIR = f"{STAGE_DIR}/build"  # what %post reads: env.sh, post.sh, pip.conf, certificates
 OUT_DIR = ".dacbench-remote-out"  # inside the rootfs, holds the squashfs until copy-out
 SQUASHFS_NAME = "rootfs.squashfs"
+EPOCH_NAME = "build-epoch"  # the epoch the hook chose, copied out beside the squashfs
 HOOK_NAME = "customize.sh"
 BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REQUIRED_TOOLS = {"mmdebstrap": "mmdebstrap", "mksquashfs": "squashfs-tools", "chroot": "coreutils"}
@@ -83,7 +84,8 @@ def mmdebstrap_command(recipe: Recipe, stage: Path, out_dir: Path) -> list[str]:
     command += [f"--customize-hook=mkdir \"$1/{STAGE_DIR}\"",
                 f"--customize-hook=sync-in {stage} /{STAGE_DIR}",
                 f"--customize-hook=sh \"$1/{STAGE_DIR}/{HOOK_NAME}\" \"$1\"",
-                f"--customize-hook=copy-out /{OUT_DIR}/{SQUASHFS_NAME} {out_dir}",
+                f"--customize-hook=copy-out /{OUT_DIR}/{SQUASHFS_NAME} /{OUT_DIR}/{EPOCH_NAME} "
+                f"{out_dir}",
                 f"--customize-hook=echo {PHASE_MARKER}cleanup",
                 recipe.os_version, "/dev/null", recipe.mirror_url]
     return command
@@ -91,7 +93,8 @@ def mmdebstrap_command(recipe: Recipe, stage: Path, out_dir: Path) -> list[str]:
 
 def write_stage(recipe: Recipe, stage: Path, labels: dict[str, str], *, context: Path,
                 compressor: str, run_test: bool,
-                pip_settings: dict[str, str], extra_env: dict[str, str]) -> Path:
+                pip_settings: dict[str, str], extra_env: dict[str, str],
+                source_date_epoch: int | None = None) -> Path:
     """Write everything the hook needs under `stage` (created, mode 0700); return the hook's path.
 
     The stage may hold secrets (a client certificate, an index URL with a token): it is only
@@ -122,7 +125,8 @@ def write_stage(recipe: Recipe, stage: Path, labels: dict[str, str], *, context:
     _stage_files(recipe, stage / "files", context)
 
     hook = stage / HOOK_NAME
-    hook.write_text(_hook_script(recipe, compressor=compressor, run_test=run_test))
+    hook.write_text(_hook_script(recipe, compressor=compressor, run_test=run_test,
+                                 source_date_epoch=source_date_epoch))
     return hook
 
 
@@ -139,14 +143,31 @@ def _stage_files(recipe: Recipe, files: Path, context: Path) -> None:
         target.parent.mkdir(parents=True)
         try:
             if source.is_dir():
-                shutil.copytree(source, target, symlinks=False)
+                shutil.copytree(source, target, symlinks=False, ignore=HOST_ONLY_FILES)
             else:
                 shutil.copy2(source, target)
         except (OSError, shutil.Error) as exc:
             raise RecipeError(f"{recipe.path}:{copy.line}: cannot copy %files source "
                               f"{copy.source!r}: {exc}") from exc
     if files.exists():
-        subprocess.run(["chmod", "-R", "a+rX", str(files)], check=True)
+        _normalise_modes(files)
+
+
+# Bytecode the host happened to compile (for its own Python) is not part of a recipe's inputs.
+HOST_ONLY_FILES = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+def _normalise_modes(top: Path) -> None:
+    """0755 for directories and executables, 0644 for other files, whatever the checkout had.
+
+    Images are run by ordinary users (so nothing may be root-only), and the same inputs must
+    give the same image whatever the builder's umask or checkout modes were.
+    """
+    for path in [top, *top.rglob("*")]:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        path.chmod(0o755 if executable else 0o644)
 
 
 def _pip_conf(settings: dict[str, str], build: Path) -> str:
@@ -164,7 +185,8 @@ def _pip_conf(settings: dict[str, str], build: Path) -> str:
     return "[global]\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool) -> str:
+def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool,
+                 source_date_epoch: int | None) -> str:
     q = shlex.quote
     lines = [
         "set -eu",
@@ -174,6 +196,7 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool) -> str:
         "in_root() {",
         f'    chroot "$root" /usr/bin/env -i /bin/sh -c ". /{BUILD_DIR}/env.sh && exec \\"\\$@\\"" sh "$@"',
         "}",
+        *_epoch_lines(source_date_epoch),
         "phase files",
     ]
     for index, copy in enumerate(recipe.files):
@@ -191,6 +214,8 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool) -> str:
         "phase metadata",
         # Not the stage's owner: rootless, that is the building user's uid inside the namespace.
         'cp -R --preserve=mode,timestamps "$stage/singularity.d/." "$root/.singularity.d/"',
+        "build_date=$(LC_ALL=C date -u -d \"@$epoch\" +%A_%-d_%B_%Y_%H:%M:%S_UTC)",
+        f'sed -i "s/{layout.BUILD_DATE_PLACEHOLDER}/$build_date/" "$root/.singularity.d/labels.json"',
         'rm -rf "$stage"',
     ]
     for directory in layout.MOUNT_DIRS:
@@ -209,6 +234,7 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool) -> str:
         'rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin',
         'rm -rf "$root"/var/cache/apt/archives/*.deb',
         'mkdir -p "$root/var/lib/apt/lists/partial"',
+        *_reproducibility_lines(),
     ]
     for name in layout.MOUNT_FILES:
         # Empty bind targets, as Apptainer leaves them (the host's resolv.conf is not for images).
@@ -216,13 +242,65 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool) -> str:
     lines += [
         "phase squashfs",
         f'mkdir -p "$root/{OUT_DIR}"',
+        f'echo "$epoch" > "$root/{OUT_DIR}/{EPOCH_NAME}"',
+        # SOURCE_DATE_EPOCH makes mksquashfs clamp every newer timestamp and date the image.
         # /proc, /sys and /dev are mounted by mmdebstrap during hooks: keep only the mount points,
         # as root's (rootless, the mounted proc and sysfs show up owned by nobody).
-        f'mksquashfs "$root" "$root/{OUT_DIR}/{SQUASHFS_NAME}" -noappend -comp {compressor} '
+        f'SOURCE_DATE_EPOCH="$epoch" mksquashfs "$root" "$root/{OUT_DIR}/{SQUASHFS_NAME}" '
+        f"-noappend -comp {compressor} "
         "-no-progress -quiet -p 'proc m 555 0 0' -p 'sys m 555 0 0' "
         f"-wildcards -e 'proc/*' 'sys/*' 'dev/*' 'tmp/*' 'var/tmp/*' '{OUT_DIR}'",
     ]
     return "\n".join(lines) + "\n"
+
+
+# Files that record when or on which host a build ran (mmdebstrap removes the same ones when it
+# is given SOURCE_DATE_EPOCH itself); an image must not depend on either.
+VOLATILE_FILES = ("var/log/dpkg.log", "var/log/apt/history.log", "var/log/apt/term.log",
+                  "var/log/apt/eipp.log.xz", "var/log/alternatives.log", "var/log/bootstrap.log",
+                  "var/cache/ldconfig/aux-cache", "etc/hostname", "etc/machine-id",
+                  "var/lib/dbus/machine-id", "var/cache/debconf/config.dat-old",
+                  "var/cache/debconf/templates.dat-old", "var/lib/dpkg/status-old",
+                  "var/lib/dpkg/diversions-old", "var/lib/dpkg/statoverride-old",
+                  "etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-")
+VOLATILE_DIRS = ("root/.cache", "var/cache/pip", "var/lib/apt/periodic")
+# Used when no Debian changelog dates the package set (a recipe that deleted /usr/share/doc).
+FALLBACK_EPOCH = 1704067200  # 2024-01-01T00:00:00Z
+
+
+def _epoch_lines(source_date_epoch: int | None) -> list[str]:
+    """Shell that sets $epoch, the build's one timestamp, and exports it (and a fixed hash seed)
+    to %post so pip and compileall write deterministic bytecode (checked-hash .pyc files).
+
+    Without SOURCE_DATE_EPOCH it is the newest Debian changelog of the bootstrapped package
+    set: Debian clamps every file of a package to its changelog date, so the packages' own
+    files keep their times (and their .pyc files stay valid) while everything the build
+    creates is clamped to it; the same package set always gives the same epoch.
+    """
+    if source_date_epoch is not None:
+        lines = [f"epoch={int(source_date_epoch)}"]
+    else:
+        lines = [
+            "epoch=$(find \"$root/usr/share/doc\" -name 'changelog*' -printf '%T@\\n' "
+            "2>/dev/null | sort -n | tail -n 1 | cut -d. -f1)",
+            f'[ -n "$epoch" ] || epoch={FALLBACK_EPOCH}',
+        ]
+    return [*lines,
+            f'echo "export SOURCE_DATE_EPOCH=$epoch" >> "$root/{BUILD_DIR}/env.sh"',
+            f'echo "export PYTHONHASHSEED=0" >> "$root/{BUILD_DIR}/env.sh"']
+
+
+def _reproducibility_lines() -> list[str]:
+    """Shell that removes what records the build's time or host, and dates /etc/shadow."""
+    volatile = " ".join(f'"$root/{name}"' for name in VOLATILE_FILES + VOLATILE_DIRS)
+    return [
+        f"rm -rf {volatile}",
+        # pwconv writes the day of the build as each account's last password change.
+        'days=$((epoch / 86400))',
+        'if [ -f "$root/etc/shadow" ]; then',
+        '    sed -i -E "s/^([^:]*:[^:]*:)[0-9]+:/\\1$days:/" "$root/etc/shadow"',
+        "fi",
+    ]
 
 
 def run_mmdebstrap(command: list[str], *, tmpdir: Path, env: dict[str, str],

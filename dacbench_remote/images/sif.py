@@ -301,9 +301,12 @@ class SifImage:
 
     def inspect_metadata(self) -> dict | None:
         """Apptainer's `inspect --all` JSON stored in the image (JSON.Generic), if present."""
+        return self.json_object(INSPECT_METADATA_NAME)
+
+    def json_object(self, name: str) -> dict | None:
+        """The JSON.Generic object called `name` (e.g. the build manifest), if present."""
         for descriptor in self.descriptors:
-            if (descriptor.datatype == DATA_GENERIC_JSON
-                    and descriptor.name == INSPECT_METADATA_NAME):
+            if descriptor.datatype == DATA_GENERIC_JSON and descriptor.name == name:
                 return self._json_object(descriptor)
         return None
 
@@ -359,19 +362,26 @@ def write_sif(
     squashfs_path: str | os.PathLike,
     arch: str = "amd64",
     created: int | None = None,
+    json_objects: dict[str, bytes] | None = None,
 ) -> str:
     """Write a SIF image the way `apptainer build` lays it out, and return its sha256.
 
     Objects, all in group 1 and aligned to 4096 bytes: the definition file (Def.FILE), the
-    labels inside Apptainer's inspect metadata (JSON.Generic "inspect-metadata.json"), and the
-    squashfs root filesystem as primary system partition for `arch`. The squashfs is streamed, and
-    the file appears at `out_path` only when complete (temp file + atomic rename).
+    labels inside Apptainer's inspect metadata (JSON.Generic "inspect-metadata.json"), any
+    `json_objects` (name -> JSON bytes, e.g. the build manifest), and the squashfs root
+    filesystem as primary system partition for `arch`. The squashfs is streamed, and the file
+    appears at `out_path` only when complete (temp file + atomic rename).
+
+    The same inputs give the same bytes: the header and descriptor times are `created`
+    (default: $SOURCE_DATE_EPOCH, else now) and the image id is derived from the content.
     """
     if arch not in ARCH_CODES:
         raise ValueError(f"unknown architecture {arch!r}; use one of {', '.join(ARCH_CODES)}")
     out_path = Path(out_path)
     squashfs_path = Path(squashfs_path)
-    created = int(time.time()) if created is None else int(created)
+    if created is None:
+        created = int(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
+    created = int(created)
     arch_code = ARCH_CODES[arch].encode() + b"\x00"
 
     with open(squashfs_path, "rb") as squash:
@@ -386,6 +396,8 @@ def write_sif(
             objects.append((DATA_DEFFILE, deffile, len(deffile), "", b""))
         metadata = _inspect_metadata(deffile, labels)
         objects.append((DATA_GENERIC_JSON, metadata, len(metadata), INSPECT_METADATA_NAME, b""))
+        for name, data in sorted((json_objects or {}).items()):
+            objects.append((DATA_GENERIC_JSON, data, len(data), name, b""))
         extra = PARTITION_EXTRA.pack(FS_SQUASH, PART_PRIMSYS, arch_code)
         objects.append((DATA_PARTITION, None, squash_size, "", extra))
 
@@ -405,7 +417,8 @@ def write_sif(
             cursor = offset + size
         table += bytes(DESCRIPTOR.size * (DESCRIPTOR_CAPACITY - len(objects)))
         header = HEADER.pack(
-            LAUNCH_SCRIPT, MAGIC, SPEC_VERSION, arch_code, uuid.uuid4().bytes, created, created,
+            LAUNCH_SCRIPT, MAGIC, SPEC_VERSION, arch_code, _content_id(objects, squash).bytes,
+            created, created,
             DESCRIPTOR_CAPACITY - len(objects), DESCRIPTOR_CAPACITY, DESCRIPTORS_OFFSET,
             len(table), data_offset, cursor - data_offset,
         )
@@ -447,6 +460,18 @@ def write_sif(
             Path(tmp_name).unlink(missing_ok=True)
             raise
     return digest.hexdigest()
+
+
+def _content_id(objects: list, squash) -> uuid.UUID:
+    """An image id that names the content (Apptainer draws a random one): same inputs, same id."""
+    digest = hashlib.sha256(b"dacbench-remote image id\0")
+    for datatype, data, size, name, extra in objects:
+        digest.update(f"{datatype}:{size}:{name}:".encode() + extra)
+        if data is not None:
+            digest.update(data)
+    _copy_stream(squash, digest.update)
+    squash.seek(0)
+    return uuid.UUID(bytes=digest.digest()[:16], version=5)
 
 
 def _copy_stream(source, emit) -> int:
