@@ -6,9 +6,10 @@ gymnasium imported lazily. Wire format (version ``WIRE_VERSION``):
 * ``str``, finite ``float``, ``int`` (|x| < 10**600), ``bool``, ``None`` and ``list`` are
   themselves; a ``dict`` whose keys are all ``str`` (and none is ``"$"``) is a JSON object.
 * Everything else is a JSON object tagged with the key ``"$"``: ``{"$": "t", "v": [...]}`` is a
-  tuple, ``{"$": "d", "v": [[k, v], ...]}`` a dict with other keys, ``{"$": "nd", "d": "<f4",
-  "s": [84, 84, 3], "b": base64}`` (or ``"i": buffer index``) a numpy array, ``{"$": "ns", ...}``
-  a numpy scalar, ``{"$": "gym.Box", ...}`` a gymnasium space, and so on (see ``_DECODERS``).
+  tuple, ``{"$": "d", "v": [[k, v], ...]}`` a dict with other keys (``"od"``: an OrderedDict),
+  ``{"$": "nd", "d": "<f4", "s": [84, 84, 3], "b": base64}`` (or ``"i": buffer index``) a numpy
+  array, ``{"$": "ns", ...}`` a numpy scalar, ``{"$": "gym.Box", ...}`` a gymnasium space, and so
+  on (see ``_DECODERS``).
 
 ``encode_message`` frames a value as one binary message body (little endian)::
 
@@ -21,6 +22,7 @@ decoded in place from a fresh ``bytearray`` are aligned. The transport adds its 
 from __future__ import annotations
 
 import binascii
+import collections
 import dataclasses
 import json
 import math
@@ -190,6 +192,11 @@ def _enc_dict(obj: dict, bufs: list | None) -> dict:
 
 def _enc_pairs(obj: dict, bufs: list | None) -> dict:
     return {TAG: "d", "v": [[_enc(k, bufs), _enc(v, bufs)] for k, v in obj.items()]}
+
+
+def _enc_ordered_dict(obj: collections.OrderedDict, bufs: list | None) -> dict:
+    # gymnasium < 1.0's Dict spaces sample (and envs built on them return) OrderedDicts.
+    return {TAG: "od", "v": [[_enc(k, bufs), _enc(v, bufs)] for k, v in obj.items()]}
 
 
 _ARRAY_CODES: dict[np.dtype, str] = {}
@@ -444,6 +451,7 @@ _ENCODERS: dict[type, Callable[[Any, list | None], Any]] = {
     complex: _enc_complex,
     set: _enc_set,
     frozenset: _enc_frozenset,
+    collections.OrderedDict: _enc_ordered_dict,
 }
 
 
@@ -719,6 +727,7 @@ _DECODERS: dict[str, Callable[[dict, Sequence | None], Any]] = {
     "c": _dec_complex,
     "set": lambda node, bufs: set(_dec_list_field(node, bufs)),
     "fset": lambda node, bufs: frozenset(_dec_list_field(node, bufs)),
+    "od": lambda node, bufs: collections.OrderedDict(_dec_pairs(node, bufs)),
 }
 
 _gym_decoders_registered = False

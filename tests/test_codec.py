@@ -541,10 +541,20 @@ def test_builtin_subclasses_are_refused_rather_than_silently_changed() -> None:
     point = collections.namedtuple("Point", "x y")
     with pytest.raises(TypeError, match=r"value\[0\].*Point.*subclass of tuple"):
         codec.encode([point(1, 2)])
-    with pytest.raises(TypeError, match=r"OrderedDict.*convert it to a plain dict"):
-        codec.encode(collections.OrderedDict(a=1))
+    with pytest.raises(TypeError, match=r"value\[0\].*defaultdict.*convert it to a plain dict"):
+        codec.encode([collections.defaultdict(int, a=1)])
     with pytest.raises(TypeError, match=r"value\['mode'\].*Mode \(a subclass of int\)"):
         codec.encode({"mode": enum.IntEnum("Mode", "A B").A})
+
+
+def test_ordered_dicts_come_back_as_ordered_dicts_in_order() -> None:
+    # gymnasium 0.29's Dict.sample() returns them (DACBench 0.3.0's FunctionApproximation actions).
+    value = collections.OrderedDict([("b", np.float32(1.5)), ("a", {1: (2,)}), (3, None)])
+    for path in (via_tree, via_text, via_tree_and_buffers, via_message_bytes):
+        back = path(value)
+        assert type(back) is collections.OrderedDict
+        assert list(back) == ["b", "a", 3]
+        assert_identical(value, back)
 
 
 def test_unsupported_space_types_are_named() -> None:
