@@ -1,8 +1,9 @@
-"""Integration fixtures: the base image, built once with our builder and cached across sessions.
+"""Integration fixtures: images of the repository's recipes, each built at most once per session
+with our builder and cached across sessions.
 
 The cache key hashes the recipe and every file of `dacbench_remote/` (which %files copies in), so
-a changed server rebuilds the image and an unchanged one is reused. The image is world-readable:
-tests run it as an unprivileged user too.
+a changed server rebuilds the images and an unchanged one is reused. Images are world-readable:
+tests run them as an unprivileged user too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,42 +60,46 @@ def _make_world_readable_dirs(directory: Path) -> None:
             path.chmod(path.stat().st_mode | 0o755)
 
 
-def _prune(directory: Path, keep: str) -> None:
+def _prune(directory: Path, stem: str, keep: str) -> None:
+    """Remove this recipe's images (and records) of other keys that were unused for a day."""
     cutoff = time.time() - STALE_AFTER
-    for path in directory.glob("dacbench-base-*"):
-        if keep not in path.name and path.stat().st_mtime < cutoff:
+    mine = re.compile(re.escape(stem) + r"-[0-9a-f]{16}\.(sif|json)")
+    for path in directory.iterdir():
+        if mine.fullmatch(path.name) and keep not in path.name and path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
-def base_image_info() -> dict:
-    """Build record of the base image: path, sha256, size, phases (s), %test output, built_now."""
+def build_recipe_image(recipe: Path) -> dict:
+    """Build record of `recipe`'s image: path, sha256, size, phases (s), %test output, built_now.
+
+    Built once per key; concurrent sessions (or developers) wait for one build instead of racing.
+    """
     from dacbench_remote.images import build, native
 
     if build.find_apptainer() is None:
         need_tools(*native.missing_tools())
-        need_root("building the base image with the native builder (mmdebstrap as root)")
+        need_root(f"building {recipe.name} with the native builder (mmdebstrap as root)")
     directory = image_cache_dir()
     _make_world_readable_dirs(directory)
-    key = image_key()
-    image = directory / f"dacbench-base-{key}.sif"
-    record_path = directory / f"dacbench-base-{key}.json"
-    with open(directory / f".dacbench-base-{key}.lock", "w") as lock:
-        # Concurrent sessions (or developers) wait for one build instead of racing.
+    key = image_key(recipe)
+    image = directory / f"{recipe.stem}-{key}.sif"
+    record_path = directory / f"{recipe.stem}-{key}.json"
+    with open(directory / f".{recipe.stem}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if image.is_file() and record_path.is_file():
             record = json.loads(record_path.read_text())
-            record["built_now"] = False
             os.utime(image)
-            return record
+            return {**record, "built_now": False}
         messages: list[str] = []
         lists_before = host_apt_lists()
-        result = build.build_image(BASE_RECIPE, image, context=REPO, progress=messages.append,
+        started = time.monotonic()
+        result = build.build_image(recipe, image, context=REPO, progress=messages.append,
                                    workdir=Path("/var/tmp"))
         image.chmod(0o644)
         record = {
             "path": str(result.path), "sha256": result.sha256, "size": result.size,
             "builder": result.builder, "phases": result.phases, "key": key,
+            "recipe": recipe.name, "seconds": round(time.monotonic() - started, 1),
             "test_output": [m for m in messages if m.startswith("test: ")],
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host_apt_lists_unchanged": host_apt_lists() == lists_before,
@@ -101,8 +108,33 @@ def base_image_info() -> dict:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.chmod(0o644)
         tmp.replace(record_path)
-        _prune(directory, key)
+        _prune(directory, recipe.stem, key)
         return {**record, "built_now": True}
+
+
+@pytest.fixture(scope="session")
+def recipe_image_info() -> Callable[[str], dict]:
+    """`get("dacbench-cmaes")`: the build record of recipes/dacbench-cmaes.def, built on first use."""
+    records: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in records:
+            records[name] = build_recipe_image(REPO / "recipes" / f"{name}.def")
+        return records[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def recipe_image(recipe_image_info) -> Callable[[str], Path]:
+    """`get("dacbench-theory")`: the world-readable .sif built from recipes/dacbench-theory.def."""
+    return lambda name: Path(recipe_image_info(name)["path"])
+
+
+@pytest.fixture(scope="session")
+def base_image_info(recipe_image_info) -> dict:
+    """Build record of the base image: path, sha256, size, phases (s), %test output, built_now."""
+    return recipe_image_info("dacbench-base")
 
 
 @pytest.fixture(scope="session")
