@@ -4,6 +4,8 @@ remote envs (on a host without DACBench), written with the wire codec so nothing
 Runnable as a script, stdlib + numpy + dacbench_remote only:
   python version_trajectories.py local BENCHMARK SEED OUT.json
       in-process in this interpreter, with the global RNGs seeded the way the server seeds them;
+  python version_trajectories.py repeat BENCHMARK SEED
+      prints whether two in-process runs are equal without and with the global seeding;
   python version_trajectories.py remote JOBS.json OUT.json
       every job {"name", "benchmark", "image", "reference"} started at once, each in its own
       image through bwrap, then all replayed concurrently (one thread each) from this process.
@@ -22,7 +24,7 @@ EPISODES = 2
 MAX_STEPS = 25
 
 
-def record(env, seed: int) -> list:
+def record(env, seed: int, seed_globals: bool = True) -> list:
     """Episode i resets with seed+i; actions from the action space seeded with `seed`."""
     import numpy
 
@@ -30,8 +32,9 @@ def record(env, seed: int) -> list:
     steps: list = []
     for episode in range(EPISODES):
         reset_seed = seed + episode
-        random.seed(reset_seed)  # what the server does on every reset(seed=s)
-        numpy.random.seed(reset_seed)
+        if seed_globals:  # what the server does on every reset(seed=s)
+            random.seed(reset_seed)
+            numpy.random.seed(reset_seed)
         steps.append(["reset", reset_seed, env.reset(seed=reset_seed)])
         for _ in range(MAX_STEPS):
             action = env.action_space.sample()
@@ -53,14 +56,14 @@ def replay(env, recorded: list) -> list:
     return steps
 
 
-def local_env(benchmark: str):
+def local_env(benchmark: str, seed_globals: bool = True):
     """The DACBench env, built after seeding the global RNGs with the benchmark's `seed`."""
     import numpy
     from dacbench import benchmarks
 
     instance = getattr(benchmarks, f"{benchmark}Benchmark")()
     seed = instance.config.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool):
+    if seed_globals and isinstance(seed, int) and not isinstance(seed, bool):
         random.seed(seed)
         numpy.random.seed(seed)
     return instance.get_environment()
@@ -74,6 +77,19 @@ def run_local(benchmark: str, seed: int, out: Path) -> None:
     trajectory = record(env, seed)
     env.close()
     out.write_text(codec.dumps(trajectory))
+
+
+def run_repeat(benchmark: str, seed: int) -> None:
+    """Two in-process runs each way, in one process; prints {"unseeded": eq, "seeded": eq}."""
+    from dacbench_remote import codec
+
+    warnings.simplefilter("ignore")
+    equal = {}
+    for name, seed_globals in (("unseeded", False), ("seeded", True)):
+        runs = [codec.dumps(record(local_env(benchmark, seed_globals), seed, seed_globals))
+                for _ in range(2)]
+        equal[name] = runs[0] == runs[1]
+    print(json.dumps(equal))
 
 
 def run_remote(jobs: list[dict], out: Path) -> None:
@@ -111,6 +127,8 @@ def main() -> None:
     mode = sys.argv[1]
     if mode == "local":
         run_local(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
+    elif mode == "repeat":
+        run_repeat(sys.argv[2], int(sys.argv[3]))
     elif mode == "remote":
         run_remote(json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3]))
     else:

@@ -142,6 +142,14 @@ def test_four_versions_run_side_by_side_from_one_host_process_without_dacbench(
     assert all(alive for _, alive in pids.values()), pids
 
 
+def test_cmaes_repeats_in_process_only_with_the_servers_global_seeding(workdir):
+    done = run_checked([pins_python("dacbench-cmaes"), str(workdir / "version_trajectories.py"),
+                        "repeat", "CMAES", str(SEED)], "repeating CMAES in-process",
+                       cwd=str(workdir), env={**os.environ, "MPLBACKEND": "Agg"})
+    # Why the server seeds random and numpy.random: DACBench's own seeding is not enough.
+    assert json.loads(done.stdout) == {"unseeded": False, "seeded": True}
+
+
 @pytest.mark.parametrize("stem", ["dacbench-base-0.3.0", "dacbench-base", "dacbench-cmaes",
                                   "dacbench-theory"])
 def test_image_labels_name_the_dacbench_numpy_and_gymnasium_it_pins(stem, recipe_image):
