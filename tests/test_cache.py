@@ -303,3 +303,30 @@ def test_default_builder_reaches_the_real_builder(tmp_path):
     with pytest.raises(RecipeError, match=r"scratch\.def:1: Bootstrap: scratch is not supported"):
         default_builder(recipe, tmp_path / "out.sif", False)
     assert not (tmp_path / "out.sif").exists()
+
+
+def test_a_build_that_reproduces_the_pin_is_the_pinned_image(tmp_path, recipe):
+    pinned = hashlib.sha256(b"built:" + recipe.read_bytes()).hexdigest()
+    cache = ImageCache(tmp_path / "cache", builder=TinyBuilder())
+    resolved = resolved_image(tmp_path, sha256=pinned, recipe=recipe)
+    path = cache.fetch(resolved, build=True)
+    assert path == cache.path_for(resolved) == tmp_path / "cache" / "toy-0.01.sif"
+    record = cache.provenance(path)
+    assert (record["origin"], record["sha256"], record["reproduces_pin"]) == (
+        "built-locally", pinned, True)
+    assert cache.is_cached(resolved)
+
+
+def test_a_build_that_does_not_reproduce_the_pin_keeps_its_own_digest(tmp_path, recipe, caplog):
+    cache = ImageCache(tmp_path / "cache", builder=TinyBuilder())
+    resolved = resolved_image(tmp_path, recipe=recipe)  # pins DIGEST, which no build gives
+    path = cache.fetch(resolved, build=True)
+    assert path == cache.local_build_path(resolved) != cache.path_for(resolved)
+    record = cache.provenance(path)
+    assert record["origin"] == "built-locally" and record["reproduces_pin"] is False
+    assert record["sha256"] != DIGEST and record["catalog_sha256"] == DIGEST
+    assert not cache.is_cached(resolved)  # never taken for the pinned one
+    warning = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"not the catalog's pinned {DIGEST[:16]}" in warning
+    assert "recorded as built-locally with its own digest" in warning
+    assert "build --verify Luby@exp:0.01" in warning

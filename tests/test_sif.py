@@ -240,3 +240,26 @@ def test_non_squashfs_primary_partition_cannot_run(tmp_path, squashfs):
             "--partfs", "2", "--partarch", "2")
     with pytest.raises(CorruptImage, match="primary system partition is Ext3, only squashfs"):
         SifImage.open(image)
+
+
+def test_the_same_inputs_write_the_same_bytes(tmp_path, squashfs):
+    """No clock and no random id: two writes of the same content are the same file."""
+    options = dict(deffile=DEFFILE, labels={"a": "1"}, squashfs_path=squashfs, created=1_700_000_000,
+                   json_objects={"manifest.json": b'{"x": 1}'})
+    first = write_sif(tmp_path / "one.sif", **options)
+    second = write_sif(tmp_path / "two.sif", **options)
+    assert first == second
+    image = SifImage.open(tmp_path / "one.sif")
+    assert image.created == image.modified == 1_700_000_000
+    assert image.id.version == 5  # derived from the content
+    assert image.json_object("manifest.json") == {"x": 1}
+    assert siftool_fields("info", "3", str(tmp_path / "one.sif"))["Name"] == "manifest.json"
+    other = write_sif(tmp_path / "three.sif", **{**options, "json_objects": {"manifest.json": b"{}"}})
+    assert other != first
+    assert SifImage.open(tmp_path / "three.sif").id != image.id
+
+
+def test_created_defaults_to_source_date_epoch(tmp_path, squashfs, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1600000000")
+    write_sif(tmp_path / "dated.sif", deffile=None, labels=None, squashfs_path=squashfs)
+    assert SifImage.open(tmp_path / "dated.sif").created == 1_600_000_000

@@ -24,7 +24,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadConfig, BuildError, ChecksumMismatch, DownloadError, ImageNotFound
+from ..errors import (
+    BadConfig,
+    BuildError,
+    ChecksumMismatch,
+    DownloadError,
+    ImageError,
+    ImageNotFound,
+)
 from .catalog import ResolvedImage
 from .download import SourceFailed, fetch_source, sha256_file
 
@@ -127,6 +134,34 @@ def _read_provenance(path: Path) -> dict[str, Any] | None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _built_inputs(image: Path) -> str:
+    """The inputs digest a build recorded in its manifest ("" for builders that record none)."""
+    from .manifest import MANIFEST_NAME
+    from .sif import SifImage
+
+    try:
+        manifest = SifImage.open(image).json_object(MANIFEST_NAME) or {}
+    except ImageError:
+        return ""
+    return str(manifest.get("inputs_sha256", ""))
+
+
+def not_reproduced_message(resolved: ResolvedImage, actual: str, inputs: str) -> str:
+    """Why a local build is not the pinned image, and what that means for the user."""
+    if resolved.inputs and inputs and inputs != resolved.inputs:
+        cause = (f"the recipe or the files it copies changed since the pin (inputs "
+                 f"{inputs[:12]}, pinned from {resolved.inputs[:12]})")
+    elif resolved.inputs and inputs:
+        cause = ("the recipe's inputs are those of the pin, so the package mirrors served "
+                 "other versions than when it was pinned")
+    else:
+        cause = "the catalog records no inputs digest to tell why"
+    return (f"the image built for {resolved.benchmark} {resolved.experiment} has sha256 "
+            f"{actual[:16]}..., not the catalog's pinned {resolved.sha256[:16]}...: {cause}. "
+            f"It is used and recorded as built-locally with its own digest; `dacbench-remote "
+            f"build --verify {resolved.benchmark}@{resolved.experiment}` lists what differs")
 
 
 class ImageCache:
@@ -354,6 +389,9 @@ class ImageCache:
         _atomic_write(_sidecar(target, ".json"), json.dumps(record, indent=2) + "\n")
 
     def _build(self, resolved: ResolvedImage, progress: bool) -> Path:
+        """Build the version's recipe. A build that reproduces the pinned sha256 *is* the pinned
+        image and goes where a download would; any other goes to STEM.local.sif, recorded as
+        built-locally with its own digest, and is never taken for the pinned one."""
         target = self.local_build_path(resolved)
         recipe = resolved.recipe
         if recipe is None or not recipe.is_file():
@@ -377,9 +415,20 @@ class ImageCache:
                         f"the builder reported sha256 {reported} for {part}, but the file "
                         f"hashes to {actual}"
                     )
-                self._install(part, target, actual, BUILT_LOCALLY, recipe=str(recipe),
-                              recipe_sha256=sha256_file(recipe),
-                              catalog_sha256=resolved.sha256, experiment=resolved.experiment)
+                facts = dict(recipe=str(recipe), recipe_sha256=sha256_file(recipe),
+                             catalog_sha256=resolved.sha256, experiment=resolved.experiment,
+                             inputs_sha256=_built_inputs(part), pinned_inputs=resolved.inputs)
+                if resolved.published and actual == resolved.sha256:
+                    published = self.path_for(resolved)
+                    with self._locked(published, progress=progress):
+                        self._install(part, published, actual, BUILT_LOCALLY,
+                                      reproduces_pin=True, **facts)
+                    return published
+                self._install(part, target, actual, BUILT_LOCALLY,
+                              reproduces_pin=False if resolved.published else None, **facts)
+                if resolved.published:
+                    logger.warning("%s", not_reproduced_message(resolved, actual,
+                                                                facts["inputs_sha256"]))
             finally:
                 part.unlink(missing_ok=True)
         return target

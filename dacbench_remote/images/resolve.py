@@ -42,12 +42,20 @@ def resolve_image(benchmark: str, experiment: str | None = None, *, build: bool 
     record = {**resolved.provenance(), **cache.provenance(path)}
     if progress:
         how = ("found in the cache" if cached else
-               "built from its recipe" if record.get("origin") == BUILT_LOCALLY else
+               _built(record) if record.get("origin") == BUILT_LOCALLY else
                f"downloaded from {record.get('origin')} and verified")
         print(f"dacbench-remote: image {path.name} for {resolved.benchmark} "
               f"{resolved.experiment}: {how} in {time.monotonic() - started:.1f} s",
               file=sys.stderr, flush=True)
     return path, record
+
+
+def _built(record: dict) -> str:
+    if record.get("reproduces_pin") is True:
+        return "built from its recipe, reproducing the catalog's pinned sha256,"
+    if record.get("reproduces_pin") is False:
+        return "built from its recipe (NOT the catalog's pinned image: own sha256, see above)"
+    return "built from its recipe"
 
 
 def _by_source(catalog: Catalog, benchmark: str, source: str) -> ResolvedImage:
