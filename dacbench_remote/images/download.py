@@ -1,7 +1,8 @@
 """Getting the bytes of one image from one source into a `.part` file, hashing as they arrive.
 
 Nothing here decides whether the bytes are right: callers compare the returned sha256 with the
-catalog before the file is moved into place. HTTP downloads resume a kept `.part` with Range.
+catalog before the file is moved into place. HTTP downloads (also an OCI registry's blob GET)
+resume a kept `.part` with Range.
 """
 
 from __future__ import annotations
@@ -143,16 +144,22 @@ class _Interrupted(Exception):
 
 
 def _stream_once(url: str, part: Path, timeout: tuple[float, float], label: str,
-                 progress: bool) -> Fetched:
-    """One GET, resuming `part` if it holds bytes; raises SourceFailed, or _Interrupted."""
+                 progress: bool, headers: dict[str, str] | None = None,
+                 session: requests.Session | None = None) -> Fetched:
+    """One GET, resuming `part` if it holds bytes; raises SourceFailed, or _Interrupted.
+
+    `headers` (a registry's Authorization) and `session` (one that vets redirects) come from
+    callers that fetch a registry blob; plain HTTP sources need neither.
+    """
     offset = part.stat().st_size if part.exists() else 0
     # identity: a gzip-encoded body would make byte ranges refer to other bytes than we store.
-    headers = {"Accept-Encoding": "identity"}
+    headers = {**(headers or {}), "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     import requests
 
-    with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
+    get = session.get if session is not None else requests.get
+    with get(url, headers=headers, stream=True, timeout=timeout) as response:
         if response.status_code == 416 and offset:
             _, total = _content_range(response.headers.get("Content-Range"))
             if total == offset:  # the kept .part is already complete
@@ -191,7 +198,8 @@ def _stream_once(url: str, part: Path, timeout: tuple[float, float], label: str,
 
 def download_http(url: str, part: Path, *, connect_timeout: float = 15.0,
                   read_timeout: float = 60.0, attempts: int = 3, label: str = "",
-                  progress: bool = True) -> Fetched:
+                  progress: bool = True, headers: dict[str, str] | None = None,
+                  session: requests.Session | None = None) -> Fetched:
     """Download `url` into `part`, resuming what is there; retry while attempts make progress.
 
     An attempt that ends without adding bytes (refused, HTTP error, stall before the first byte)
@@ -207,7 +215,8 @@ def download_http(url: str, part: Path, *, connect_timeout: float = 15.0,
     for _ in range(max(1, attempts)):
         before = part.stat().st_size if part.exists() else 0
         try:
-            return _stream_once(url, part, (connect_timeout, read_timeout), label, progress)
+            return _stream_once(url, part, (connect_timeout, read_timeout), label, progress,
+                                headers, session)
         except _Interrupted as exc:
             reason = str(exc)
         except requests.RequestException as exc:
@@ -245,7 +254,7 @@ def apptainer_available() -> bool:
 
 
 def pull_apptainer(uri: str, part: Path, *, progress: bool = True) -> Fetched:
-    """`apptainer pull` an oras://, library:// or docker:// image into `part` via spython."""
+    """`apptainer pull` a library:// or docker:// image into `part` via spython."""
     if not apptainer_available():
         hint = (
             "Apptainer is installed but its `singularity` alias is missing from PATH"
@@ -280,11 +289,25 @@ def pull_apptainer(uri: str, part: Path, *, progress: bool = True) -> Fetched:
 def fetch_source(source: str, part: Path, *, connect_timeout: float = 15.0,
                  read_timeout: float = 60.0, attempts: int = 3, label: str = "",
                  progress: bool = True) -> Fetched:
-    """Bring one catalog source into `part` (HTTP(S), Apptainer-pullable URI or local path)."""
+    """Bring one catalog source into `part` (HTTP(S), OCI registry, Apptainer URI or local path).
+
+    oras:// goes to the registry in pure Python (see registry.py); library:// and docker://
+    need Apptainer.
+    """
     if source.startswith(("https://", "http://")):
         return download_http(source, part, connect_timeout=connect_timeout,
                              read_timeout=read_timeout, attempts=attempts, label=label,
                              progress=progress)
-    if source.startswith(("oras://", "library://", "docker://")):
+    if source.startswith("oras://"):
+        from ..errors import RegistryError
+        from .registry import pull_sif
+
+        try:
+            return pull_sif(source, part, connect_timeout=connect_timeout,
+                            read_timeout=read_timeout, attempts=attempts, label=label,
+                            progress=progress)
+        except RegistryError as exc:
+            raise SourceFailed(str(exc)) from exc
+    if source.startswith(("library://", "docker://")):
         return pull_apptainer(source, part, progress=progress)
     return copy_local(Path(source.removeprefix("file://")), part, label=label, progress=progress)
