@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import BadConfig, RegistryError
+from dacbench_remote.errors import BadConfig, CorruptImage, RegistryError
 from dacbench_remote.images import catalog_edit
 from dacbench_remote.images.catalog import parse_catalog_file
 from dacbench_remote.images.credentials import Credentials, find_credentials
-from dacbench_remote.images.publish import manifest_for, read_chunks
+from dacbench_remote.images.publish import manifest_for, publish, push_sif, read_chunks
 from dacbench_remote.images.registry import (
     CONFIG_TYPE,
     LAYER_TYPE,
@@ -369,3 +369,22 @@ def test_write_pin_sets_sha256_and_inputs(catalog):
         catalog_edit.write_pin(catalog, "exp:9", SHA_B, SHA_A)
     with pytest.raises(ValueError, match="64 lowercase hex"):
         catalog_edit.write_pin(catalog, "exp:0.01", "xyz", SHA_A)
+
+
+# --- publish: errors found before any network request ---------------------------------------------
+
+def test_publish_refuses_a_file_that_is_not_a_sif(tmp_path):
+    file = tmp_path / "notes.sif"
+    file.write_bytes(b"not a SIF at all" * 100)
+    with pytest.raises(CorruptImage):
+        publish(file, "oras://127.0.0.1:9/x:1", progress=False)
+
+
+def test_publish_needs_experiment_and_catalog_together(tmp_path):
+    with pytest.raises(RegistryError, match="--experiment and --catalog go together"):
+        publish(tmp_path / "x.sif", "oras://127.0.0.1:9/x:1", experiment="exp:1", progress=False)
+
+
+def test_publish_to_a_digest_is_refused(tmp_path):
+    with pytest.raises(RegistryError, match="publish to a tag"):
+        push_sif(tmp_path / "x.sif", f"oras://127.0.0.1:9/x@sha256:{SHA_A}", progress=False)

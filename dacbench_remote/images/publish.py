@@ -65,16 +65,19 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[bytes]:
 
 
 def push_sif(image: Path, uri: str, *, credentials: Credentials | None = None,
-             insecure: bool = False, chunk_size: int = CHUNK_SIZE,
-             progress: bool = True) -> Pushed:
-    """Push a SIF file to `oras://REGISTRY/REPO:TAG`: blob (unless present), `{}` config, manifest."""
+             insecure: bool = False, chunk_size: int = CHUNK_SIZE, progress: bool = True,
+             sha256: str | None = None) -> Pushed:
+    """Push a SIF file to `oras://REGISTRY/REPO:TAG`: blob (unless present), `{}` config, manifest.
+
+    `sha256` saves hashing the file again when the caller knows it already.
+    """
     ref = parse_reference(uri)
     if ref.digest:
         raise RegistryError(f"{uri}: publish to a tag (oras://REGISTRY/REPO:TAG); the registry "
                             "gives the manifest its digest")
     client = RegistryClient(ref, credentials=credentials, insecure=insecure)
     size = image.stat().st_size
-    digest = "sha256:" + sha256_file(image)
+    digest = "sha256:" + (sha256 or sha256_file(image))
     uploaded = not _has_blob(client, digest)
     if uploaded:
         _upload(client, digest, read_chunks(image, chunk_size),
@@ -135,10 +138,11 @@ def publish(image: Path, uri: str, *, experiment: str | None = None,
         raise RegistryError("--experiment and --catalog go together: name the experiment id "
                             "and the catalog file to record the published image in")
     labels = SifImage.open(image).labels()  # also refuses a file that is not a SIF
+    digest = sha256_file(image)
     if catalog is not None and experiment is not None:
-        catalog_edit.check_publishable(catalog, experiment, sha256_file(image))
+        catalog_edit.check_publishable(catalog, experiment, digest)
     pushed = push_sif(image, uri, credentials=credentials, insecure=insecure,
-                      chunk_size=chunk_size, progress=progress)
+                      chunk_size=chunk_size, progress=progress, sha256=digest)
     if catalog is not None and experiment is not None:
         record(catalog, experiment, image.name, pushed.sha256, uri, labels)
     return pushed
