@@ -443,6 +443,44 @@ def test_an_interrupted_pull_resumes(open_registry, tmp_path, clean_env):
     assert json.loads((path.parent / f"{path.name}.json").read_text())["origin"] == source
 
 
+class RedirectingProxy(CuttingProxy):
+    """Forwards manifest requests; answers blob requests with a redirect to `target + path`."""
+
+    def __init__(self, upstream: str, target: str):
+        super().__init__(upstream, cut=0)
+        self.target = target
+
+    def forward(self, handler: BaseHTTPRequestHandler) -> None:
+        if "/blobs/" not in handler.path:
+            self.log.append((handler.path, None, 0))
+            return super().forward(handler)
+        handler.send_response(307)
+        handler.send_header("Location", self.target + handler.path)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+
+def test_blob_redirects_are_followed_but_not_to_plain_http_elsewhere(
+        open_registry, image, tmp_path, clean_env):
+    push_sif(image, f"oras://{open_registry.host}/dacbench/redirect:1", progress=False)
+    # As registries send blobs to storage: here the storage is the registry itself.
+    to_storage = RedirectingProxy(open_registry.host, f"http://{open_registry.host}")
+    away = RedirectingProxy(open_registry.host, "http://192.0.2.1")
+    try:
+        fetched = pull_sif(f"oras://{to_storage.host}/dacbench/redirect:1",
+                           tmp_path / "ok.part", progress=False)
+        assert fetched.sha256 == hashlib.sha256(image.read_bytes()).hexdigest()
+        with pytest.raises(DownloadError) as info:
+            ImageCache(tmp_path / "cache").fetch(catalog_for(
+                tmp_path / "cat", image, f"oras://{away.host}/dacbench/redirect:1").resolve(
+                    BENCHMARK, "exp:reg"), progress=False)
+    finally:
+        to_storage.server.shutdown()
+        away.server.shutdown()
+    assert "refusing plain HTTP to 192.0.2.1" in str(info.value)
+    assert "--insecure" in str(info.value)
+
+
 # --- memory ---------------------------------------------------------------------------------------
 
 def test_pushing_a_large_file_does_not_read_it_into_memory(open_registry, tmp_path, clean_env):
