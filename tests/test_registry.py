@@ -12,6 +12,7 @@ from dacbench_remote.errors import BadConfig, CorruptImage, RegistryError
 from dacbench_remote.images import catalog_edit
 from dacbench_remote.images.catalog import parse_catalog_file
 from dacbench_remote.images.credentials import Credentials, find_credentials
+from dacbench_remote.images.download import SourceFailed, fetch_source
 from dacbench_remote.images.publish import manifest_for, publish, push_sif, read_chunks
 from dacbench_remote.images.registry import (
     CONFIG_TYPE,
@@ -388,3 +389,15 @@ def test_publish_needs_experiment_and_catalog_together(tmp_path):
 def test_publish_to_a_digest_is_refused(tmp_path):
     with pytest.raises(RegistryError, match="publish to a tag"):
         push_sif(tmp_path / "x.sif", f"oras://127.0.0.1:9/x@sha256:{SHA_A}", progress=False)
+
+
+# --- routing in fetch_source ----------------------------------------------------------------------
+
+def test_oras_is_pulled_without_apptainer_while_library_still_needs_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apptainer, no singularity
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(SourceFailed) as oras:
+        fetch_source("oras://127.0.0.1:9/dacbench/x:1", tmp_path / "a.part", progress=False)
+    assert "cannot reach 127.0.0.1:9" in str(oras.value) and "Apptainer" not in str(oras.value)
+    with pytest.raises(SourceFailed, match=r"Apptainer .* is not installed"):
+        fetch_source("library://x/y/z:1", tmp_path / "b.part", progress=False)
