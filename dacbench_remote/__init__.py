@@ -25,6 +25,7 @@ _ERRORS = [
     "DacbenchRemoteError", "RemoteError", "UnknownBenchmark", "BadConfig", "ServerCrashed",
     "StartupTimeout", "CallTimeout", "ConnectionBroken", "VersionMismatch", "RuntimeUnavailable",
     "ImageError", "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError",
+    "RegistryError", "RegistryAuthError",
     "RecipeError", "BuildError", "ResultsWriteError",
 ]
 _EXPORTS.update({name: "errors" for name in _ERRORS})

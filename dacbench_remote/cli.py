@@ -23,6 +23,19 @@ The image comes from the cache, else from the catalog's sources (sha256-verified
 built from the packaged recipe (progress on stderr); --no-build forbids building.
 """
 
+EPILOG_PUBLISH = """examples:
+  dacbench-remote publish base.sif oras://registry.example.org/dacbench/base:0.02
+  dacbench-remote publish base.sif oras://registry.example.org/dacbench/base:0.02 \\
+      --experiment exp:0.02 --catalog benchmarks/dacbench-base.toml
+  dacbench-remote publish base.sif oras://127.0.0.1:5000/dacbench/base:test   # plain HTTP
+
+Credentials, first found wins: $DACBENCH_REMOTE_REGISTRY_USERNAME/_PASSWORD,
+$APPTAINER_DOCKER_USERNAME/_PASSWORD, ~/.docker/config.json (docker login),
+~/.apptainer/docker-config.json (apptainer registry login), ~/.apptainer/remote.yaml.
+Registries that hand out anonymous tokens need none. Secrets are never printed.
+Pull it back with `dacbench-remote pull BENCHMARK@EXPERIMENT` or `apptainer pull oras://...`.
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -120,10 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         "builder bootstraps Debian with mmdebstrap, runs %%post, squashes the root filesystem and "
         "writes a SIF with Apptainer's layout. The Debian mirror and pip index come from this "
         "machine's apt and pip configuration unless given with --build-arg.",
-        epilog="example:\n  dacbench-remote build recipes/dacbench-base.def -o dacbench-base.sif",
+        epilog="examples:\n  dacbench-remote build recipes/dacbench-base.def -o dacbench-base.sif\n"
+        "  dacbench-remote build --verify Luby@exp:0.01     # does the pin still reproduce?\n\n"
+        "Our builder is reproducible: the same recipe, files and package versions give the same\n"
+        "file, byte for byte (set SOURCE_DATE_EPOCH to choose the build's timestamp; by\n"
+        "default it is the newest Debian changelog of the package set).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    build.add_argument("recipe", type=Path, help="the .def file")
-    build.add_argument("-o", "--output", type=Path, required=True, help="the .sif to write")
+    build.add_argument("recipe", type=Path, nargs="?", help="the .def file")
+    build.add_argument("-o", "--output", type=Path, help="the .sif to write (required with RECIPE)")
+    build.add_argument("--verify", metavar="BENCHMARK[@EXPERIMENT]",
+                       help="rebuild the catalog version's image from its recipe (our builder) "
+                       "and compare it with the catalog's pinned sha256; on a mismatch, list "
+                       "the files, packages and objects that differ (exit 1)")
     build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
                        help="value for a {{ NAME }} template variable (repeatable), e.g. mirror=URL")
     build.add_argument("--context", type=Path,
@@ -134,12 +155,35 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--notest", action="store_true", help="do not run the recipe's %%test")
     build.set_defaults(handler=cmd_build)
 
+    publish = commands.add_parser(
+        "publish", help="push a .sif to an OCI registry (as apptainer push does) and catalog it",
+        description="Push IMAGE to an OCI registry in pure Python, streamed in chunks, in the "
+        "layout `apptainer push`/`pull oras://` use (so either tool can pull it). With "
+        "--experiment and --catalog, record it there: image name, sha256, and the reference as a "
+        "source. An experiment id that already pins another sha256 is refused before pushing.",
+        epilog=EPILOG_PUBLISH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    publish.add_argument("image", type=Path, help="the .sif file to push")
+    publish.add_argument("reference", metavar="oras://REGISTRY/REPO:TAG",
+                         help="where to push it, e.g. oras://registry.example.org/dacbench/base:0.02")
+    publish.add_argument("--experiment", help="experiment id to record it as, e.g. exp:0.02")
+    publish.add_argument("--catalog", type=Path,
+                         help="catalog file (benchmarks/NAME.toml) to record it in; created from "
+                         "the image's labels if missing")
+    publish.add_argument("--insecure", action="store_true",
+                         help="allow plain HTTP to a registry that is not on this machine "
+                         "(loopback registries always may use it)")
+    publish.set_defaults(handler=cmd_publish)
+
     inspect = commands.add_parser(
         "inspect", help="show what a .sif image holds: benchmarks, versions, labels, size, sha256",
         description="Read a SIF image (pure Python, no Apptainer needed) and print its benchmarks "
-        "and versions (from its labels), all labels, objects, size and sha256.")
+        "and versions (from its labels), the build manifest of images our builder made (recipe "
+        "and inputs digests, build epoch, DACBench/numpy/gymnasium versions), all labels, "
+        "objects, size and sha256.")
     inspect.add_argument("image", type=Path, help="path of a .sif file")
     inspect.add_argument("--deffile", action="store_true", help="also print the recipe it was built from")
+    inspect.add_argument("--packages", action="store_true",
+                         help="also list every Debian and Python package of the build manifest")
     inspect.set_defaults(handler=cmd_inspect)
 
     ps = commands.add_parser("ps", help="list servers started by this user",
@@ -266,17 +310,47 @@ def _catalog_and_cache():
     return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir)
 
 
+STACK_LABELS = ("dacbench-version", "numpy-version", "gymnasium-version")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     catalog, cache = _catalog_and_cache()
     rows = []
     for benchmark in catalog.benchmarks():
         for version in catalog.versions(benchmark):
             cached = cache.cached_path(version)
+            labels = _version_labels(version, cached)
+            stack = [labels.get(f"org.dacbench-remote.{name}", "-") for name in STACK_LABELS]
+            stack[0] = version.dacbench or stack[0]
             rows.append([benchmark, version.experiment, "yes" if version.default else "",
-                         version.family, "published" if version.published else "build only",
+                         version.family, *stack,
+                         "published" if version.published else "build only",
                          str(cached) if cached else "-"])
-    print_table(["benchmark", "experiment", "default", "family", "image", "cached"], rows)
+    print_table(["benchmark", "experiment", "default", "family", "dacbench", "numpy",
+                 "gymnasium", "image", "cached"], rows)
     return 0
+
+
+def _version_labels(version, cached: Path | None) -> dict[str, str]:
+    """The labels of the cached image, else those its recipe sets ({} when neither is readable).
+
+    The cached image is what would run; the recipe says what a build would give.
+    """
+    from .errors import CorruptImage, RecipeError
+    from .images.recipe import parse_recipe, template_variables
+    from .images.sif import SifImage
+
+    try:
+        if cached is not None:
+            return SifImage.open(cached).labels()
+        if version.recipe is not None and version.recipe.is_file():
+            # Only the labels are read: template variables (the mirror) need no real value.
+            placeholders = {name: "unset" for name in template_variables(version.recipe)}
+            return parse_recipe(version.recipe, placeholders).labels
+    except (CorruptImage, RecipeError, OSError) as exc:
+        print(f"warning: cannot read the versions of {version.experiment}: {exc}",
+              file=sys.stderr)
+    return {}
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -326,6 +400,13 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from .images.build import build_image
 
+    if args.verify:
+        if args.recipe or args.output:
+            raise BadConfig("--verify rebuilds the catalog version's own recipe; drop RECIPE/-o")
+        return _verify(args)
+    if args.recipe is None or args.output is None:
+        raise BadConfig("build needs RECIPE and -o OUT.sif (or --verify BENCHMARK@EXPERIMENT)")
+
     build_args = {}
     for item in args.build_arg:
         name, sep, value = item.partition("=")
@@ -339,6 +420,30 @@ def cmd_build(args: argparse.Namespace) -> int:
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
     print(f"built {result.path} ({result.size / 1e6:.1f} MB, sha256 {result.sha256}) with "
           f"{result.builder} in {result.seconds:.0f} s: {phases}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .images.verify import default_build, report_lines, verify_version
+
+    benchmark, _, experiment = args.verify.partition("@")
+    build = default_build(args.workdir, lambda message: print(message, file=sys.stderr,
+                                                                flush=True))
+    result = verify_version(benchmark, experiment or None, build=build, workdir=args.workdir)
+    print("\n".join(report_lines(result)))
+    return 0 if result.reproduced else 1
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .images.publish import publish
+
+    pushed = publish(args.image, args.reference, experiment=args.experiment,
+                     catalog=args.catalog, insecure=args.insecure, progress=sys.stderr.isatty())
+    how = "pushed" if pushed.uploaded else "already in the registry; tagged"
+    print(f"{args.image.name}: {how} {pushed.reference} ({pushed.size / 1e6:.1f} MB, sha256 "
+          f"{pushed.sha256}, manifest {pushed.manifest_digest})")
+    if args.catalog:
+        print(f"recorded {args.experiment} in {args.catalog}")
     return 0
 
 
@@ -356,6 +461,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     created = datetime.datetime.fromtimestamp(image.created, datetime.timezone.utc)
     print(f"arch       {image.arch}   created {created:%Y-%m-%d %H:%M:%S} UTC")
     print(f"benchmarks {labels.get('org.dacbench-remote.benchmarks', '(not labelled)')}")
+    _print_manifest(image, packages=args.packages)
     for key in sorted(labels):
         print(f"label      {key} = {labels[key]}")
     for descriptor in image.descriptors:
@@ -364,6 +470,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.deffile:
         print("\n" + (image.deffile() or "(no definition file stored)"))
     return 0
+
+
+def _print_manifest(image, *, packages: bool) -> None:
+    import datetime
+
+    from .images.manifest import MANIFEST_NAME, package_versions
+
+    manifest = image.json_object(MANIFEST_NAME)
+    if manifest is None:
+        print("manifest   (none: not built by dacbench-remote's builder)")
+        return
+    versions = package_versions(manifest, "dacbench", "numpy", "gymnasium")
+    print("versions   " + "  ".join(f"{name} {versions.get(name, '-')}"
+                                   for name in ("dacbench", "numpy", "gymnasium")))
+    epoch = manifest.get("source_date_epoch", 0)
+    when = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    lists = manifest.get("packages", {})
+    print(f"built by   {manifest.get('builder')} from {manifest.get('recipe')} (sha256 "
+          f"{manifest.get('recipe_sha256', '')[:16]}), epoch {epoch} ({when:%Y-%m-%d %H:%M} UTC)")
+    print(f"inputs     {manifest.get('inputs_sha256')}")
+    print(f"packages   {len(lists.get('debian', []))} Debian, {len(lists.get('python', []))} Python")
+    if packages:
+        for kind in ("debian", "python"):
+            for package in lists.get(kind, []):
+                print(f"package    {kind:<6} {package['name']} {package.get('version', '')}")
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

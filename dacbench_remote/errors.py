@@ -84,6 +84,14 @@ class DownloadError(ImageError):
     """An image could not be downloaded from any of its sources."""
 
 
+class RegistryError(DownloadError):
+    """An OCI registry refused a request or holds something that is not a SIF image."""
+
+
+class RegistryAuthError(RegistryError):
+    """A registry wants credentials, or rejected the ones given (they are never shown)."""
+
+
 class RecipeError(DacbenchRemoteError):
     """A recipe (.def file) uses something the builder cannot do; names the file and line."""
 

@@ -17,7 +17,8 @@ want_dacbench=0
 
 apt_packages=(python3 python3-venv bubblewrap squashfs-tools squashfuse fuse3 siftool mmdebstrap
               uidmap ca-certificates)
-[ "$want_tests" = 1 ] && apt_packages+=(slurm-wlm munge util-linux passwd procps mount)
+[ "$want_tests" = 1 ] && apt_packages+=(slurm-wlm munge util-linux passwd procps mount
+                                         docker-registry apache2-utils openssl)
 
 missing=()
 for package in "${apt_packages[@]}"; do

@@ -23,7 +23,8 @@ PACKAGES = {
     "siftool": "siftool", "newuidmap": "uidmap", "runuser": "util-linux", "useradd": "passwd",
     "mount": "mount", "umount": "mount", "chroot": "coreutils", "slurmctld": "slurm-wlm",
     "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "squeue": "slurm-wlm", "scancel": "slurm-wlm",
-    "munged": "munge",
+    "munged": "munge", "docker-registry": "docker-registry", "htpasswd": "apache2-utils",
+    "openssl": "openssl",
 }
 
 

@@ -416,7 +416,7 @@ def fake_singularity(directory: Path, body: str) -> None:
     script.chmod(0o755)
 
 
-def test_oras_source_goes_through_apptainer_pull(tmp_path, monkeypatch):
+def test_library_source_goes_through_apptainer_pull(tmp_path, monkeypatch):
     blob = tmp_path / "blob.sif"
     blob.write_bytes(PAYLOAD)
     fake_singularity(tmp_path / "bin", textwrap.dedent(f"""
@@ -426,9 +426,9 @@ def test_oras_source_goes_through_apptainer_pull(tmp_path, monkeypatch):
     """))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     cache = ImageCache(tmp_path / "cache")
-    path = cache.fetch(resolved_image("oras://registry.invalid/img:0.01"), progress=False)
+    path = cache.fetch(resolved_image("library://registry.invalid/img:0.01"), progress=False)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == DIGEST
-    assert cache.provenance(path)["origin"] == "oras://registry.invalid/img:0.01"
+    assert cache.provenance(path)["origin"] == "library://registry.invalid/img:0.01"
 
 
 def test_failed_apptainer_pull_reports_its_output(tmp_path, monkeypatch):
@@ -446,7 +446,7 @@ def test_real_apptainer_reports_an_unreachable_registry(tmp_path):
     need_apptainer()
     with pytest.raises(DownloadError, match="apptainer pull exited"):
         ImageCache(tmp_path, read_timeout=5).fetch(
-            resolved_image("oras://127.0.0.1:9/none/img:0.01"), progress=False)
+            resolved_image("docker://127.0.0.1:9/none/img:0.01"), progress=False)
 
 
 def test_catalog_to_cache_end_to_end(tmp_path, server):
