@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptImage
+from .download import sha256_file
 from .manifest import MANIFEST_NAME
 from .sif import SifImage
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -125,11 +124,7 @@ def _entry(path: Path) -> Entry:
         return Entry("dir", mode, int(info.st_mtime), 0, "")
     if not stat.S_ISREG(info.st_mode):
         return Entry("special", mode, int(info.st_mtime), 0, "")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return Entry("file", mode, int(info.st_mtime), info.st_size, digest.hexdigest())
+    return Entry("file", mode, int(info.st_mtime), info.st_size, sha256_file(path))
 
 
 def _file_differences(left: dict[str, Entry], right: dict[str, Entry]) -> list[FileDifference]:
