@@ -324,7 +324,8 @@ class ImageCache:
         failures: list[tuple[str, str | ChecksumMismatch]] = []
         for source in resolved.sources:
             options = dict(connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
-                           attempts=self.attempts, label=target.name, progress=progress)
+                           attempts=self.attempts, label=target.name, progress=progress,
+                           expected_sha256=resolved.sha256)
             try:
                 fetched = fetch_source(source, part, **options)
                 if fetched.sha256 != resolved.sha256 and fetched.resumed:

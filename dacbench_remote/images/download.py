@@ -288,11 +288,12 @@ def pull_apptainer(uri: str, part: Path, *, progress: bool = True) -> Fetched:
 
 def fetch_source(source: str, part: Path, *, connect_timeout: float = 15.0,
                  read_timeout: float = 60.0, attempts: int = 3, label: str = "",
-                 progress: bool = True) -> Fetched:
+                 progress: bool = True, expected_sha256: str = "") -> Fetched:
     """Bring one catalog source into `part` (HTTP(S), OCI registry, Apptainer URI or local path).
 
-    oras:// goes to the registry in pure Python (see registry.py); library:// and docker://
-    need Apptainer.
+    oras:// goes to the registry in pure Python (see registry.py), which refuses a manifest
+    whose layer is not `expected_sha256` before downloading; library:// and docker:// need
+    Apptainer.
     """
     if source.startswith(("https://", "http://")):
         return download_http(source, part, connect_timeout=connect_timeout,
@@ -305,7 +306,7 @@ def fetch_source(source: str, part: Path, *, connect_timeout: float = 15.0,
         try:
             return pull_sif(source, part, connect_timeout=connect_timeout,
                             read_timeout=read_timeout, attempts=attempts, label=label,
-                            progress=progress)
+                            progress=progress, expected_sha256=expected_sha256)
         except RegistryError as exc:
             raise SourceFailed(str(exc)) from exc
     if source.startswith(("library://", "docker://")):

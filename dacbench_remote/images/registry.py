@@ -325,14 +325,21 @@ def fetch_manifest(client: RegistryClient) -> tuple[Layer, str]:
 
 def pull_sif(uri: str, part: Path, *, credentials: Credentials | None = None,
              insecure: bool = False, connect_timeout: float = 15.0, read_timeout: float = 60.0,
-             attempts: int = 3, label: str = "", progress: bool = True) -> Fetched:
+             attempts: int = 3, label: str = "", progress: bool = True,
+             expected_sha256: str = "") -> Fetched:
     """Download the SIF of an oras:// reference into `part` (resuming it) via download_http.
 
-    The caller compares the returned sha256 with the catalog's, as for any source.
+    The caller compares the returned sha256 with the catalog's, as for any source; with
+    `expected_sha256`, a manifest naming another layer is refused before any byte is fetched.
     """
     client = RegistryClient(parse_reference(uri), credentials=credentials, insecure=insecure,
                             timeout=(connect_timeout, read_timeout))
     layer, _ = fetch_manifest(client)
+    if expected_sha256 and layer.digest != f"sha256:{expected_sha256}":
+        raise RegistryError(
+            f"{uri} holds a SIF with {layer.digest}, not the pinned sha256:{expected_sha256} "
+            "(the tag now names another image; nothing was downloaded). Pin the source by "
+            "digest (oras://...@sha256:...) or correct the catalog entry")
     return download_http(client.url(f"blobs/{layer.digest}"), part,
                          connect_timeout=connect_timeout, read_timeout=read_timeout,
                          attempts=attempts, label=label or layer.title or part.name,

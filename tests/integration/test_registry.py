@@ -243,6 +243,21 @@ def test_catalog_pinned_to_the_registry_resolves_through_the_cache(
         image.read_bytes()).hexdigest()
 
 
+def test_a_tag_moved_to_another_image_is_refused_before_downloading(
+        open_registry, image, tmp_path, clean_env, monkeypatch):
+    source = f"oras://{open_registry.host}/dacbench/moved:1"
+    push_sif(image, source, progress=False)
+    pinned = "ab" * 32  # the catalog pins another image than the tag now names
+    catalog_for(tmp_path / "cat", image, source, sha256=pinned)
+    monkeypatch.setenv("DACBENCH_REMOTE_CATALOG", str(tmp_path / "cat" / "benchmarks"))
+    with pytest.raises(DownloadError) as raised:
+        resolve_image(BENCHMARK, "exp:reg", progress=False)
+    actual = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert f"holds a SIF with sha256:{actual}, not the pinned sha256:{pinned}" in str(raised.value)
+    assert "nothing was downloaded" in str(raised.value)
+    assert not list((tmp_path / "cache").glob("*.part"))
+
+
 # --- authentication ------------------------------------------------------------------------------
 
 def test_htpasswd_registry_without_and_with_wrong_credentials(
