@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import pwd
@@ -64,9 +65,18 @@ def _user_venv(name: str, packages: list[str], no_deps: tuple[str, ...] = ()) ->
         pytest.fail("Debian's /usr/bin/python3 is missing (apt-get install python3)")
     venv = SHARED_DIR / f"{name}-{_source_digest()}"
     python = venv / "bin" / "python"
+    SHARED_DIR.mkdir(parents=True, exist_ok=True)
+    os.chmod(SHARED_DIR, 0o755)
+    # Two pytest sessions at once (a developer's and CI's) must not build one venv together.
+    with open(SHARED_DIR / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _fill_venv(venv, python, base, packages, no_deps)
+    return str(python)
+
+
+def _fill_venv(venv: Path, python: Path, base: str, packages: list[str],
+               no_deps: tuple[str, ...]) -> None:
     if not (venv / ".complete").exists():
-        SHARED_DIR.mkdir(parents=True, exist_ok=True)
-        os.chmod(SHARED_DIR, 0o755)
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
         pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
@@ -76,7 +86,6 @@ def _user_venv(name: str, packages: list[str], no_deps: tuple[str, ...] = ()) ->
         subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(REPO)], check=True,
                        cwd=str(SHARED_DIR))
         (venv / ".complete").touch()
-    return str(python)
 
 
 @pytest.fixture(scope="session")
