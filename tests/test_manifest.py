@@ -84,3 +84,19 @@ def test_packages_are_read_from_the_squashfs(tmp_path: Path):
     assert len(numpy["record_sha256"]) == 64
     manifest = {"packages": packages}
     assert package_versions(manifest, "NumPy", "gymnasium") == {"NumPy": "2.4.6"}
+
+
+def test_the_packaged_catalog_is_no_input_of_an_image(tmp_path: Path):
+    """The catalog pins the images' digests, so images built with it inside could never match."""
+    text = RECIPE.replace("pkg /opt/pkg", "dacbench_remote /opt/dacbench-remote/dacbench_remote")
+    package = tmp_path / "dacbench_remote"
+    (package / "images" / "packaged" / "benchmarks").mkdir(parents=True)
+    (package / "server.py").write_text("serve = True\n")
+    catalog = package / "images" / "packaged" / "benchmarks" / "base.toml"
+    catalog.write_text('sha256 = ""\n')
+    recipe = parse_recipe_text(text, tmp_path / "r.def", {"mirror": "http://mirror.invalid/d"})
+    before = inputs_digest(recipe, tmp_path)
+    catalog.write_text(f'sha256 = "{"0" * 64}"\n')
+    assert inputs_digest(recipe, tmp_path) == before
+    (package / "server.py").write_text("serve = False\n")
+    assert inputs_digest(recipe, tmp_path) != before

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError
-from .native import HOST_ONLY_FILES
+from .native import host_only_files
 from .recipe import Recipe
 
 MANIFEST_NAME = "dacbench-remote-manifest.json"
@@ -56,7 +56,7 @@ def inputs_digest(recipe: Recipe, context: Path) -> str:
 def _tree(top: Path):
     """(relative path, kind, content) of `top` and below, in a fixed order, as %files copies it
     (symlinks followed, host bytecode left out, only the executable bit of modes kept)."""
-    ignored = HOST_ONLY_FILES
+    ignored = host_only_files
     stack = [(top, ".")]
     while stack:
         path, relative = stack.pop()

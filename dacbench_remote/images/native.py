@@ -143,7 +143,7 @@ def _stage_files(recipe: Recipe, files: Path, context: Path) -> None:
         target.parent.mkdir(parents=True)
         try:
             if source.is_dir():
-                shutil.copytree(source, target, symlinks=False, ignore=HOST_ONLY_FILES)
+                shutil.copytree(source, target, symlinks=False, ignore=host_only_files)
             else:
                 shutil.copy2(source, target)
         except (OSError, shutil.Error) as exc:
@@ -153,8 +153,17 @@ def _stage_files(recipe: Recipe, files: Path, context: Path) -> None:
         _normalise_modes(files)
 
 
-# Bytecode the host happened to compile (for its own Python) is not part of a recipe's inputs.
-HOST_ONLY_FILES = shutil.ignore_patterns("__pycache__", "*.pyc")
+def host_only_files(directory: str, names: list[str]) -> set[str]:
+    """What %files leaves out of a copied directory (a `shutil.copytree` ignore function).
+
+    Bytecode the host happened to compile (for its own Python) is not part of a recipe's
+    inputs, and neither is this package's packaged catalog: it lists the images' own digests,
+    so an image holding it could never be pinned (the server never reads it).
+    """
+    ignored = {name for name in names if name == "__pycache__" or name.endswith(".pyc")}
+    if Path(directory).parts[-2:] == ("dacbench_remote", "images") and "packaged" in names:
+        ignored.add("packaged")
+    return ignored
 
 
 def _normalise_modes(top: Path) -> None:
