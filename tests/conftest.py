@@ -7,6 +7,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ import pytest
 
 # In CI, a skip whose reason is not on the allowlist in that module fails the run.
 pytest_plugins = ["tests.skip_allowlist"]
+
+# A suite started as a background job (`cmd &` in a script) inherits an ignored SIGINT, and so
+# would every server it starts: the Ctrl-C tests would then test nothing. Ctrl-C as a user has it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_USER = "dacbr-test"
