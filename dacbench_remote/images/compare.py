@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..errors import CorruptImage
 from .download import sha256_file
 from .manifest import MANIFEST_NAME
 from .sif import SifImage
+from .unsquash import unsquashfs
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,10 @@ def _package_differences(left: SifImage, right: SifImage) -> list[str]:
 
 
 def _unpack(image: SifImage, target: Path) -> Path:
-    partition = image.primary_partition()
-    command = ["unsquashfs", "-q", "-n", "-no-xattrs", "-o", str(partition.offset),
-               "-d", str(target), str(image.path)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    # Exit code 2: non-fatal (e.g. ownership not settable as an ordinary user); files are there.
-    if result.returncode not in (0, 2):
+    _, problems = unsquashfs(image.path, target, offset=image.primary_partition().offset)
+    if problems:
         raise CorruptImage(f"cannot unpack {image.path} to compare it: "
-                           f"{(result.stderr or result.stdout).strip()[-400:]}")
+                           + "\n".join(problems[-15:]))
     return target
 
 

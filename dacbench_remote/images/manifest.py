@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from ..errors import BuildError
 from .native import host_only_files
 from .recipe import Recipe
+from .unsquash import unsquashfs
 
 MANIFEST_NAME = "dacbench-remote-manifest.json"
 MANIFEST_FORMAT = 1
@@ -74,12 +74,10 @@ def read_packages(squashfs: Path, offset: int = 0) -> dict[str, list[dict[str, s
     """The Debian and Python packages installed in a squashfs root filesystem (at `offset`)."""
     with tempfile.TemporaryDirectory(prefix="dacbench-remote-manifest-") as tmp:
         root = Path(tmp) / "root"
-        command = ["unsquashfs", "-q", "-n", "-no-xattrs", "-o", str(offset), "-d", str(root),
-                   str(squashfs), *_PACKAGE_PATHS]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode not in (0, 2):  # 2: e.g. a mode it could not set; files are there
+        _, problems = unsquashfs(squashfs, root, offset=offset, paths=_PACKAGE_PATHS)
+        if problems:
             raise BuildError(f"cannot read the package lists of {squashfs}: "
-                             f"{(result.stderr or result.stdout).strip()[-400:]}")
+                             + "\n".join(problems[-15:]))
         return {"debian": _debian_packages(root / "var/lib/dpkg/status"),
                 "python": _python_packages(root)}
 

@@ -22,10 +22,8 @@ from pathlib import Path
 
 from ..errors import DacbenchRemoteError, ImageError, RuntimeUnavailable
 from ..images.download import sha256_file
+from ..images.unsquash import unsquashfs
 
-# unsquashfs exits 2 for non-fatal errors; as a normal user these are the device nodes of /dev,
-# which bwrap replaces with its own --dev anyway.
-_BENIGN_UNSQUASHFS = ("because you're not superuser",)
 TMP_PREFIX = ".tmp-"
 
 
@@ -130,19 +128,11 @@ def extract_rootfs(image: Path, offset: int, digest: str, cache: Path) -> Extrac
         work = Path(tempfile.mkdtemp(dir=cache, prefix=f"{TMP_PREFIX}{digest}-"))
         try:
             target = work / "rootfs"
-            result = subprocess.run(
-                ["unsquashfs", "-no-xattrs", "-quiet", "-no-progress", "-offset", str(offset),
-                 "-dest", str(target), str(image)],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            )
-            problems = [line for line in (result.stdout + result.stderr).splitlines()
-                        if line.strip() and not any(b in line for b in _BENIGN_UNSQUASHFS)]
-            if result.returncode not in (0, 2) or (result.returncode == 2 and problems):
-                tail = "\n".join(problems[-15:]) or "(no output)"
+            code, problems = unsquashfs(Path(image), target, offset=offset)
+            if problems:
                 raise ImageError(
-                    f"unpacking {image} into {cache} failed (unsquashfs exit code "
-                    f"{result.returncode}); is the disk full or the image damaged?\n{tail}"
-                )
+                    f"unpacking {image} into {cache} failed (unsquashfs exit code {code}); is "
+                    "the disk full or the image damaged?\n" + "\n".join(problems[-15:]))
             os.rename(target, final)
         finally:
             force_rmtree(work)
