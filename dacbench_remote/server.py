@@ -8,7 +8,6 @@ only the codec, Pyro5 and what the benchmarks need, because it runs inside minim
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
@@ -30,6 +29,7 @@ from .benchmark_objects import rebuild_benchmark
 from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID, ChannelClosed, recv_frame, send_frame
 from .dacvalues import lower, restore
 from .errors import BadConfig, UnknownBenchmark
+from .sockets import remove_socket_files
 
 Pyro5.api.config.SERIALIZER = "json"
 # Control calls are few; a handful of threads serve several clients.
@@ -524,7 +524,7 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
           f"{socket_path}", file=sys.stderr, flush=True)
     while not done.wait(0.5):
         pass
-    _shutdown(daemon, data, runner, (socket_path, data_path))
+    _shutdown(daemon, data, runner, socket_path)
 
 
 def _wait_for_stdin_close(done: threading.Event) -> None:
@@ -537,7 +537,8 @@ def _wait_for_stdin_close(done: threading.Event) -> None:
     done.set()
 
 
-def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer, paths) -> None:
+def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer,
+              socket_path: str) -> None:
     data.close()
     for env_id in list(runner.environments):
         try:
@@ -549,9 +550,9 @@ def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer, paths
             print(f"closing environment {env_id} failed: {reply['error']['message']}",
                   file=sys.stderr)
     daemon.shutdown()
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+    # Our sockets, and our private directory when the host made one and can no longer remove
+    # it (killed): an empty directory would be left in the user's socket root otherwise.
+    remove_socket_files(socket_path)
     sys.stderr.flush()
     # Env libraries may leave non-daemon threads behind; they must not keep the server alive.
     os._exit(0)

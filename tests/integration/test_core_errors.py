@@ -223,6 +223,8 @@ def test_server_exits_when_host_process_is_killed():
     host.wait()
     assert _gone(int(pid_text)), "the server outlived its killed host"
     assert not Path(socket_path).exists()
+    # Its private directory too: the killed host cannot remove it, so the server does.
+    assert not Path(socket_path).parent.exists()
 
 
 def test_sigterm_to_host_stops_the_server():
