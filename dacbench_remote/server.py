@@ -570,7 +570,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="exit when standard input reaches EOF (the host's lifeline; set by the runtimes)",
     )
+    parser.add_argument(
+        "--zygote",
+        action="store_true",
+        help="serve fork requests instead: each forks a fresh server (see dacbench_remote.zygote)",
+    )
     args = parser.parse_args(argv)
+    if args.zygote:
+        from .zygote import zygote
+
+        zygote(args.socket, exit_on_stdin_close=args.exit_on_stdin_close)
+        return
     serve(args.socket, exit_on_stdin_close=args.exit_on_stdin_close)
 
 

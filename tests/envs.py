@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import gymnasium
@@ -180,3 +181,42 @@ def make_failing_close_env():
 
 def make_unsendable_space_env():
     return UnsendableSpaceEnv()
+
+
+# What LeakyEnv does to its process; a fresh (or freshly forked) server starts from zero.
+_LEAKS = {"resets": 0}
+
+
+class LeakyEnv(gymnasium.Env):
+    """Mutates module globals, the global RNGs and starts a thread; observations reveal any of it
+    that was already there: [resets in this process, leaked threads alive, environ already set].
+
+    (The global RNGs it reseeds cannot reveal a leak: the server seeds them on reset(seed).)"""
+
+    def __init__(self):
+        self.observation_space = gymnasium.spaces.Box(0, 1_000_000, (3,), np.int64)
+        self.action_space = gymnasium.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        import random
+        import threading
+
+        super().reset(seed=seed)
+        seeded_before = int(os.environ.get("DACBR_LEAKY_ENV") == "1")
+        os.environ["DACBR_LEAKY_ENV"] = "1"
+        _LEAKS["resets"] += 1
+        leaked = sum(t.name == "leaky-env" for t in threading.enumerate())
+        threading.Thread(target=time.sleep, args=(3600,), name="leaky-env", daemon=True).start()
+        random.seed(_MARK)
+        np.random.seed(_MARK)
+        return np.array([_LEAKS["resets"], leaked, seeded_before]), {}
+
+    def step(self, action):
+        return np.array([_LEAKS["resets"], 0, 0]), 1.0, True, False, {}
+
+
+_MARK = 4242
+
+
+def make_leaky_env():
+    return LeakyEnv()

@@ -1,0 +1,224 @@
+"""A zygote server: imports a benchmark once, then forks a fresh, isolated server per request.
+
+Starting a container and importing DACBench costs seconds; forking an already-imported process
+costs milliseconds. Each child is an ordinary server (server.serve) on its own socket next to the
+zygote's, so nothing one child's env does to its process (module globals, the global RNG, threads)
+reaches the next: each starts from the zygote's untouched memory.
+
+Protocol, one request per connection on the zygote's socket: the host sends one JSON line
+`{"op": "fork", "name": NAME, "preload": [MODULE, ...]}` with the read end of a pipe attached
+(SCM_RIGHTS; it crosses container namespaces). The zygote imports the modules (once), forks, and
+answers `{"ok": true, "pid": PID, "socket": NAME.sock}`. The child makes the pipe its stdin, so
+the existing exit-on-stdin-close lifeline stops it when the host's end closes (host exit, even
+kill -9); it also dies with the zygote (PR_SET_PDEATHSIG). The zygote stays single-threaded
+(fork safety) and reaps its children.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from .sockets import remove_socket_files
+
+_PR_SET_PDEATHSIG = 1
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}\Z")
+MAX_REQUEST = 65536
+
+
+# -- host side -------------------------------------------------------------------------------
+
+
+class ZygoteError(RuntimeError):
+    """The zygote refused or failed a fork request."""
+
+
+def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str] = (),
+                 timeout: float = 60.0) -> tuple[Path, int, int]:
+    """Ask the zygote on `zygote_socket` (a host path) for a child server named `name`.
+
+    Returns the child's control socket (host path), its pid (in the zygote's pid namespace) and
+    the write end of its lifeline pipe: keep that fd open while the child should live.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(zygote_socket))
+            body = json.dumps({"op": "fork", "name": name, "preload": list(preload)}) + "\n"
+            conn.sendmsg([body.encode()],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end]))])
+            reply = _read_line(conn)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        answer = {"ok": False, "error": f"unreadable reply {reply[:200]!r}"}
+    if not answer.get("ok"):
+        os.close(write_end)
+        raise ZygoteError(f"the zygote server on {zygote_socket} could not start a server: "
+                          f"{answer.get('error', 'no reason given')}")
+    return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# -- zygote side -----------------------------------------------------------------------------
+
+
+def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
+    """Serve fork requests on `socket_path` until SIGTERM/SIGINT or (optionally) stdin EOF."""
+    from . import server  # imported before any fork, like the benchmark's modules
+
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    os.chmod(socket_path, 0o600)
+    listener.listen(16)
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    print(f"dacbench-remote zygote listening on {socket_path}", file=sys.stderr, flush=True)
+    watched = [listener] + ([sys.stdin] if exit_on_stdin_close else [])
+    children: set[int] = set()
+    try:
+        while not stopping:
+            _reap(children)
+            try:
+                ready, _, _ = select.select(watched, [], [], 0.5)
+            except InterruptedError:
+                continue
+            if sys.stdin in ready and not os.read(sys.stdin.fileno(), 4096):
+                break  # the host's lifeline closed
+            if listener in ready:
+                conn, _ = listener.accept()
+                with conn:
+                    child = _handle(conn, listener, socket_path, server)
+                    if child:
+                        children.add(child)
+    finally:
+        listener.close()
+        _stop_children(children)
+        remove_socket_files(socket_path)  # and the directory, once the children's are gone
+
+
+def _handle(conn: socket.socket, listener: socket.socket, socket_path: str, server) -> int:
+    """Answer one request; the child's pid when one was forked, else 0."""
+    conn.settimeout(10.0)
+    fds: list[int] = []
+    try:
+        data, ancillary, _, _ = conn.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * 4))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds += array.array("i", payload[: len(payload) - len(payload) % 4]).tolist()
+        request = json.loads(data)
+        name = request.get("name")
+        if request.get("op") != "fork" or not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"expected a fork request with a plain name, got {request!r}")
+        if len(fds) != 1:
+            raise ValueError("a fork request carries exactly one lifeline fd")
+        for module in request.get("preload") or ():
+            importlib.import_module(module)
+        child_socket = str(Path(socket_path).parent / f"{name}.sock")
+        pid = os.fork()
+        if pid == 0:
+            _child(listener, conn, fds[0], child_socket, server)
+        _send(conn, {"ok": True, "pid": pid, "socket": f"{name}.sock"})
+        return pid
+    except Exception as exc:  # a bad request, or a module that fails to import
+        _send(conn, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 0
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _child(listener, conn, lifeline: int, child_socket: str, server) -> None:
+    """In the forked child: become an ordinary server on `child_socket`; never returns."""
+    code = 1
+    try:
+        _die_with_parent()
+        listener.close()
+        conn.close()
+        os.dup2(lifeline, 0)
+        def stop_early(signum, frame):
+            # Until serve() installs its own handlers, a stop must still remove our sockets.
+            remove_socket_files(child_socket)
+            os._exit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, stop_early)
+        server.serve(child_socket, exit_on_stdin_close=True)  # exits the process itself
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _send(conn: socket.socket, answer: dict) -> None:
+    with contextlib.suppress(OSError):  # the host gave up; a child dies with its lifeline
+        conn.sendall((json.dumps(answer) + "\n").encode())
+
+
+def _reap(children: set[int]) -> None:
+    for pid in list(children):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            children.discard(pid)
+
+
+def _stop_children(children: set[int], grace: float = 3.0) -> None:
+    """SIGTERM (a child shuts down cleanly, removing its sockets), SIGKILL after `grace`."""
+    for pid in children:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while children and time.monotonic() < deadline:
+        _reap(children)
+        time.sleep(0.02)
+    for pid in children:
+        _signal(pid, signal.SIGKILL)
+    for pid in list(children):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        children.discard(pid)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

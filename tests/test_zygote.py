@@ -1,0 +1,127 @@
+"""The zygote server: forked children are ordinary, isolated servers that die with their host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote.client import ServerConnection
+from dacbench_remote.sockets import new_socket_path, remove_socket_files
+from dacbench_remote.zygote import ZygoteError, request_fork
+
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def zygote():
+    path = new_socket_path("zyg")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, "-m", "dacbench_remote.server", "--zygote",
+                             "--socket", str(path), "--exit-on-stdin-close"],
+                            stdin=subprocess.PIPE, env=env, cwd=ROOT)
+    assert _wait_for(path.exists)
+    yield proc, path
+    proc.stdin.close()
+    proc.wait(timeout=20)
+    remove_socket_files(path)
+    assert not path.parent.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _first_obs(child: Path) -> list[int]:
+    assert _wait_for(lambda: Path(str(child) + ".data").exists())
+    connection = ServerConnection(child, timeout=30)
+    try:
+        env = connection.make_env("tests.envs:make_leaky_env")
+        obs, _ = env.reset(seed=1)
+        env.close()
+        return [int(x) for x in obs]
+    finally:
+        connection.close()
+
+
+def test_children_do_not_see_each_others_globals(zygote):
+    _proc, path = zygote
+    seen = []
+    for n in range(3):
+        child, pid, lifeline = request_fork(path, f"t{n}", ["tests.envs"])
+        try:
+            seen.append(_first_obs(child))
+        finally:
+            os.close(lifeline)
+        assert _wait_for(lambda pid=pid: not _alive(pid))
+        assert not child.exists()
+    # One reset, no leaked thread, an unseeded RNG: in every child, as in a fresh server.
+    assert seen == [[1, 0, 0]] * 3
+
+
+def test_a_second_env_in_one_child_does_see_the_leak(zygote):
+    """The leak detector works: within one process the leaks are visible."""
+    _proc, path = zygote
+    child, _pid, lifeline = request_fork(path, "same", [])
+    try:
+        assert _first_obs(child) == [1, 0, 0]
+        assert _first_obs(child) == [2, 1, 1]
+    finally:
+        os.close(lifeline)
+
+
+def test_child_exits_when_its_host_is_killed(zygote, tmp_path):
+    proc, path = zygote
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from dacbench_remote.zygote import request_fork; "
+         f"c, pid, fd = request_fork({str(path)!r}, 'held'); print(pid, flush=True); "
+         "time.sleep(3600)"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    pid = int(holder.stdout.readline())
+    child = path.parent / "held.sock"
+    assert _wait_for(child.exists)
+    assert _alive(pid)
+    holder.kill()
+    holder.wait()
+    assert _wait_for(lambda: not _alive(pid))
+    assert _wait_for(lambda: not child.exists())  # it removed its sockets on the way out
+    assert proc.poll() is None  # the zygote serves on
+
+
+def test_children_die_with_the_zygote(zygote):
+    proc, path = zygote
+    child, pid, lifeline = request_fork(path, "orphan", [])
+    try:
+        assert _wait_for(child.exists)
+        proc.kill()
+        proc.wait()
+        assert _wait_for(lambda: not _alive(pid))
+        assert _wait_for(lambda: not child.exists())  # it shut down cleanly
+    finally:
+        os.close(lifeline)
+
+
+def test_bad_requests_are_refused_with_the_reason(zygote):
+    proc, path = zygote
+    with pytest.raises(ZygoteError, match=r"ModuleNotFoundError.*no_such_module"):
+        request_fork(path, "bad", ["no_such_module_xyz"])
+    with pytest.raises(ZygoteError, match="plain name"):
+        request_fork(path, "../escape", [])
+    assert proc.poll() is None
