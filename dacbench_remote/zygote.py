@@ -76,6 +76,56 @@ def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str]
     return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
 
 
+class ZygoteUnsupported(ZygoteError):
+    """The image's server predates --zygote: run a fresh server per trial instead."""
+
+
+class WarmServer:
+    """A zygote started by any runtime (in its container), handing out forked child servers."""
+
+    def __init__(self, runtime, preload: list[str] = (), startup_timeout: float = 60.0):
+        self.runtime, self.preload, self.startup_timeout = runtime, list(preload), startup_timeout
+        self.server = None
+
+    def start(self) -> None:
+        from .sockets import new_socket_path, socket_answers
+
+        self.runtime.server_args = ("--zygote",)
+        self.server = self.runtime.start(new_socket_path("zyg"))
+        deadline = time.monotonic() + self.startup_timeout
+        while not socket_answers(self.server.socket_path, timeout=1.0):
+            if not self.server.alive():
+                output = self.server.output_tail()
+                self.stop()
+                if "--zygote" in output:
+                    raise ZygoteUnsupported(
+                        "this image's server has no --zygote (an image built by an older "
+                        "dacbench-remote); rebuild it for warm trials. Its output:\n" + output)
+                raise ZygoteError(f"the zygote server exited during startup:\n{output}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ZygoteError(f"the zygote server did not answer within "
+                                  f"{self.startup_timeout:.0f} s")
+            time.sleep(0.02)
+
+    def fork(self, name: str) -> tuple[Path, int]:
+        """A fresh child server: its control socket (host path) and lifeline write fd."""
+        if self.server is None:
+            self.start()
+        child, _pid, lifeline = request_fork(self.server.socket_path, name, self.preload,
+                                             timeout=self.startup_timeout)
+        return child, lifeline
+
+    def alive(self) -> bool:
+        return self.server is not None and self.server.alive()
+
+    def stop(self) -> None:
+        """Stop the zygote (its children follow), remove its sockets and mounts."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
+
+
 def _read_line(conn: socket.socket) -> bytes:
     data = b""
     while not data.endswith(b"\n") and len(data) < MAX_REQUEST:

@@ -125,3 +125,41 @@ def test_bad_requests_are_refused_with_the_reason(zygote):
     with pytest.raises(ZygoteError, match="plain name"):
         request_fork(path, "../escape", [])
     assert proc.poll() is None
+
+
+def test_warm_server_in_the_local_runtime_leaves_nothing(monkeypatch):
+    from dacbench_remote.runtimes.local import LocalRuntime
+    from dacbench_remote.zygote import WarmServer
+
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    warm = WarmServer(LocalRuntime(), preload=["tests.envs"])
+    warm.start()
+    directory = warm.server.socket_path.parent
+    seen = []
+    for n in range(3):
+        child, lifeline = warm.fork(f"w{n}")
+        try:
+            seen.append(_first_obs(child))
+        finally:
+            os.close(lifeline)
+    zygote_pid = warm.server.pid
+    warm.stop()
+    assert seen == [[1, 0, 0]] * 3
+    assert not directory.exists()
+    assert not _alive(zygote_pid)
+
+
+def test_an_old_server_without_zygote_is_reported_as_unsupported(tmp_path):
+    from dacbench_remote.runtimes.local import LocalRuntime
+    from dacbench_remote.zygote import WarmServer, ZygoteUnsupported
+
+    old = tmp_path / "old-python"  # a server whose argparse does not know --zygote
+    old.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import argparse, sys; "
+                   "p = argparse.ArgumentParser(); p.add_argument(\"--socket\"); "
+                   "p.add_argument(\"--exit-on-stdin-close\", action=\"store_true\"); "
+                   "p.parse_args(sys.argv[3:])' \"$@\"\n")
+    old.chmod(0o755)
+    warm = WarmServer(LocalRuntime(python=str(old)))
+    with pytest.raises(ZygoteUnsupported, match="older dacbench-remote"):
+        warm.start()
+    assert warm.server is None

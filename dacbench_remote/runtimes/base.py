@@ -27,6 +27,8 @@ class Runtime(ABC):
     """A way of starting `python -m dacbench_remote.server --socket PATH` somewhere."""
 
     name: str = "abstract"
+    # Appended to every server command: e.g. ("--zygote",) starts a zygote (see zygote.py).
+    server_args: tuple[str, ...] = ()
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Do slow one-time work (extract an image, check binaries) before the first start."""
@@ -60,7 +62,7 @@ class ServerProcess:
     """
 
     def __init__(self, argv: Sequence[str], socket_path: Path, runtime: Runtime):
-        self.argv = list(argv)
+        self.argv = [*argv, *runtime.server_args]
         self.socket_path = Path(socket_path)
         self.runtime = runtime
         # Closed with this object: the output tail is read from it after the server is gone.
