@@ -154,7 +154,7 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     print(f"dacbench-remote zygote listening on {socket_path}", file=sys.stderr, flush=True)
     watched = [listener] + ([sys.stdin] if exit_on_stdin_close else [])
-    children: set[int] = set()
+    children: dict[int, str] = {}  # pid -> its control socket
     try:
         while not stopping:
             _reap(children)
@@ -167,17 +167,18 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
             if listener in ready:
                 conn, _ = listener.accept()
                 with conn:
-                    child = _handle(conn, listener, socket_path, server)
+                    child, child_socket = _handle(conn, listener, socket_path, server)
                     if child:
-                        children.add(child)
+                        children[child] = child_socket
     finally:
         listener.close()
         _stop_children(children)
         remove_socket_files(socket_path)  # and the directory, once the children's are gone
 
 
-def _handle(conn: socket.socket, listener: socket.socket, socket_path: str, server) -> int:
-    """Answer one request; the child's pid when one was forked, else 0."""
+def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
+            server) -> tuple[int, str]:
+    """Answer one request; the child's pid and socket when one was forked, else 0."""
     conn.settimeout(10.0)
     fds: list[int] = []
     try:
@@ -198,10 +199,10 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str, serv
         if pid == 0:
             _child(listener, conn, fds[0], child_socket, server)
         _send(conn, {"ok": True, "pid": pid, "socket": f"{name}.sock"})
-        return pid
+        return pid, child_socket
     except Exception as exc:  # a bad request, or a module that fails to import
         _send(conn, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        return 0
+        return 0, ""
     finally:
         for fd in fds:
             os.close(fd)
@@ -237,17 +238,18 @@ def _send(conn: socket.socket, answer: dict) -> None:
         conn.sendall((json.dumps(answer) + "\n").encode())
 
 
-def _reap(children: set[int]) -> None:
+def _reap(children: dict[int, str]) -> None:
+    """Collect exited children; remove the sockets of one that was killed before it could."""
     for pid in list(children):
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             done = pid
         if done:
-            children.discard(pid)
+            remove_socket_files(children.pop(pid))
 
 
-def _stop_children(children: set[int], grace: float = 3.0) -> None:
+def _stop_children(children: dict[int, str], grace: float = 3.0) -> None:
     """SIGTERM (a child shuts down cleanly, removing its sockets), SIGKILL after `grace`."""
     for pid in children:
         _signal(pid, signal.SIGTERM)
@@ -260,7 +262,7 @@ def _stop_children(children: set[int], grace: float = 3.0) -> None:
     for pid in list(children):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-        children.discard(pid)
+        remove_socket_files(children.pop(pid))
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -209,10 +209,13 @@ class LeakyEnv(gymnasium.Env):
         threading.Thread(target=time.sleep, args=(3600,), name="leaky-env", daemon=True).start()
         random.seed(_MARK)
         np.random.seed(_MARK)
-        return np.array([_LEAKS["resets"], leaked, seeded_before]), {}
+        self._seen = [_LEAKS["resets"], leaked, seeded_before]
+        return np.array(self._seen), {}
 
     def step(self, action):
-        return np.array([_LEAKS["resets"], 0, 0]), 1.0, True, False, {}
+        """One step; the reward spells the reset's observation, so results show leaks too."""
+        resets, leaked, seen = self._seen
+        return np.array(self._seen), float(resets + 10 * leaked + 100 * seen), True, False, {}
 
 
 _MARK = 4242

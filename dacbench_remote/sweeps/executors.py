@@ -22,6 +22,7 @@ from .layout import SweepDir
 from .spec import LocalOptions, SlurmOptions
 from .supervisor import run_trial
 from .trial import CANCELLED, FAILED, Trial, TrialOutcome
+from .warm import WarmSlots
 
 CACHE_ENV = "DACBENCH_REMOTE_CACHE"
 CONTAINER_RUNTIMES = ("bwrap", "apptainer", "auto")  # "auto" is always a container
@@ -108,17 +109,26 @@ class LocalExecutor:
     def __init__(self, options: LocalOptions | None = None, workers: int | None = None):
         configured = options.workers if options else None
         self.workers = workers or configured or os.cpu_count() or 1
+        self.warm = options.warm if options else True
 
     def run(self, trials: list[Trial], ctx: RunContext) -> list[TrialOutcome]:
         trials = prefetch_images(trials)
         outcomes: list[TrialOutcome] = []
+        slots = WarmSlots(self.warm)
+
+        def run_one(trial: Trial) -> TrialOutcome:
+            if ctx.layout.outcome(trial.id) is not None or ctx.cancel_event.is_set():
+                zygote = None  # recorded already, or about to stop: no zygote to start
+            else:
+                zygote = slots.socket_for(trial)
+            socket_path, pid = zygote or (None, None)
+            return run_trial(trial, ctx.layout.path, run_id=ctx.run_id,
+                             sweep_name=ctx.sweep_name, cancel_event=ctx.cancel_event,
+                             zygote=socket_path, zygote_pid=pid)
+
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="trial")
         try:
-            futures = {
-                pool.submit(run_trial, trial, ctx.layout.path, run_id=ctx.run_id,
-                            sweep_name=ctx.sweep_name, cancel_event=ctx.cancel_event): trial
-                for trial in trials
-            }
+            futures = {pool.submit(run_one, trial): trial for trial in trials}
             pending = set(futures)
             while pending:
                 # A timeout keeps the main thread responsive to Ctrl-C.
@@ -133,6 +143,7 @@ class LocalExecutor:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            slots.close()
         return outcomes
 
 

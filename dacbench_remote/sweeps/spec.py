@@ -45,7 +45,7 @@ _TRIAL_KEYS = {"benchmark", "experiment", "config", "kwargs", "agent", "seed", "
 _RUNTIME_KEYS = {"kind", "image", "python", "binds", "env", "gpu", "startup_timeout",
                  "call_timeout"}
 _EXECUTOR_KEYS = {"kind", "local", "slurm"}
-_LOCAL_KEYS = {"workers"}
+_LOCAL_KEYS = {"workers", "warm"}
 _SLURM_KEYS = {"partition", "time", "cpus_per_task", "mem_gb", "gres", "array_parallelism",
                "cache_dir", "folder", "account", "qos", "constraint", "setup", "additional",
                "poll_interval"}
@@ -53,9 +53,11 @@ _SLURM_KEYS = {"partition", "time", "cpus_per_task", "mem_gb", "gres", "array_pa
 
 @dataclass(frozen=True)
 class LocalOptions:
-    """The local executor: how many trials run at once (default: one per core)."""
+    """The local executor: how many trials run at once (default: one per core), and whether
+    each worker keeps a warm zygote server whose forked children run the trials (warm)."""
 
     workers: int | None = None
+    warm: bool = True
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,9 @@ def _executor(table: Any, where: _Where, base: Path) -> ExecutorOptions:
     workers = local_table.get("workers")
     if workers is not None:
         workers = _positive_int(workers, where, "executor.local.workers")
+    warm = local_table.get("warm", True)
+    if not isinstance(warm, bool):
+        raise where.error("executor.local.warm", f"must be true or false, got {warm!r}")
     s = table.get("slurm", {})
     _table(s, where, "executor.slurm")
     _check_keys(s, _SLURM_KEYS, where, "executor.slurm")
@@ -364,7 +369,7 @@ def _executor(table: Any, where: _Where, base: Path) -> ExecutorOptions:
         additional=dict(additional),
         poll_interval=_duration(s.get("poll_interval", 1.0), where, f"{p}.poll_interval"),
     )
-    return ExecutorOptions(kind=kind, local=LocalOptions(workers), slurm=slurm)
+    return ExecutorOptions(kind=kind, local=LocalOptions(workers, warm), slurm=slurm)
 
 
 # -- values ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..runtimes.base import SERVER_MODULE
 from ..sockets import is_socket_id, remove_socket_files, socket_dir
 from .layout import SweepDir, atomic_write_json, read_json, read_jsonl
-from .procs import ProcessRecord, boot_id, hostname, stop_records, tree
+from .procs import ProcessRecord, boot_id, descendants, hostname, stop_records, tree
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 
 # Files of an earlier, unfinished attempt that must not leak into this one.
@@ -29,6 +29,7 @@ SUPERVISOR_ENV = "DACBR_SWEEP_SUPERVISOR_PID"  # the worker exits if its parent 
 TRIAL_ENV = "DACBR_SWEEP_TRIAL"
 RUN_ENV = "DACBR_SWEEP_RUN_ID"
 SWEEP_ENV = "DACBR_SWEEP_NAME"
+ZYGOTE_ENV = "DACBR_SWEEP_ZYGOTE"  # a warm trial forks its server from this zygote
 
 
 def run_trial(
@@ -39,6 +40,8 @@ def run_trial(
     sweep_name: str = "",
     cancel_event: threading.Event | None = None,
     kill_grace: float = 3.0,
+    zygote: str | None = None,
+    zygote_pid: int | None = None,
 ) -> TrialOutcome:
     """Run one trial to a recorded outcome: done, failed or timed_out (or cancelled, unrecorded).
 
@@ -60,13 +63,16 @@ def run_trial(
     env = dict(os.environ)
     env.update({SUPERVISOR_ENV: str(os.getpid()), TRIAL_ENV: trial.id, RUN_ENV: run_id,
                 SWEEP_ENV: sweep_name})
+    env.pop(ZYGOTE_ENV, None)
+    if zygote:
+        env[ZYGOTE_ENV] = zygote
     with open(trial_dir / "worker.log", "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "dacbench_remote.sweeps.worker", str(trial_dir), run_id],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # Ctrl-C reaches the driver, which stops trials in order
         )
-    watch = _Watch(worker, trial_dir / "running.json", trial.id, run_id)
+    watch = _Watch(worker, trial_dir / "running.json", trial.id, run_id, zygote_pid)
     stopped_by_us = _supervise(worker, watch, trial.time_limit, cancel_event, kill_grace)
     # Whatever outlived the worker (a server it could not stop) goes too, with its sockets.
     stop_records([r for r in watch.records if r.pid != worker.pid], grace=kill_grace)
@@ -104,8 +110,9 @@ def run_trial(
 class _Watch:
     """Keeps running.json up to date with the worker's process tree, for cancel and cleanup."""
 
-    def __init__(self, worker: subprocess.Popen, path: Path, trial_id: str, run_id: str):
-        self.worker, self.path = worker, path
+    def __init__(self, worker: subprocess.Popen, path: Path, trial_id: str, run_id: str,
+                 zygote_pid: int | None = None):
+        self.worker, self.path, self.zygote_pid = worker, path, zygote_pid
         self.records: list[ProcessRecord] = []
         self.sockets: set[str] = set()
         self.header = {"trial_id": trial_id, "run_id": run_id, "host": hostname(),
@@ -118,6 +125,9 @@ class _Watch:
         fresh = [r for r in tree(self.worker.pid) if r not in known]
         for record in fresh:
             self.sockets.update(_socket_arguments(record.pid))
+        # A warm trial's server is the zygote's child (one trial per zygote at a time); its
+        # argv is the zygote's, and the zygote removes a killed child's sockets.
+        fresh += [r for r in forked_children(self.zygote_pid) if r not in known]
         if fresh or not self.path.exists():
             self.records += fresh
             atomic_write_json(self.path, {**self.header, "sockets": sorted(self.sockets),
@@ -143,6 +153,24 @@ def remove_server_sockets(names) -> None:
             remove_socket_files(socket_dir() / parts[0] / parts[1])
         elif len(parts) == 1 and name.endswith(".sock"):
             remove_socket_files(socket_dir() / name)
+
+
+def forked_children(zygote_server_pid: int | None) -> list[ProcessRecord]:
+    """Processes forked by the `--zygote` server started as `zygote_server_pid` (its runtime's
+    process: bwrap or the interpreter itself)."""
+    if zygote_server_pid is None:
+        return []
+    for pid in [zygote_server_pid, *descendants(zygote_server_pid)]:
+        if "--zygote" in _argv(pid) and SERVER_MODULE in _argv(pid):
+            return [r for r in tree(pid) if r.pid != pid]
+    return []
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _socket_arguments(pid: int) -> list[str]:

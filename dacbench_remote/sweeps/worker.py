@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .layout import atomic_write_json, atomic_write_text, read_json
 from .procs import die_with_parent, hostname
-from .supervisor import SUPERVISOR_ENV, SWEEP_ENV
+from .supervisor import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
 from .trial import Trial
 
 
@@ -55,22 +55,15 @@ def run(trial_dir: Path, run_id: str) -> None:
     from ..runner import RemoteRunner
 
     trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
-    runtime = trial.runtime
-    runner = RemoteRunner(
-        trial.benchmark,
-        config=trial.config or None,
-        kwargs=trial.kwargs or None,
-        runtime=runtime.kind,
-        experiment=trial.experiment,
-        image=runtime.image,
-        python=runtime.python,
-        binds=runtime.binds,
-        env=runtime.env,
-        gpu=runtime.gpu,
-        results_path=trial_dir / "runner.jsonl",
-        startup_timeout=runtime.startup_timeout,
-        call_timeout=runtime.call_timeout,
-    )
+    from .warm import ForkedRunner, runner_options
+
+    zygote = os.environ.get(ZYGOTE_ENV)
+    if zygote:  # a warm trial: our own server, forked from the slot's zygote
+        runner = ForkedRunner(trial, zygote, results_path=trial_dir / "runner.jsonl")
+    else:
+        runner = RemoteRunner(trial.benchmark, config=trial.config or None,
+                              kwargs=trial.kwargs or None, results_path=trial_dir / "runner.jsonl",
+                              **runner_options(trial))
     try:
         runner.start()
         results = runner.run(trial.agent, trial.episodes, seed=trial.seed)

@@ -7,6 +7,7 @@ executions independently of the sweep's own bookkeeping.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -50,3 +51,22 @@ def make_stuck_env(pidfile: str, delay: float = 600.0):
     """A benchmark that hangs in step(); records the server's pid so tests can check its end."""
     Path(pidfile).write_text(str(os.getpid()))
     return SlowEnv(delay=delay)
+
+
+def make_server_killing_env():
+    """Kills its own server process in the first step (a segfaulting benchmark, say)."""
+    import gymnasium
+    import numpy as np
+
+    class ServerKillingEnv(gymnasium.Env):
+        observation_space = gymnasium.spaces.Box(0, 1, (1,), np.float32)
+        action_space = gymnasium.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return ServerKillingEnv()
