@@ -140,6 +140,15 @@ class ServerConnection:
         created = self.call(self._proxy, "make_benchmark_env", description)
         return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
 
+    def make_vector_part(self, count: int, autoreset_mode: str, target: str | None,
+                         config: Any = None, kwargs: dict | None = None,
+                         description: dict | None = None) -> RemoteEnvironmentClient:
+        """`count` envs stepped together in the server (one share of a RemoteVectorEnv)."""
+        created = self.call(self._proxy, "make_vector_env", count, autoreset_mode, target,
+                            codec.encode(config), codec.encode(kwargs or {}),
+                            None if description is None else codec.encode(description))
+        return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
+
     def close_env(self, env_id: str) -> None:
         self.call(self._proxy, "close_env", env_id)
 

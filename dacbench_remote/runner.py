@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .agents import make_agent
@@ -32,6 +32,9 @@ from .errors import (
 from .results import append_record
 from .runtimes.base import Runtime, ServerProcess
 from .sockets import new_socket_path, socket_id_of, socket_path_for_id
+
+if TYPE_CHECKING:
+    from .vector import RemoteVectorEnv
 
 # Where run() records episodes unless told otherwise (relative to the working directory).
 DEFAULT_RESULTS_PATH = Path("results") / "results.jsonl"
@@ -129,6 +132,8 @@ class RemoteRunner:
         startup_timeout: float = 60.0,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ):
+        # The same arguments start the extra servers of get_vector_environment(servers=K).
+        self._arguments = {key: value for key, value in locals().items() if key != "self"}
         # A benchmark object is described (and checked) once, here, as DACBench serialises it.
         self.benchmark_description: dict | None = None
         self._object_record: dict = {}
@@ -347,6 +352,46 @@ class RemoteRunner:
             environment = self.connection.make_env(self.benchmark, self.config, self.kwargs)
         self._environments.append(environment)
         return environment
+
+    def get_vector_environment(self, num_envs: int, *, autoreset_mode: Any = "NextStep",
+                               servers: int = 1) -> RemoteVectorEnv:
+        """A gymnasium VectorEnv of `num_envs` copies of the benchmark, stepped in batches.
+
+        With servers=K > 1, K - 1 more servers of the same image are started (closed with
+        the vector env) and the envs are split over them; they step concurrently.
+        """
+        from .vector import RemoteVectorEnv, autoreset_value
+
+        mode = autoreset_value(autoreset_mode)
+        if not isinstance(servers, int) or not 1 <= servers <= num_envs:
+            raise BadConfig(f"servers must be an int from 1 to num_envs ({num_envs}), "
+                            f"not {servers!r}")
+        if servers > 1 and self.attach_to is not None:
+            raise BadConfig("servers > 1 starts new servers; a runner attached with socket_id= "
+                            "cannot start them (use servers=1)")
+        counts = [num_envs // servers + (i < num_envs % servers) for i in range(servers)]
+        runners = [self] + [RemoteRunner(**self._arguments) for _ in range(servers - 1)]
+        extra = runners[1:]
+
+        def close_extra() -> None:
+            for runner in extra:
+                runner.close()
+        parts = []
+        try:
+            for runner, count in zip(runners, counts, strict=True):
+                runner.start()
+                assert runner.connection is not None
+                part = runner.connection.make_vector_part(
+                    count, mode, runner.benchmark, runner.config, runner.kwargs,
+                    runner.benchmark_description)
+                parts.append(part)
+        except BaseException:
+            for part in parts:
+                part.close()
+            close_extra()
+            raise
+        self._environments.append(parts[0])
+        return RemoteVectorEnv(parts, counts, mode, on_close=close_extra)
 
     def provenance(self, seed: int | None, run_id: str, agent: str,
                    agent_rebuildable: bool = True) -> dict:

@@ -349,6 +349,24 @@ class RemoteRunnerServer:
             return environment_of(rebuild_benchmark(description))
         return self._register(build)
 
+    def make_vector_env(self, count: int, autoreset_mode: str, target: str | None,
+                        config_tree: Any = None, kwargs_tree: Any = None,
+                        description_tree: Any = None) -> dict:
+        """Create `count` envs stepped together (see vector_server); returns id and URI."""
+        from .vector_server import BatchedEnvs, VectorRefused
+
+        def make_one():
+            if description_tree is not None:
+                return environment_of(rebuild_benchmark(codec.decode(description_tree)))
+            return create_env(target, codec.decode(config_tree), codec.decode(kwargs_tree) or {})
+
+        def build():
+            try:
+                return BatchedEnvs(make_one, count, autoreset_mode)
+            except VectorRefused as exc:
+                raise BadConfig(str(exc)) from None
+        return self._register(build)
+
     def _register(self, build) -> dict:
         try:
             env = build()

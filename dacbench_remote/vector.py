@@ -1,0 +1,182 @@
+"""RemoteVectorEnv: N copies of a benchmark in one or more servers, one round trip per batch.
+
+Each server holds its share of the N envs in gymnasium's SyncVectorEnv (see vector_server), so
+results equal an in-process SyncVectorEnv's exactly; with K servers the host sends every share
+before it waits for any reply, so the K servers step at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from .client import RemoteEnvironmentClient
+from .errors import BadConfig
+from .vector_server import unpack_objects
+
+_MODES = {mode.value: mode for mode in AutoresetMode}
+
+
+def autoreset_value(mode: str | AutoresetMode) -> str:
+    """The wire name of an autoreset mode ("NextStep", "SameStep", "Disabled")."""
+    if isinstance(mode, AutoresetMode):
+        return mode.value
+    if mode in _MODES:
+        return mode
+    raise BadConfig(f"unknown autoreset_mode {mode!r}; use one of gymnasium's AutoresetMode "
+                    f"values: {', '.join(_MODES)}")
+
+
+class RemoteVectorEnv(VectorEnv):
+    """A gymnasium 1.x VectorEnv whose envs run in servers (one data frame each way per batch).
+
+    `parts` are the servers' batched envs (RemoteEnvironmentClient over a BatchedEnvs), in
+    order; `counts` says how many envs each holds. Env i is reset with seed+i.
+    """
+
+    def __init__(self, parts: Sequence[RemoteEnvironmentClient], counts: Sequence[int],
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+                 on_close: Callable[[], None] | None = None):
+        self.parts = list(parts)
+        self.counts = list(counts)
+        self.num_envs = sum(self.counts)
+        self.autoreset_mode = _MODES[autoreset_value(autoreset_mode)]
+        self._on_close = on_close
+        self._closed = False
+        first = self.parts[0]
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {**first.metadata, "autoreset_mode": self.autoreset_mode}
+        self.render_mode = first.render_mode
+        self.spec = None
+        self.closed = False
+
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset all envs; env i gets seed+i (or seed[i] for a list), as SyncVectorEnv does."""
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"reset() got {len(seed)} seeds for {self.num_envs} "
+                                 "environments; pass one seed per environment, or one int")
+            seeds = [list(seed[start:start + count]) for start, count in self._slices()]
+        elif seed is None:
+            seeds = [None] * len(self.parts)
+        else:
+            seeds = [seed + start for start, _ in self._slices()]
+        replies = [part._request(["reset", s, options]) for part, s in zip(self.parts, seeds, strict=True)]
+        observations = _join([reply[0] for reply in replies])
+        return observations, self._infos([reply[1] for reply in replies])
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step all envs with one action each (a batch of the action_space's shape)."""
+        self._check_actions(actions)
+        if len(self.parts) == 1:
+            shares = [actions]
+        else:
+            batch = np.asarray(actions)
+            shares = [batch[start:start + count] for start, count in self._slices()]
+        replies = self._exchange_all("step", shares)
+        observations = _join([reply[0] for reply in replies])
+        rewards, terminations, truncations = (
+            np.concatenate([reply[k] for reply in replies]) for k in (1, 2, 3))
+        return (observations, rewards, terminations, truncations,
+                self._infos([reply[4] for reply in replies]))
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call method `name` of every env (or read a non-callable attribute), in env order."""
+        return tuple(value for part in self.parts
+                     for value in part.call_remote("call", name, *args, **kwargs))
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Attribute `name` of every env, in env order."""
+        return tuple(value for part in self.parts for value in part.call_remote("get_attr", name))
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set `name` in every env: one value for all, or a list with one value per env."""
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr() got {len(values)} values for {self.num_envs} "
+                             "environments; pass one value per environment, or one value")
+        for part, (start, count) in zip(self.parts, self._slices(), strict=True):
+            part.call_remote("set_attr", name, list(values[start:start + count]))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close the servers' envs (and the servers this env started); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for part in self.parts:
+                part.close()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+    # -----------------------------------------------------------------------------------------
+
+    def _slices(self) -> list[tuple[int, int]]:
+        starts = np.cumsum([0, *self.counts[:-1]]).tolist()
+        return list(zip(starts, self.counts, strict=True))
+
+    def _check_actions(self, actions: Any) -> None:
+        expected = self.action_space.shape
+        if expected is None:
+            return  # composite spaces: each server's SyncVectorEnv checks its share
+        shape = np.shape(actions)
+        if shape != expected:
+            raise ValueError(
+                f"step() got actions of shape {shape} for {self.num_envs} environments; pass "
+                f"one action per environment, a batch of shape {expected} (action_space: "
+                f"{self.action_space})")
+
+    def _exchange_all(self, operation: str, shares: list) -> list:
+        """Send every server its share, then collect the replies in order."""
+        if len(self.parts) == 1:
+            return [self.parts[0]._request([operation, shares[0]])]
+        return [part._request([operation, share]) for part, share in zip(self.parts, shares, strict=True)]
+
+    def _infos(self, parts: list[dict]) -> dict:
+        infos = [unpack_objects(info) for info in parts]
+        return infos[0] if len(infos) == 1 else _merge_infos(infos, self.counts)
+
+
+def _join(batches: list) -> Any:
+    """Concatenate batched observations of the servers along the env axis."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    if isinstance(first, dict):
+        return {key: _join([batch[key] for batch in batches]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(_join(list(items)) for items in zip(*batches, strict=True))
+    return np.concatenate(batches)
+
+
+def _merge_infos(infos: list[dict], counts: list[int]) -> dict:
+    """One vector info dict from the servers' ones, filling keys a server lacks as gymnasium does."""
+    keys: dict = {}
+    for info in infos:
+        keys.update(dict.fromkeys(info))
+    merged = {}
+    for key in keys:
+        present = next(info[key] for info in infos if key in info)
+        if isinstance(present, dict):
+            merged[key] = _merge_infos([info.get(key, {}) for info in infos], counts)
+            continue
+        merged[key] = np.concatenate([info[key] if key in info else _blank(present, count)
+                                      for info, count in zip(infos, counts, strict=True)])
+    return merged
+
+
+def _blank(like: np.ndarray, count: int) -> np.ndarray:
+    """What gymnasium's SyncVectorEnv holds for envs that did not report a key."""
+    if like.dtype == object:
+        return np.full(count, None, dtype=object)
+    return np.zeros((count, *like.shape[1:]), dtype=like.dtype)

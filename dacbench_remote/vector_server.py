@@ -1,0 +1,96 @@
+"""The server side of RemoteVectorEnv: N envs stepped in one loop, one frame per batch.
+
+The N envs run inside gymnasium 1.x's own SyncVectorEnv, so autoreset modes, seeding (env i
+gets seed+i) and the info conventions (`_key` masks, `final_obs`/`final_info`) are gymnasium's
+exactly. Images with gymnasium < 1.0 are refused: their vector semantics differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+# Object arrays (final_obs, infos of unknown types) cross as {OBJECTS: [elements]}.
+OBJECTS = "__dacbench_remote_object_array__"
+
+
+class VectorRefused(ValueError):
+    """A vector request this image or these arguments cannot serve (the host gets BadConfig)."""
+
+
+class BatchedEnvs:
+    """N environments behind gymnasium's SyncVectorEnv, with spaces of one copy.
+
+    The server's env wrapper reads `observation_space`/`action_space`: they are the single
+    spaces here; the host batches them itself.
+    """
+
+    def __init__(self, make_one, count: int, autoreset_mode: str):
+        import gymnasium
+        from gymnasium.vector import SyncVectorEnv
+
+        major = int(gymnasium.__version__.split(".")[0])
+        if major < 1:
+            raise VectorRefused(
+                f"vector environments need gymnasium >= 1.0 in the image (it has "
+                f"{gymnasium.__version__}, whose autoreset semantics differ); use an image "
+                "with gymnasium 1.x, or step single environments (get_environment)")
+        from gymnasium.vector import AutoresetMode
+
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise VectorRefused(f"the number of environments must be an int >= 1, not {count!r}")
+        envs = [make_one() for _ in range(count)]
+        self.vector = SyncVectorEnv([(lambda e=e: e) for e in envs],
+                                    autoreset_mode=AutoresetMode(autoreset_mode))
+        self.observation_space = self.vector.single_observation_space
+        self.action_space = self.vector.single_action_space
+        self.metadata = {key: value for key, value in self.vector.metadata.items()
+                         if key != "autoreset_mode"}  # an enum; the host adds its own
+        self.render_mode = self.vector.render_mode
+        self.spec = None
+
+    def reset(self, *, seed=None, options=None):
+        obs, infos = self.vector.reset(seed=seed, options=options)
+        return obs, pack_objects(infos)
+
+    def step(self, actions):
+        obs, rewards, terminations, truncations, infos = self.vector.step(actions)
+        return obs, rewards, terminations, truncations, pack_objects(infos)
+
+    def get_attr(self, name: str) -> tuple:
+        return self.vector.get_attr(name)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        self.vector.set_attr(name, values)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple:
+        return self.vector.call(name, *args, **kwargs)
+
+    def render(self):
+        return self.vector.render()
+
+    def close(self) -> None:
+        self.vector.close()
+
+
+def pack_objects(value: Any) -> Any:
+    """Infos with object arrays turned into {OBJECTS: list}, which the codec can carry."""
+    if isinstance(value, dict):
+        return {key: pack_objects(item) for key, item in value.items()}
+    if isinstance(value, numpy.ndarray) and value.dtype == object:
+        return {OBJECTS: [pack_objects(item) for item in value.tolist()]}
+    return value
+
+
+def unpack_objects(value: Any) -> Any:
+    """The inverse of pack_objects (on the host)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and OBJECTS in value:
+            items = value[OBJECTS]
+            array = numpy.empty(len(items), dtype=object)
+            for i, item in enumerate(items):
+                array[i] = unpack_objects(item)
+            return array
+        return {key: unpack_objects(item) for key, item in value.items()}
+    return value
