@@ -3,6 +3,8 @@ fresh server per trial, and a trial's fault costs only that trial."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,66 @@ def test_a_trial_that_kills_its_server_or_times_out_costs_only_that_trial(tmp_pa
     assert run_sweep(spec_path, workers=1).outcomes == []
     retried = run_sweep(spec_path, workers=1, retry_failed=True)
     assert sorted(o.status for o in retried.outcomes) == ["failed", "failed", "timed_out"]
+
+
+USER_SWEEP = """
+import json, sys
+from dacbench_remote.sweep import load_spec, read_results_csv, run_sweep
+from dacbench_remote.sweeps.layout import SweepDir
+result = run_sweep(sys.argv[1], workers=1)
+rows = read_results_csv(SweepDir(load_spec(sys.argv[1]).dir).results_csv)
+print(json.dumps({"ok": result.ok, "rows": rows}, default=str))
+"""
+
+
+def test_warm_luby_in_a_real_image_as_an_unprivileged_user(base_image, unprivileged_user,
+                                                           user_python):
+    import shutil
+    import subprocess
+    import uuid
+
+    from dacbench_remote.runtimes.rootfs import force_rmtree
+    from tests.integration.runtime_images import SHARED_DIR
+
+    scratch = SHARED_DIR / "scratch" / f"warm-{uuid.uuid4().hex[:6]}"
+    scratch.mkdir(parents=True)
+    shutil.chown(scratch, unprivileged_user)
+    sockets = Path(f"/tmp/dacbr-w{uuid.uuid4().hex[:6]}")
+    script = scratch / "sweep.py"
+    script.write_text(USER_SWEEP)
+    reports = {}
+    try:
+        for warm in (True, False):
+            directory = scratch / f"warm-{warm}"
+            directory.mkdir()
+            write_spec(directory / "sweep.toml", f"""
+                name = "luby"
+                episodes = 1
+                time_limit = 120
+                [runtime]
+                kind = "bwrap"
+                image = "{base_image}"
+                [executor.local]
+                warm = {str(warm).lower()}
+                [grid]
+                benchmarks = ["Luby"]
+                agents = ["random"]
+                seeds = [0, 1, 2]
+            """)
+            shutil.chown(directory, unprivileged_user)
+            proc = subprocess.run(
+                ["runuser", "-u", unprivileged_user, "--", "env",
+                 f"DACBENCH_REMOTE_SOCKET_DIR={sockets}", f"HOME={scratch}", user_python,
+                 str(script), str(directory / "sweep.toml")],
+                capture_output=True, text=True, cwd=str(scratch), timeout=600)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert "warm trials are off" not in proc.stderr  # the image's server has --zygote
+            reports[warm] = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert reports[warm]["ok"], reports[warm]
+            assert sorted(os.listdir(sockets)) == []  # no sockets or directories left
+        assert len(reports[True]["rows"]) == 3
+        assert {r["runtime"] for r in reports[True]["rows"]} == {"bwrap"}
+        assert comparable(reports[True]["rows"]) == comparable(reports[False]["rows"])
+    finally:
+        force_rmtree(scratch)
+        shutil.rmtree(sockets, ignore_errors=True)
