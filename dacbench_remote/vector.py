@@ -79,8 +79,7 @@ class RemoteVectorEnv(VectorEnv):
         if len(self.parts) == 1:
             shares = [actions]
         else:
-            batch = np.asarray(actions)
-            shares = [batch[start:start + count] for start, count in self._slices()]
+            shares = [_share(actions, start, count) for start, count in self._slices()]
         replies = self._exchange_all("step", shares)
         observations = _join([reply[0] for reply in replies])
         rewards, terminations, truncations = (
@@ -145,6 +144,15 @@ class RemoteVectorEnv(VectorEnv):
     def _infos(self, parts: list[dict]) -> dict:
         infos = [unpack_objects(info) for info in parts]
         return infos[0] if len(infos) == 1 else _merge_infos(infos, self.counts)
+
+
+def _share(actions: Any, start: int, count: int) -> Any:
+    """The actions of envs start..start+count of a batch (composite spaces: per sub-space)."""
+    if isinstance(actions, dict):
+        return {key: _share(value, start, count) for key, value in actions.items()}
+    if isinstance(actions, tuple):
+        return tuple(_share(value, start, count) for value in actions)
+    return np.asarray(actions)[start:start + count]
 
 
 def _join(batches: list) -> Any:

@@ -1,0 +1,121 @@
+"""RemoteVectorEnv through real servers (local runtime) equals in-process SyncVectorEnv exactly."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from gymnasium.vector import SyncVectorEnv
+
+from dacbench_remote import RemoteRunner
+from dacbench_remote.errors import ServerCrashed
+from dacbench_remote.server import seed_global_rngs
+from dacbench_remote.testing import assert_identical
+from tests.needs import need_module
+from tests.trajectories import make_local_env
+
+pytestmark = pytest.mark.integration
+
+MODES = ["NextStep", "SameStep", "Disabled"]
+
+
+def comparable(value):
+    """Object arrays (final_obs) as tagged lists: assert_identical compares numeric arrays."""
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(comparable(item) for item in value)
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return ("object array", value.shape, [comparable(item) for item in value.tolist()])
+    return value
+
+
+def record_vector(env, *, seed: int = 7, steps: int = 60) -> list:
+    """reset(seed), then batched steps with actions from the seeded batched action space."""
+    env.action_space.seed(seed)
+    seed_global_rngs(seed)  # what the server does on reset, for benchmarks using global RNGs
+    record = [("reset", env.reset(seed=seed))]
+    for _ in range(steps):
+        actions = env.action_space.sample()
+        result = env.step(actions)
+        record.append(("step", actions, result))
+        if env.metadata["autoreset_mode"].value == "Disabled" and (result[2] | result[3]).any():
+            seed_global_rngs(seed + 100)
+            record.append(("reset", env.reset(seed=seed + 100)))
+    return comparable(record)
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("target", ["Luby", "FunctionApproximation", "gymnasium:CartPole-v1"])
+def test_vector_trajectory_is_identical_to_sync_vector_env(target, mode, servers):
+    if not target.startswith("gymnasium:"):
+        need_module("dacbench")
+    local = SyncVectorEnv([lambda: make_local_env(target)] * 4, autoreset_mode=mode)
+    expected = record_vector(local)
+    local.close()
+    with RemoteRunner(target, runtime="local") as runner:
+        remote = runner.get_vector_environment(4, autoreset_mode=mode, servers=servers)
+        assert remote.single_observation_space == local.single_observation_space
+        assert remote.observation_space == local.observation_space
+        assert remote.action_space == local.action_space
+        actual = record_vector(remote)
+        remote.close()
+    assert len(actual) == len(expected) > 10
+    assert_identical(expected, actual, path=f"{target} {mode} K={servers}")
+
+
+def test_same_step_autoreset_carries_final_observations():
+    local = SyncVectorEnv([lambda: make_local_env("gymnasium:CartPole-v1")] * 3,
+                          autoreset_mode="SameStep")
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(3, autoreset_mode="SameStep", servers=2)
+        for env in (local, remote):
+            env.reset(seed=0)
+        for _ in range(200):
+            actions = np.ones(3, dtype=np.int64)
+            want, got = local.step(actions), remote.step(actions)
+            assert_identical(comparable(want), comparable(got))
+            if "final_obs" in got[4]:
+                break
+        assert got[4]["final_obs"].dtype == object
+        assert got[4]["_final_obs"].any()
+        remote.close()
+
+
+def test_wrong_action_shape_is_a_clear_error_and_the_env_stays_usable():
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(4)
+        remote.reset(seed=0)
+        with pytest.raises(ValueError, match=r"shape \(3,\).*batch of shape \(4,\)"):
+            remote.step(np.zeros(3, dtype=np.int64))
+        observations, *_ = remote.step(np.zeros(4, dtype=np.int64))
+        assert observations.shape == (4, 4)
+        remote.close()
+
+
+def test_get_attr_call_set_attr_and_idempotent_close():
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(3, servers=2)
+        remote.reset(seed=1)
+        assert remote.get_attr("spec")[0].id == "CartPole-v1"
+        remote.set_attr("marker", [1, 2, 3])
+        assert remote.get_attr("marker") == (1, 2, 3)
+        assert len(remote.call("render")) == 3
+        extra = remote._on_close
+        remote.close()
+        remote.close()
+        assert remote.closed
+    assert extra is not None
+
+
+def test_killed_server_mid_batch_raises_server_crashed():
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(2)
+        remote.reset(seed=0)
+        os.kill(runner.connection.server_facts["pid"], signal.SIGKILL)
+        with pytest.raises(ServerCrashed):
+            remote.step(np.zeros(2, dtype=np.int64))
+        remote.close()
