@@ -1,0 +1,44 @@
+"""Unit tests of the vector env helpers: object arrays on the wire, info merging, modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+from dacbench_remote import codec
+from dacbench_remote.errors import BadConfig
+from dacbench_remote.vector import _merge_infos, autoreset_value
+from dacbench_remote.vector_server import pack_objects, unpack_objects
+
+
+def test_object_arrays_cross_the_codec_and_come_back_as_object_arrays():
+    final = np.full(3, None, dtype=object)
+    final[1] = np.arange(4, dtype=np.float32)
+    infos = {"final_obs": final, "_final_obs": np.array([False, True, False])}
+    parts = codec.encode_message([True, pack_objects(infos)])
+    sent = codec.decode_message(bytearray(b"".join(bytes(part) for part in parts)))[1]
+    back = unpack_objects(sent)
+    assert back["final_obs"].dtype == object and back["final_obs"].shape == (3,)
+    assert back["final_obs"][0] is None
+    assert back["final_obs"][1].dtype == np.float32
+    assert np.array_equal(back["final_obs"][1], final[1])
+    assert back["_final_obs"].dtype == np.bool_
+
+
+def test_merged_infos_fill_missing_keys_as_sync_vector_env_does():
+    first = {"x": np.array([1, 2]), "_x": np.array([True, True])}
+    second = {"y": np.array([0.5]), "_y": np.array([True])}
+    merged = _merge_infos([first, second], [2, 1])
+    assert list(merged) == ["x", "_x", "y", "_y"]
+    assert np.array_equal(merged["x"], np.array([1, 2, 0])) and merged["x"].dtype == first["x"].dtype
+    assert merged["_x"].tolist() == [True, True, False]
+    assert merged["y"].tolist() == [0.0, 0.0, 0.5]
+    assert merged["_y"].tolist() == [False, False, True]
+
+
+def test_autoreset_modes_by_name_or_enum_and_unknown_ones_refused():
+    assert autoreset_value(AutoresetMode.SAME_STEP) == "SameStep"
+    assert autoreset_value("Disabled") == "Disabled"
+    with pytest.raises(BadConfig, match="NextStep, SameStep, Disabled"):
+        autoreset_value("same_step")
