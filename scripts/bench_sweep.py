@@ -87,6 +87,56 @@ def default_image() -> Path | None:
         return None
 
 
+LUBY_LOOP = """
+import sys
+from dacbench.benchmarks import LubyBenchmark
+from dacbench_remote.agents import make_agent
+from dacbench_remote.runner import run_episode
+for seed in range(int(sys.argv[1])):
+    env = LubyBenchmark().get_environment()
+    run_episode(env, make_agent("random", env, seed), 0, seed)
+    env.close()
+"""
+LUBY_SWEEP = "import sys; from dacbench_remote.sweep import run_sweep; run_sweep(sys.argv[1], workers=1)"
+
+
+def timed(argv: list[str]) -> float:
+    """Wall time of a fresh interpreter running argv, from its start to its exit."""
+    import subprocess
+
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
+    """The warm-trials table: container sweeps (warm, fresh) against a plain in-process loop."""
+    def spec(directory: Path, count: int, warm: bool) -> Path:
+        path = directory / "sweep.toml"
+        path.write_text(
+            f'name = "luby"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
+            f'image = "{image}"\n[executor.local]\nwarm = {str(warm).lower()}\n'
+            f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+            f"seeds = {{ start = 0, count = {count} }}\n")
+        return path
+
+    with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
+        loop = timed([sys.executable, "-c", LUBY_LOOP, str(trials)])
+        (Path(tmp) / "w").mkdir()
+        (Path(tmp) / "f").mkdir()
+        warm = timed([sys.executable, "-c", LUBY_SWEEP, str(spec(Path(tmp) / "w", trials, True))])
+        fresh = timed([sys.executable, "-c", LUBY_SWEEP,
+                       str(spec(Path(tmp) / "f", fresh_trials, False))]) * trials / fresh_trials
+    print(f"{trials} one-episode Luby trials, one worker, bwrap image {image.name}")
+    print(f"{'mode':34} {'wall s':>8} {'per trial ms':>13} {'x loop':>7}")
+    for name, wall in (("in-process loop", loop), ("container sweep, warm", warm),
+                       (f"container sweep, fresh (from {fresh_trials})", fresh)):
+        print(f"{name:34} {wall:>8.2f} {wall / trials * 1000:>13.0f} {wall / loop:>7.1f}")
+    target = warm <= 3 * loop
+    print(f"target (warm sweep <= 3x the loop): {'met' if target else 'NOT met'} "
+          f"({warm / loop:.1f}x); warm is {fresh / warm:.1f}x faster than fresh")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12, help="trials per sweep (default 12)")
@@ -94,7 +144,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--image", type=Path, help="a .sif for the bwrap rows")
     parser.add_argument("--runtimes", nargs="+", default=["local", "bwrap"])
+    parser.add_argument("--luby-warm", action="store_true",
+                        help="instead: warm vs fresh container sweeps of one-episode Luby "
+                             "trials against an in-process loop (--trials, default 64)")
+    parser.add_argument("--fresh-trials", type=int, default=16,
+                        help="trials of the fresh sweep in --luby-warm (extrapolated)")
     args = parser.parse_args()
+    if args.luby_warm:
+        image = args.image or default_image()
+        if image is None:
+            sys.exit("--luby-warm needs a Luby image: pass --image")
+        luby_warm(args.trials if args.trials != 12 else 64, args.fresh_trials, image)
+        return
 
     image = args.image
     if "bwrap" in args.runtimes and image is None:
