@@ -326,14 +326,29 @@ class RemoteEnvironmentClient(gymnasium.Env):
     _phase = _IDLE
 
     def _request(self, request: list, frame: Any = None) -> Any:
+        return self._finish(request[0], self._begin(request, frame))
+
+    def _begin(self, request: list, frame: Any = None) -> int:
+        """Send a request frame without waiting (vector envs send to K servers, then collect)."""
         operation = request[0]
         self._check_open(operation)
         if self._phase in _MID_FRAME:  # interrupted before the handler below could record it
             self._broken = self._cut_mid_frame("an earlier call")
             raise self._broken
         body = _encode_request(request if frame is None else frame)  # TypeError: nothing sent
+        return self._guarded(operation, self._send, body)
+
+    def _finish(self, operation: str, seq: int) -> Any:
+        """Wait for the reply to request `seq` and return its value (or raise its error)."""
+        ok, value = self._guarded(operation, lambda: codec.decode_message(self._receive(seq)))
+        if ok:
+            return value
+        raise error_from_payload(value)
+
+    def _guarded(self, operation: str, function: Callable, *args: Any) -> Any:
+        """Run a send or receive step, turning deadlines, crashes and interrupts into state."""
         try:
-            ok, value = codec.decode_message(self._exchange(body))
+            return function(*args)
         except (TimeoutError, BlockingIOError) as exc:  # the kernel deadline passed (EAGAIN)
             # The env is still stuck in the call; its next call would only time out as well.
             self._broken = CallTimeout(
@@ -348,9 +363,6 @@ class RemoteEnvironmentClient(gymnasium.Env):
             if self._phase in _MID_FRAME:
                 self._broken = self._cut_mid_frame(f"{operation}()")
             raise
-        if ok:
-            return value
-        raise error_from_payload(value)
 
     def _exchange(self, body: list) -> bytearray:
         """Send one request and return the body of its reply, skipping replies to earlier calls.
@@ -360,11 +372,19 @@ class RemoteEnvironmentClient(gymnasium.Env):
         Each phase is set before the step it names starts, so an interrupt between two steps
         is counted in the more harmful phase, never the other way round.
         """
+        return self._receive(self._send(body))
+
+    def _send(self, body: list) -> int:
+        """Send a request frame; returns its sequence number (the stream is then WAITING)."""
         self._phase = _SENDING
         self._seq += 1
         seq = self._seq
         send_frame(self._data, body, seq)
         self._phase = _WAITING
+        return seq
+
+    def _receive(self, seq: int) -> bytearray:
+        """The body of the reply to request `seq`, skipping late replies to earlier ones."""
         while True:
             wait_for_frame(self._data)  # consumes nothing: the long wait is interruptible
             self._phase = _READING

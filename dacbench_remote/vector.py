@@ -69,7 +69,7 @@ class RemoteVectorEnv(VectorEnv):
             seeds = [None] * len(self.parts)
         else:
             seeds = [seed + start for start, _ in self._slices()]
-        replies = [part._request(["reset", s, options]) for part, s in zip(self.parts, seeds, strict=True)]
+        replies = self._exchange_all([["reset", s, options] for s in seeds])
         observations = _join([reply[0] for reply in replies])
         return observations, self._infos([reply[1] for reply in replies])
 
@@ -80,7 +80,7 @@ class RemoteVectorEnv(VectorEnv):
             shares = [actions]
         else:
             shares = [_share(actions, start, count) for start, count in self._slices()]
-        replies = self._exchange_all("step", shares)
+        replies = self._exchange_all([["step", share] for share in shares])
         observations = _join([reply[0] for reply in replies])
         rewards, terminations, truncations = (
             np.concatenate([reply[k] for reply in replies]) for k in (1, 2, 3))
@@ -135,11 +135,13 @@ class RemoteVectorEnv(VectorEnv):
                 f"one action per environment, a batch of shape {expected} (action_space: "
                 f"{self.action_space})")
 
-    def _exchange_all(self, operation: str, shares: list) -> list:
-        """Send every server its share, then collect the replies in order."""
+    def _exchange_all(self, requests: list[list]) -> list:
+        """Send every server its request before waiting for any, then collect replies in order."""
         if len(self.parts) == 1:
-            return [self.parts[0]._request([operation, shares[0]])]
-        return [part._request([operation, share]) for part, share in zip(self.parts, shares, strict=True)]
+            return [self.parts[0]._request(requests[0])]
+        sent = [part._begin(request) for part, request in zip(self.parts, requests, strict=True)]
+        return [part._finish(request[0], seq)
+                for part, request, seq in zip(self.parts, requests, sent, strict=True)]
 
     def _infos(self, parts: list[dict]) -> dict:
         infos = [unpack_objects(info) for info in parts]
