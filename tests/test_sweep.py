@@ -105,6 +105,7 @@ def test_full_spec_expands_grid_and_explicit_trials(tmp_path: Path):
     assert explicit[0].kwargs == {"delay": 0.5}
     slurm = spec.executor.slurm
     assert spec.executor.kind == "slurm" and spec.executor.local.workers == 3
+    assert spec.executor.local.warm is True  # the default
     assert (slurm.partition, slurm.time, slurm.mem_gb, slurm.gres) == ("debug", 90, 2, "gpu:1")
     assert slurm.cache_dir == str(tmp_path / "cache")
     assert len({t.id for t in spec.trials}) == len(spec.trials)
@@ -224,6 +225,7 @@ INVALID = [
     (MINIMAL + '[runtime]\nnetwork = true', "runtime.network", "unknown key"),
     (MINIMAL + '[executor]\nkind = "kubernetes"', "executor.kind", "is not an executor"),
     (MINIMAL + '[executor.local]\nworkers = 0', "executor.local.workers", "at least 1"),
+    (MINIMAL + '[executor.local]\nwarm = "no"', "executor.local.warm", "true or false"),
     (MINIMAL + '[executor.slurm]\nmem_gb = -1', "executor.slurm.mem_gb", "positive number"),
     (MINIMAL + '[executor.slurm]\ntime = "forever"', "executor.slurm.time", "positive duration"),
     (MINIMAL + '[executor.slurm]\nnodes = 2', "executor.slurm.nodes", "unknown key"),
