@@ -42,7 +42,8 @@ class BatchedEnvs:
             raise VectorRefused(f"the number of environments must be an int >= 1, not {count!r}")
         envs = [make_one() for _ in range(count)]
         self.vector = SyncVectorEnv([(lambda e=e: e) for e in envs],
-                                    autoreset_mode=AutoresetMode(autoreset_mode))
+                                    autoreset_mode=AutoresetMode(autoreset_mode),
+                                    copy=False)  # the codec copies the batch into the reply
         self.observation_space = self.vector.single_observation_space
         self.action_space = self.vector.single_action_space
         self.metadata = {key: value for key, value in self.vector.metadata.items()
