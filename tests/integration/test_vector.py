@@ -119,3 +119,58 @@ def test_killed_server_mid_batch_raises_server_crashed():
         with pytest.raises(ServerCrashed):
             remote.step(np.zeros(2, dtype=np.int64))
         remote.close()
+
+
+DRIVER = '''
+import pickle, sys
+import numpy as np
+from dacbench_remote import RemoteRunner
+target, image, mode, out = sys.argv[1:5]
+with RemoteRunner(target, runtime="bwrap", image=image) as runner:
+    envs = runner.get_vector_environment(3, autoreset_mode=mode, servers=2)
+    envs.action_space.seed(7)
+    record = [("reset", envs.reset(seed=7))]
+    for _ in range(40):
+        actions = envs.action_space.sample()
+        record.append(("step", actions, envs.step(actions)))
+    envs.close()
+with open(out, "wb") as handle:
+    pickle.dump(record, handle)
+'''
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_vector_env_in_image_via_bwrap_as_unprivileged_user(
+    mode, base_image, unprivileged_user, user_python
+):
+    import pickle
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import SHARED_DIR, run_as
+
+    need_module("dacbench")
+    SHARED_DIR.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="vector-", dir=SHARED_DIR))
+    try:
+        (directory / "driver.py").write_text(DRIVER)
+        shutil.chown(directory, unprivileged_user)
+        os.chmod(directory, 0o755)
+        out = directory / "record.pickle"
+        done = run_as(unprivileged_user, [user_python, str(directory / "driver.py"), "Luby",
+                                          str(base_image), mode, str(out)],
+                      cwd=str(directory), timeout=300)
+        assert done.returncode == 0, f"as {unprivileged_user}:\n{done.stderr[-3000:]}"
+        with open(out, "rb") as handle:
+            actual = comparable(pickle.load(handle))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    local = SyncVectorEnv([lambda: make_local_env("Luby")] * 3, autoreset_mode=mode)
+    local.action_space.seed(7)
+    expected = [("reset", local.reset(seed=7))]
+    for _ in range(40):
+        actions = local.action_space.sample()
+        expected.append(("step", actions, local.step(actions)))
+    local.close()
+    assert_identical(comparable(expected), actual, path=f"Luby {mode} in image")
