@@ -391,7 +391,9 @@ class RemoteRunner:
             close_extra()
             raise
         self._environments.append(parts[0])
-        return RemoteVectorEnv(parts, counts, mode, on_close=close_extra)
+        vector = RemoteVectorEnv(parts, counts, mode, on_close=close_extra)
+        vector.extra_runners = extra  # the runners of servers 2..K, closed with the vector env
+        return vector
 
     def provenance(self, seed: int | None, run_id: str, agent: str,
                    agent_rebuildable: bool = True) -> dict:

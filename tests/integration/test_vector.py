@@ -104,11 +104,9 @@ def test_get_attr_call_set_attr_and_idempotent_close():
         remote.set_attr("marker", [1, 2, 3])
         assert remote.get_attr("marker") == (1, 2, 3)
         assert len(remote.call("render")) == 3
-        extra = remote._on_close
         remote.close()
         remote.close()
         assert remote.closed
-    assert extra is not None
 
 
 def test_killed_server_mid_batch_raises_server_crashed():
@@ -174,3 +172,17 @@ def test_vector_env_in_image_via_bwrap_as_unprivileged_user(
         expected.append(("step", actions, local.step(actions)))
     local.close()
     assert_identical(comparable(expected), actual, path=f"Luby {mode} in image")
+
+
+def test_closing_leaves_no_server_processes_or_sockets():
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(4, servers=2)
+        remote.reset(seed=0)
+        extra = remote.extra_runners
+        servers = [runner.server, *(other.server for other in extra)]
+        paths = [server.socket_path for server in servers]
+        assert len(servers) == 2 and all(server.alive() for server in servers)
+        remote.close()
+        assert not extra[0].server  # the extra server is stopped with the vector env
+    assert not any(server.alive() for server in servers)
+    assert not any(os.path.exists(path) or os.path.exists(f"{path}.data") for path in paths)
