@@ -396,7 +396,7 @@ class RemoteRunnerServer:
 
     def shutdown(self) -> None:
         """Stop serving; the process exits shortly after answering."""
-        threading.Thread(target=self._on_shutdown, daemon=True).start()
+        threading.Timer(0.05, self._on_shutdown).start()  # after this reply has gone out
 
 
 def _portable_spec_json(spec) -> str:
@@ -542,7 +542,7 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
           f"{socket_path}", file=sys.stderr, flush=True)
     while not done.wait(0.5):
         pass
-    _shutdown(daemon, data, runner, socket_path)
+    _shutdown(data, runner, socket_path)
 
 
 def _wait_for_stdin_close(done: threading.Event) -> None:
@@ -555,8 +555,7 @@ def _wait_for_stdin_close(done: threading.Event) -> None:
     done.set()
 
 
-def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer,
-              socket_path: str) -> None:
+def _shutdown(data: DataChannelServer, runner: RemoteRunnerServer, socket_path: str) -> None:
     data.close()
     for env_id in list(runner.environments):
         try:
@@ -567,9 +566,9 @@ def _shutdown(daemon, data: DataChannelServer, runner: RemoteRunnerServer,
         if not reply["ok"]:
             print(f"closing environment {env_id} failed: {reply['error']['message']}",
                   file=sys.stderr)
-    daemon.shutdown()
-    # Our sockets, and our private directory when the host made one and can no longer remove
-    # it (killed): an empty directory would be left in the user's socket root otherwise.
+    # Not Pyro5's daemon.shutdown(): its sleeps and thread joins cost 0.2 s per server, and the
+    # process exits right here. Our sockets go, and our private directory when the host made
+    # one and can no longer remove it (killed): an empty one would be left in the socket root.
     remove_socket_files(socket_path)
     sys.stderr.flush()
     # Env libraries may leave non-daemon threads behind; they must not keep the server alive.
