@@ -72,19 +72,28 @@ class ProcessRecord:
 
 def descendants(pid: int) -> list[int]:
     """Every living descendant of `pid` (children, their children, ...), parents first."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
     found, queue = [], [pid]
     while queue:
-        for child in children.get(queue.pop(0), []):
+        for child in children_of(queue.pop(0)):
             found.append(child)
             queue.append(child)
     return found
+
+
+def children_of(pid: int) -> list[int]:
+    """The children of `pid`: from each thread's /proc children list (no scan of /proc)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    children: list[int] = []
+    for task in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+        except OSError:  # the thread ended (or a kernel without CONFIG_PROC_CHILDREN)
+            continue
+        children += [int(word) for word in text.split()]
+    return children
 
 
 def tree(pid: int) -> list[ProcessRecord]:
@@ -123,12 +132,14 @@ def stop_records(records: list[ProcessRecord], grace: float = 5.0) -> None:
 def wait_gone(records: list[ProcessRecord], timeout: float) -> bool:
     """True once none of the processes is alive (zombies count as gone)."""
     deadline = time.monotonic() + timeout
+    pause = 0.002  # most processes are gone within milliseconds of a SIGTERM
     while True:
         if not any(r.alive() for r in records):
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
