@@ -5,7 +5,8 @@ costs milliseconds. Each child is an ordinary server (server.serve) on its own s
 zygote's, so nothing one child's env does to its process (module globals, the global RNG, threads)
 reaches the next: each starts from the zygote's untouched memory.
 
-Protocol, one request per connection on the zygote's socket: the host sends one JSON line
+Protocol, one request per connection on the zygote's socket (`{"op": "preload", "preload":
+[...]}` just imports, so that the first fork does not wait for it): the host sends one JSON line
 `{"op": "fork", "name": NAME, "preload": [MODULE, ...]}` with the read end of a pipe attached
 (SCM_RIGHTS; it crosses container namespaces). The zygote imports the modules (once), forks, and
 answers `{"ok": true, "pid": PID, "socket": NAME.sock}`. The child makes the pipe its stdin, so
@@ -107,6 +108,18 @@ class WarmServer:
                 raise ZygoteError(f"the zygote server did not answer within "
                                   f"{self.startup_timeout:.0f} s")
             time.sleep(0.02)
+        self._preload()
+
+    def _preload(self) -> None:
+        """Import the benchmark's modules now (an older zygote refuses; its first fork does)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(self.startup_timeout)
+            conn.connect(str(self.server.socket_path))
+            conn.sendall((json.dumps({"op": "preload", "preload": self.preload}) + "\n").encode())
+            answer = json.loads(_read_line(conn) or b"{}")
+        if not answer.get("ok") and "expected a fork request" not in answer.get("error", ""):
+            raise ZygoteError(f"the zygote server could not import {self.preload}: "
+                              f"{answer.get('error', 'no answer')}")
 
     def fork(self, name: str) -> tuple[Path, int]:
         """A fresh child server: its control socket (host path) and lifeline write fd."""
@@ -187,6 +200,11 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds += array.array("i", payload[: len(payload) - len(payload) % 4]).tolist()
         request = json.loads(data)
+        if request.get("op") == "preload" and not fds:  # import now, before the first fork
+            for module in request.get("preload") or ():
+                importlib.import_module(module)
+            _send(conn, {"ok": True})
+            return 0, ""
         name = request.get("name")
         if request.get("op") != "fork" or not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"expected a fork request with a plain name, got {request!r}")

@@ -163,3 +163,25 @@ def test_an_old_server_without_zygote_is_reported_as_unsupported(tmp_path):
     with pytest.raises(ZygoteUnsupported, match="older dacbench-remote"):
         warm.start()
     assert warm.server is None
+
+
+def test_warm_server_imports_its_modules_at_start_and_names_one_that_fails(monkeypatch):
+    from dacbench_remote.runtimes.local import LocalRuntime
+    from dacbench_remote.zygote import WarmServer
+
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    warm = WarmServer(LocalRuntime(), preload=["no_such_module_at_start"])
+    try:
+        with pytest.raises(ZygoteError, match=r"could not import.*no_such_module_at_start"):
+            warm.start()
+    finally:
+        warm.stop()
+    warm = WarmServer(LocalRuntime(), preload=["tests.envs"])
+    warm.start()
+    try:
+        assert warm.alive()
+        child, lifeline = warm.fork("pre")  # imported at start: forking still works
+        assert _first_obs(child)
+        os.close(lifeline)
+    finally:
+        warm.stop()

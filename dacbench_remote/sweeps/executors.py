@@ -81,13 +81,27 @@ def prefetch_images(trials: list[Trial], fetch: Fetch | None = None) -> list[Tri
 
     An image that cannot be had stops the sweep here, before any trial starts.
     """
+    from ..images.download import sha256_file
+
     fetch = fetch or fetch_image
     fetched: dict[tuple[str, str | None], tuple[str, dict]] = {}
+    hashed: dict[str, str] = {}
     pinned = []
     for trial in trials:
         runtime = trial.runtime
-        if runtime.image is not None or runtime.kind not in CONTAINER_RUNTIMES:
+        if runtime.kind not in CONTAINER_RUNTIMES:
             pinned.append(trial)
+            continue
+        if runtime.image is not None:
+            # A given image is hashed once here, for the results, instead of once per trial.
+            if runtime.image not in hashed:
+                try:
+                    hashed[runtime.image] = sha256_file(Path(runtime.image))
+                except OSError:  # each trial reports the unreadable image itself
+                    hashed[runtime.image] = ""
+            if hashed[runtime.image] and not runtime.provenance:
+                runtime = runtime.replace(provenance={"sha256": hashed[runtime.image]})
+            pinned.append(replace(trial, runtime=runtime))
             continue
         key = (trial.benchmark, trial.experiment)
         if key not in fetched:
@@ -120,11 +134,15 @@ class LocalExecutor:
             if ctx.layout.outcome(trial.id) is not None or ctx.cancel_event.is_set():
                 zygote = None  # recorded already, or about to stop: no zygote to start
             else:
+                host = slots.worker_host()
+                if host is not None:
+                    host.start()  # imports while the zygote starts
                 zygote = slots.socket_for(trial)
             socket_path, pid = zygote or (None, None)
             return run_trial(trial, ctx.layout.path, run_id=ctx.run_id,
                              sweep_name=ctx.sweep_name, cancel_event=ctx.cancel_event,
-                             zygote=socket_path, zygote_pid=pid)
+                             zygote=socket_path, zygote_pid=pid,
+                             worker_host=slots.worker_host())
 
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="trial")
         try:

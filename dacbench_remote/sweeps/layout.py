@@ -28,23 +28,27 @@ from ..results import read_records
 from .trial import FINAL_STATES, Trial, TrialOutcome
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a temporary file, then rename: readers see the old or the new file, never half."""
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write a temporary file, then rename: readers see the old or the new file, never half.
+
+    `durable=False` skips the fsync, for bookkeeping that a crash may lose (it is rewritten).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path: Path, value: Any, durable: bool = True) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n", durable)
 
 
 def read_json(path: Path) -> Any | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..runtimes.base import SERVER_MODULE
 from ..sockets import is_socket_id, remove_socket_files, socket_dir
+from ..zygote import ZygoteError
 from .layout import SweepDir, atomic_write_json, read_json, read_jsonl
 from .procs import ProcessRecord, boot_id, descendants, hostname, stop_records, tree
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
@@ -42,10 +43,13 @@ def run_trial(
     kill_grace: float = 3.0,
     zygote: str | None = None,
     zygote_pid: int | None = None,
+    worker_host=None,
 ) -> TrialOutcome:
     """Run one trial to a recorded outcome: done, failed or timed_out (or cancelled, unrecorded).
 
     A trial that already has a done.json is not run again; its recorded outcome is returned.
+    With a `worker_host` (sweeps.warm.WorkerHost) the worker process is forked from it instead
+    of started afresh.
     """
     if isinstance(trial, dict):
         trial = Trial.from_dict(trial)
@@ -57,21 +61,26 @@ def run_trial(
     trial_dir.mkdir(parents=True, exist_ok=True)
     for name in _ATTEMPT_FILES:
         (trial_dir / name).unlink(missing_ok=True)
-    atomic_write_json(trial_dir / "trial.json", trial.to_dict())
+    atomic_write_json(trial_dir / "trial.json", trial.to_dict(), durable=False)  # rewritten
 
     started = time.time()
-    env = dict(os.environ)
-    env.update({SUPERVISOR_ENV: str(os.getpid()), TRIAL_ENV: trial.id, RUN_ENV: run_id,
-                SWEEP_ENV: sweep_name})
-    env.pop(ZYGOTE_ENV, None)
-    if zygote:
-        env[ZYGOTE_ENV] = zygote
-    with open(trial_dir / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "dacbench_remote.sweeps.worker", str(trial_dir), run_id],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,  # Ctrl-C reaches the driver, which stops trials in order
-        )
+    changes: dict[str, str | None] = {
+        SUPERVISOR_ENV: str(os.getpid()), TRIAL_ENV: trial.id, RUN_ENV: run_id,
+        SWEEP_ENV: sweep_name, ZYGOTE_ENV: zygote or None}
+    worker = None
+    if worker_host is not None:
+        try:
+            worker = worker_host.spawn(trial_dir, run_id, changes)
+        except ZygoteError as exc:  # costs speed, not the trial
+            print(f"warning: {exc}; starting this trial's worker afresh", file=sys.stderr)
+    if worker is None:
+        env = {k: v for k, v in {**os.environ, **changes}.items() if v is not None}
+        with open(trial_dir / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "dacbench_remote.sweeps.worker", str(trial_dir), run_id],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,  # Ctrl-C reaches the driver, which stops trials in order
+            )
     watch = _Watch(worker, trial_dir / "running.json", trial.id, run_id, zygote_pid)
     stopped_by_us = _supervise(worker, watch, trial.time_limit, cancel_event, kill_grace)
     # Whatever outlived the worker (a server it could not stop) goes too, with its sockets.
@@ -131,7 +140,8 @@ class _Watch:
         if fresh or not self.path.exists():
             self.records += fresh
             atomic_write_json(self.path, {**self.header, "sockets": sorted(self.sockets),
-                                          "processes": [r.to_dict() for r in self.records]})
+                                          "processes": [r.to_dict() for r in self.records]},
+                              durable=False)  # only while the trial runs
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

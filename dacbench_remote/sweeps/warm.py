@@ -8,8 +8,12 @@ trial. A zygote that an image does not support (older server) means fresh server
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import select
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +22,7 @@ from pathlib import Path
 from ..channel import DATA_SUFFIX
 from ..runner import RemoteRunner
 from ..zygote import WarmServer, ZygoteError, ZygoteUnsupported, request_fork
-from .supervisor import ZYGOTE_ENV  # noqa: F401 - where workers find the zygote
+from .supervisor import SUPERVISOR_ENV, ZYGOTE_ENV
 from .trial import Trial
 
 
@@ -43,7 +47,7 @@ class WarmSlots:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self._local = threading.local()
-        self._all: list[WarmServer] = []
+        self._all: list[WarmServer | WorkerHost] = []
         self._lock = threading.Lock()
         self._unsupported: set[str] = set()
 
@@ -77,8 +81,21 @@ class WarmSlots:
             servers[key] = warm
         return str(warm.server.socket_path), warm.server.pid
 
+    def worker_host(self) -> WorkerHost | None:
+        """This slot's worker host (started now if it is not running), or None when not warm."""
+        if not self.enabled:
+            return None
+        host = getattr(self._local, "host", None)
+        if host is None or not host.alive():
+            if host is not None:
+                host.stop()
+            host = self._local.host = WorkerHost()
+            with self._lock:
+                self._all.append(host)
+        return host
+
     def close(self) -> None:
-        """Stop every zygote (and so every child), with their sockets and mounts."""
+        """Stop every zygote (and so every child) and worker host, with sockets and mounts."""
         with self._lock:
             servers, self._all = self._all, []
         for warm in servers:
@@ -126,3 +143,101 @@ class ForkedRunner(RemoteRunner):
             lifeline, self._lifeline = self._lifeline, None
             if lifeline is not None:
                 os.close(lifeline)
+
+
+WORKER_MODULE = "dacbench_remote.sweeps.worker"
+HOST_TIMEOUT = 60.0  # seconds for a worker host to start and fork
+
+
+class WorkerHost:
+    """A `worker --host` process for one executor slot: it imported the worker's modules once
+    and forks each warm trial's worker process (see sweeps.worker.host)."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self._buffer = b""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the host process (it imports in the background) unless it is running."""
+        if self.process is None:
+            env = {k: v for k, v in os.environ.items() if k != ZYGOTE_ENV}
+            env[SUPERVISOR_ENV] = str(os.getpid())
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, "--host"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env=env,
+                start_new_session=True)  # Ctrl-C reaches the driver, which stops trials
+
+    def spawn(self, trial_dir: Path, run_id: str, env: dict[str, str | None]) -> HostedWorker:
+        """Fork the trial's worker; `env` holds the variables to set (None: to remove)."""
+        self.start()
+        request = {"trial_dir": str(trial_dir), "run_id": run_id, "env": env}
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+            answer = self.read(HOST_TIMEOUT)
+        except (OSError, TimeoutError):
+            answer = None
+        if answer is None or "pid" not in answer:
+            pid = self.process.pid
+            self.stop()
+            raise ZygoteError(f"the sweep's worker host (pid {pid}) did not fork a worker "
+                              f"within {HOST_TIMEOUT:.0f} s (see its output above)")
+        return HostedWorker(self, answer["pid"])
+
+    def read(self, timeout: float | None) -> dict | None:
+        """The host's next message; None on EOF (the host is gone); TimeoutError on time-out."""
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def stop(self) -> None:
+        """Close its stdin (it exits when no trial runs) and make sure it is gone."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        try:
+            process.stdin.close()
+            process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+class HostedWorker:
+    """A trial's worker forked by a WorkerHost, with the part of Popen's interface that the
+    supervisor uses (pid, poll, wait, returncode)."""
+
+    def __init__(self, host: WorkerHost, pid: int):
+        self.host, self.pid, self.returncode = host, pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._collect(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._collect(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(WORKER_MODULE, timeout)
+        return self.returncode
+
+    def _collect(self, timeout: float | None) -> None:
+        try:
+            answer = self.host.read(timeout)
+        except TimeoutError:
+            return
+        # A host that died took its worker with it (PR_SET_PDEATHSIG): report it as killed.
+        self.returncode = -signal.SIGKILL if answer is None else int(answer["exit"])

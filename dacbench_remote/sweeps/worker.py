@@ -1,7 +1,10 @@
 """The process that runs one trial: `python -m dacbench_remote.sweeps.worker TRIAL_DIR RUN_ID`.
 
 It is a fresh process per trial so that a trial past its time limit can be killed with its
-servers, and an agent's or benchmark's crash cannot take other trials with it.
+servers, and an agent's or benchmark's crash cannot take other trials with it. Warm trials get
+that process by fork from a *worker host* (`python -m dacbench_remote.sweeps.worker --host`),
+which imported everything once and never runs a trial itself: each trial's worker starts from
+the host's untouched memory, without paying an interpreter start and imports every time.
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[d
 def run(trial_dir: Path, run_id: str) -> None:
     """Start the trial's server, run its episodes, and write episodes.jsonl (complete lines)."""
     from ..runner import RemoteRunner
+    from .warm import ForkedRunner, runner_options
 
     trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
-    from .warm import ForkedRunner, runner_options
 
     zygote = os.environ.get(ZYGOTE_ENV)
     if zygote:  # a warm trial: our own server, forked from the slot's zygote
@@ -64,6 +67,9 @@ def run(trial_dir: Path, run_id: str) -> None:
         runner = RemoteRunner(trial.benchmark, config=trial.config or None,
                               kwargs=trial.kwargs or None, results_path=trial_dir / "runner.jsonl",
                               **runner_options(trial))
+    if trial.runtime.provenance.get("sha256"):
+        # The sweep verified this image before any trial ran: record that, do not re-hash it.
+        runner.image_provenance = dict(trial.runtime.provenance)
     try:
         runner.start()
         results = runner.run(trial.agent, trial.episodes, seed=trial.seed)
@@ -74,17 +80,8 @@ def run(trial_dir: Path, run_id: str) -> None:
                       "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m dacbench_remote.sweeps.worker TRIAL_DIR RUN_ID", file=sys.stderr)
-        return 2
-    trial_dir, run_id = Path(args[0]), args[1]
-    die_with_parent()
-    supervisor = os.environ.get(SUPERVISOR_ENV)
-    if supervisor and os.getppid() != int(supervisor):
-        print("the sweep supervisor is gone; not starting", file=sys.stderr)
-        return 3
+def run_worker(trial_dir: Path, run_id: str) -> int:
+    """Run one trial in this process and return its exit code; errors go to error.json."""
     # SIGTERM (time limit, cancel, scancel) unwinds so that the runner stops its server.
     stopped_by: list[int] = []
 
@@ -107,6 +104,79 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + stopped_by[0]
         return 1
     return 0
+
+
+def host() -> int:
+    """Serve fork requests on stdin: one JSON line {"trial_dir", "run_id", "env"} per trial.
+
+    Answers `{"pid": PID}` once the trial's worker is forked and `{"exit": CODE}` when it ended
+    (CODE as subprocess reports it: negative for a signal). Exits when stdin closes.
+    """
+    from .. import agents, runner  # noqa: F401 - what every trial imports, imported once
+    from . import warm  # noqa: F401
+
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        host_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_hosted_worker(request, host_pid))
+        _answer({"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        _answer({"exit": -os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                 else os.WEXITSTATUS(status)})
+    return 0
+
+
+def _hosted_worker(request: dict, host_pid: int) -> int:
+    """In a worker forked by the host: become the trial's worker (output to its worker.log)."""
+    code = 1
+    try:
+        die_with_parent()
+        if os.getppid() != host_pid:
+            return 3  # the host died before we could ask to die with it
+        trial_dir = Path(request["trial_dir"])
+        log = os.open(trial_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(null)
+        for name, value in request["env"].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        code = run_worker(trial_dir, request["run_id"])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+def _answer(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor and os.getppid() != int(supervisor):
+        print("the sweep supervisor is gone; not starting", file=sys.stderr)
+        return 3
+    if args == ["--host"]:
+        die_with_parent()
+        return host()
+    if len(args) != 2:
+        print("usage: python -m dacbench_remote.sweeps.worker TRIAL_DIR RUN_ID\n"
+              "       python -m dacbench_remote.sweeps.worker --host", file=sys.stderr)
+        return 2
+    die_with_parent()
+    return run_worker(Path(args[0]), args[1])
 
 
 if __name__ == "__main__":

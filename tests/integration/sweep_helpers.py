@@ -70,3 +70,34 @@ def make_server_killing_env():
             os.kill(os.getpid(), signal.SIGKILL)
 
     return ServerKillingEnv()
+
+
+# A module global that a trial's agent changes: a warm trial's worker, forked from a host that
+# never ran a trial, must always find it untouched.
+AGENTS_MADE = [0]
+
+
+def global_reading_agent(env, seed):
+    """Records '<agents made before> <pid> <parent pid>' in $DACBR_TEST_COUNTER, then counts."""
+    line = f"{AGENTS_MADE[0]} {os.getpid()} {os.getppid()}\n"
+    AGENTS_MADE[0] += 1
+    fd = os.open(os.environ[COUNTER_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return RandomAgent(env, seed)
+
+
+def host_killing_agent(env, seed):
+    """Kills the process that forked this trial's worker (the warm worker host), once: the
+    marker file next to $DACBR_TEST_COUNTER says it happened."""
+    marker = Path(os.environ[COUNTER_ENV]).with_suffix(".host-killed")
+    parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")
+    if b"--host" not in parent:  # never kill a driver (or pytest) that started us directly
+        raise RuntimeError(f"this worker was not forked by a worker host: {parent}")
+    if not marker.exists():
+        marker.write_text(str(os.getppid()))
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(30)  # the host's death takes this worker with it (PR_SET_PDEATHSIG)
+    return RandomAgent(env, seed)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.sweep import SweepDir, load_spec, read_results_csv, run_sweep
+from dacbench_remote.sweeps.procs import ProcessRecord
 from tests.integration.test_sweep_local import HELPERS, sweep_env, write_spec  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -143,3 +144,49 @@ def test_warm_luby_in_a_real_image_as_an_unprivileged_user(base_image, unprivile
     finally:
         force_rmtree(scratch)
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+def agent_spec(directory: Path, agent: str, seeds: str) -> Path:
+    directory.mkdir()
+    return write_spec(directory / "sweep.toml", f"""
+        name = "agents"
+        episodes = 1
+        time_limit = 60
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["{HELPERS}:{agent}"]
+        seeds = {seeds}
+    """)
+
+
+def test_warm_workers_are_forked_from_one_host_and_never_see_an_earlier_trial(
+        tmp_path: Path, sweep_env):  # noqa: F811
+    result = run_sweep(agent_spec(tmp_path / "s", "global_reading_agent", "[0, 1, 2, 3, 4]"),
+                       workers=1)
+    assert result.ok
+    lines = [line.split() for line in Path(sweep_env["DACBR_TEST_COUNTER"]).read_text()
+             .splitlines()]
+    assert len(lines) == 5
+    assert {count for count, _, _ in lines} == {"0"}  # each worker started pristine
+    assert len({pid for _, pid, _ in lines}) == 5  # a process per trial
+    hosts = {parent for _, _, parent in lines}
+    assert len(hosts) == 1 and int(hosts.pop()) != os.getpid()  # all forked by one worker host
+
+
+def test_a_killed_worker_host_costs_only_the_trial_it_was_running(tmp_path: Path,
+                                                                   sweep_env):  # noqa: F811
+    spec_path = agent_spec(tmp_path / "s", "host_killing_agent", "[0, 1, 2]")
+    spec = load_spec(spec_path)
+    result = run_sweep(spec_path, workers=1)
+    statuses = sorted(o.status for o in result.outcomes)
+    # The first trial lost its host (and its worker): cancelled, so it runs again on resume;
+    # the next trials got a new host and finished.
+    assert statuses == ["cancelled", "done", "done"]
+    killed_host = int(Path(sweep_env["DACBR_TEST_COUNTER"]).with_suffix(".host-killed")
+                      .read_text())
+    assert ProcessRecord.of(killed_host) is None  # gone (or a zombie)
+    resumed = run_sweep(spec_path, workers=1)
+    assert [o.status for o in resumed.outcomes] == ["done"]
+    assert len(read_results_csv(SweepDir(spec.dir).results_csv)) == 3
