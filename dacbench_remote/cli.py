@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rebuild the catalog version's image from its recipe (our builder) "
                        "and compare it with the catalog's pinned sha256; on a mismatch, list "
                        "the files, packages and objects that differ (exit 1)")
+    build.add_argument("--against", type=Path, metavar="PINNED.sif",
+                       help="with --verify: a copy of the pinned image to list differing files "
+                       "against, where the cache has none and the version has no sources")
     build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
                        help="value for a {{ NAME }} template variable (repeatable), e.g. mirror=URL")
     build.add_argument("--context", type=Path,
@@ -404,6 +407,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         if args.recipe or args.output:
             raise BadConfig("--verify rebuilds the catalog version's own recipe; drop RECIPE/-o")
         return _verify(args)
+    if args.against:
+        raise BadConfig("--against goes with --verify BENCHMARK@EXPERIMENT")
     if args.recipe is None or args.output is None:
         raise BadConfig("build needs RECIPE and -o OUT.sif (or --verify BENCHMARK@EXPERIMENT)")
 
@@ -429,7 +434,8 @@ def _verify(args: argparse.Namespace) -> int:
     benchmark, _, experiment = args.verify.partition("@")
     build = default_build(args.workdir, lambda message: print(message, file=sys.stderr,
                                                                 flush=True))
-    result = verify_version(benchmark, experiment or None, build=build, workdir=args.workdir)
+    result = verify_version(benchmark, experiment or None, build=build, workdir=args.workdir,
+                            against=args.against)
     print("\n".join(report_lines(result)))
     return 0 if result.reproduced else 1
 

@@ -109,3 +109,52 @@ def test_verify_needs_a_pin(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("DACBENCH_REMOTE_CATALOG", str(tmp_path / "benchmarks"))
     with pytest.raises(BadConfig, match=r"pins no sha256 .* nothing to verify against"):
         verify_version("Unpinned", None, build=lambda recipe, output: "")
+
+
+@pytest.fixture
+def unpublished_pin(tmp_path: Path, monkeypatch) -> Path:
+    """A catalog version pinned to a small image that has no sources (as the packaged ones)."""
+    pinned = image(tmp_path, "pinned", {"etc/a": "pinned\n"})
+    recipe = tmp_path / "probe.def"
+    recipe.write_text("Bootstrap: debootstrap\n")
+    (tmp_path / "catalog" / "benchmarks").mkdir(parents=True)
+    (tmp_path / "catalog" / "benchmarks" / "probe.toml").write_text(
+        f'family = "probe"\nrecipe = "{recipe}"\nbenchmarks = ["Probe"]\n[[versions]]\n'
+        f'experiment = "exp:1"\nimage = "probe-1.sif"\nsha256 = "{sha256_file(pinned)}"\n'
+        f'inputs = "{"1" * 64}"\nsources = []\ndefault = true\n')
+    monkeypatch.setenv("DACBENCH_REMOTE_CATALOG", str(tmp_path / "catalog" / "benchmarks"))
+    monkeypatch.setenv("DACBENCH_REMOTE_CACHE", str(tmp_path / "cache"))
+    return pinned
+
+
+def _altered_rebuild(tmp_path: Path):
+    def rebuild(source: Path, output: Path) -> str:
+        shutil.copyfile(image(tmp_path, "other", {"etc/a": "rebuilt\n"}), output)
+        return sha256_file(output)
+    return rebuild
+
+
+def test_verify_without_the_pinned_image_says_how_to_list_the_files(unpublished_pin,
+                                                                      tmp_path: Path):
+    result = verify_version("Probe", None, build=_altered_rebuild(tmp_path))
+    text = "\n".join(report_lines(result))
+    assert "NOT reproduced" in text and "could not be fetched to compare files" in text
+    assert "--against PINNED.sif" in text and "/etc/a" not in text
+
+
+def test_verify_against_a_copy_of_the_pinned_image_lists_the_files(unpublished_pin,
+                                                                    tmp_path: Path):
+    result = verify_version("Probe", None, build=_altered_rebuild(tmp_path),
+                            against=unpublished_pin)
+    text = "\n".join(report_lines(result))
+    assert "differences (1 file):" in text and "/etc/a: content" in text
+    impostor = image(tmp_path, "impostor", {"etc/a": "impostor\n"})
+    with pytest.raises(BadConfig, match=r"impostor.sif is not the pinned image of Probe exp:1"):
+        verify_version("Probe", None, build=_altered_rebuild(tmp_path), against=impostor)
+
+
+def test_cli_against_needs_verify(capsys):
+    from dacbench_remote.cli import main
+
+    assert main(["build", "--against", "x.sif"]) != 0
+    assert "--against goes with --verify" in capsys.readouterr().err

@@ -263,7 +263,7 @@ def pull_apptainer(uri: str, part: Path, *, progress: bool = True) -> Fetched:
         )
         raise SourceFailed(
             f"{hint}; it is needed to pull {uri.split('://', 1)[0]}:// sources. "
-            "Install Apptainer or add an https:// source to the catalog"
+            "Install Apptainer or add an https:// or oras:// source to the catalog"
         )
     from spython.main import Client
 

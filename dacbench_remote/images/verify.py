@@ -36,12 +36,12 @@ class Verification:
 
 
 def verify_version(benchmark: str, experiment: str | None, *,
-                   build: Callable[[Path, Path], str], workdir: Path | None = None
-                   ) -> Verification:
+                   build: Callable[[Path, Path], str], workdir: Path | None = None,
+                   against: Path | None = None) -> Verification:
     """Rebuild `benchmark`@`experiment` with `build(recipe, output) -> sha256` and compare.
 
-    On a mismatch, the pinned image is fetched through the cache (its sources, verified) so
-    the two can be compared file by file.
+    On a mismatch, the pinned image is compared with the rebuild file by file: `against` (a
+    copy of it, checked to have the pinned sha256) or else what the cache has or can fetch.
     """
     config = load_config()
     resolved = Catalog.load(config.catalog_dirs).resolve(benchmark, experiment)
@@ -64,12 +64,25 @@ def verify_version(benchmark: str, experiment: str | None, *,
         if result.reproduced:
             return result
         try:
-            pinned = cache.fetch(resolved, build=False)
+            pinned = _pinned_copy(against, resolved) if against else cache.fetch(resolved,
+                                                                                  build=False)
         except ImageError as exc:
             result.pinned_unavailable = str(exc)
             return result
         result.difference = compare_images(pinned, rebuilt)
     return result
+
+
+def _pinned_copy(path: Path, resolved: ResolvedImage) -> Path:
+    """`path` if it is the pinned image (its sha256 is the pin), else BadConfig."""
+    from .download import sha256_file
+
+    digest = sha256_file(Path(path))
+    if digest != resolved.sha256:
+        raise BadConfig(f"{path} is not the pinned image of {resolved.benchmark} "
+                        f"{resolved.experiment}: its sha256 is {digest}, the pin is "
+                        f"{resolved.sha256}")
+    return Path(path)
 
 
 def report_lines(result: Verification) -> list[str]:
@@ -90,6 +103,7 @@ def report_lines(result: Verification) -> list[str]:
     if result.pinned_unavailable:
         lines.append("the pinned image could not be fetched to compare files: "
                      + result.pinned_unavailable.splitlines()[0])
+        lines.append("  to list the differing files, pass a copy of it: --against PINNED.sif")
     elif result.difference is not None:
         from .compare import describe
 
