@@ -88,7 +88,7 @@ def test_pull_without_apptainer_says_what_is_needed(tmp_path, monkeypatch, uri):
     message = str(info.value)
     assert "Apptainer (or SingularityCE) is not installed" in message
     assert f"needed to pull {uri.split('://')[0]}:// sources" in message
-    assert "add an https:// source" in message
+    assert "add an https:// or oras:// source" in message
 
 
 def test_pull_with_apptainer_but_no_singularity_alias(tmp_path, monkeypatch):
