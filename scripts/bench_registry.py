@@ -1,11 +1,12 @@
-"""Measure registry transfers: push, and pull+verify from a local registry vs plain HTTP.
+"""Measure registry transfers: push, and pull+verify from a local registry vs HTTPS and HTTP.
 
     python scripts/bench_registry.py [--mb 256] [--repeat 3]
 
-Starts Debian's docker-registry on 127.0.0.1 (apt-get install docker-registry) and an
-http.server with the same file, and fetches both into fresh caches with ImageCache.fetch
-(download, sha256, fsync, rename), so the ratio is the registry path's own overhead. A report,
-never a test assertion.
+Starts Debian's docker-registry on 127.0.0.1 (apt-get install docker-registry), and an
+http.server with the same file over HTTPS (a self-signed certificate made with openssl, trusted
+through REQUESTS_CA_BUNDLE) and over plain HTTP, and fetches each into fresh caches with
+ImageCache.fetch (download, sha256, fsync, rename), so the ratios are the registry path's own
+overhead against our ordinary download path. A report, never a test assertion.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import argparse
 import functools
 import hashlib
 import os
+import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +47,22 @@ def fetch_seconds(source: str, digest: str, root: Path) -> float:
     return time.perf_counter() - started
 
 
+def https_server(directory: Path, certs: Path) -> ThreadingHTTPServer:
+    """An HTTPS file server on 127.0.0.1 with a fresh self-signed certificate, trusted by
+    requests (and so by our downloader) through REQUESTS_CA_BUNDLE."""
+    cert, key = certs / "cert.pem", certs / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(cert)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=256, help="file size in MiB (default 256)")
@@ -62,6 +81,7 @@ def main() -> None:
         httpd = ThreadingHTTPServer(("127.0.0.1", 0),
                                     functools.partial(Quiet, directory=str(served)))
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        httpsd = https_server(served, tmp)
         registry = start_registry(tmp / "registry")
         try:
             pushes = []
@@ -71,21 +91,27 @@ def main() -> None:
                 pushes.append(time.perf_counter() - started)
                 assert pushed.uploaded  # a new repository each time: the blob really goes up
             http_url = f"http://127.0.0.1:{httpd.server_address[1]}/big.sif"
+            https_url = f"https://127.0.0.1:{httpsd.server_address[1]}/big.sif"
             oras = f"oras://{registry.host}/bench/big0:1"
             plain = [fetch_seconds(http_url, digest, tmp / f"h{i}") for i in range(args.repeat)]
             pulls = [fetch_seconds(oras, digest, tmp / f"r{i}") for i in range(args.repeat)]
+            tls = [fetch_seconds(https_url, digest, tmp / f"s{i}") for i in range(args.repeat)]
         finally:
             registry.stop()
             httpd.shutdown()
-    best_push, best_plain, best_pull = min(pushes), min(plain), min(pulls)
+            httpsd.shutdown()
+    best_push, best_plain, best_pull, best_tls = min(pushes), min(plain), min(pulls), min(tls)
     print(f"file: {size_mb:.0f} MB, best of {args.repeat}, 127.0.0.1, this machine")
     print(f"push (hash + HEAD + chunked PATCH + PUT): {size_mb / best_push:7.1f} MB/s "
           f"({best_push:.2f} s)")
     print(f"pull+verify, plain HTTP download_http:    {size_mb / best_plain:7.1f} MB/s "
           f"({best_plain:.2f} s)")
+    print(f"pull+verify, HTTPS download_http:         {size_mb / best_tls:7.1f} MB/s "
+          f"({best_tls:.2f} s)")
     print(f"pull+verify, oras:// from the registry:   {size_mb / best_pull:7.1f} MB/s "
           f"({best_pull:.2f} s)")
-    print(f"registry pull / plain HTTP time ratio: {best_pull / best_plain:.2f}")
+    print(f"registry pull / HTTPS time ratio: {best_pull / best_tls:.2f}; "
+          f"registry pull / plain HTTP time ratio: {best_pull / best_plain:.2f}")
 
 
 if __name__ == "__main__":
