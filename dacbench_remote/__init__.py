@@ -20,6 +20,7 @@ _EXPORTS = {
     "make_agent": "agents",
     "read_run": "results",
     "list_runs": "results",
+    "to_sb3": "sb3",  # imports Stable-Baselines3 only when called
 }
 _ERRORS = [
     "DacbenchRemoteError", "RemoteError", "UnknownBenchmark", "BadConfig", "ServerCrashed",

@@ -3,7 +3,8 @@
 #
 #   bash scripts/install-deps.sh          # runtime: bubblewrap, squashfs tools, image builder
 #   bash scripts/install-deps.sh --dacbench  # + DACBench 0.5.6 on the host (benchmark objects)
-#   bash scripts/install-deps.sh --test   # + what the test suite needs (Slurm, DACBench to compare)
+#   bash scripts/install-deps.sh --test   # + what the test suite needs (Slurm, DACBench to compare,
+#                                         #   Stable-Baselines3 in .venv/sb3)
 #
 # Idempotent and quick when everything is there. Uses the system's configured apt and pip
 # mirrors. Needs root (or sudo) for apt-get.
@@ -41,6 +42,19 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 extras="slurm"
 [ "$want_tests" = 1 ] && extras="slurm,test"
 "${pip[@]}" -e ".[$extras]"
+if [ "$want_tests" = 1 ]; then
+  # Stable-Baselines3, for the tests of the SB3 adapter (dacbench_remote.sb3; SB3 is no
+  # dependency of the package), in a venv of its own with this package: .venv/sb3. Not in .venv:
+  # DACBench there (installed without its dependencies) imports its SGD benchmark, which needs
+  # torchvision, as soon as torch is importable. The CPU build of torch avoids gigabytes of
+  # CUDA wheels where a mirror offers it; elsewhere pip takes the default build.
+  [ -x .venv/sb3/bin/python ] || "$python" -m venv .venv/sb3
+  sb3_pip=(.venv/sb3/bin/python -m pip install -q --disable-pip-version-check -e . pytest)
+  if ! "${sb3_pip[@]}" "torch==2.13.0+cpu" stable-baselines3 2>/dev/null; then
+    echo "no CPU build of torch 2.13.0 offered here; installing stable-baselines3 with the default torch" >&2
+    "${sb3_pip[@]}" stable-baselines3
+  fi
+fi
 if [ "$want_dacbench" = 1 ]; then
   # DACBench 0.5.6 on the host, to write benchmark objects (and, for the tests, to compare
   # in-process). Its declared dependencies pull in heavy stacks; these are the ones its light
