@@ -70,9 +70,8 @@ class _Adapter:
       batched, the two look the same); other numpy scalars, numpy bools too, keep their type.
     - Observations: numpy arrays (a dict of arrays, in the space's key order, for Dict spaces;
       a tuple for Tuple spaces).
-    - `get_attr` takes any indices; `set_attr` and `env_method` reach every env at once (a
-      RemoteVectorEnv's servers call each of their envs), so their indices must name every
-      env (None does); others raise BadConfig.
+    - `get_attr`, `set_attr` and `env_method` take any indices (a RemoteVectorEnv reaches a
+      subset with call_at/set_attr_at; another VectorEnv only all envs: BadConfig otherwise).
     - `step_async` only stores the actions: the batch makes its round trip in `step_wait`.
     """
 
@@ -146,20 +145,23 @@ class _Adapter:
         return [values[i] for i in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        """Set `attr_name` to `value` in every env (indices, if given, must name every env)."""
-        self._every_env(indices, "set_attr")
-        _attribute_errors(self.vector_env.set_attr, attr_name, [value] * self.num_envs)
+        """Set `attr_name` to `value` in the envs at `indices` (all by default)."""
+        order = self._subset(indices, "set_attr")
+        if order is None:
+            _attribute_errors(self.vector_env.set_attr, attr_name, [value] * self.num_envs)
+        else:
+            _attribute_errors(self.vector_env.set_attr_at, order, attr_name,
+                              [value] * len(order))
 
     def env_method(self, method_name: str, *method_args: Any, indices: Any = None,
                    **method_kwargs: Any) -> list[Any]:
-        """Call method `method_name` of every env; results in the order of `indices`.
-
-        `indices`, if given, must name every env (in any order): the envs are called at once.
-        """
-        order = self._every_env(indices, "env_method")
-        results = _attribute_errors(self.vector_env.call, method_name, *method_args,
-                                    **method_kwargs)
-        return [results[i] for i in order]
+        """Call method `method_name` of the envs at `indices` (all by default), in that order."""
+        order = self._subset(indices, "env_method")
+        if order is None:
+            return list(_attribute_errors(self.vector_env.call, method_name, *method_args,
+                                          **method_kwargs))
+        return list(_attribute_errors(self.vector_env.call_at, order, method_name, *method_args,
+                                      **method_kwargs))
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
         """False for every env: their wrappers live in the servers, where no class of this
@@ -197,12 +199,15 @@ class _Adapter:
                             "set_options() got different ones per env. Pass one dict")
         return dict(options[0]) if options[0] else None
 
-    def _every_env(self, indices: Any, operation: str) -> list[int]:
+    def _subset(self, indices: Any, operation: str) -> list[int] | None:
+        """The env indices asked for, or None for all envs in order (one call reaches them)."""
         order = [int(i) for i in self._get_indices(indices)]
-        if sorted(order) != list(range(self.num_envs)):
+        if order == list(range(self.num_envs)):
+            return None
+        if not hasattr(self.vector_env, "call_at"):
             raise BadConfig(
-                f"{operation}() reaches every env of the vector env at once; indices={indices!r} "
-                f"name only some of its {self.num_envs} envs. Call it for all envs (indices=None)")
+                f"{operation}() on some envs needs a RemoteVectorEnv (call_at/set_attr_at); "
+                f"{type(self.vector_env).__name__} reaches every env at once. Use indices=None")
         return order
 
     def _observations(self, observations: Any) -> Any:

@@ -78,6 +78,13 @@ def seed_global_rngs(seed: Any) -> None:
     numpy.random.seed(_legacy_numpy_seed(seed))
 
 
+def _first_seed(seed: Any) -> Any:
+    """The seed for the global RNGs: a vector env's per-env list gives its first non-None one."""
+    if isinstance(seed, (list, tuple)):
+        return next((item for item in seed if item is not None), None)
+    return seed
+
+
 def _legacy_numpy_seed(seed: int) -> int | list[int]:
     """`numpy.random.seed` takes 0 <= seed < 2**32; larger seeds as 32-bit words, like SeedSequence."""
     if 0 <= seed < _LEGACY_SEED_LIMIT:
@@ -303,7 +310,7 @@ class RemoteEnvironmentServer:
                 if op == "step":
                     return [True, self.env.step(request[1])]
                 if op == "reset":
-                    seed_global_rngs(request[1])
+                    seed_global_rngs(_first_seed(request[1]))
                     return [True, self.env.reset(seed=request[1], options=request[2])]
             raise UserFacingError("protocol", f"unknown data-channel operation {op!r}")
         except Exception as exc:

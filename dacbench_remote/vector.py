@@ -106,6 +106,26 @@ class RemoteVectorEnv(VectorEnv):
         for part, (start, count) in zip(self.parts, self._slices(), strict=True):
             part.call_remote("set_attr", name, list(values[start:start + count]))
 
+    def call_at(self, indices: Sequence[int], name: str, *args: Any, **kwargs: Any
+                ) -> tuple[Any, ...]:
+        """`call` for the envs at `indices` only (e.g. SB3's env_method), in that order."""
+        results: dict[int, Any] = {}
+        for part, wanted in self._by_part(indices):
+            values = part.call_remote("call_at", [local for _, local in wanted], name, *args,
+                                      **kwargs)
+            results.update(zip((index for index, _ in wanted), values, strict=True))
+        return tuple(results[index] for index in indices)
+
+    def set_attr_at(self, indices: Sequence[int], name: str, values: Sequence[Any]) -> None:
+        """`set_attr` for the envs at `indices` only, one value each."""
+        if len(values) != len(indices):
+            raise ValueError(f"set_attr_at() got {len(values)} values for {len(indices)} "
+                             "indices; pass one value per index")
+        value_of = dict(zip(indices, values, strict=True))
+        for part, wanted in self._by_part(indices):
+            part.call_remote("set_attr_at", [local for _, local in wanted], name,
+                             [value_of[index] for index, _ in wanted])
+
     def close_extras(self, **kwargs: Any) -> None:
         """Close the servers' envs (and the servers this env started); idempotent."""
         if self._closed:
@@ -123,6 +143,16 @@ class RemoteVectorEnv(VectorEnv):
     def _slices(self) -> list[tuple[int, int]]:
         starts = np.cumsum([0, *self.counts[:-1]]).tolist()
         return list(zip(starts, self.counts, strict=True))
+
+    def _by_part(self, indices: Sequence[int]) -> list[tuple[Any, list[tuple[int, int]]]]:
+        """The servers holding the envs at `indices`, each with (index, its local index)."""
+        wanted: dict[int, list[tuple[int, int]]] = {}
+        for index in dict.fromkeys(int(i) for i in indices):
+            if not 0 <= index < self.num_envs:
+                raise IndexError(f"env index {index} is out of range for {self.num_envs} envs")
+            part = int(np.searchsorted(np.cumsum(self.counts), index, side="right"))
+            wanted.setdefault(part, []).append((index, index - sum(self.counts[:part])))
+        return [(self.parts[part], items) for part, items in sorted(wanted.items())]
 
     def _check_actions(self, actions: Any) -> None:
         expected = self.action_space.shape

@@ -68,6 +68,19 @@ class BatchedEnvs:
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple:
         return self.vector.call(name, *args, **kwargs)
 
+    def call_at(self, indices: list[int], name: str, *args: Any, **kwargs: Any) -> tuple:
+        """`call` for the envs at `indices` only (SyncVectorEnv.call's rules), in that order."""
+        results = []
+        for index in indices:
+            function = self.vector.envs[index].get_wrapper_attr(name)
+            results.append(function(*args, **kwargs) if callable(function) else function)
+        return tuple(results)
+
+    def set_attr_at(self, indices: list[int], name: str, values: list) -> None:
+        """`set_attr` for the envs at `indices` only, one value each."""
+        for index, value in zip(indices, values, strict=True):
+            self.vector.envs[index].set_wrapper_attr(name, value)
+
     def render(self):
         return self.vector.render()
 

@@ -330,15 +330,24 @@ def check_attributes() -> None:
         assert adapter.get_attr("marker") == [[1, 2]] * 3
         adapter.set_attr("marker", 5, indices=[2, 1, 0])
         assert adapter.get_attr("marker", indices=[0, 2]) == [5, 5]
-        with_raises(BadConfig, "every env", adapter.set_attr, "marker", 6, indices=[1])
-        assert adapter.get_attr("marker") == [5, 5, 5]  # nothing was set
+        adapter.set_attr("marker", 6, indices=[2])  # on the second server only
+        assert adapter.get_attr("marker") == [5, 5, 6]
+        reference.set_attr("marker", 5)
+        reference.set_attr("marker", 6, indices=[2])
 
-        assert adapter.env_method("get_wrapper_attr", "marker", indices=[1, 2, 0]) == [5, 5, 5]
+        assert adapter.env_method("get_wrapper_attr", "marker", indices=[2, 1, 0]) == [6, 5, 5]
+        assert adapter.env_method("get_wrapper_attr", "marker", indices=[2, 0]) == [6, 5]
+        for indices in (1, [2, 0], None):
+            assert (adapter.env_method("get_wrapper_attr", "marker", indices=indices)
+                    == reference.env_method("get_wrapper_attr", "marker", indices=indices))
         seeds = adapter.env_method("reset", seed=4)
         assert_identical([obs for obs, _ in reference.env_method("reset", seed=4)],
                          [obs for obs, _ in seeds])
         assert all(isinstance(obs, np.ndarray) and info == {} for obs, info in seeds)
-        with_raises(BadConfig, "every env", adapter.env_method, "reset", indices=0)
+        one = adapter.env_method("reset", seed=7, indices=0)
+        assert_identical([obs for obs, _ in reference.env_method("reset", seed=7, indices=0)],
+                         [obs for obs, _ in one])
+        with_raises(IndexError, "out of range", adapter.env_method, "reset", indices=[3])
         assert adapter.env_is_wrapped(gymnasium.Wrapper) == [False] * 3
         assert adapter.env_is_wrapped(gymnasium.Wrapper, indices=[1]) == [False]
         adapter.close()

@@ -186,3 +186,27 @@ def test_closing_leaves_no_server_processes_or_sockets():
         assert not extra[0].server  # the extra server is stopped with the vector env
     assert not any(server.alive() for server in servers)
     assert not any(os.path.exists(path) or os.path.exists(f"{path}.data") for path in paths)
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+def test_per_env_seed_lists_and_calls_on_some_envs_match_sync_vector_env(servers):
+    seeds = [5, None, 11]
+    local = SyncVectorEnv([lambda: make_local_env("gymnasium:CartPole-v1")] * 3)
+    expected = comparable(local.reset(seed=seeds))
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(3, servers=servers)
+        observations, infos = remote.reset(seed=seeds)
+        assert_identical(comparable((observations[[0, 2]], infos)),
+                         comparable((expected[0][[0, 2]], expected[1])))
+        with pytest.raises(ValueError, match="2 seeds for 3 environments"):
+            remote.reset(seed=[1, 2])
+        remote.set_attr_at([2, 0], "marker", ["two", "zero"])
+        assert remote.call_at([2, 0], "get_wrapper_attr", "marker") == ("two", "zero")
+        assert_identical(remote.call_at([1], "reset", seed=3)[0][0],
+                         local.envs[1].reset(seed=3)[0])
+        with pytest.raises(IndexError, match="out of range"):
+            remote.call_at([3], "reset")
+        with pytest.raises(ValueError, match="2 values for 1 indices"):
+            remote.set_attr_at([1], "marker", [1, 2])
+        remote.close()
+    local.close()
