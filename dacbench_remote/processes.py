@@ -1,5 +1,9 @@
-"""Find this user's running servers (`dacbench-remote ps`) and clean up what crashed hosts left.
+"""Processes on this machine, read from /proc: identify one beyond its pid, find its descendants,
+and stop them for sure (SIGTERM, then SIGKILL); on that, this user's servers (`dacbench-remote
+ps`) and the cleanup of what crashed hosts left (`dacbench-remote cleanup`).
 
+A process is recorded with its start time (from /proc) and the machine's boot id, so a later stop
+(`sweep cancel`) never signals an unrelated process that happens to have reused its pid.
 A server is found by its command line in /proc: `python -m dacbench_remote.server --socket ...`
 (local), our bubblewrap launcher (bwrap) or `apptainer|singularity run ... --socket ...`.
 A server is an orphan when nobody holds the write end of its stdin "lifeline" any more.
@@ -8,6 +12,7 @@ A server is an orphan when nobody holds the write end of its stdin "lifeline" an
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -33,7 +38,166 @@ LAUNCHER_NAME = "dacbench-remote-launcher"  # argv[0] of our shell inside bwrap 
 # An empty server directory this recent may belong to a server that is still starting (the
 # directory is made before the image is unpacked): cleanup leaves it alone.
 EMPTY_DIR_GRACE = 600.0
+_PR_SET_PDEATHSIG = 1
 
+
+# --- one process ----------------------------------------------------------------------------
+
+def boot_id() -> str:
+    """This boot of this machine (pids and start times mean something only within one)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may contain spaces)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it does not exist."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    if fields[0] == "Z":  # a zombie has exited; nothing left to stop
+        return None
+    return int(fields[19])
+
+
+def is_running(pid: int) -> bool:
+    """True while the process exists and has not exited (a zombie has)."""
+    return start_time(pid) is not None
+
+
+def argv_of(pid: int) -> tuple[str, ...]:
+    """The process's command line from /proc (empty when it is gone or unreadable)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ()
+    return tuple(a.decode(errors="replace") for a in argv if a)
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process identified beyond its pid: (pid, start time) on one boot of one host."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRecord | None:
+        start = start_time(pid)
+        return None if start is None else cls(pid, start)
+
+    def alive(self) -> bool:
+        return start_time(self.pid) == self.start
+
+    def to_dict(self) -> dict:
+        return {"pid": self.pid, "start": self.start}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProcessRecord:
+        return cls(int(data["pid"]), int(data["start"]))
+
+
+# --- process trees --------------------------------------------------------------------------
+
+def children_of(pid: int) -> list[int]:
+    """The children of `pid`: from each thread's /proc children list (no scan of /proc)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    children: list[int] = []
+    for task in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+        except OSError:  # the thread ended (or a kernel without CONFIG_PROC_CHILDREN)
+            continue
+        children += [int(word) for word in text.split()]
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of `pid` (children, their children, ...), parents first."""
+    found, queue = [], [pid]
+    while queue:
+        for child in children_of(queue.pop(0)):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def tree(pid: int) -> list[ProcessRecord]:
+    """Records of `pid` and all its living descendants."""
+    records = [ProcessRecord.of(p) for p in [pid, *descendants(pid)]]
+    return [r for r in records if r is not None]
+
+
+# --- stopping -------------------------------------------------------------------------------
+
+def signal_records(records: list[ProcessRecord], sig: int) -> int:
+    """Send `sig` to each still-living recorded process (and the group it leads); count them."""
+    sent = 0
+    for record in records:
+        if not record.alive():
+            continue
+        try:
+            os.kill(record.pid, sig)
+            sent += 1
+            # Servers start their own session; their group also holds helpers (bwrap, children).
+            if os.getpgid(record.pid) == record.pid:
+                os.killpg(record.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return sent
+
+
+def stop_records(records: list[ProcessRecord], grace: float = 5.0) -> bool:
+    """SIGTERM the processes, wait up to `grace` seconds, then SIGKILL whatever is left.
+
+    True when none of them is alive afterwards.
+    """
+    if signal_records(records, signal.SIGTERM) and not wait_gone(records, grace):
+        signal_records(records, signal.SIGKILL)
+        wait_gone(records, 5.0)
+    return not any(r.alive() for r in records)
+
+
+def wait_gone(records: list[ProcessRecord], timeout: float) -> bool:
+    """True once none of the processes is alive (zombies count as gone)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.002  # most processes are gone within milliseconds of a SIGTERM
+    while True:
+        if not any(r.alive() for r in records):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `sig` to this process when the thread that started it exits."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's cleanup is all we have
+        return
+
+
+# --- this user's servers --------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ServerInfo:
@@ -74,8 +238,6 @@ class CleanupReport:
         return out or ["nothing to clean up"]
 
 
-# --- /proc ---------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class _Proc:
     pid: int
@@ -86,16 +248,10 @@ class _Proc:
 
 
 def _read_proc(pid: int) -> _Proc | None:
-    try:
-        raw_stat = Path(f"/proc/{pid}/stat").read_text()
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == "Z":
         return None
-    rest = raw_stat[raw_stat.rindex(")") + 2:].split()
-    if rest[0] == "Z":
-        return None
-    return _Proc(pid, int(rest[1]), int(rest[2]), int(rest[19]),
-                 tuple(a.decode(errors="replace") for a in argv if a))
+    return _Proc(pid, int(fields[1]), int(fields[2]), int(fields[19]), argv_of(pid))
 
 
 def _our_processes() -> dict[int, _Proc]:
@@ -178,26 +334,14 @@ def _holds_for_writing(pid: int, pipe: str) -> bool:
     return False
 
 
-def _tree(pid: int, processes: dict[int, _Proc]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for proc in processes.values():
-        children.setdefault(proc.ppid, []).append(proc.pid)
-    tree, queue = {pid}, [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            if child not in tree:
-                tree.add(child)
-                queue.append(child)
-    return tree
-
-
 def _orphaned(pid: int, processes: dict[int, _Proc]) -> bool:
     """True if the server's stdin is a pipe whose write end nobody outside its tree holds."""
     lifeline = _pipe_of(pid, 0)
     if lifeline is None:
         return False  # started by hand (a terminal, a file): not ours to judge
-    tree = _tree(pid, processes)
-    return not any(_holds_for_writing(other, lifeline) for other in processes if other not in tree)
+    family = {pid, *descendants(pid)}
+    return not any(_holds_for_writing(other, lifeline) for other in processes
+                   if other not in family)
 
 
 def list_servers() -> list[ServerInfo]:
@@ -233,28 +377,11 @@ def _ancestors(pid: int, processes: dict[int, _Proc]) -> list[int]:
 
 # --- cleanup --------------------------------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    proc = _read_proc(pid)
-    return proc is not None
-
-
 def _stop(server: ServerInfo, grace: float = 3.0) -> bool:
-    """SIGTERM the server's process group (its own, as ServerProcess starts it), then SIGKILL."""
-    try:
-        group = os.getpgid(server.pid)
-    except ProcessLookupError:
-        return True
-    kill = (lambda sig: os.killpg(group, sig)) if group == server.pid else (
-        lambda sig: os.kill(server.pid, sig))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            kill(sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not _alive(server.pid):
-                return True
-            time.sleep(0.05)
-    return not _alive(server.pid)
+    """SIGTERM the server (and the process group it leads, as ServerProcess starts it), then
+    SIGKILL; True once it is gone."""
+    record = ProcessRecord.of(server.pid)
+    return record is None or stop_records([record], grace=grace)
 
 
 def _in_socket_dir(socket_path: str | None, directory: Path) -> bool:
@@ -324,7 +451,7 @@ def _remove_stale_mounts(report: CleanupReport) -> None:
     mounted = {point for _device, point, _fstype in mountinfo_entries()}
     for entry in os.scandir(base):
         owner = entry.name.split("-", 1)[0]
-        if owner.isdigit() and _alive(int(owner)):
+        if owner.isdigit() and is_running(int(owner)):
             continue  # its starter is still running: maybe in the middle of a start
         if entry.path in mounted:
             problem = lazy_unmount(Path(entry.path))

@@ -361,7 +361,7 @@ def test_status_counts_finished_and_waiting_trials(tmp_path: Path):
 
 def test_stale_running_file_of_a_dead_process_is_not_counted_as_running(tmp_path: Path):
     layout, trials = fake_sweep(tmp_path)
-    from dacbench_remote.sweeps.procs import boot_id, hostname
+    from dacbench_remote.processes import boot_id, hostname
 
     atomic_write_json(layout.running_file(trials[3].id), {
         "host": hostname(), "boot_id": boot_id(),

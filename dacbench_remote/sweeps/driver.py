@@ -17,10 +17,10 @@ from pathlib import Path
 from secrets import token_hex
 
 from ..errors import BadConfig, DacbenchRemoteError
+from ..processes import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from ..results import append_record
 from .executors import RunContext, live_tasks, make_executor, scancel
 from .layout import SweepDir, atomic_write_json, atomic_write_text, read_json
-from .procs import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from .results import write_tables
 from .spec import EXECUTORS, load_spec
 from .supervisor import remove_server_sockets

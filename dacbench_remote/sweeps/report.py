@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..processes import ProcessRecord, boot_id, hostname
 from .layout import SweepDir, read_json, read_jsonl
-from .procs import ProcessRecord, boot_id, hostname
 from .results import PENDING, episode_rows, write_tables
 from .trial import DONE, FAILED, TIMED_OUT, Trial
 

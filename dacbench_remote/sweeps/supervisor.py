@@ -15,11 +15,19 @@ import threading
 import time
 from pathlib import Path
 
+from ..processes import (
+    ProcessRecord,
+    argv_of,
+    boot_id,
+    descendants,
+    hostname,
+    stop_records,
+    tree,
+)
 from ..runtimes.base import SERVER_MODULE
 from ..sockets import is_socket_id, remove_socket_files, socket_dir
 from ..zygote import ZygoteError
 from .layout import SweepDir, atomic_write_json, read_json, read_jsonl
-from .procs import ProcessRecord, boot_id, descendants, hostname, stop_records, tree
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 
 # Files of an earlier, unfinished attempt that must not leak into this one.
@@ -171,25 +179,16 @@ def forked_children(zygote_server_pid: int | None) -> list[ProcessRecord]:
     if zygote_server_pid is None:
         return []
     for pid in [zygote_server_pid, *descendants(zygote_server_pid)]:
-        if "--zygote" in _argv(pid) and SERVER_MODULE in _argv(pid):
+        argv = argv_of(pid)
+        if "--zygote" in argv and SERVER_MODULE in argv:
             return [r for r in tree(pid) if r.pid != pid]
     return []
-
-
-def _argv(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
 
 
 def _socket_arguments(pid: int) -> list[str]:
     """The `--socket PATH` a server process was started with (see runtimes.base), as
     `<server id>/<file>` relative to the socket directory."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
+    argv = argv_of(pid)
     if SERVER_MODULE not in argv:
         return []
     paths = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg == "--socket"]

@@ -16,8 +16,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..processes import die_with_parent, hostname
 from .layout import atomic_write_json, atomic_write_text, read_json
-from .procs import die_with_parent, hostname
 from .supervisor import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
 from .trial import Trial
 

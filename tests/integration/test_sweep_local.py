@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.errors import DacbenchRemoteError
+from dacbench_remote.processes import ProcessRecord, wait_gone
 from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, report, run_sweep
 from dacbench_remote.sweep import status as sweep_status
 from dacbench_remote.sweeps.layout import read_json, read_jsonl
-from dacbench_remote.sweeps.procs import ProcessRecord, wait_gone
 
 pytestmark = pytest.mark.integration
 

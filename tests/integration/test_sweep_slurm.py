@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote.processes import ProcessRecord, wait_gone
 from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, run_sweep
 from dacbench_remote.sweeps.executors import live_tasks
-from dacbench_remote.sweeps.procs import ProcessRecord, wait_gone
 from tests.integration.runtime_images import build_standin_image
 from tests.needs import need_module, need_root, need_tools
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote.processes import ProcessRecord
 from dacbench_remote.sweep import SweepDir, load_spec, read_results_csv, run_sweep
-from dacbench_remote.sweeps.procs import ProcessRecord
 from tests.integration.test_sweep_local import HELPERS, sweep_env, write_spec  # noqa: F401
 
 pytestmark = pytest.mark.integration
