@@ -21,7 +21,7 @@ from dacbench_remote.results import (
     read_records,
     read_run,
 )
-from dacbench_remote.sweeps.layout import read_jsonl
+from dacbench_remote.sweeps.sweepdir import read_jsonl
 from tests.needs import need_root, need_tools
 
 REPO = Path(__file__).resolve().parents[1]

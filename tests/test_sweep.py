@@ -26,9 +26,9 @@ from dacbench_remote.sweep import (
 )
 from dacbench_remote.sweeps import executors
 from dacbench_remote.sweeps.executors import SlurmExecutor, prefetch_images
-from dacbench_remote.sweeps.layout import atomic_write_json, read_jsonl
 from dacbench_remote.sweeps.results import write_tables
 from dacbench_remote.sweeps.spec import SlurmOptions
+from dacbench_remote.sweeps.sweepdir import atomic_write_json, read_jsonl
 from tests.needs import need_module
 
 FULL = """

@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 from .driver import CancelResult, SweepResult, cancel, new_run_id, run_sweep
-from .layout import SweepDir
 from .report import SweepReport, SweepStatus, report, status
 from .results import read_results_csv, write_tables
 from .spec import SweepSpec, load_spec, parse_spec
 from .supervisor import run_trial
+from .sweepdir import SweepDir
 from .trial import RuntimeOptions, Trial, TrialOutcome
 
 __all__ = [

@@ -20,10 +20,10 @@ from ..errors import BadConfig, DacbenchRemoteError
 from ..processes import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from ..results import append_record
 from .executors import RunContext, live_tasks, make_executor, scancel
-from .layout import SweepDir, atomic_write_json, atomic_write_text, read_json
 from .results import write_tables
 from .spec import EXECUTORS, load_spec
 from .supervisor import remove_server_sockets
+from .sweepdir import SweepDir, atomic_write_json, atomic_write_text, read_json
 from .trial import DONE, FAILED, TIMED_OUT, TrialOutcome
 
 

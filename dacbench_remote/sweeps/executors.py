@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import DacbenchRemoteError, RuntimeUnavailable
-from .layout import SweepDir
 from .spec import LocalOptions, SlurmOptions
 from .supervisor import run_trial
+from .sweepdir import SweepDir
 from .trial import CANCELLED, FAILED, Trial, TrialOutcome
 from .warm import WarmSlots
 

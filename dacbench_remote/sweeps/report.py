@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..processes import ProcessRecord, boot_id, hostname
-from .layout import SweepDir, read_json, read_jsonl
 from .results import PENDING, episode_rows, write_tables
+from .sweepdir import SweepDir, read_json, read_jsonl
 from .trial import DONE, FAILED, TIMED_OUT, Trial
 
 RUNNING = "running"

@@ -10,7 +10,7 @@ import csv
 import io
 from pathlib import Path
 
-from .layout import SweepDir, atomic_write_text, read_jsonl
+from .sweepdir import SweepDir, atomic_write_text, read_jsonl
 from .trial import DONE, Trial
 
 RESULT_COLUMNS = [

@@ -27,7 +27,7 @@ from ..processes import (
 from ..runtimes.base import SERVER_MODULE
 from ..sockets import is_socket_id, remove_socket_files, socket_dir
 from ..zygote import ZygoteError
-from .layout import SweepDir, atomic_write_json, read_json, read_jsonl
+from .sweepdir import SweepDir, atomic_write_json, read_json, read_jsonl
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 
 # Files of an earlier, unfinished attempt that must not leak into this one.

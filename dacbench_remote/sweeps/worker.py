@@ -17,8 +17,8 @@ import traceback
 from pathlib import Path
 
 from ..processes import die_with_parent, hostname
-from .layout import atomic_write_json, atomic_write_text, read_json
 from .supervisor import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
+from .sweepdir import atomic_write_json, atomic_write_text, read_json
 from .trial import Trial
 
 

@@ -20,7 +20,7 @@ from dacbench_remote.errors import DacbenchRemoteError
 from dacbench_remote.processes import ProcessRecord, wait_gone
 from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, report, run_sweep
 from dacbench_remote.sweep import status as sweep_status
-from dacbench_remote.sweeps.layout import read_json, read_jsonl
+from dacbench_remote.sweeps.sweepdir import read_json, read_jsonl
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Where a sweep keeps its state on disk, and writes that a crash can never leave half-done.
+"""The sweep directory (`SweepDir`: where a sweep keeps its state on disk) and writes that a crash
+can never leave half-done.
 
     SWEEP_DIR/
       sweep.toml          copy of the spec of the latest run
