@@ -451,7 +451,7 @@ def test_sockets_of_killed_servers_are_removed_only_inside_the_socket_dir(tmp_pa
     import socket
 
     from dacbench_remote.sockets import new_socket_path
-    from dacbench_remote.sweeps.supervisor import remove_server_sockets
+    from dacbench_remote.sweeps.trial_runner import remove_server_sockets
 
     monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(tmp_path / "socks"))
     killed = new_socket_path()

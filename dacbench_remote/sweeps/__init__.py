@@ -12,9 +12,9 @@ from .driver import CancelResult, SweepResult, cancel, new_run_id, run_sweep
 from .report import SweepReport, SweepStatus, report, status
 from .results import read_results_csv, write_tables
 from .spec import SweepSpec, load_spec, parse_spec
-from .supervisor import run_trial
 from .sweepdir import SweepDir
 from .trial import RuntimeOptions, Trial, TrialOutcome
+from .trial_runner import run_trial
 
 __all__ = [
     "CancelResult", "RuntimeOptions", "SweepDir", "SweepReport", "SweepResult", "SweepSpec",

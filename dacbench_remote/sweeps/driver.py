@@ -22,9 +22,9 @@ from ..results import append_record
 from .executors import RunContext, live_tasks, make_executor, scancel
 from .results import write_tables
 from .spec import EXECUTORS, load_spec
-from .supervisor import remove_server_sockets
 from .sweepdir import SweepDir, atomic_write_json, atomic_write_text, read_json
 from .trial import DONE, FAILED, TIMED_OUT, TrialOutcome
+from .trial_runner import remove_server_sockets
 
 
 @dataclass

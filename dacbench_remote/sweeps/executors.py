@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ..errors import DacbenchRemoteError, RuntimeUnavailable
 from .spec import LocalOptions, SlurmOptions
-from .supervisor import run_trial
 from .sweepdir import SweepDir
 from .trial import CANCELLED, FAILED, Trial, TrialOutcome
+from .trial_runner import run_trial
 from .warm import WarmSlots
 
 CACHE_ENV = "DACBENCH_REMOTE_CACHE"

@@ -22,8 +22,8 @@ from pathlib import Path
 from ..channel import DATA_SUFFIX
 from ..runner import RemoteRunner
 from ..zygote import WarmServer, ZygoteError, ZygoteUnsupported, request_fork
-from .supervisor import SUPERVISOR_ENV, ZYGOTE_ENV
 from .trial import Trial
+from .trial_runner import SUPERVISOR_ENV, ZYGOTE_ENV
 
 
 def preload_modules(benchmark: str) -> list[str]:

@@ -17,9 +17,9 @@ import traceback
 from pathlib import Path
 
 from ..processes import die_with_parent, hostname
-from .supervisor import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
 from .sweepdir import atomic_write_json, atomic_write_text, read_json
 from .trial import Trial
+from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
 
 
 def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[dict]:
