@@ -6,8 +6,10 @@ frame each way here, which keeps the per-step overhead near a plain socketpair's
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import time
 
 # Appended to the control socket's path to name the data socket next to it.
 DATA_SUFFIX = ".data"
@@ -21,6 +23,9 @@ _HEADER = struct.Struct("<QQ")
 MAX_FRAME = 1 << 34
 # MSG_PEEK copies one byte here and consumes nothing; the contents are never read.
 _PEEK_SCRATCH = bytearray(1)
+_PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
+SPIN_ENV = "DACBENCH_REMOTE_SPIN_US"
+DEFAULT_SPIN_US = 200
 
 
 class ChannelClosed(ConnectionError):
@@ -57,14 +62,58 @@ def recv_frame(sock: socket.socket) -> tuple[int, bytearray]:
     return seq, _recv_exact(sock, length)
 
 
-def wait_for_frame(sock: socket.socket) -> None:
+def wait_for_frame(sock: socket.socket, spin: float = 0.0) -> bool:
     """Block until the peer has sent something, without consuming it.
 
+    With `spin` > 0, first poll without blocking for up to that many seconds: a peer that
+    answers within it is seen without the scheduler's wake-up latency. Returns whether it did.
     An interrupt (Ctrl-C) while blocked here leaves the stream at a frame boundary, which is
     what lets a client skip a late reply later; raises ChannelClosed on EOF.
     """
+    if spin > 0:
+        deadline = time.perf_counter() + spin
+        while True:
+            try:
+                if sock.recv_into(_PEEK_SCRATCH, 1, _PEEK_NOW) == 0:
+                    raise ChannelClosed("connection closed by peer")
+                return True
+            except BlockingIOError:
+                if time.perf_counter() > deadline:
+                    break
     if sock.recv_into(_PEEK_SCRATCH, 1, socket.MSG_PEEK) == 0:
         raise ChannelClosed("connection closed by peer")
+    return False
+
+
+class FrameWaiter:
+    """Waits for the next frame on one connection, polling first while that pays off.
+
+    A wake-up from a blocking receive costs tens of microseconds on a VM, as much as a whole
+    step of a small env. So each wait first polls for up to `spin` seconds; a peer that does not
+    answer within it (a slow step, a thinking agent, too few cores) makes the following waits
+    block at once, for 1, 2, 4, ... up to 64 waits, so a slow peer costs little CPU.
+    """
+
+    def __init__(self, spin: float | None = None):
+        self.spin = default_spin() if spin is None else spin
+        self._skip = self._penalty = 0
+
+    def wait(self, sock: socket.socket) -> None:
+        if self.spin <= 0 or self._skip:
+            self._skip = max(0, self._skip - 1)
+            wait_for_frame(sock)
+        elif wait_for_frame(sock, self.spin):
+            self._penalty = 0
+        else:
+            self._skip = self._penalty = min(2 * self._penalty or 1, 64)
+
+
+def default_spin() -> float:
+    """Seconds a wait polls before it blocks: $DACBENCH_REMOTE_SPIN_US microseconds (0: never)."""
+    try:
+        return max(0.0, float(os.environ.get(SPIN_ENV, DEFAULT_SPIN_US))) / 1e6
+    except ValueError:
+        return DEFAULT_SPIN_US / 1e6
 
 
 def _recv_exact(sock: socket.socket, length: int) -> bytearray:

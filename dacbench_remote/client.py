@@ -19,9 +19,9 @@ from .channel import (
     DATA_SUFFIX,
     RUNNER_OBJECT_ID,
     ChannelClosed,
+    FrameWaiter,
     recv_frame,
     send_frame,
-    wait_for_frame,
 )
 from .dacvalues import lower, restore
 from .errors import (
@@ -195,6 +195,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
         self.metadata = info["metadata"]
         self.render_mode = info["render_mode"]
         self.spec = gymnasium.envs.registration.EnvSpec.from_json(info["spec"]) if info["spec"] else None
+        self._waiter = FrameWaiter()
         self._data = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         _set_kernel_deadline(self._data, connection.timeout)
         try:
@@ -386,7 +387,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
     def _receive(self, seq: int) -> bytearray:
         """The body of the reply to request `seq`, skipping late replies to earlier ones."""
         while True:
-            wait_for_frame(self._data)  # consumes nothing: the long wait is interruptible
+            self._waiter.wait(self._data)  # consumes nothing: the long wait is interruptible
             self._phase = _READING
             answered, reply = recv_frame(self._data)
             self._phase = _WAITING

@@ -26,7 +26,14 @@ import Pyro5.server
 
 from . import __version__, codec
 from .benchmark_objects import rebuild_benchmark
-from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID, ChannelClosed, recv_frame, send_frame
+from .channel import (
+    DATA_SUFFIX,
+    RUNNER_OBJECT_ID,
+    ChannelClosed,
+    FrameWaiter,
+    recv_frame,
+    send_frame,
+)
 from .dacvalues import lower, restore
 from .errors import BadConfig, UnknownBenchmark
 from .sockets import remove_socket_files
@@ -494,7 +501,9 @@ class DataChannelServer:
         with connection:
             try:
                 server = self._greet(connection)
+                waiter = FrameWaiter()
                 while server is not None:
+                    waiter.wait(connection)
                     seq, payload = recv_frame(connection)
                     send_frame(connection, _answer(server, payload), seq)
             except (ChannelClosed, ConnectionError):

@@ -7,6 +7,7 @@ before it waits for any reply, so the K servers step at the same time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,6 +44,10 @@ class RemoteVectorEnv(VectorEnv):
                  on_close: Callable[[], None] | None = None):
         self.parts = list(parts)
         self.counts = list(counts)
+        if len(self.parts) + 1 > (os.cpu_count() or 1):
+            # Polling for replies only pays while every server and this process have a core.
+            for part in self.parts:
+                part._waiter.spin = 0.0
         self.num_envs = sum(self.counts)
         self.autoreset_mode = _MODES[autoreset_value(autoreset_mode)]
         self._on_close = on_close

@@ -44,3 +44,42 @@ def test_a_corrupt_length_is_refused(pair):
     left.sendall((1 << 40).to_bytes(8, "little") + (1).to_bytes(8, "little"))
     with pytest.raises(ChannelClosed, match="stream is corrupt"):
         recv_frame(right)
+
+
+def test_a_wait_polls_while_the_peer_answers_quickly_and_backs_off_when_it_does_not():
+    import threading
+    import time
+
+    from dacbench_remote.channel import FrameWaiter
+
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"x")
+        assert wait_for_frame(left, 0.01) is True  # seen while polling
+        left.recv(1)
+        waiter = FrameWaiter(spin=0.001)
+        timer = threading.Timer(0.05, right.sendall, args=(b"y",))
+        timer.start()
+        started = time.perf_counter()
+        waiter.wait(left)  # the poll gives up after 1 ms, then it blocks until the data comes
+        assert time.perf_counter() - started >= 0.04
+        assert waiter._skip == 1  # the next wait blocks at once
+        left.recv(1)
+        right.sendall(b"z")
+        waiter.wait(left)
+        assert waiter._skip == 0
+        left.recv(1)
+        right.close()
+        with pytest.raises(ChannelClosed):
+            FrameWaiter(spin=0.01).wait(left)  # EOF while polling
+
+
+def test_the_poll_window_comes_from_the_environment(monkeypatch):
+    from dacbench_remote.channel import SPIN_ENV, FrameWaiter, default_spin
+
+    monkeypatch.setenv(SPIN_ENV, "0")
+    assert FrameWaiter().spin == 0.0
+    monkeypatch.setenv(SPIN_ENV, "50")
+    assert default_spin() == pytest.approx(50e-6)
+    monkeypatch.setenv(SPIN_ENV, "lots")
+    assert default_spin() == pytest.approx(200e-6)
