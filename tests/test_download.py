@@ -38,15 +38,24 @@ def test_progress_draws_on_a_terminal():
     bar.update(500_000, force=True)
     bar.close(2_000_000)
     text = stream.getvalue()
-    assert "\rimg.sif [######" in text and "500.0 KB/2.0 MB  25%" in text
-    assert "2.0 MB/2.0 MB 100%" in text and text.endswith("\n")
+    assert "\rimg.sif:  25%|" in text and "500k/2.00M" in text
+    assert "img.sif: 100%|" in text and "2.00M/2.00M" in text and text.endswith("\n")
 
 
 def test_progress_without_known_size():
     stream = FakeTerminal()
     bar = Progress("img.sif", None, stream=stream)
     bar.close(1500)
-    assert "img.sif 1.5 KB" in stream.getvalue()
+    assert "img.sif: 1.50kB" in stream.getvalue()
+
+
+def test_progress_of_a_resumed_download_counts_only_new_bytes_in_its_rate():
+    stream = FakeTerminal()
+    bar = Progress("img.sif", 2_000_000, stream=stream)
+    bar.update(1_500_000)  # what an earlier attempt left
+    assert bar.bar.format_dict["initial"] == 1_500_000 and bar.bar.n == 1_500_000
+    bar.close(2_000_000)
+    assert "2.00M/2.00M" in stream.getvalue()
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,54 +56,38 @@ def _hash_prefix(path: Path, limit: int | None = None) -> Any:
     return digest
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} GB"  # pragma: no cover - loop always returns
-
-
 class Progress:
-    """A one-line progress bar on stderr, drawn only when that is a terminal (quiet in logs)."""
+    """A progress bar on stderr (tqdm's: it fits the terminal), drawn only when that is a
+    terminal, so logs and CI output stay quiet."""
 
     def __init__(self, label: str, total: int | None, *, enabled: bool = True,
                  stream: IO[str] | None = None):
+        from tqdm import tqdm
+
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled and self.stream.isatty()
-        self.label, self.total = label, total
-        self.started = time.monotonic()
-        self.drawn_at = 0.0
-        self.start_bytes: int | None = None
+        self.bar = tqdm(desc=label or None, total=total, unit="B", unit_scale=True,
+                        unit_divisor=1000, file=self.stream, disable=not self.enabled,
+                        mininterval=0.1, dynamic_ncols=True, leave=True)
+        self._started = False
 
     def update(self, done: int, *, force: bool = False) -> None:
-        """Redraw with `done` bytes so far (at most ten times a second)."""
+        """Show `done` bytes so far (redrawn at most ten times a second unless `force`)."""
         if not self.enabled:
             return
-        if self.start_bytes is None:
-            self.start_bytes = done
-        now = time.monotonic()
-        if not force and now - self.drawn_at < 0.1:
-            return
-        self.drawn_at = now
-        rate = (done - self.start_bytes) / max(now - self.started, 1e-6)
-        if self.total:
-            width = 24
-            filled = int(width * done / self.total)
-            bar = "#" * filled + "-" * (width - filled)
-            text = f"{self.label} [{bar}] {_size(done)}/{_size(self.total)} " \
-                   f"{100 * done // self.total:3d}% {_size(rate)}/s"
+        if not self._started:  # a resumed download starts from what was there: not in the rate
+            self._started = True
+            self.bar.initial = self.bar.n = self.bar.last_print_n = done
         else:
-            text = f"{self.label} {_size(done)} {_size(rate)}/s"
-        self.stream.write("\r" + text + "\x1b[K")
-        self.stream.flush()
+            self.bar.update(done - self.bar.n)
+        if force:
+            self.bar.refresh()
 
     def close(self, done: int) -> None:
         """Draw the final state and end the line."""
         if self.enabled:
             self.update(done, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")

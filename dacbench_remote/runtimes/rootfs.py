@@ -27,15 +27,11 @@ from ..images.unsquash import unsquashfs
 TMP_PREFIX = ".tmp-"
 
 
-def cache_home() -> Path:
-    """This user's dacbench-remote cache directory ($XDG_CACHE_HOME or ~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dacbench-remote"
-
-
 def default_rootfs_cache() -> Path:
-    """Where extracted root filesystems live: <cache>/rootfs/<sha256>/."""
-    return cache_home() / "rootfs"
+    """Where extracted root filesystems live: <user cache>/rootfs/<sha256>/."""
+    from ..config import default_cache_dir
+
+    return default_cache_dir() / "rootfs"
 
 
 def mount_base_dir(create: bool = True) -> Path:
