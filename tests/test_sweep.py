@@ -24,10 +24,10 @@ from dacbench_remote.sweep import (
     run_sweep,
     status,
 )
-from dacbench_remote.sweeps import executors
-from dacbench_remote.sweeps.executors import SlurmExecutor, prefetch_images
+from dacbench_remote.sweeps.executors import EXECUTORS, make_executor, prefetch_images
 from dacbench_remote.sweeps.results import write_tables
-from dacbench_remote.sweeps.spec import SlurmOptions
+from dacbench_remote.sweeps.slurm import SlurmExecutor
+from dacbench_remote.sweeps.spec import LocalOptions, SlurmOptions
 from dacbench_remote.sweeps.sweepdir import atomic_write_json, read_jsonl
 from tests.needs import need_module
 
@@ -400,12 +400,21 @@ def test_images_are_fetched_once_per_benchmark_and_experiment_and_pinned():
 
 def test_missing_image_for_a_container_runtime_stops_the_sweep_before_it_starts():
     def fetch(benchmark, experiment):
-        raise executors.DacbenchRemoteError(f"no image for {benchmark}")
+        raise DacbenchRemoteError(f"no image for {benchmark}")
 
     for kind in ("bwrap", "apptainer", "auto"):
         trial = Trial("Luby", "random", 0, 1, runtime=RuntimeOptions(kind))
         with pytest.raises(DacbenchRemoteError, match="no image for Luby"):
             prefetch_images([trial], fetch)
+
+
+def test_every_executor_name_makes_the_executor_of_that_name():
+    for kind in EXECUTORS:
+        executor = make_executor(kind, LocalOptions(), SlurmOptions())
+        assert executor.name == kind
+        assert type(executor).__module__ == f"dacbench_remote.sweeps.{kind}"
+    with pytest.raises(BadConfig, match="use one of local, slurm"):
+        make_executor("cloud", LocalOptions(), SlurmOptions())
 
 
 def test_slurm_parameters_follow_the_spec():

@@ -19,9 +19,10 @@ from secrets import token_hex
 from ..errors import BadConfig, DacbenchRemoteError
 from ..processes import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from ..results import append_record
-from .executors import RunContext, live_tasks, make_executor, scancel
+from .executors import EXECUTORS, RunContext, make_executor
 from .results import write_tables
-from .spec import EXECUTORS, load_spec
+from .slurm import live_tasks, scancel
+from .spec import load_spec
 from .sweepdir import SweepDir, atomic_write_json, atomic_write_text, read_json
 from .trial import DONE, FAILED, TIMED_OUT, TrialOutcome
 from .trial_runner import remove_server_sockets

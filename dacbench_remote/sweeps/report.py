@@ -164,7 +164,7 @@ class SweepStatus:
 
 def status(sweep_dir: str | Path) -> SweepStatus:
     """How far a (possibly running) sweep is; cheap enough to call every few seconds."""
-    from .executors import live_tasks
+    from .slurm import live_tasks
 
     layout = SweepDir(sweep_dir)
     trials = layout.trials()

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import BadConfig
 from ..runtimes.bwrap import parse_bind
+from .executors import EXECUTORS
 from .trial import RuntimeOptions, Trial
 
 if sys.version_info >= (3, 11):
@@ -27,7 +28,6 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 RUNTIMES = ("auto", "apptainer", "bwrap", "local")
-EXECUTORS = ("local", "slurm")
 DEFAULT_TIME_LIMIT = 3600.0
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -1,9 +1,9 @@
 """`run_trial`: the one trial function every executor calls (a local worker thread, a Slurm task),
 the supervisor of one trial's worker process.
 
-It runs the trial in its own worker process (sweeps/worker.py), enforces the time limit by stopping the worker and
-every server it started, and records the outcome in `done.json`, written atomically and last, so
-that a trial counts as complete exactly when its results are.
+It runs the trial in its own worker process (sweeps/worker.py), enforces the time limit by
+stopping the worker and every server it started, and records the outcome in `done.json`, written
+atomically and last, so that a trial counts as complete exactly when its results are.
 """
 
 from __future__ import annotations

@@ -101,3 +101,15 @@ def host_killing_agent(env, seed):
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(30)  # the host's death takes this worker with it (PR_SET_PDEATHSIG)
     return RandomAgent(env, seed)
+
+
+def supervisor_killing_agent(env, seed):
+    """SIGKILLs the Slurm task that runs this trial (the process that supervises its worker), so
+    the task ends without recording an outcome, as a node failure would."""
+    supervisor = int(os.environ["DACBR_SWEEP_SUPERVISOR_PID"])
+    argv = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
+    if b"submitit.core._submit" not in argv:  # never kill a driver (or pytest) on this machine
+        raise RuntimeError(f"this trial is not run by a Slurm task: {argv}")
+    os.kill(supervisor, signal.SIGKILL)
+    time.sleep(30)  # its death takes this worker with it (PR_SET_PDEATHSIG)
+    return RandomAgent(env, seed)

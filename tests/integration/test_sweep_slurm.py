@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from dacbench_remote.processes import ProcessRecord, wait_gone
 from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, run_sweep
-from dacbench_remote.sweeps.executors import live_tasks
+from dacbench_remote.sweeps.slurm import live_tasks
 from tests.integration.runtime_images import build_standin_image
 from tests.needs import need_module, need_root, need_tools
 
@@ -117,6 +118,39 @@ def test_slurm_array_gives_the_same_trials_and_returns_as_the_local_executor(
     assert slurm_rows == local_rows  # same trial ids, identical returns and lengths
     runtimes = {r["runtime"] for r in read_results_csv(tmp_path / "slurm" / "results.csv")}
     assert runtimes == {"bwrap" if "bwrap" in runtime_table else "local"}
+
+
+@pytest.mark.parametrize("agents", [1, 2], ids=["one-job", "array"])
+def test_a_task_that_ends_without_an_outcome_names_its_log(tmp_path: Path, slurm_cluster,
+                                                           sweep_env, agents: int):
+    """submitit submits one trial as a plain job and more as an array: the log is named by
+    submitit's paths of the job either way."""
+    names = [f"{HELPERS}:supervisor_killing_agent", "random"][:agents]
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent(f"""
+        name = "lost-task"
+        time_limit = 120
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = {names!r}
+        seeds = [0]
+    """).replace("'", '"'))
+    spec = load_spec(spec_path)
+    result = run_sweep(spec_path, executor="slurm")
+    [job_id] = result.job_ids
+    by_id = {o.trial_id: o for o in result.outcomes}
+    killed, *others = spec.trials
+    assert [by_id[t.id].status for t in others] == ["done"] * len(others)
+    lost = by_id[killed.id]
+    assert lost.status == "cancelled"
+    found = re.fullmatch(r"Slurm task (\S+) ended without recording an outcome; see (\S+)",
+                         lost.error)
+    assert found, lost.error
+    assert found.group(1) == (job_id if agents == 1 else f"{job_id}_0")
+    log = Path(found.group(2))  # submitit's name for the task's stderr, as Slurm wrote it
+    assert log.parent == SweepDir(spec.dir).slurm_folder and log.is_file(), log
 
 
 def test_cancel_scancels_the_array_and_stops_its_servers(tmp_path: Path, slurm_cluster,

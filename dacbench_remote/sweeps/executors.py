@@ -1,0 +1,124 @@
+"""Executors, where trials run: the `Executor` interface, the names of the executors, and what they
+share (the `RunContext` of a sweep run, fetching each image once before any trial starts).
+
+Each executor lives in the module of its name, `sweeps/local.py` and `sweeps/slurm.py`; both call
+the same `run_trial` (sweeps/trial_runner.py) and differ only in who calls it and where.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import BadConfig
+from .trial import Trial, TrialOutcome
+
+if TYPE_CHECKING:
+    from .spec import LocalOptions, SlurmOptions
+    from .sweepdir import SweepDir
+
+# The executors, by the name `[executor] kind` and `sweep run --executor` take; executor NAME is
+# the Executor subclass in sweeps/NAME.py. The one list of them.
+EXECUTORS = ("local", "slurm")
+CONTAINER_RUNTIMES = ("bwrap", "apptainer", "auto")  # "auto" is always a container
+
+
+@dataclass
+class RunContext:
+    """What every executor needs to know about the sweep run it serves."""
+
+    layout: SweepDir
+    run_id: str
+    sweep_name: str
+    cancel_event: threading.Event
+    on_outcome: Callable[[TrialOutcome], None]
+    on_job: Callable[[str], None] = lambda job_id: None
+
+
+class Executor(ABC):
+    """Runs a sweep run's pending trials somewhere; `run` is the one hook an executor implements."""
+
+    name: ClassVar[str]  # one of EXECUTORS
+
+    @abstractmethod
+    def run(self, trials: list[Trial], ctx: RunContext) -> list[TrialOutcome]:
+        """Run the trials to their outcomes, passing each to `ctx.on_outcome` as it arrives.
+
+        On any exception (Ctrl-C) set `ctx.cancel_event` and leave nothing running.
+        """
+
+
+def make_executor(kind: str, local: LocalOptions, slurm: SlurmOptions,
+                  workers: int | None = None) -> Executor:
+    """The executor named `kind`, set up from the spec's `[executor.KIND]` table.
+
+    `workers` overrides the local executor's worker count; the Slurm executor ignores it.
+    """
+    if kind == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor(local, workers)
+    if kind == "slurm":
+        from .slurm import SlurmExecutor
+
+        return SlurmExecutor(slurm)
+    raise BadConfig(f"executor {kind!r} is not known; use one of {', '.join(EXECUTORS)}")
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+def fetch_image(benchmark: str, experiment: str | None) -> tuple[str, dict]:
+    """The one place sweeps touch the image cache: resolve, fetch and verify once.
+
+    Like RemoteRunner, it builds the image from its packaged recipe when it can be neither
+    found in the cache nor downloaded. Returns the image path and its provenance (sha256,
+    experiment id, origin) for the results.
+    """
+    from ..images.resolve import resolve_image
+
+    path, provenance = resolve_image(benchmark, experiment, build=True)
+    return str(path), provenance
+
+
+Fetch = Callable[[str, "str | None"], "tuple[str, dict]"]
+
+
+def prefetch_images(trials: list[Trial], fetch: Fetch | None = None) -> list[Trial]:
+    """Fetch each image the trials need once, before any trial starts; pin trials to the files.
+
+    An image that cannot be had stops the sweep here, before any trial starts.
+    """
+    from ..images.download import sha256_file
+
+    fetch = fetch or fetch_image
+    fetched: dict[tuple[str, str | None], tuple[str, dict]] = {}
+    hashed: dict[str, str] = {}
+    pinned = []
+    for trial in trials:
+        runtime = trial.runtime
+        if runtime.kind not in CONTAINER_RUNTIMES:
+            pinned.append(trial)
+            continue
+        if runtime.image is not None:
+            # A given image is hashed once here, for the results, instead of once per trial.
+            if runtime.image not in hashed:
+                try:
+                    hashed[runtime.image] = sha256_file(Path(runtime.image))
+                except OSError:  # each trial reports the unreadable image itself
+                    hashed[runtime.image] = ""
+            if hashed[runtime.image] and not runtime.provenance:
+                runtime = runtime.replace(provenance={"sha256": hashed[runtime.image]})
+            pinned.append(replace(trial, runtime=runtime))
+            continue
+        key = (trial.benchmark, trial.experiment)
+        if key not in fetched:
+            fetched[key] = fetch(*key)
+        image, provenance = fetched[key]
+        pinned.append(replace(trial, runtime=runtime.replace(image=image,
+                                                             provenance=dict(provenance))))
+    return pinned

@@ -1,0 +1,180 @@
+"""The Slurm executor: one array job submitted through submitit, one trial per array task, and
+what a driver needs from Slurm (`live_tasks`, `scancel`) to watch and cancel the jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import DacbenchRemoteError, RuntimeUnavailable
+from .executors import Executor, RunContext, prefetch_images
+from .spec import SlurmOptions
+from .sweepdir import SweepDir
+from .trial import CANCELLED, Trial, TrialOutcome
+from .trial_runner import run_trial
+
+CACHE_ENV = "DACBENCH_REMOTE_CACHE"
+
+
+def slurm_task(trial: dict, sweep_dir: str, run_id: str, sweep_name: str) -> TrialOutcome:
+    """What one array task runs on a node (module-level so that submitit can pickle it)."""
+    return run_trial(trial, sweep_dir, run_id=run_id, sweep_name=sweep_name)
+
+
+def live_tasks(job_id: str) -> list[str] | None:
+    """Array tasks of `job_id` still queued or running; None when Slurm cannot be asked."""
+    try:
+        proc = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        # A job that finished and was purged from slurmctld's memory.
+        return [] if "invalid job id" in proc.stderr.lower() else None
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def scancel(job_ids: list[str]) -> list[str]:
+    """Cancel Slurm jobs (whole arrays); returns the ids scancel accepted."""
+    if not job_ids or shutil.which("scancel") is None:
+        return []
+    proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    if proc.returncode == 0:
+        return list(job_ids)
+    return [j for j in job_ids if j not in proc.stderr]
+
+
+class SlurmExecutor(Executor):
+    """Submits one array job (one trial per task) with submitit and waits for the outcomes."""
+
+    name = "slurm"
+
+    def __init__(self, options: SlurmOptions | None = None):
+        self.options = options or SlurmOptions()
+
+    def parameters(self, trials: list[Trial], sweep_name: str) -> dict:
+        """submitit's AutoExecutor parameters for the array job."""
+        o = self.options
+        longest = max(t.time_limit for t in trials)
+        params: dict = {
+            "name": f"dacbr-{sweep_name}",
+            "timeout_min": o.time or int(longest // 60) + 5,
+            "cpus_per_task": o.cpus_per_task,
+            "slurm_array_parallelism": o.array_parallelism or len(trials),
+        }
+        optional = {"slurm_partition": o.partition, "mem_gb": o.mem_gb, "slurm_gres": o.gres,
+                    "slurm_account": o.account, "slurm_qos": o.qos,
+                    "slurm_constraint": o.constraint}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        if o.setup:
+            params["slurm_setup"] = list(o.setup)
+        if o.additional:
+            params["slurm_additional_parameters"] = dict(o.additional)
+        return params
+
+    def run(self, trials: list[Trial], ctx: RunContext) -> list[TrialOutcome]:
+        try:
+            import submitit
+        except ImportError as exc:
+            raise RuntimeUnavailable(
+                "the slurm executor needs submitit: pip install 'dacbench-remote[slurm]'"
+            ) from exc
+        for tool in ("sbatch", "squeue", "scancel"):
+            if shutil.which(tool) is None:
+                raise RuntimeUnavailable(f"the slurm executor needs {tool} on PATH (run the "
+                                         "sweep on a Slurm login node)")
+        self._refuse_if_running(ctx.layout)
+        with _cache_dir(self.options.cache_dir):
+            trials = prefetch_images(trials)
+            folder = Path(self.options.folder or ctx.layout.slurm_folder)
+            executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            executor.update_parameters(**self.parameters(trials, ctx.sweep_name))
+            jobs = executor.map_array(
+                slurm_task, [t.to_dict() for t in trials], [str(ctx.layout.path)] * len(trials),
+                [ctx.run_id] * len(trials), [ctx.sweep_name] * len(trials))
+        array_id = jobs[0].job_id.split("_")[0]
+        ctx.layout.add_job_id(array_id)
+        ctx.on_job(array_id)
+        try:
+            return self._wait(trials, jobs, array_id, ctx)
+        except BaseException:
+            ctx.cancel_event.set()
+            scancel([array_id])
+            _wait_until_gone(array_id, timeout=60.0)
+            raise
+
+    def _refuse_if_running(self, layout: SweepDir) -> None:
+        """Two arrays working on the same trial directories would corrupt each other."""
+        for job_id in layout.job_ids():
+            tasks = live_tasks(job_id)
+            if tasks:
+                raise DacbenchRemoteError(
+                    f"Slurm job {job_id} of an earlier run of this sweep still has {len(tasks)} "
+                    f"task(s) queued or running; wait for it, or cancel it with "
+                    f"`dacbench-remote sweep cancel {layout.path}`"
+                )
+
+    def _wait(self, trials: list[Trial], jobs: list, array_id: str,
+              ctx: RunContext) -> list[TrialOutcome]:
+        """Collect the outcomes the tasks record; `jobs[i]` is the submitit job of `trials[i]`."""
+        remaining = {t.id: job for t, job in zip(trials, jobs, strict=True)}
+        outcomes: list[TrialOutcome] = []
+        next_check = time.monotonic() + 5.0
+        job_gone_since: float | None = None
+        while remaining:
+            for trial_id in list(remaining):
+                outcome = ctx.layout.outcome(trial_id)
+                if outcome is not None:
+                    del remaining[trial_id]
+                    outcomes.append(outcome)
+                    ctx.on_outcome(outcome)
+            if not remaining:
+                break
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 5.0
+                tasks = live_tasks(array_id)
+                if tasks == [] and job_gone_since is None:
+                    job_gone_since = now
+                # Outcomes are written before a task ends; allow a shared filesystem to catch up.
+                if job_gone_since is not None and now - job_gone_since > 10.0:
+                    for trial_id, job in remaining.items():
+                        # submitit's JobPaths name the task's log (the folder may hold %j, %A).
+                        outcome = TrialOutcome(trial_id, CANCELLED, ctx.run_id, error=(
+                            f"Slurm task {job.job_id} ended without recording an outcome; "
+                            f"see {job.paths.stderr}"))
+                        outcomes.append(outcome)
+                        ctx.on_outcome(outcome)
+                    break
+            time.sleep(self.options.poll_interval)
+        return outcomes
+
+
+def _wait_until_gone(job_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if live_tasks(job_id) in ([], None):
+            return
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def _cache_dir(cache_dir: str | None) -> Iterator[None]:
+    """Point the image cache (here and in jobs, which inherit the environment) at `cache_dir`."""
+    if cache_dir is None:
+        yield
+        return
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = cache_dir
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = old
