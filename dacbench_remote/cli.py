@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         "unmount stale squashfuse mounts and unfinished extractions of this user.")
     cleanup.set_defaults(handler=cmd_cleanup)
 
+    from .sweeps.executors import EXECUTORS
+
     sweep = commands.add_parser(
         "sweep", help="run many trials from a sweep.toml, locally or as a Slurm job array",
         description="Experiments = benchmarks x agents x seeds (x configs): each trial runs in its "
@@ -208,26 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_commands = sweep.add_subparsers(title="actions", metavar="ACTION")
     sweep_run = sweep_commands.add_parser("run", help="run (or resume) the sweep described by SPEC")
     sweep_run.add_argument("spec", type=Path, help="path of a sweep.toml")
-    sweep_run.add_argument("--executor", choices=["local", "slurm"],
-                           help="override the spec's executor")
+    sweep_run.add_argument("--executor", choices=EXECUTORS, help="override the spec's executor")
     sweep_run.add_argument("--workers", type=int, help="local executor: parallel trials (default: cores)")
     sweep_run.add_argument("--no-resume", action="store_true", help="run every trial again")
     sweep_run.add_argument("--retry-failed", action="store_true",
                            help="on resume, also rerun failed and timed-out trials")
     sweep_run.add_argument("--dir", type=Path, help="sweep directory (default: from the spec)")
     sweep_run.set_defaults(handler=cmd_sweep_run)
+    _add_sweep_status(sweep_commands, SWEEP_STATUS_HELP)
+    _add_sweep_report(sweep_commands, SWEEP_REPORT_HELP)
     sweep_cancel = sweep_commands.add_parser(
         "cancel", help="cancel its Slurm jobs and stop every container the sweep started")
     sweep_cancel.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
     sweep_cancel.set_defaults(handler=cmd_sweep_cancel)
-    status = commands.add_parser("status", help="progress of a sweep (while it runs, or after)")
-    status.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
-    status.set_defaults(handler=cmd_sweep_status)
-    report = commands.add_parser(
-        "report", help="summary of a sweep (mean/std return per benchmark x agent) and PNG plots")
-    report.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
-    report.add_argument("--no-plot", action="store_true", help="do not write plots")
-    report.set_defaults(handler=cmd_sweep_report)
+    # The first spelling, kept: `status` and `report` at the top are `sweep status|report`.
+    _add_sweep_status(commands, f"alias of `sweep status`: {SWEEP_STATUS_HELP}")
+    _add_sweep_report(commands, f"alias of `sweep report`: {SWEEP_REPORT_HELP}")
 
     config = commands.add_parser("config", help="show the configuration and where each value comes from",
                                  description="Print the config file path, cache and catalog "
@@ -235,6 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(default, config file or environment variable).")
     config.set_defaults(handler=cmd_config)
     return parser
+
+
+SWEEP_STATUS_HELP = "progress of a sweep (while it runs, or after)"
+SWEEP_REPORT_HELP = "summary of a sweep (mean/std return per benchmark x agent) and PNG plots"
+
+
+def _add_sweep_status(commands, help_text: str) -> None:
+    status = commands.add_parser("status", help=help_text)
+    status.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
+    status.set_defaults(handler=cmd_sweep_status)
+
+
+def _add_sweep_report(commands, help_text: str) -> None:
+    report = commands.add_parser("report", help=help_text)
+    report.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
+    report.add_argument("--no-plot", action="store_true", help="do not write plots")
+    report.set_defaults(handler=cmd_sweep_report)
 
 
 def load_config_argument(text: str | None):
@@ -525,7 +540,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from .sweeps import run_sweep
 
     result = run_sweep(args.spec, executor=args.executor, workers=args.workers,
                        resume=not args.no_resume, retry_failed=args.retry_failed,
@@ -535,21 +550,21 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_cancel(args: argparse.Namespace) -> int:
-    from .sweep import cancel
+    from .sweeps import cancel
 
     print(cancel(args.sweep_dir))
     return 0
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
-    from .sweep import status
+    from .sweeps import status
 
     print(status(args.sweep_dir))
     return 0
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
-    from .sweep import report
+    from .sweeps import report
 
     print(report(args.sweep_dir, plot=not args.no_plot))
     return 0

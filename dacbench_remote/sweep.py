@@ -1,29 +1,7 @@
-"""Many trials from one spec, on a local process pool or on Slurm (the public face of `sweeps/`)."""
+"""Alias of `dacbench_remote.sweeps`, the public API of sweeps: `from dacbench_remote.sweeps import
+run_sweep` keeps working and gives the same objects."""
 
 from __future__ import annotations
 
-from .sweeps import (
-    CancelResult,
-    RuntimeOptions,
-    SweepDir,
-    SweepReport,
-    SweepResult,
-    SweepSpec,
-    SweepStatus,
-    Trial,
-    TrialOutcome,
-    cancel,
-    load_spec,
-    parse_spec,
-    read_results_csv,
-    report,
-    run_sweep,
-    run_trial,
-    status,
-)
-
-__all__ = [
-    "CancelResult", "RuntimeOptions", "SweepDir", "SweepReport", "SweepResult", "SweepSpec",
-    "SweepStatus", "Trial", "TrialOutcome", "cancel", "load_spec", "parse_spec",
-    "read_results_csv", "report", "run_sweep", "run_trial", "status",
-]
+from .sweeps import *  # noqa: F403
+from .sweeps import __all__  # noqa: F401

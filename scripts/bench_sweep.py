@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dacbench_remote.runner import RemoteRunner  # noqa: E402
-from dacbench_remote.sweep import SweepDir, read_results_csv, run_sweep  # noqa: E402
+from dacbench_remote.sweeps import SweepDir, read_results_csv, run_sweep  # noqa: E402
 
 
 def write_spec(directory: Path, trials: int, episodes: int, runtime: str,
@@ -97,7 +97,7 @@ for seed in range(int(sys.argv[1])):
     run_episode(env, make_agent("random", env, seed), 0, seed)
     env.close()
 """
-LUBY_SWEEP = "import sys; from dacbench_remote.sweep import run_sweep; run_sweep(sys.argv[1], workers=1)"
+LUBY_SWEEP = "import sys; from dacbench_remote.sweeps import run_sweep; run_sweep(sys.argv[1], workers=1)"
 
 
 def timed(argv: list[str]) -> float:

@@ -52,8 +52,15 @@ COMMANDS = commands()
 def test_the_parser_has_the_commands_the_readme_documents():
     names = {" ".join(path) for path, _ in COMMANDS if path}
     assert {"run", "list", "pull", "build", "inspect", "ps", "cleanup", "config", "status",
-            "report", "cache ls", "cache verify", "cache prune", "sweep run",
-            "sweep cancel"} <= names
+            "report", "cache ls", "cache verify", "cache prune", "sweep run", "sweep status",
+            "sweep report", "sweep cancel"} <= names
+
+
+def test_top_level_status_and_report_are_the_sweep_actions():
+    for action in ("status", "report"):
+        top = build_parser().parse_args([action, "runs/x"])
+        nested = build_parser().parse_args(["sweep", action, "runs/x"])
+        assert vars(top) == vars(nested)
 
 
 @pytest.mark.parametrize(("path", "parser"), COMMANDS, ids=lambda v: " ".join(v) or "top"

@@ -6,13 +6,15 @@ import builtins
 import hashlib
 import json
 import statistics
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from dacbench_remote.errors import BadConfig, DacbenchRemoteError
-from dacbench_remote.sweep import (
+from dacbench_remote.sweeps import (
     RuntimeOptions,
     SweepDir,
     Trial,
@@ -475,3 +477,23 @@ def test_sockets_of_killed_servers_are_removed_only_inside_the_socket_dir(tmp_pa
                            f"../{outside.name}", "srv-zz/ctl.sock"])
     assert list((tmp_path / "socks").iterdir()) == []
     assert outside.exists()
+
+
+def test_dacbench_remote_sweep_is_an_alias_of_the_sweeps_package():
+    import dacbench_remote.sweep as alias
+    import dacbench_remote.sweeps as sweeps
+
+    assert alias.__all__ == sweeps.__all__
+    assert all(getattr(alias, name) is getattr(sweeps, name) for name in sweeps.__all__)
+    assert sweeps.report.__module__ == "dacbench_remote.sweeps.reporting"
+
+
+def test_public_names_load_their_modules_on_first_use():
+    """The command's parser (it lists the executors) and a trial's worker load only what they use."""
+    code = ("import sys; from dacbench_remote.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m.startswith('dacbench_remote.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert "dacbench_remote.sweeps.executors" in loaded
+    for heavy in ("dacbench_remote.sweeps.driver", "dacbench_remote.runner"):
+        assert heavy not in loaded

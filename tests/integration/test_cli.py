@@ -136,10 +136,12 @@ workers = 2
     done = cli("sweep", "run", str(spec))
     assert done.returncode == 0, done.stderr
     assert "4 done, 0 failed" in done.stdout
-    status = cli("status", str(tmp_path / "cli-demo"))
+    status = cli("sweep", "status", str(tmp_path / "cli-demo"))
     assert "4/4 trials finished" in status.stdout
-    report = cli("report", str(tmp_path / "cli-demo"), "--no-plot")
+    assert cli("status", str(tmp_path / "cli-demo")).stdout == status.stdout  # the alias
+    report = cli("sweep", "report", str(tmp_path / "cli-demo"), "--no-plot")
     assert "random" in report.stdout and "static" in report.stdout
+    assert cli("report", str(tmp_path / "cli-demo"), "--no-plot").stdout == report.stdout
     again = cli("sweep", "run", str(spec))
     assert "0 trial(s) run, 4 already complete" in again.stdout
 

@@ -18,15 +18,15 @@ import pytest
 
 from dacbench_remote.errors import DacbenchRemoteError
 from dacbench_remote.processes import ProcessRecord, wait_gone
-from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, report, run_sweep
-from dacbench_remote.sweep import status as sweep_status
+from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv, report, run_sweep
+from dacbench_remote.sweeps import status as sweep_status
 from dacbench_remote.sweeps.sweepdir import read_json, read_jsonl
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = "tests.integration.sweep_helpers"
-DRIVER = "import sys; from dacbench_remote.sweep import run_sweep; run_sweep(sys.argv[1], workers=2)"
+DRIVER = "import sys; from dacbench_remote.sweeps import run_sweep; run_sweep(sys.argv[1], workers=2)"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.processes import ProcessRecord, wait_gone
-from dacbench_remote.sweep import SweepDir, cancel, load_spec, read_results_csv, run_sweep
+from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv, run_sweep
 from dacbench_remote.sweeps.slurm import live_tasks
 from tests.integration.runtime_images import build_standin_image
 from tests.needs import need_module, need_root, need_tools
@@ -171,7 +171,7 @@ def test_cancel_scancels_the_array_and_stops_its_servers(tmp_path: Path, slurm_c
         kind = "local"
     """ + trials))
     layout = SweepDir(load_spec(spec_path).dir)
-    code = ("import sys; from dacbench_remote.sweep import run_sweep; "
+    code = ("import sys; from dacbench_remote.sweeps import run_sweep; "
             "run_sweep(sys.argv[1], executor='slurm')")
     driver = subprocess.Popen([sys.executable, "-c", code, str(spec_path)], cwd=REPO,
                               env={**os.environ, **sweep_env}, stdout=subprocess.PIPE,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.processes import ProcessRecord
-from dacbench_remote.sweep import SweepDir, load_spec, read_results_csv, run_sweep
+from dacbench_remote.sweeps import SweepDir, load_spec, read_results_csv, run_sweep
 from tests.integration.test_sweep_local import HELPERS, sweep_env, write_spec  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_a_trial_that_kills_its_server_or_times_out_costs_only_that_trial(tmp_pa
 
 USER_SWEEP = """
 import json, sys
-from dacbench_remote.sweep import load_spec, read_results_csv, run_sweep
+from dacbench_remote.sweeps import load_spec, read_results_csv, run_sweep
 from dacbench_remote.sweeps.sweepdir import SweepDir
 result = run_sweep(sys.argv[1], workers=1)
 rows = read_results_csv(SweepDir(load_spec(sys.argv[1]).dir).results_csv)
