@@ -1,47 +1,18 @@
-"""Turns Python, numpy and gymnasium values into strict JSON and back, exactly (type for type).
-
-It runs on both sides of every env step, inside minimal images: stdlib + numpy only at import,
-gymnasium imported lazily. Wire format (version ``WIRE_VERSION``):
-
-* ``str``, finite ``float``, ``int`` (|x| < 10**600), ``bool``, ``None`` and ``list`` are
-  themselves; a ``dict`` whose keys are all ``str`` (and none is ``"$"``) is a JSON object.
-* Everything else is a JSON object tagged with the key ``"$"``: ``{"$": "t", "v": [...]}`` is a
-  tuple, ``{"$": "d", "v": [[k, v], ...]}`` a dict with other keys (``"od"``: an OrderedDict),
-  ``{"$": "nd", "d": "<f4", "s": [84, 84, 3], "b": base64}`` (or ``"i": buffer index``) a numpy
-  array, ``{"$": "ns", ...}`` a numpy scalar, ``{"$": "gym.Box", ...}`` a gymnasium space, and so
-  on (see ``_DECODERS``).
-
-``encode_message`` frames a value as one binary message body (little endian)::
-
-    <I json_len> <I n_buffers> n_buffers * <Q buffer_len>  JSON  (pad to 16) buf0 (pad) buf1 ...
-
-Every buffer starts at an offset that is a multiple of 16 from the start of the body, so arrays
-decoded in place from a fresh ``bytearray`` are aligned. The transport adds its own length prefix.
-"""
+"""Turns Python and numpy values into JSON-able trees and back, exactly (type for type), through
+two whitelists: ``_ENCODERS`` (by type) and ``_DECODERS`` (by tag), which ``spaces`` extends."""
 
 from __future__ import annotations
 
 import binascii
 import collections
-import dataclasses
-import json
 import math
-import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "WIRE_VERSION",
-    "decode",
-    "decode_message",
-    "dumps",
-    "encode",
-    "encode_message",
-    "loads",
-]
+from .jsonfast import json_text, parse_json
 
 WIRE_VERSION: int = 2
 """Bumped on every incompatible change of the format or of the data channel's frames (2: frames
@@ -52,8 +23,6 @@ TAG = "$"
 # user), so larger ints travel as hex strings.
 _BIG_INT = 10**600
 _ARRAY_KINDS = frozenset("biufcmMSU")
-_ALIGN = 16
-_MAX_PARTS = 64  # beyond this encode_message joins the parts (sendmsg accepts at most IOV_MAX)
 
 _b2a = binascii.b2a_base64
 _a2b = binascii.a2b_base64
@@ -61,58 +30,6 @@ _SMALL_ARRAY = 8192  # bytes; below this a copy (tobytes) is cheaper than a memo
 # Payloads up to this size are inlined as base64 even when buffers are collected: cheaper than
 # a side-channel buffer (frame table, padding, a memoryview) for the tiny arrays of most steps.
 INLINE_MAX = 512
-_HEAD = struct.Struct("<II")
-
-
-def _not_json(obj: Any) -> Any:
-    raise TypeError(f"internal error: {type(obj).__name__} reached the JSON encoder")
-
-
-def _make_json_writer() -> Callable[[Any], str]:
-    """Strict compact JSON; the C encoder built once (json.dumps rebuilds it on every call)."""
-    from json import encoder
-
-    c_make = getattr(encoder, "c_make_encoder", None)
-    if c_make is not None:
-        try:
-            c_encode = c_make(
-                None,
-                _not_json,
-                encoder.encode_basestring_ascii,
-                None,
-                ":",
-                ",",
-                False,
-                False,
-                False,
-            )
-        except TypeError:  # a Python whose C encoder takes other arguments
-            c_encode = None
-        if c_encode is not None:
-            return lambda tree: "".join(c_encode(tree, 0))
-    fallback = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
-    return fallback.encode
-
-
-_json_text = _make_json_writer()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
-
-
-_json_scan = json.JSONDecoder(parse_constant=_reject_constant).scan_once
-
-
-def _parse_json(text: str) -> Any:
-    """Strict JSON text to tree; raises ValueError. Skips json.loads' per-call overhead."""
-    try:
-        tree, end = _json_scan(text, 0)
-    except StopIteration as e:
-        raise ValueError(f"no JSON value at character {e.value}") from None
-    if end != len(text):
-        raise ValueError(f"extra data after the JSON value at character {end}")
-    return tree
 
 
 class _Unencodable(Exception):
@@ -303,23 +220,25 @@ def _make_scalar_encoder(tp: type) -> Callable[[Any, list | None], Any]:
     return lambda x, bufs: {TAG: "ns", "d": x.dtype.str, "r": _b64(x.tobytes())}
 
 
-_gym_registered = False
-
-
 def _resolve_encoder(t: type, obj: Any) -> Callable[[Any, list | None], Any]:
     """Slow path for types not yet in the table: numpy scalars, gymnasium types, or an error."""
-    global _gym_registered
     if issubclass(t, np.generic):
         f = _make_scalar_encoder(t)
         _ENCODERS[t] = f
         return f
-    if not _gym_registered and "gymnasium" in sys.modules:
-        _gym_registered = True  # gymnasium values can only exist once it was imported
-        _register_gymnasium_encoders()
+    if "gymnasium" in sys.modules:  # gymnasium values can only exist once it was imported
+        _register_gymnasium()
         f = _ENCODERS.get(t)
         if f is not None:
             return f
     raise _Unencodable(obj, _unsupported_reason(t))
+
+
+def _register_gymnasium() -> None:
+    """Add gymnasium's types to the tables (once); ``spaces`` imports this module, hence lazily."""
+    from . import spaces
+
+    spaces.register()
 
 
 def _unsupported_reason(t: type) -> str:
@@ -328,10 +247,9 @@ def _unsupported_reason(t: type) -> str:
         return f"numpy array subclass {name} cannot be sent; convert it with np.asarray()"
     gym = sys.modules.get("gymnasium")
     if gym is not None and issubclass(t, gym.spaces.Space):
-        return (
-            f"gymnasium space type {name} is not supported (supported: Box, Discrete, "
-            "MultiDiscrete, MultiBinary, Text, Tuple, Dict, Sequence, OneOf, Graph)"
-        )
+        from .spaces import SPACE_NAMES
+
+        return f"gymnasium space type {name} is not supported (supported: {SPACE_NAMES})"
     for base in (bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset):
         if issubclass(t, base):
             return (
@@ -342,103 +260,6 @@ def _unsupported_reason(t: type) -> str:
         f"type {name} cannot be sent (supported: None, bool, int, float, complex, str, "
         "bytes, list, tuple, dict, set, numpy arrays and scalars, gymnasium spaces)"
     )
-
-
-def _register_gymnasium_encoders() -> None:
-    from gymnasium import spaces
-    from gymnasium.envs.registration import EnvSpec, WrapperSpec
-
-    def box(s: Any, bufs: list | None) -> dict:
-        return {
-            TAG: "gym.Box",
-            "d": s.dtype.str,
-            "s": list(s.shape),
-            "lo": _enc_ndarray(s.low, bufs),
-            "hi": _enc_ndarray(s.high, bufs),
-        }
-
-    def discrete(s: Any, bufs: list | None) -> dict:
-        node = {TAG: "gym.Discrete", "n": int(s.n), "start": int(s.start)}
-        if s.dtype != np.int64:  # gymnasium < 1.0 has no dtype argument; omit the default
-            node["d"] = s.dtype.str
-        return node
-
-    def multi_discrete(s: Any, bufs: list | None) -> dict:
-        return {
-            TAG: "gym.MultiDiscrete",
-            "d": s.dtype.str,
-            "nvec": _enc_ndarray(np.asarray(s.nvec), bufs),
-            "start": _enc_ndarray(np.asarray(s.start), bufs),
-        }
-
-    def multi_binary(s: Any, bufs: list | None) -> dict:
-        return {TAG: "gym.MultiBinary", "n": _enc(s.n, bufs)}
-
-    def text(s: Any, bufs: list | None) -> dict:
-        return {
-            TAG: "gym.Text",
-            "min": s.min_length,
-            "max": s.max_length,
-            "charset": "".join(s.character_list),
-        }
-
-    def tuple_(s: Any, bufs: list | None) -> dict:
-        return {TAG: "gym.Tuple", "v": [_enc(x, bufs) for x in s.spaces]}
-
-    def dict_(s: Any, bufs: list | None) -> dict:
-        return {TAG: "gym.Dict", "v": [[_enc(k, bufs), _enc(v, bufs)] for k, v in s.spaces.items()]}
-
-    def sequence(s: Any, bufs: list | None) -> dict:
-        return {TAG: "gym.Sequence", "v": _enc(s.feature_space, bufs), "stack": bool(s.stack)}
-
-    def graph(s: Any, bufs: list | None) -> dict:
-        return {
-            TAG: "gym.Graph",
-            "nodes": _enc(s.node_space, bufs),
-            "edges": _enc(s.edge_space, bufs),
-        }
-
-    def graph_instance(g: Any, bufs: list | None) -> dict:
-        return {TAG: "gym.GraphInstance", "v": [_enc(x, bufs) for x in g]}
-
-    def dataclass_fields(obj: Any, tag: str, bufs: list | None) -> dict:
-        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
-        return {TAG: tag, "v": _enc_dict(portable_spec_fields(fields), bufs)}
-
-    _ENCODERS.update(
-        {
-            spaces.Box: box,
-            spaces.Discrete: discrete,
-            spaces.MultiDiscrete: multi_discrete,
-            spaces.MultiBinary: multi_binary,
-            spaces.Text: text,
-            spaces.Tuple: tuple_,
-            spaces.Dict: dict_,
-            spaces.Sequence: sequence,
-            spaces.Graph: graph,
-            spaces.GraphInstance: graph_instance,
-            EnvSpec: lambda s, bufs: dataclass_fields(s, "gym.EnvSpec", bufs),
-            WrapperSpec: lambda s, bufs: dataclass_fields(s, "gym.WrapperSpec", bufs),
-        }
-    )
-    one_of = getattr(spaces, "OneOf", None)
-    if one_of is not None:
-        _ENCODERS[one_of] = lambda s, bufs: {
-            TAG: "gym.OneOf",
-            "v": [_enc(x, bufs) for x in s.spaces],
-        }
-
-
-# EnvSpec fields that gymnasium 0.29 has and 1.0 removed; a 1.x EnvSpec refuses them.
-OLD_SPEC_FIELDS = ("autoreset", "apply_api_compatibility")
-
-
-def portable_spec_fields(fields: dict) -> dict:
-    """EnvSpec fields without 0.29-only ones left at their default (False), so any side reads them.
-
-    A 0.29 spec then means the same on a 1.x host, and 0.29 fills in the defaults from 1.x.
-    """
-    return {k: v for k, v in fields.items() if not (k in OLD_SPEC_FIELDS and v is False)}
 
 
 _ENCODERS: dict[type, Callable[[Any, list | None], Any]] = {
@@ -454,6 +275,9 @@ _ENCODERS: dict[type, Callable[[Any, list | None], Any]] = {
     collections.OrderedDict: _enc_ordered_dict,
 }
 
+# (path segment, child) listings of the types ``spaces`` registers, for naming error paths.
+_CHILDREN: dict[type, Callable[[Any], list[tuple[str, Any]]]] = {}
+
 
 def _children(obj: Any) -> list[tuple[str, Any, bool]]:
     """(path segment, child, is_key) for the containers the encoder descends into."""
@@ -464,22 +288,14 @@ def _children(obj: Any) -> list[tuple[str, Any, bool]]:
             out.append((f"[{k!r}]", k, True))
             out.append((f"[{k!r}]", v, False))
         return out
-    if t in (list, tuple) or (isinstance(obj, tuple) and t in _ENCODERS):
+    if t is list or t is tuple:
         return [(f"[{i}]", x, False) for i, x in enumerate(obj)]
-    if t in (set, frozenset):
+    if t is set or t is frozenset:
         return [(f"<element {x!r}>", x, False) for x in obj]
-    if hasattr(obj, "spaces") and t in _ENCODERS:  # gymnasium Tuple / Dict / OneOf
-        items = obj.spaces.items() if isinstance(obj.spaces, dict) else enumerate(obj.spaces)
-        return [(f".spaces[{k!r}]", v, False) for k, v in items]
-    if dataclasses.is_dataclass(obj) and t in _ENCODERS:
-        return [(f".{f.name}", getattr(obj, f.name), False) for f in dataclasses.fields(obj)]
-    if t in _ENCODERS:
-        return [
-            (f".{name}", getattr(obj, name), False)
-            for name in ("feature_space", "node_space", "edge_space")
-            if hasattr(obj, name)
-        ]
-    return []
+    listing = _CHILDREN.get(t)
+    if listing is None:
+        return []
+    return [(segment, child, False) for segment, child in listing(obj)]
 
 
 def _locate(obj: Any, target: Any, path: str, depth: int = 0) -> str | None:
@@ -548,7 +364,7 @@ def _cycle_at(obj: Any, path: str, inside: frozenset = frozenset(), depth: int =
 
 def dumps(obj: Any, *, root: str = "value") -> str:
     """Strict JSON text for ``obj`` (no NaN/Infinity literals); arrays inline as base64."""
-    return _json_text(encode(obj, None, root=root))
+    return json_text(encode(obj, None, root=root))
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,8 +396,8 @@ def _dec(node: Any, bufs: Sequence | None) -> Any:
 
 
 def _unknown_tag(node: dict, tag: Any) -> Callable[[dict, Sequence | None], Any]:
-    if type(tag) is str and tag.startswith("gym.") and not _gym_decoders_registered:
-        _register_gymnasium_decoders()
+    if type(tag) is str and tag.startswith("gym."):
+        _register_gymnasium()  # ImportError when gymnasium is missing here
         f = _DECODERS.get(tag)
         if f is not None:
             return f
@@ -730,73 +546,6 @@ _DECODERS: dict[str, Callable[[dict, Sequence | None], Any]] = {
     "od": lambda node, bufs: collections.OrderedDict(_dec_pairs(node, bufs)),
 }
 
-_gym_decoders_registered = False
-
-
-def _register_gymnasium_decoders() -> None:
-    global _gym_decoders_registered
-    try:
-        from gymnasium import spaces
-        from gymnasium.envs.registration import EnvSpec, WrapperSpec
-    except ImportError as e:
-        raise ImportError(f"a gymnasium value arrived but gymnasium cannot be imported here: {e}") from e
-    _gym_decoders_registered = True
-
-    def space(node: dict, bufs: Sequence | None, key: str) -> Any:
-        s = _dec(node[key], bufs)
-        if not isinstance(s, spaces.Space):
-            raise ValueError(f"field {key!r} must be a gymnasium space, got {type(s).__name__}")
-        return s
-
-    def box(node: dict, bufs: Sequence | None) -> Any:
-        low, high = _dec(node["lo"], bufs), _dec(node["hi"], bufs)
-        return spaces.Box(low, high, shape=tuple(node["s"]), dtype=_dtype(node["d"]))
-
-    def discrete(node: dict, bufs: Sequence | None) -> Any:
-        if "d" in node:
-            return spaces.Discrete(node["n"], start=node["start"], dtype=_dtype(node["d"]))
-        return spaces.Discrete(node["n"], start=node["start"])
-
-    def multi_discrete(node: dict, bufs: Sequence | None) -> Any:
-        nvec, start = _dec(node["nvec"], bufs), _dec(node["start"], bufs)
-        return spaces.MultiDiscrete(nvec, dtype=_dtype(node["d"]), start=start)
-
-    def dict_(node: dict, bufs: Sequence | None) -> Any:
-        return spaces.Dict([(_dec(k, bufs), _dec(v, bufs)) for k, v in node["v"]])
-
-    def graph(node: dict, bufs: Sequence | None) -> Any:
-        edges = None if node["edges"] is None else space(node, bufs, "edges")
-        return spaces.Graph(space(node, bufs, "nodes"), edges)
-
-    def env_spec(node: dict, bufs: Sequence | None) -> Any:
-        fields = _dec(node["v"], bufs)
-        spec = EnvSpec(**fields)
-        spec.additional_wrappers = tuple(spec.additional_wrappers)
-        return spec
-
-    _DECODERS.update(
-        {
-            "gym.Box": box,
-            "gym.Discrete": discrete,
-            "gym.MultiDiscrete": multi_discrete,
-            "gym.MultiBinary": lambda node, bufs: spaces.MultiBinary(_dec(node["n"], bufs)),
-            "gym.Text": lambda node, bufs: spaces.Text(
-                node["max"], min_length=node["min"], charset=node["charset"]
-            ),
-            "gym.Tuple": lambda node, bufs: spaces.Tuple(_dec_list_field(node, bufs)),
-            "gym.Dict": dict_,
-            "gym.Sequence": lambda node, bufs: spaces.Sequence(
-                space(node, bufs, "v"), stack=bool(node["stack"])
-            ),
-            "gym.Graph": graph,
-            "gym.GraphInstance": lambda node, bufs: spaces.GraphInstance(*_dec_list_field(node, bufs)),
-            "gym.EnvSpec": env_spec,
-            "gym.WrapperSpec": lambda node, bufs: WrapperSpec(**_dec(node["v"], bufs)),
-        }
-    )
-    if hasattr(spaces, "OneOf"):
-        _DECODERS["gym.OneOf"] = lambda node, bufs: spaces.OneOf(_dec_list_field(node, bufs))
-
 
 def _tree_children(node: Any) -> list[tuple[str, Any]]:
     """(path segment, child) pairs of a wire tree, described in terms of the decoded value."""
@@ -857,93 +606,8 @@ def loads(text: str | bytes | bytearray, *, root: str = "value") -> Any:
     try:
         if type(text) is not str:
             text = str(text, "utf-8")
-        tree = _parse_json(text.strip(" \t\n\r"))
+        tree = parse_json(text.strip(" \t\n\r"))
     except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"not valid wire JSON: {e}") from e
     return decode(tree, None, root=root)
 
-
-# --------------------------------------------------------------------------------------------
-# binary frames
-
-_PADDING = [bytes(n) for n in range(_ALIGN)]
-
-
-def encode_message(obj: Any, *, root: str = "value") -> list[Any]:
-    """Encode ``obj`` as one binary frame body, array payloads raw (no base64, no copy).
-
-    Always returns a LIST of bytes-like objects (bytes / flat uint8 memoryviews, at most 64)
-    whose concatenation is the body: write them with ``socket.sendmsg(parts)`` (looping on
-    partial sends) or ``b"".join(parts)``. The memoryviews share memory with the arrays in
-    ``obj``: send before mutating them.
-    """
-    bufs: list = []
-    js = _json_text(encode(obj, bufs, root=root)).encode("ascii")
-    n = len(bufs)
-    if not n:
-        return [_HEAD.pack(len(js), 0) + js]
-    lens = [len(b) for b in bufs]
-    head = struct.pack(f"<II{n}Q", len(js), n, *lens) + js
-    pad = -len(head) % _ALIGN
-    parts: list[Any] = [head + _PADDING[pad]] if pad else [head]
-    off = len(head) + pad
-    last = n - 1
-    for i, (b, size) in enumerate(zip(bufs, lens, strict=True)):
-        parts.append(b)
-        off += size
-        pad = -off % _ALIGN
-        if pad and i != last:
-            parts.append(_PADDING[pad])
-            off += pad
-    if len(parts) > _MAX_PARTS:
-        return [b"".join(parts)]
-    return parts
-
-
-def decode_message(payload: bytes | bytearray | memoryview, *, root: str = "value") -> Any:
-    """Inverse of :func:`encode_message` for the joined body.
-
-    With a writable payload (a fresh ``bytearray`` per message, e.g. filled by ``recv_into``)
-    arrays are decoded in place without a copy and keep the payload alive: do not reuse that
-    bytearray for the next message. A read-only payload (``bytes``) costs one copy per array.
-    """
-    if type(payload) is not bytes and type(payload) is not bytearray:
-        payload = memoryview(payload)
-        if payload.ndim != 1 or payload.format != "B":
-            payload = payload.cast("B")
-    total = len(payload)
-    if total < 8:
-        raise ValueError(f"malformed frame: {total} bytes is shorter than the 8-byte header")
-    json_len, n = _HEAD.unpack_from(payload, 0)
-    start = 8 + 8 * n
-    end_json = start + json_len
-    if end_json > total:
-        raise ValueError(
-            f"malformed frame: header announces {n} buffers and {json_len} bytes of JSON, "
-            f"but the frame has only {total} bytes"
-        )
-    if not n and end_json != total:
-        raise ValueError(f"malformed frame: {total - end_json} bytes after the JSON part")
-    mv = memoryview(payload) if n else payload
-    try:
-        tree = _parse_json(str(mv[start:end_json], "utf-8"))
-    except ValueError as e:
-        raise ValueError(f"malformed frame: the JSON part is not valid: {e}") from e
-    if not n:
-        return decode(tree, None, root=root)
-    lens = struct.unpack_from(f"<{n}Q", mv, 8)
-    off = end_json
-    bufs = []
-    for size in lens:
-        off += -off % _ALIGN
-        end = off + size
-        if end > total:
-            raise ValueError(
-                f"malformed frame: buffer {len(bufs)} of {size} bytes ends at {end}, "
-                f"past the end of the {total}-byte frame"
-            )
-        bufs.append(mv[off:end])
-        off = end
-    if off != total:
-        raise ValueError(f"malformed frame: {total - off} bytes after the last buffer")
-    return decode(tree, bufs, root=root)
