@@ -156,13 +156,16 @@ class WorkerHost:
     def __init__(self):
         self.process: subprocess.Popen | None = None
         self._buffer = b""
+        self._closed = False  # its output ended: it is gone, even if not yet reaped
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        # A killed host's pipes close before it can be reaped: poll() alone may say it runs.
+        return self.process is not None and not self._closed and self.process.poll() is None
 
     def start(self) -> None:
         """Start the host process (it imports in the background) unless it is running."""
         if self.process is None:
+            self._buffer, self._closed = b"", False
             env = {k: v for k, v in os.environ.items() if k != ZYGOTE_ENV}
             env[SUPERVISOR_ENV] = str(os.getpid())
             self.process = subprocess.Popen(
@@ -196,6 +199,7 @@ class WorkerHost:
                 raise TimeoutError
             chunk = os.read(fd, 4096)
             if not chunk:
+                self._closed = True
                 return None
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
