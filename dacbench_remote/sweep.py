@@ -1,5 +1,5 @@
-"""Alias of `dacbench_remote.sweeps`, the public API of sweeps: `from dacbench_remote.sweeps import
-run_sweep` keeps working and gives the same objects."""
+"""Alias of `dacbench_remote.sweeps`, the public API of sweeps, kept for code that imports from
+here (`from dacbench_remote.sweep import run_sweep`): the same names, the same objects."""
 
 from __future__ import annotations
 
