@@ -61,7 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dacbench-remote {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add_command in (_add_run, _add_list, _add_pull, _add_cache, _add_build, _add_publish,
+                        _add_inspect, _add_ps_and_cleanup, _add_sweep, _add_config):
+        add_command(commands)
+    return parser
 
+
+def _add_run(commands) -> None:
+    """`run`: episodes of one benchmark in a container by default, or `--repeat`."""
     run = commands.add_parser(
         "run", help="run episodes of a benchmark and print a results table",
         description="Start the benchmark's server (in a container or a subprocess), run an agent "
@@ -97,12 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="with --repeat: which run of the file (default: the last)")
     run.set_defaults(handler=cmd_run)
 
+
+def _add_list(commands) -> None:
+    """`list`: the catalog's benchmarks and experiment versions."""
     listing = commands.add_parser(
         "list", help="benchmarks in the catalog, their experiment versions and what is cached",
         description="List every benchmark of the catalog (packaged plus your catalog_dirs) with "
         "its experiment identifiers, the default one, and whether the image is in the cache.")
     listing.set_defaults(handler=cmd_list)
 
+
+def _add_pull(commands) -> None:
+    """`pull`: fetch (or build) a benchmark's image into the cache."""
     pull = commands.add_parser(
         "pull", help="fetch a benchmark's image into the cache (download and verify, or build)",
         description="Download BENCHMARK's image for EXPERIMENT (default: the catalog's default "
@@ -112,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--build", action="store_true", help="build from the recipe if needed")
     pull.set_defaults(handler=cmd_pull)
 
+
+def _add_cache(commands) -> None:
+    """`cache ls|verify|prune`: the image cache."""
     cache = commands.add_parser("cache", help="inspect, verify or prune the image cache",
                                 description="Manage the image cache (location: `dacbench-remote "
                                 "config`).")
@@ -126,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache_prune.add_argument("--all", action="store_true", help="empty the cache completely")
     cache_prune.set_defaults(handler=cmd_cache_prune)
 
+
+def _add_build(commands) -> None:
+    """`build`: a recipe into a .sif, or `--verify` a catalog pin."""
     build = commands.add_parser(
         "build", help="build a .sif image from a recipe (Apptainer if installed, else our builder)",
         description="Build RECIPE (an Apptainer .def file) into OUT.sif. With apptainer or "
@@ -158,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--notest", action="store_true", help="do not run the recipe's %%test")
     build.set_defaults(handler=cmd_build)
 
+
+def _add_publish(commands) -> None:
+    """`publish`: push a .sif to an OCI registry and catalog it."""
     publish = commands.add_parser(
         "publish", help="push a .sif to an OCI registry (as apptainer push does) and catalog it",
         description="Push IMAGE to an OCI registry in pure Python, streamed in chunks, in the "
@@ -177,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(loopback registries always may use it)")
     publish.set_defaults(handler=cmd_publish)
 
+
+def _add_inspect(commands) -> None:
+    """`inspect`: what a .sif holds."""
     inspect = commands.add_parser(
         "inspect", help="show what a .sif image holds: benchmarks, versions, labels, size, sha256",
         description="Read a SIF image (pure Python, no Apptainer needed) and print its benchmarks "
@@ -189,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also list every Debian and Python package of the build manifest")
     inspect.set_defaults(handler=cmd_inspect)
 
+
+def _add_ps_and_cleanup(commands) -> None:
+    """`ps` and `cleanup`: this user's servers and what crashed hosts left."""
     ps = commands.add_parser("ps", help="list servers started by this user",
                              description="List running dacbench-remote servers of this user: pid, "
                              "runtime, id (attach with socket_id=ID), age, whether the socket "
@@ -201,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         "unmount stale squashfuse mounts and unfinished extractions of this user.")
     cleanup.set_defaults(handler=cmd_cleanup)
 
+
+def _add_sweep(commands) -> None:
+    """`sweep run|status|report|cancel`, and the top-level aliases `status`/`report`."""
     from .sweeps.executors import EXECUTORS
 
     sweep = commands.add_parser(
@@ -227,12 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_status(commands, f"alias of `sweep status`: {SWEEP_STATUS_HELP}")
     _add_sweep_report(commands, f"alias of `sweep report`: {SWEEP_REPORT_HELP}")
 
+
+def _add_config(commands) -> None:
+    """`config`: the configuration and where each value comes from."""
     config = commands.add_parser("config", help="show the configuration and where each value comes from",
                                  description="Print the config file path, cache and catalog "
                                  "directories, default runtime, binds and env, each with its source "
                                  "(default, config file or environment variable).")
     config.set_defaults(handler=cmd_config)
-    return parser
 
 
 SWEEP_STATUS_HELP = "progress of a sweep (while it runs, or after)"
