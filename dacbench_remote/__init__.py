@@ -22,12 +22,16 @@ _EXPORTS = {
     "list_runs": "results",
     "to_sb3": "sb3",  # imports Stable-Baselines3 only when called
 }
-_ERRORS = [
-    "DacbenchRemoteError", "RemoteError", "UnknownBenchmark", "BadConfig", "ServerCrashed",
-    "StartupTimeout", "CallTimeout", "ConnectionBroken", "VersionMismatch", "RuntimeUnavailable",
+_ERRORS = [  # the tree is drawn in errors.py
+    "DacbenchRemoteError",
+    "RemoteError", "UnsendableResult", "EnvironmentClosed", "ProtocolError", "NoSuchAttribute",
+    "UnknownBenchmark", "BadConfig",
+    "ServerError", "ServerCrashed", "ConnectionBroken", "VersionMismatch",
+    "ServerTimeout", "StartupTimeout", "CallTimeout",
+    "RuntimeUnavailable", "UnsafeDirectory",
     "ImageError", "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError",
-    "RegistryError", "RegistryAuthError",
-    "RecipeError", "BuildError", "ResultsWriteError",
+    "RegistryError", "RegistryAuthError", "RecipeError", "BuildError",
+    "SweepAlreadyRunning", "ResultsWriteError",
 ]
 _EXPORTS.update({name: "errors" for name in _ERRORS})
 __all__ = ["__version__", *_EXPORTS]

@@ -1,14 +1,61 @@
-"""One exception hierarchy: every error a user can hit is a DacbenchRemoteError naming what to do."""
+"""One exception hierarchy: every error a user can hit is a DacbenchRemoteError naming what to do.
+
+It also holds how errors cross from the server to the host: `error_payload` turns an exception
+in the server into a reply's error payload, and `error_from_payload` turns that payload back into
+the host-side exception through one table, `ERROR_KINDS`. The tree (with `ERROR_KINDS` names):
+
+    DacbenchRemoteError
+    ├── RemoteError                 "remote": the env (or benchmark) raised in the server
+    │   ├── UnsendableResult        "encode": it returned a value the wire format cannot carry
+    │   ├── EnvironmentClosed       "closed": the env was closed; make a new one
+    │   └── ProtocolError           "protocol": client and server disagree about a request
+    ├── UnknownBenchmark            "unknown_benchmark"
+    ├── BadConfig                   "bad_config"
+    ├── ServerError                 the server, or the connection to it, cannot go on
+    │   ├── ServerCrashed
+    │   ├── ConnectionBroken
+    │   ├── VersionMismatch         "version"
+    │   ├── ServerTimeout           (also a TimeoutError)
+    │   │   ├── StartupTimeout
+    │   │   └── CallTimeout
+    │   └── zygote.ZygoteError      (also a RuntimeError)
+    │       └── zygote.ZygoteUnsupported
+    ├── RuntimeUnavailable
+    ├── UnsafeDirectory
+    ├── ImageError
+    │   ├── ImageNotFound
+    │   ├── CorruptImage
+    │   ├── ChecksumMismatch
+    │   ├── DownloadError
+    │   │   └── RegistryError
+    │   │       └── RegistryAuthError
+    │   ├── RecipeError
+    │   └── BuildError
+    ├── SweepAlreadyRunning
+    └── ResultsWriteError           (also an OSError)
+
+    NoSuchAttribute                 "attribute": an AttributeError, as for a local env
+"""
 
 from __future__ import annotations
+
+import traceback
+from typing import Any
 
 
 class DacbenchRemoteError(Exception):
     """Base class of every error raised by dacbench-remote."""
 
 
+# -- errors the server reports ----------------------------------------------------------------
+
+
 class RemoteError(DacbenchRemoteError):
-    """The environment (or benchmark) raised inside the server; carries the remote traceback."""
+    """The environment (or benchmark) raised inside the server; carries the remote traceback.
+
+    The server stays usable. Its subclasses name failures the server reports for an env that
+    did not raise: a result it cannot send, a closed env, a request it does not understand.
+    """
 
     def __init__(self, remote_type: str, remote_message: str, remote_traceback: str = ""):
         self.remote_type = remote_type
@@ -19,28 +66,71 @@ class RemoteError(DacbenchRemoteError):
             text += "\n\n--- remote traceback ---\n" + remote_traceback.rstrip()
         super().__init__(text)
 
+    @classmethod
+    def from_payload(cls, payload: dict) -> RemoteError:
+        """The exception a server's error payload describes (see `error_from_payload`)."""
+        return cls(payload.get("type", "Exception"), payload.get("message", ""),
+                   payload.get("traceback", ""))
+
+
+class UnsendableResult(RemoteError):
+    """The environment returned a value (result, render frame, space) the wire cannot carry.
+
+    The message names the place inside the value; `remote_type` is the codec's TypeError or
+    ValueError. Return plain or numpy values there, or convert this one.
+    """
+
+
+class _RefusedByServer(RemoteError):
+    """The server itself refused the request (the env did not run): made from a message alone."""
+
+    def __init__(self, message: str, remote_traceback: str = ""):
+        super().__init__(type(self).__name__, message, remote_traceback)
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> RemoteError:
+        return cls(payload.get("message", ""), payload.get("traceback", ""))
+
+
+class EnvironmentClosed(_RefusedByServer):
+    """The environment was closed (by close(), or in its server); make a new one to go on."""
+
+
+class ProtocolError(_RefusedByServer):
+    """Client and server disagree about a request (an unknown operation or env, a bad frame).
+
+    A bug, or a host and an image from different dacbench-remote versions: please report it.
+    """
+
+
+class NoSuchAttribute(AttributeError):
+    """The remote environment has no such public attribute (an AttributeError, like locally)."""
+
 
 class UnknownBenchmark(DacbenchRemoteError):
     """The benchmark name, class path or gymnasium id does not exist (where it was looked up)."""
 
 
 class BadConfig(DacbenchRemoteError):
-    """A benchmark configuration, sweep spec or config file could not be used."""
+    """A benchmark configuration, keyword, sweep spec or config file could not be used."""
 
 
-class ServerCrashed(DacbenchRemoteError):
+# -- the server failed ------------------------------------------------------------------------
+
+
+class ServerError(DacbenchRemoteError):
+    """The server process, or the connection to it, cannot go on: make a new env or runner.
+
+    Unlike a RemoteError (the env raised, the server is fine), the env that raised this is
+    unusable; catch this to restart.
+    """
+
+
+class ServerCrashed(ServerError):
     """The server process died or closed the connection while a call was in flight."""
 
 
-class StartupTimeout(DacbenchRemoteError):
-    """The server did not come up before the startup deadline; carries its stderr tail."""
-
-
-class CallTimeout(DacbenchRemoteError):
-    """A call did not answer before its deadline (the server may be stuck in the environment)."""
-
-
-class ConnectionBroken(DacbenchRemoteError):
+class ConnectionBroken(ServerError):
     """A call was interrupted (Ctrl-C, SIGTERM) with a message half sent or half received.
 
     The server is fine, but that environment's connection cannot be resynchronised: close the
@@ -49,16 +139,38 @@ class ConnectionBroken(DacbenchRemoteError):
     """
 
 
-class VersionMismatch(DacbenchRemoteError):
+class VersionMismatch(ServerError):
     """Client and server speak incompatible wire-format versions."""
+
+
+class ServerTimeout(ServerError, TimeoutError):
+    """The server did not answer in time (also a TimeoutError)."""
+
+
+class StartupTimeout(ServerTimeout):
+    """The server did not come up before the startup deadline; carries its stderr tail."""
+
+
+class CallTimeout(ServerTimeout):
+    """A call did not answer before its deadline (the server may be stuck in the environment)."""
+
+
+# -- the host -----------------------------------------------------------------------------------
 
 
 class RuntimeUnavailable(DacbenchRemoteError):
     """The requested container runtime (or the tools it needs) is not installed here."""
 
 
+class UnsafeDirectory(DacbenchRemoteError):
+    """A directory that must be private to you (sockets, mounts) is not a directory you own.
+
+    Remove it, or point dacbench-remote at another place (the message says how).
+    """
+
+
 class ImageError(DacbenchRemoteError):
-    """Base class of image problems (missing, corrupt, wrong digest, failed build)."""
+    """Base class of image problems (missing, corrupt, wrong digest, bad recipe, failed build)."""
 
 
 class ImageNotFound(ImageError):
@@ -92,12 +204,16 @@ class RegistryAuthError(RegistryError):
     """A registry wants credentials, or rejected the ones given (they are never shown)."""
 
 
-class RecipeError(DacbenchRemoteError):
+class RecipeError(ImageError):
     """A recipe (.def file) uses something the builder cannot do; names the file and line."""
 
 
 class BuildError(ImageError):
     """Building an image from a recipe failed; carries the failing step's output tail."""
+
+
+class SweepAlreadyRunning(DacbenchRemoteError):
+    """Another run of this sweep is still going (a driver, or Slurm tasks); wait or cancel it."""
 
 
 class ResultsWriteError(DacbenchRemoteError, OSError):
@@ -123,3 +239,61 @@ class ResultsWriteError(DacbenchRemoteError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+
+# -- errors on the wire -------------------------------------------------------------------------
+
+# The kind a server's error payload names, and the exception the host raises for it. An unknown
+# kind (from a newer server) is a RemoteError.
+ERROR_KINDS: dict[str, type[Exception]] = {
+    "remote": RemoteError,
+    "encode": UnsendableResult,
+    "closed": EnvironmentClosed,
+    "protocol": ProtocolError,
+    "attribute": NoSuchAttribute,
+    "unknown_benchmark": UnknownBenchmark,
+    "bad_config": BadConfig,
+    "version": VersionMismatch,
+}
+_KIND_OF_CLASS = {cls: kind for kind, cls in ERROR_KINDS.items()}
+
+
+def error_kind(exc: BaseException) -> str:
+    """The `ERROR_KINDS` name of `exc`'s nearest class in the table ("remote" for any other)."""
+    for cls in type(exc).__mro__:
+        kind = _KIND_OF_CLASS.get(cls)
+        if kind is not None:
+            return kind
+    return "remote"
+
+
+def error_payload(exc: BaseException, kind: str | None = None, *, message: str | None = None,
+                  **extra: Any) -> dict:
+    """What the host needs to raise `exc` again: kind, type, message, traceback (and `extra`).
+
+    `kind` defaults to `error_kind(exc)`; `message` replaces str(exc). An exception that was
+    never raised (or whose traceback was dropped) sends none.
+    """
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    if message is None:
+        try:
+            message = str(exc)
+        except Exception:  # a broken __str__ must not take the reply (and the connection) with it
+            message = f"<{name} whose str() raised>"
+    trace = exc.__traceback__
+    return {
+        **extra,
+        "kind": kind or error_kind(exc),
+        "type": name,
+        "message": message,
+        "traceback": "".join(traceback.format_exception(cls, exc, trace)) if trace else "",
+    }
+
+
+def error_from_payload(payload: dict) -> Exception:
+    """The host-side exception for a server's error payload, by its kind (`ERROR_KINDS`)."""
+    cls = ERROR_KINDS.get(payload.get("kind"), RemoteError)
+    if issubclass(cls, RemoteError):
+        return cls.from_payload(payload)
+    return cls(payload.get("message", ""))

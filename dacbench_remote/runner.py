@@ -24,7 +24,6 @@ from .config import load_config
 from .errors import (
     BadConfig,
     CallTimeout,
-    DacbenchRemoteError,
     ServerCrashed,
     StartupTimeout,
     UnknownBenchmark,
@@ -436,7 +435,7 @@ class RemoteRunner:
             One EpisodeResult per episode (return, length, seed, provenance).
         """
         if number_of_episodes < 1:
-            raise DacbenchRemoteError(f"number_of_episodes must be at least 1, got {number_of_episodes}")
+            raise BadConfig(f"number_of_episodes must be at least 1, got {number_of_episodes}")
         environment = self.get_environment()
         rebuildable = isinstance(agent, str)
         agent_name = agent if rebuildable else _qualified_name(agent)

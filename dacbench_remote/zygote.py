@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import ServerError
 from .sockets import remove_socket_files
 
 _PR_SET_PDEATHSIG = 1
@@ -41,8 +42,8 @@ MAX_REQUEST = 65536
 # -- host side -------------------------------------------------------------------------------
 
 
-class ZygoteError(RuntimeError):
-    """The zygote refused or failed a fork request."""
+class ZygoteError(ServerError, RuntimeError):
+    """The zygote server refused or failed a request, or did not start (also a RuntimeError)."""
 
 
 def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str] = (),

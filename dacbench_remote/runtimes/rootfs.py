@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DacbenchRemoteError, ImageError, RuntimeUnavailable
+from ..errors import ImageError, RuntimeUnavailable, UnsafeDirectory
 from ..images.download import sha256_file
 from ..images.unsquash import unsquashfs
 
@@ -46,7 +46,7 @@ def mount_base_dir(create: bool = True) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise DacbenchRemoteError(f"mount directory {path} is not a directory you own; remove it")
+        raise UnsafeDirectory(f"mount directory {path} is not a directory you own; remove it")
     return path
 
 
