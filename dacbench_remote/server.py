@@ -1,217 +1,62 @@
-"""The process inside the container: hosts benchmarks and environments for remote clients.
+"""The process inside the container: Pyro5 objects that create and control environments, and
+the entry point that serves them (`python -m dacbench_remote.server --socket PATH`).
 
-Run as `python -m dacbench_remote.server --socket PATH`. Control calls (create, spaces, render,
-close) arrive through Pyro5 on PATH; reset/step arrive as frames on PATH + ".data". It imports
-only the codec, Pyro5 and what the benchmarks need, because it runs inside minimal images.
+Control calls (create, spaces, render, close) arrive through Pyro5 on PATH; reset/step arrive as
+frames on PATH + ".data" (data_server). Environments come from server_envs. It imports only the
+codec, numpy, gymnasium, Pyro5 and what the benchmarks need: it runs inside minimal images.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
-import random
 import signal
-import socket
 import sys
 import threading
-import traceback
 import uuid
 from typing import Any
 
-import numpy
 import Pyro5.api
 import Pyro5.server
 
 from . import __version__, codec
 from .benchmark_objects import rebuild_benchmark
-from .channel import (
-    DATA_SUFFIX,
-    RUNNER_OBJECT_ID,
-    ChannelClosed,
-    FrameWaiter,
-    recv_frame,
-    send_frame,
-)
+from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID
 from .dacvalues import lower, restore
-from .errors import BadConfig, UnknownBenchmark
+from .data_server import DataChannelServer
+from .errors import (
+    BadConfig,
+    EnvironmentClosed,
+    NoSuchAttribute,
+    ProtocolError,
+    VersionMismatch,
+    error_payload,
+)
+from .server_envs import (
+    benchmark_seed,  # noqa: F401  (tests and scripts import these from here)
+    create_env,
+    environment_of,
+    first_seed,
+    seed_global_rngs,
+)
 from .sockets import remove_socket_files
 
 Pyro5.api.config.SERIALIZER = "json"
 # Control calls are few; a handful of threads serve several clients.
 Pyro5.api.config.THREADPOOL_SIZE_MIN = 2
 
-class UserFacingError(Exception):
-    """A problem with what the client asked for; `kind` maps to the host-side exception."""
 
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
+def error_reply(exc: BaseException, kind: str | None = None, **extra: Any) -> dict:
+    """The control-call reply for a failure: {"ok": False, "error": its payload}.
 
-
-def error_payload(exc: BaseException, kind: str = "remote") -> dict:
-    """What the client needs to re-raise `exc`: its kind, type, message and traceback."""
-    cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    try:
-        message = str(exc)
-    except Exception:  # a broken __str__ must not take the reply (and the connection) with it
-        message = f"<{name} whose str() raised>"
-    return {
-        "kind": getattr(exc, "kind", kind),
-        "type": name,
-        "message": message,
-        "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
-    }
+    The payload's kind (see errors.ERROR_KINDS) comes from `exc`'s class unless `kind` is given.
+    """
+    return {"ok": False, "error": error_payload(exc, kind, **extra)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Global random number generators
-#
-# Some benchmarks draw from Python's `random` or numpy's legacy global RNG (DACBench 0.5.6's
-# CMAES, through modcma and ioh), which `reset(seed=...)` does not touch: seeded here, the same
-# experiment and seed give the same trajectory in every server process.
-
-_LEGACY_SEED_LIMIT = 2**32
-
-
-def seed_global_rngs(seed: Any) -> None:
-    """Seed `random` and `numpy.random`'s legacy global RNG with `seed` (an int; None: leave them)."""
-    if seed is None:
-        return
-    seed = int(seed)
-    random.seed(seed)
-    numpy.random.seed(_legacy_numpy_seed(seed))
-
-
-def _first_seed(seed: Any) -> Any:
-    """The seed for the global RNGs: a vector env's per-env list gives its first non-None one."""
-    if isinstance(seed, (list, tuple)):
-        return next((item for item in seed if item is not None), None)
-    return seed
-
-
-def _legacy_numpy_seed(seed: int) -> int | list[int]:
-    """`numpy.random.seed` takes 0 <= seed < 2**32; larger seeds as 32-bit words, like SeedSequence."""
-    if 0 <= seed < _LEGACY_SEED_LIMIT:
-        return seed
-    magnitude, words = abs(seed), []
-    while magnitude:
-        words.append(magnitude % _LEGACY_SEED_LIMIT)
-        magnitude //= _LEGACY_SEED_LIMIT
-    return words
-
-
-def benchmark_seed(benchmark: Any) -> int | None:
-    """The DACBench benchmark's config key `seed` when it is an int, else None."""
-    config = getattr(benchmark, "config", None)
-    seed = config.get("seed") if hasattr(config, "get") else None
-    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)):
-        return None
-    return int(seed)
-
-
-def environment_of(benchmark: Any):
-    """`benchmark.get_environment()`, with the global RNGs seeded by the benchmark's seed first."""
-    seed_global_rngs(benchmark_seed(benchmark))
-    return benchmark.get_environment()
-
-
-# ---------------------------------------------------------------------------------------------
-# Creating environments from a benchmark description
-
-
-def create_env(target: str, config: Any = None, kwargs: dict | None = None):
-    """Build the env named by `target`: a DACBench benchmark name, `gymnasium:ID`, or `module:attr`."""
-    kwargs = dict(kwargs or {})
-    if target.startswith("gymnasium:"):
-        return _make_gymnasium(target.partition(":")[2], kwargs)
-    if ":" in target:
-        obj = _import_target(target)
-        if isinstance(obj, type) and hasattr(obj, "get_environment"):
-            return _from_benchmark_class(obj, config)
-        if not callable(obj):
-            raise UserFacingError("unknown_benchmark", f"{target} is not callable")
-        try:
-            return obj(**kwargs) if config is None else obj(config, **kwargs)
-        except TypeError as exc:
-            raise UserFacingError("bad_config", f"{target}(...) rejected its arguments: {exc}") from exc
-    return _from_benchmark_class(_dacbench_class(target), config)
-
-
-def _make_gymnasium(env_id: str, kwargs: dict):
-    import gymnasium
-
-    try:
-        gymnasium.spec(env_id)
-    except gymnasium.error.Error as exc:
-        raise UserFacingError(
-            "unknown_benchmark", f"gymnasium has no environment {env_id!r}: {exc}"
-        ) from exc
-    try:
-        return gymnasium.make(env_id, **kwargs)
-    except TypeError as exc:
-        raise UserFacingError("bad_config", f"gymnasium:{env_id} rejected {kwargs}: {exc}") from exc
-
-
-def _import_target(target: str):
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise UserFacingError(
-                "unknown_benchmark",
-                f"cannot import {module_name!r} for benchmark {target!r} in this "
-                f"interpreter/image ({sys.executable}): {exc}",
-            ) from exc
-        raise
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise UserFacingError(
-            "unknown_benchmark", f"module {module_name!r} has no attribute {attr!r}"
-        ) from exc
-
-
-def _dacbench_class(name: str):
-    try:
-        import dacbench.benchmarks as benchmarks
-    except ModuleNotFoundError as exc:
-        raise UserFacingError(
-            "unknown_benchmark",
-            f"DACBench is not installed where the server runs ({sys.executable}), so benchmark "
-            f"{name!r} does not exist here; use an image that contains it",
-        ) from exc
-    available = sorted(n for n in benchmarks.__all__ if n.endswith("Benchmark"))
-    wanted = {name.lower(), name.lower() + "benchmark"}
-    for candidate in available:
-        if candidate.lower() in wanted:
-            return getattr(benchmarks, candidate)
-    names = ", ".join(n.removesuffix("Benchmark") for n in available)
-    raise UserFacingError(
-        "unknown_benchmark", f"unknown DACBench benchmark {name!r}; available here: {names}"
-    )
-
-
-def _from_benchmark_class(cls, config):
-    """DACBench: no config → defaults; a dict or JSON text → `from_json` (missing keys default)."""
-    try:
-        if config is None:
-            benchmark = cls()
-        else:
-            text = config if isinstance(config, str) else json.dumps(config)
-            benchmark = cls.from_json(text)
-        return environment_of(benchmark)
-    except UserFacingError:
-        raise
-    except Exception as exc:
-        if config is None:
-            raise
-        raise UserFacingError(
-            "bad_config", f"{cls.__name__} rejected its config: {type(exc).__name__}: {exc}"
-        ) from exc
+def _ok(value, root: str = "value") -> dict:
+    return {"ok": True, "value": codec.encode(value, root=root)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +93,7 @@ class RemoteEnvironmentServer:
         }
 
     def render(self) -> dict:
+        """The env's render() result, encoded (or an error reply)."""
         return self._call(self.env.render, root="render() result")
 
     # DACBench's env interface beyond gymnasium (instance sets, train/test split, seed, c_step):
@@ -260,6 +106,7 @@ class RemoteEnvironmentServer:
         return self._call(read)
 
     def set_attr(self, name: str, value_tree: Any) -> dict:
+        """Set the env's public attribute `name` (where its wrappers keep it); ok or an error."""
         def write():
             _check_public(name)
             _set_attribute(self.env, name, restore(codec.decode(value_tree)))
@@ -282,16 +129,17 @@ class RemoteEnvironmentServer:
         try:
             return getter(name) if getter is not None else getattr(self.env, name)
         except AttributeError:
-            raise UserFacingError(
-                "attribute", f"the environment has no attribute {name!r}"
-            ) from None
+            raise NoSuchAttribute(f"the environment has no attribute {name!r}") from None
 
     def close(self, wait: float = -1) -> dict:
-        """Close the env; with `wait` >= 0, give up if a call stuck in the env holds it that long."""
+        """Close the env; with `wait` >= 0, give up if a call stuck in the env holds it that long.
+
+        Returns the control reply: ok, or the error the env's close() raised (a TimeoutError
+        when it gave up waiting).
+        """
         if not self.lock.acquire(timeout=wait):
-            return {"ok": False, "error": {
-                "kind": "remote", "type": "TimeoutError", "traceback": "",
-                "message": f"environment {self.env_id} is stuck in a call; not closed"}}
+            return error_reply(TimeoutError(f"environment {self.env_id} is stuck in a call; "
+                                            "not closed"))
         try:
             if self.closed:
                 return _ok(None)
@@ -300,26 +148,32 @@ class RemoteEnvironmentServer:
             self.lock.release()
         return self._call(self.env.close)
 
-    def _call(self, function, *args, root: str = "value"):
-        try:
-            with self.lock:
-                return _ok(function(*args), root)
-        except Exception as exc:
-            return {"ok": False, "error": error_payload(exc)}
+    def _call(self, function, *args, root: str = "value") -> dict:
+        """The control reply for `function(*args)`: its encoded value, or what went wrong."""
+        with self.lock:
+            try:
+                value = function(*args)
+            except Exception as exc:
+                return error_reply(exc)
+            try:
+                return _ok(value, root)
+            except Exception as exc:  # a value the wire cannot carry; the codec names where
+                return error_reply(exc, "encode")
 
-    # Data channel: one request frame in, one reply frame out.
+    # Data channel: one request in, one reply out (data_server frames them).
     def handle(self, request: list) -> list:
+        """[True, result] of the env's reset or step, or [False, error payload]; never raises."""
         op = request[0]
         try:
             with self.lock:
                 if self.closed:
-                    raise UserFacingError("closed", f"environment {self.env_id} is closed")
+                    raise EnvironmentClosed(f"environment {self.env_id} is closed")
                 if op == "step":
                     return [True, self.env.step(request[1])]
                 if op == "reset":
-                    seed_global_rngs(_first_seed(request[1]))
+                    seed_global_rngs(first_seed(request[1]))
                     return [True, self.env.reset(seed=request[1], options=request[2])]
-            raise UserFacingError("protocol", f"unknown data-channel operation {op!r}")
+            raise ProtocolError(f"unknown data-channel operation {op!r}")
         except Exception as exc:
             return [False, error_payload(exc)]
 
@@ -334,7 +188,10 @@ class RemoteRunnerServer:
         self._on_shutdown = on_shutdown
 
     def hello(self, client_wire_version: int) -> dict:
-        """Version handshake; a client of another wire version gets an error naming both."""
+        """Version handshake: the server's facts (wire and package version, python, pid).
+
+        A client of another wire version gets a "version" error reply naming both.
+        """
         facts = {
             "wire_version": codec.WIRE_VERSION,
             "server_version": __version__,
@@ -347,12 +204,15 @@ class RemoteRunnerServer:
                 f"(dacbench-remote {__version__}) speaks version {codec.WIRE_VERSION}; use "
                 "matching dacbench-remote versions on the host and in the image"
             )
-            return {"ok": False, "error": {**facts, "kind": "version", "type": "VersionMismatch",
-                                           "message": message, "traceback": ""}}
+            return error_reply(VersionMismatch(message), **facts)
         return _ok(facts)
 
     def make_env(self, target: str, config_tree: Any = None, kwargs_tree: Any = None) -> dict:
-        """Create an environment; returns its id and Pyro5 URI."""
+        """Create an environment from `target` (see server_envs.create_env).
+
+        Returns its id and Pyro5 URI, or an error reply (UnknownBenchmark, BadConfig, or what
+        the benchmark raised).
+        """
         return self._register(lambda: create_env(target, codec.decode(config_tree),
                                                  codec.decode(kwargs_tree) or {}))
 
@@ -384,14 +244,8 @@ class RemoteRunnerServer:
     def _register(self, build) -> dict:
         try:
             env = build()
-        except UserFacingError as exc:
-            return {"ok": False, "error": error_payload(exc, exc.kind)}
-        except UnknownBenchmark as exc:
-            return {"ok": False, "error": error_payload(exc, "unknown_benchmark")}
-        except BadConfig as exc:
-            return {"ok": False, "error": error_payload(exc, "bad_config")}
-        except Exception as exc:
-            return {"ok": False, "error": error_payload(exc)}
+        except Exception as exc:  # UnknownBenchmark and BadConfig keep their kind
+            return error_reply(exc)
         env_id = uuid.uuid4().hex[:12]
         server = RemoteEnvironmentServer(env_id, env)
         uri = self.daemon.register(server, objectId=f"env.{env_id}")
@@ -399,6 +253,8 @@ class RemoteRunnerServer:
         return {"ok": True, "value": {"env_id": env_id, "uri": str(uri)}}
 
     def close_env(self, env_id: str, wait: float = -1) -> dict:
+        """Unregister and close the env `env_id` (see RemoteEnvironmentServer.close); an unknown
+        id is already closed."""
         server = self.environments.pop(env_id, None)
         if server is None:
             return _ok(None)
@@ -406,6 +262,7 @@ class RemoteRunnerServer:
         return server.close(wait)
 
     def list_envs(self) -> list[str]:
+        """The ids of the open environments."""
         return list(self.environments)
 
     def shutdown(self) -> None:
@@ -436,98 +293,7 @@ def _set_attribute(env, name: str, value: Any) -> None:
 
 def _check_public(name: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-        raise UserFacingError("attribute", f"{name!r} is not a public attribute name")
-
-
-def _ok(value, root: str = "value") -> dict:
-    return {"ok": True, "value": codec.encode(value, root=root)}
-
-
-def _answer(server: RemoteEnvironmentServer, payload: bytearray) -> list:
-    """The reply frame body for one request frame.
-
-    Every failure becomes an error reply: a dead connection would look like a crashed server.
-    """
-    try:
-        request = codec.decode_message(payload)
-        reply = server.handle(request)
-    except (Exception, SystemExit) as exc:  # a malformed request, or an env calling sys.exit
-        return codec.encode_message([False, error_payload(exc)])
-    try:
-        return codec.encode_message(reply)
-    except (TypeError, ValueError) as exc:  # the env returned something that cannot cross
-        return codec.encode_message([False, _unsendable_result(request[0], reply[1], exc)])
-
-
-def _unsendable_result(operation: str, result: Any, error: Exception) -> dict:
-    """The error payload for an env result the codec refuses, naming the place inside it."""
-    try:
-        codec.encode(result, root=f"{operation}() result")
-    except (TypeError, ValueError) as exc:
-        error = exc
-    return {
-        "kind": "remote",
-        "type": type(error).__name__,
-        "message": f"the environment's {operation}() returned a value that cannot be sent to "
-                   f"the host: {error}. Return plain or numpy values there, or convert this one",
-        "traceback": "",
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# The data channel
-
-
-class DataChannelServer:
-    """Accepts data connections; each starts with `{"env": id}` and then carries reset/step."""
-
-    def __init__(self, path: str, runner: RemoteRunnerServer):
-        self.path = path
-        self.runner = runner
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        os.chmod(path, 0o600)
-        self.listener.listen(16)
-
-    def serve_forever(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return  # listener closed: shutting down
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection:
-            try:
-                server = self._greet(connection)
-                waiter = FrameWaiter()
-                while server is not None:
-                    waiter.wait(connection)
-                    seq, payload = recv_frame(connection)
-                    send_frame(connection, _answer(server, payload), seq)
-            except (ChannelClosed, ConnectionError):
-                return
-
-    def _greet(self, connection: socket.socket) -> RemoteEnvironmentServer | None:
-        """Read the hello frame; the environment it names, or None after saying why not."""
-        seq, payload = recv_frame(connection)
-        try:
-            hello = codec.decode_message(payload)
-        except ValueError:
-            hello = None
-        env_id = hello.get("env") if isinstance(hello, dict) else None
-        server = self.runner.environments.get(env_id)
-        if server is None:
-            send_frame(connection, codec.encode_message(
-                [False, {"kind": "protocol", "type": "KeyError", "traceback": "",
-                         "message": f"no environment {env_id!r} on this server"}]), seq)
-            return None
-        send_frame(connection, codec.encode_message([True, None]), seq)
-        return server
-
-    def close(self) -> None:
-        self.listener.close()
+        raise NoSuchAttribute(f"{name!r} is not a public attribute name")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +312,7 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
 
     runner = RemoteRunnerServer(daemon, done.set)
     daemon.register(runner, objectId=RUNNER_OBJECT_ID)
-    data = DataChannelServer(data_path, runner)
+    data = DataChannelServer(data_path, runner.environments)
     threading.Thread(target=data.serve_forever, daemon=True, name="data-channel").start()
     threading.Thread(target=daemon.requestLoop, args=(lambda: not done.is_set(),), daemon=True,
                      name="pyro5").start()
@@ -578,9 +344,10 @@ def _shutdown(data: DataChannelServer, runner: RemoteRunnerServer, socket_path: 
             # An env stuck in step() holds its lock forever: never let it keep us alive.
             reply = runner.close_env(env_id, wait=1.0)
         except Exception as exc:  # one env failing to close must not keep the others alive
-            reply = {"ok": False, "error": {"message": f"{type(exc).__name__}: {exc}"}}
+            reply = error_reply(exc)
         if not reply["ok"]:
-            print(f"closing environment {env_id} failed: {reply['error']['message']}",
+            error = reply["error"]
+            print(f"closing environment {env_id} failed: {error['type']}: {error['message']}",
                   file=sys.stderr)
     # Not Pyro5's daemon.shutdown(): its sleeps and thread joins cost 0.2 s per server, and the
     # process exits right here. Our sockets go, and our private directory when the host made
@@ -592,6 +359,7 @@ def _shutdown(data: DataChannelServer, runner: RemoteRunnerServer, socket_path: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m dacbench_remote.server`: serve on --socket (or run a zygote) until stopped."""
     parser = argparse.ArgumentParser(
         prog="python -m dacbench_remote.server",
         description="Serve benchmarks and environments to dacbench-remote clients over a UNIX "
