@@ -1,7 +1,8 @@
 """Numbered, length-prefixed frames over a stream socket: the data channel that carries reset/step.
 
 Pyro5 carries control calls (create, spaces, render, close); every env step instead costs one
-frame each way here, which keeps the per-step overhead near a plain socketpair's.
+frame each way here, which keeps the per-step overhead near a plain socketpair's. The client
+holds its end as a `DataChannel`: a `SocketChannel`, or a `LoopbackChannel` in one process.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 # Appended to the control socket's path to name the data socket next to it.
 DATA_SUFFIX = ".data"
@@ -28,8 +31,21 @@ SPIN_ENV = "DACBENCH_REMOTE_SPIN_US"
 DEFAULT_SPIN_US = 200
 
 
+# Where a client's channel stands, for the next call after an interrupt (see SocketChannel).
+IDLE, SENDING, WAITING, READING = "idle", "sending", "waiting", "reading"
+MID_FRAME = (SENDING, READING)
+
+
 class ChannelClosed(ConnectionError):
     """The peer closed the connection (or died) before a whole frame arrived."""
+
+
+class OutOfStep(Exception):
+    """A reply to a request later than the last one sent arrived: the stream cannot be trusted."""
+
+    def __init__(self, answered: int, expected: int):
+        super().__init__(f"reply to request {answered} while {expected} was the last one sent")
+        self.answered, self.expected = answered, expected
 
 
 def send_frame(sock: socket.socket, body: bytes | bytearray | memoryview | list, seq: int = 0
@@ -126,3 +142,137 @@ def _recv_exact(sock: socket.socket, length: int) -> bytearray:
             raise ChannelClosed("connection closed by peer")
         received += count
     return buffer
+
+
+# -- the client's end ---------------------------------------------------------------------------
+
+
+class DataChannel(Protocol):
+    """The client's end of a data connection: numbered request bodies out, their replies in.
+
+    `phase` (IDLE, SENDING, WAITING, READING) says where the last exchange stands, so that a
+    client interrupted mid-call knows whether the stream is still at a frame boundary.
+    """
+
+    phase: str
+
+    def send(self, body: list) -> int:
+        """Send one request body (codec buffers); returns its sequence number."""
+
+    def receive(self, seq: int) -> bytearray:
+        """The reply body to request `seq`; raises OutOfStep, ChannelClosed or OSError."""
+
+    def close(self) -> None:
+        """Close this end; the server sees the connection go."""
+
+
+class SocketChannel:
+    """A DataChannel over a connected UNIX stream socket, with kernel deadlines.
+
+    `phase` records where an interrupt can land: while WAITING the stream is at a frame
+    boundary, so the next call skips the late reply; SENDING or READING means half a frame.
+    Each phase is set before the step it names starts, so an interrupt between two steps is
+    counted in the more harmful phase, never the other way round.
+    """
+
+    phase = IDLE
+
+    def __init__(self, sock: socket.socket, waiter: FrameWaiter | None = None):
+        self.sock = sock
+        self.waiter = waiter or FrameWaiter()
+        self.seq = 0  # the number of the last request sent; only the reply carrying it is ours
+
+    @classmethod
+    def connect(cls, path: str, deadline: float) -> SocketChannel:
+        """Connect to the data socket at `path`; each send and receive may take `deadline` s.
+
+        Raises OSError when nothing listens there.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            set_kernel_deadline(sock, deadline)
+            sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def send(self, body: list) -> int:
+        """Send a request frame; returns its sequence number (the stream is then WAITING)."""
+        self.phase = SENDING
+        self.seq += 1
+        seq = self.seq
+        send_frame(self.sock, body, seq)
+        self.phase = WAITING
+        return seq
+
+    def receive(self, seq: int) -> bytearray:
+        """The body of the reply to request `seq`, skipping late replies to earlier ones.
+
+        Raises OutOfStep for a reply to a later request, ChannelClosed when the server is gone
+        and BlockingIOError when the deadline passes.
+        """
+        while True:
+            self.waiter.wait(self.sock)  # consumes nothing: the long wait is interruptible
+            self.phase = READING
+            answered, reply = recv_frame(self.sock)
+            self.phase = WAITING
+            if answered == seq:
+                self.phase = IDLE
+                return reply
+            if answered > seq:
+                raise OutOfStep(answered, seq)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+class LoopbackChannel:
+    """A DataChannel to a server end in this process: `answer` turns a request body into the
+    reply's buffers (data_server.DataSession.answer), so no socket and no thread is involved.
+
+    Bodies still cross as bytes, so the codec and framing are exercised as over a socket.
+    """
+
+    phase = IDLE
+
+    def __init__(self, answer: Callable[[bytearray], list]):
+        self.answer = answer
+        self.seq = 0
+        self.replies: dict[int, bytearray] = {}
+        self.closed = False
+
+    def send(self, body: list) -> int:
+        """Answer the request at once; returns its sequence number."""
+        if self.closed:
+            raise ChannelClosed("the loopback channel is closed")
+        self.seq += 1
+        self.replies[self.seq] = bytearray(_joined(self.answer(bytearray(_joined(body)))))
+        return self.seq
+
+    def receive(self, seq: int) -> bytearray:
+        """The reply to request `seq` (ChannelClosed once closed)."""
+        if self.closed:
+            raise ChannelClosed("the loopback channel is closed")
+        return self.replies.pop(seq)
+
+    def close(self) -> None:
+        """Refuse further requests."""
+        self.closed = True
+
+
+def set_kernel_deadline(sock: socket.socket, seconds: float) -> None:
+    """Deadline for each send/recv enforced by the kernel (SO_RCVTIMEO/SO_SNDTIMEO).
+
+    Python's own socket timeouts add a poll(2) before every call; on the per-step path that
+    costs more than the step of a small env. An expired deadline surfaces as BlockingIOError.
+    """
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def _joined(buffers: list) -> bytes:
+    return b"".join(memoryview(buffer).cast("B") for buffer in buffers)

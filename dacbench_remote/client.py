@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import socket
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,45 +15,35 @@ import Pyro5.errors
 from . import codec
 from .channel import (
     DATA_SUFFIX,
+    MID_FRAME,
     RUNNER_OBJECT_ID,
+    SENDING,
     ChannelClosed,
-    FrameWaiter,
-    recv_frame,
-    send_frame,
+    DataChannel,
+    OutOfStep,
+    SocketChannel,
 )
 from .dacvalues import lower, restore
 from .errors import (
-    BadConfig,
     CallTimeout,
     ConnectionBroken,
     DacbenchRemoteError,
-    RemoteError,
+    EnvironmentClosed,
     ServerCrashed,
-    UnknownBenchmark,
     VersionMismatch,
+    error_from_payload,
 )
 
 DEFAULT_CALL_TIMEOUT = 300.0
-# Where a data-channel call stands, for the next call after an interrupt (see `_exchange`).
-_IDLE, _SENDING, _WAITING, _READING = "idle", "sending", "waiting", "reading"
-_MID_FRAME = (_SENDING, _READING)
 # Names of the arguments of data-channel requests, for error messages.
 _ARGUMENT_NAMES = {"step": ("action",), "reset": ("seed", "options")}
 
 
-def error_from_payload(payload: dict) -> Exception:
-    """Turn a server's error payload into the matching host-side exception."""
-    kind = payload.get("kind")
-    message = payload.get("message", "")
-    if kind == "unknown_benchmark":
-        return UnknownBenchmark(message)
-    if kind == "bad_config":
-        return BadConfig(message)
-    if kind == "version":
-        return VersionMismatch(message)
-    if kind == "attribute":
-        return AttributeError(message)
-    return RemoteError(payload.get("type", "Exception"), message, payload.get("traceback", ""))
+def unwrap_reply(reply: dict) -> Any:
+    """The decoded value of a control call's ok reply; raises the exception an error reply names."""
+    if reply.get("ok"):
+        return codec.decode(reply["value"])
+    raise error_from_payload(reply["error"])
 
 
 class ServerConnection:
@@ -101,7 +89,11 @@ class ServerConnection:
         return proxy
 
     def call(self, proxy: Pyro5.api.Proxy, method: str, *args: Any) -> Any:
-        """A control call with a deadline; unwraps the server's ok/error envelope."""
+        """A control call with a deadline: the decoded value of the server's ok reply.
+
+        Raises CallTimeout past the deadline, ServerCrashed when the server is gone, and for an
+        error reply the class its kind names (errors.ERROR_KINDS).
+        """
         try:
             with self._lock:
                 proxy._pyroClaimOwnership()  # proxies belong to a thread; close() may run in another
@@ -117,11 +109,23 @@ class ServerConnection:
             ) from exc
         except (Pyro5.errors.CommunicationError, OSError) as exc:
             raise self.crashed(method, exc) from exc
-        if reply.get("ok"):
-            return codec.decode(reply["value"])
-        raise error_from_payload(reply["error"])
+        return unwrap_reply(reply)
+
+    def release(self, proxy: Pyro5.api.Proxy) -> None:
+        """Close `proxy`'s connection (from any thread)."""
+        with self._lock:
+            proxy._pyroClaimOwnership()
+            proxy._pyroRelease()
+
+    def open_channel(self) -> DataChannel:
+        """A new connection to the server's data socket; raises ServerCrashed if it is gone."""
+        try:
+            return SocketChannel.connect(self.socket_path + DATA_SUFFIX, self.timeout)
+        except OSError as exc:
+            raise self.crashed("connect", exc) from exc
 
     def crashed(self, during: str, cause: BaseException) -> ServerCrashed:
+        """The error for a server that went away during `during`(), with its exit and output."""
         detail = self.describe_crash()
         return ServerCrashed(
             f"the server at {self.socket_path} went away during {during}() ({cause}); it "
@@ -150,6 +154,7 @@ class ServerConnection:
         return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
 
     def close_env(self, env_id: str) -> None:
+        """Close the env `env_id` in the server; raises what its close() raised (RemoteError)."""
         self.call(self._proxy, "close_env", env_id)
 
     def shutdown(self) -> None:
@@ -157,21 +162,8 @@ class ServerConnection:
         self.call(self._proxy, "shutdown")
 
     def close(self) -> None:
-        with self._lock:
-            self._proxy._pyroClaimOwnership()
-            self._proxy._pyroRelease()
-
-
-def _set_kernel_deadline(sock: socket.socket, seconds: float) -> None:
-    """Deadline for each send/recv enforced by the kernel (SO_RCVTIMEO/SO_SNDTIMEO).
-
-    Python's own socket timeouts add a poll(2) before every call; on the per-step path that
-    costs more than the step of a small env. An expired deadline surfaces as BlockingIOError.
-    """
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        """Close the control connection (the server keeps running)."""
+        self.release(self._proxy)
 
 
 class RemoteEnvironmentClient(gymnasium.Env):
@@ -180,7 +172,11 @@ class RemoteEnvironmentClient(gymnasium.Env):
     Observations, rewards and infos come back with the same Python types, numpy dtypes and
     shapes as in-process. An exception inside the env is raised here as RemoteError (with the
     remote traceback); a server that dies raises ServerCrashed; a call past its deadline raises
-    CallTimeout.
+    CallTimeout; any call after close() raises EnvironmentClosed.
+
+    `connection` carries the control calls (`proxy`, `call`, `release`, `close_env`, `crashed`,
+    `timeout`) and opens the data channel (`open_channel`): a ServerConnection, or a stand-in
+    that reaches a server in the same process.
     """
 
     def __init__(self, connection: ServerConnection, env_id: str, uri: str):
@@ -195,15 +191,12 @@ class RemoteEnvironmentClient(gymnasium.Env):
         self.metadata = info["metadata"]
         self.render_mode = info["render_mode"]
         self.spec = gymnasium.envs.registration.EnvSpec.from_json(info["spec"]) if info["spec"] else None
-        self._waiter = FrameWaiter()
-        self._data = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        _set_kernel_deadline(self._data, connection.timeout)
+        self._channel: DataChannel = connection.open_channel()
         try:
-            self._data.connect(connection.socket_path + DATA_SUFFIX)
             self._request(["hello"], frame={"env": env_id})
-        except OSError as exc:
-            self._data.close()
-            raise connection.crashed("connect", exc) from exc
+        except BaseException:
+            self._channel.close()
+            raise
         self._remote_ready = True  # from now on, unknown public attributes are the remote env's
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -304,7 +297,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
         if self._closed:
             return
         self._closed = True
-        self._data.close()
+        self._channel.close()
         try:
             # A crashed server has nothing left to close; a timed-out env is still stuck in its
             # call and would only time out again: the runner stops such a server instead.
@@ -312,19 +305,18 @@ class RemoteEnvironmentClient(gymnasium.Env):
                 # One call that unregisters the env even when its close() raises.
                 self.connection.close_env(self.env_id)
         finally:
-            with self.connection._lock:
-                self._control._pyroClaimOwnership()
-                self._control._pyroRelease()
+            self.connection.release(self._control)
 
     def _check_open(self, operation: str) -> None:
         if self._closed:
-            raise DacbenchRemoteError(f"{operation}() on a closed remote environment")
+            raise EnvironmentClosed(f"{operation}() on a closed remote environment")
         if self._broken is not None:
             raise self._broken
 
-    # Data-channel state, as class defaults so that they hold before the first request.
-    _seq = 0  # the number of the last request sent; only the reply carrying it is ours
-    _phase = _IDLE
+    # Where the data channel's last exchange stands (channel.IDLE, SENDING, ...), and the socket
+    # channel's FrameWaiter (vector envs turn its polling off).
+    _phase = property(lambda self: self._channel.phase)
+    _waiter = property(lambda self: self._channel.waiter)
 
     def _request(self, request: list, frame: Any = None) -> Any:
         return self._finish(request[0], self._begin(request, frame))
@@ -333,15 +325,16 @@ class RemoteEnvironmentClient(gymnasium.Env):
         """Send a request frame without waiting (vector envs send to K servers, then collect)."""
         operation = request[0]
         self._check_open(operation)
-        if self._phase in _MID_FRAME:  # interrupted before the handler below could record it
+        if self._channel.phase in MID_FRAME:  # interrupted before the handler below recorded it
             self._broken = self._cut_mid_frame("an earlier call")
             raise self._broken
         body = _encode_request(request if frame is None else frame)  # TypeError: nothing sent
-        return self._guarded(operation, self._send, body)
+        return self._guarded(operation, self._channel.send, body)
 
     def _finish(self, operation: str, seq: int) -> Any:
         """Wait for the reply to request `seq` and return its value (or raise its error)."""
-        ok, value = self._guarded(operation, lambda: codec.decode_message(self._receive(seq)))
+        ok, value = self._guarded(operation,
+                                  lambda: codec.decode_message(self._channel.receive(seq)))
         if ok:
             return value
         raise error_from_payload(value)
@@ -360,51 +353,21 @@ class RemoteEnvironmentClient(gymnasium.Env):
         except (ChannelClosed, OSError) as exc:
             self._broken = self.connection.crashed(operation, exc)
             raise self._broken from exc
+        except OutOfStep as exc:
+            self._broken = ConnectionBroken(
+                f"the server answered request {exc.answered} while request {exc.expected} was "
+                f"the last one sent; the connection to environment {self.env_id} is out of step. "
+                "Close this environment and make a new one; please report this as a bug"
+            )
+            raise self._broken from None
         except BaseException:  # Ctrl-C, or SIGTERM turned into SystemExit, mid-call
-            if self._phase in _MID_FRAME:
+            if self._phase in MID_FRAME:
                 self._broken = self._cut_mid_frame(f"{operation}()")
             raise
 
-    def _exchange(self, body: list) -> bytearray:
-        """Send one request and return the body of its reply, skipping replies to earlier calls.
-
-        `_phase` records where an interrupt can land: while WAITING the stream is at a frame
-        boundary, so the next call skips the late reply; SENDING or READING means half a frame.
-        Each phase is set before the step it names starts, so an interrupt between two steps
-        is counted in the more harmful phase, never the other way round.
-        """
-        return self._receive(self._send(body))
-
-    def _send(self, body: list) -> int:
-        """Send a request frame; returns its sequence number (the stream is then WAITING)."""
-        self._phase = _SENDING
-        self._seq += 1
-        seq = self._seq
-        send_frame(self._data, body, seq)
-        self._phase = _WAITING
-        return seq
-
-    def _receive(self, seq: int) -> bytearray:
-        """The body of the reply to request `seq`, skipping late replies to earlier ones."""
-        while True:
-            self._waiter.wait(self._data)  # consumes nothing: the long wait is interruptible
-            self._phase = _READING
-            answered, reply = recv_frame(self._data)
-            self._phase = _WAITING
-            if answered == seq:
-                self._phase = _IDLE
-                return reply
-            if answered > seq:
-                self._broken = ConnectionBroken(
-                    f"the server answered request {answered} while request {seq} was the last "
-                    f"one sent; the connection to environment {self.env_id} is out of step. "
-                    "Close this environment and make a new one; please report this as a bug"
-                )
-                raise self._broken
-
     def _cut_mid_frame(self, call: str) -> ConnectionBroken:
         """The error for an env whose call was interrupted with half a frame in the stream."""
-        half = "request half sent" if self._phase == _SENDING else "reply half received"
+        half = "request half sent" if self._phase == SENDING else "reply half received"
         return ConnectionBroken(
             f"{call} was interrupted with its {half}; the connection to environment "
             f"{self.env_id} cannot be resynchronised. Close this environment and make a new "

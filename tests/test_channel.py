@@ -83,3 +83,32 @@ def test_the_poll_window_comes_from_the_environment(monkeypatch):
     assert default_spin() == pytest.approx(50e-6)
     monkeypatch.setenv(SPIN_ENV, "lots")
     assert default_spin() == pytest.approx(200e-6)
+
+
+def test_a_socket_channel_skips_late_replies_and_refuses_a_reply_from_the_future(pair):
+    from dacbench_remote.channel import IDLE, WAITING, OutOfStep, SocketChannel
+
+    client, server = pair
+    channel = SocketChannel(client)
+    first = channel.send([b"one"])
+    assert channel.phase == WAITING
+    second = channel.send([b"two"])  # as after an interrupted wait for `first`
+    assert [recv_frame(server) for _ in range(2)] == [(first, b"one"), (second, b"two")]
+    send_frame(server, b"late", first)
+    send_frame(server, b"mine", second)
+    assert channel.receive(second) == b"mine"
+    assert channel.phase == IDLE
+    send_frame(server, b"future", channel.send([b"three"]) + 1)
+    with pytest.raises(OutOfStep, match="reply to request 4 while 3"):
+        channel.receive(3)
+
+
+def test_a_loopback_channel_answers_each_request_at_once():
+    from dacbench_remote.channel import LoopbackChannel
+
+    channel = LoopbackChannel(lambda body: [b"re:", body])
+    seq = channel.send([b"a", memoryview(b"bc")])
+    assert channel.receive(seq) == b"re:abc"
+    channel.close()
+    with pytest.raises(ChannelClosed):
+        channel.send([b"d"])
