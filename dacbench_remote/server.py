@@ -26,7 +26,6 @@ from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID
 from .dacvalues import lower, restore
 from .data_server import DataChannelServer
 from .errors import (
-    BadConfig,
     EnvironmentClosed,
     NoSuchAttribute,
     ProtocolError,
@@ -226,20 +225,16 @@ class RemoteRunnerServer:
     def make_vector_env(self, count: int, autoreset_mode: str, target: str | None,
                         config_tree: Any = None, kwargs_tree: Any = None,
                         description_tree: Any = None) -> dict:
-        """Create `count` envs stepped together (see vector_server); returns id and URI."""
-        from .vector_server import BatchedEnvs, VectorRefused
+        """Create `count` envs stepped together (see vector_server); returns id and URI, or an
+        error reply (BadConfig for what the image or the arguments cannot serve)."""
+        from .vector_server import BatchedEnvs
 
         def make_one():
             if description_tree is not None:
                 return environment_of(rebuild_benchmark(codec.decode(description_tree)))
             return create_env(target, codec.decode(config_tree), codec.decode(kwargs_tree) or {})
 
-        def build():
-            try:
-                return BatchedEnvs(make_one, count, autoreset_mode)
-            except VectorRefused as exc:
-                raise BadConfig(str(exc)) from None
-        return self._register(build)
+        return self._register(lambda: BatchedEnvs(make_one, count, autoreset_mode))
 
     def _register(self, build) -> dict:
         try:

@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy
 
+from .errors import BadConfig
+
 # Object arrays (final_obs, infos of unknown types) cross as {OBJECTS: [elements]}.
 OBJECTS = "__dacbench_remote_object_array__"
 
 
-class VectorRefused(ValueError):
+class VectorRefused(BadConfig, ValueError):
     """A vector request this image or these arguments cannot serve (the host gets BadConfig)."""
 
 

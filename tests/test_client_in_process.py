@@ -144,3 +144,8 @@ def test_vector_envs_step_in_process_too(connection):
     assert observations.shape == (2, 4)
     observations, rewards, *_ = part._request(["step", np.array([0, 1])])
     assert rewards.tolist() == [1.0, 1.0]
+
+
+def test_a_vector_request_the_server_cannot_serve_is_bad_config(connection):
+    with pytest.raises(BadConfig, match="the number of environments must be an int >= 1, not 0"):
+        connection.make_vector_part(0, "NextStep", "gymnasium:CartPole-v1")
