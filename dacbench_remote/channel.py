@@ -177,9 +177,9 @@ class SocketChannel:
 
     phase = IDLE
 
-    def __init__(self, sock: socket.socket, waiter: FrameWaiter | None = None):
+    def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.waiter = waiter or FrameWaiter()
+        self.waiter = FrameWaiter()
         self.seq = 0  # the number of the last request sent; only the reply carrying it is ours
 
     @classmethod
@@ -248,7 +248,7 @@ class LoopbackChannel:
         if self.closed:
             raise ChannelClosed("the loopback channel is closed")
         self.seq += 1
-        self.replies[self.seq] = bytearray(_joined(self.answer(bytearray(_joined(body)))))
+        self.replies[self.seq] = _joined(self.answer(_joined(body)))
         return self.seq
 
     def receive(self, seq: int) -> bytearray:
@@ -274,5 +274,5 @@ def set_kernel_deadline(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
-def _joined(buffers: list) -> bytes:
-    return b"".join(memoryview(buffer).cast("B") for buffer in buffers)
+def _joined(buffers: list) -> bytearray:
+    return bytearray().join(memoryview(buffer).cast("B") for buffer in buffers)
