@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BadConfig, DacbenchRemoteError
+from .runtimes.options import RUNTIME_NAMES
 
 SWEEP_DIR_HELP = "the directory `sweep run` writes (the spec's `dir`, else its `name`, beside it)"
 
@@ -84,7 +85,7 @@ def _add_run(commands) -> None:
                      "without a seed, as DACBench's run_benchmark does")
     run.add_argument("--agent", default="random",
                      help="random, static, static:ACTION_JSON, or module:factory (default random)")
-    run.add_argument("--runtime", choices=["auto", "apptainer", "bwrap", "local"],
+    run.add_argument("--runtime", choices=RUNTIME_NAMES,
                      help="where the server runs: auto (Apptainer if installed, else bubblewrap), "
                      "apptainer, bwrap, or local (a plain subprocess, no container); default: "
                      "default_runtime of `dacbench-remote config` (auto unless set)")

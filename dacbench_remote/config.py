@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadConfig
+from .runtimes.options import RUNTIME_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,7 +23,6 @@ CATALOG_ENV = "DACBENCH_REMOTE_CATALOG"
 RUNTIME_ENV = "DACBENCH_REMOTE_RUNTIME"
 
 # "auto" lets the runner pick the best runtime available on this machine.
-KNOWN_RUNTIMES = ("auto", "apptainer", "bwrap", "local")
 KEYS = ("cache_dir", "catalog_dirs", "default_runtime", "binds", "env")
 
 
@@ -91,9 +91,9 @@ def _string_list(file: Path, key: str, value: Any) -> list[str]:
 
 
 def _runtime(where: str, value: Any) -> str:
-    if value not in KNOWN_RUNTIMES:
+    if value not in RUNTIME_NAMES:
         raise BadConfig(
-            f"{where} = {value!r} is not a runtime; choose one of {', '.join(KNOWN_RUNTIMES)}"
+            f"{where} = {value!r} is not a runtime; choose one of {', '.join(RUNTIME_NAMES)}"
         )
     return value
 

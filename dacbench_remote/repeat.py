@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import BadConfig, ImageError, ImageNotFound
 from .results import read_run
 from .runner import RemoteRunner
+from .runtimes.options import RuntimeOptions
 
 # Agent specs make_agent rebuilds on its own, without the code that ran them.
 _BUILTIN_AGENTS = ("random", "static")
@@ -33,10 +34,11 @@ def repeat_run(path: Path, *, run_id: str | None = None, results_path: Path | No
     check_agent_rebuildable(first, path)
     runtime = first.get("runtime", "local")
     image = recorded_image(first, path) if not first.get("experiment") else None
+    options = RuntimeOptions(kind=runtime, image=str(image) if image else None,
+                             python=first.get("python") if runtime == "local" else None)
     runner = RemoteRunner(
         first["benchmark"], config=first.get("config"), kwargs=first.get("kwargs"),
-        runtime=runtime, experiment=first.get("experiment"), image=image,
-        python=first.get("python") if runtime == "local" else None, results_path=results_path,
+        experiment=first.get("experiment"), results_path=results_path, options=options,
     )
     with runner:
         now = runner.provenance(first["base_seed"], "", first["agent"]).get("image_sha256")

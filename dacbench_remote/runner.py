@@ -30,6 +30,7 @@ from .errors import (
 )
 from .results import append_record
 from .runtimes.base import Runtime, ServerProcess
+from .runtimes.options import RuntimeOptions
 from .sockets import new_socket_path, socket_id_of, socket_path_for_id
 
 if TYPE_CHECKING:
@@ -99,6 +100,10 @@ class RemoteRunner:
         results_path: JSONL file each episode is appended to (default `results/results.jsonl`
             under the working directory; None records nothing).
         startup_timeout, call_timeout: seconds for the server to answer at start, and per call.
+        options: all of the runtime settings above (runtime, image, python, binds, env, gpu,
+            timeouts) as one RuntimeOptions, as sweeps and repeats pass them; not together
+            with those keywords. Its `provenance` (the image's sha256 as the cache verified
+            it) is recorded with results instead of hashing the image again.
 
     Raises:
         BadConfig: keywords that contradict each other or cannot be honoured, a benchmark
@@ -130,9 +135,24 @@ class RemoteRunner:
         results_path: str | Path | None = DEFAULT_RESULTS_PATH,
         startup_timeout: float = 60.0,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        options: RuntimeOptions | None = None,
     ):
         # The same arguments start the extra servers of get_vector_environment(servers=K).
         self._arguments = {key: value for key, value in locals().items() if key != "self"}
+        if options is not None:
+            given = {"runtime": runtime, "image": image, "python": python, "binds": tuple(binds),
+                     "env": env, "gpu": gpu, "startup_timeout": startup_timeout,
+                     "call_timeout": call_timeout}
+            defaults = {"runtime": None, "image": None, "python": None, "binds": (),
+                        "env": None, "gpu": False, "startup_timeout": 60.0,
+                        "call_timeout": DEFAULT_CALL_TIMEOUT}
+            both = sorted(key for key, value in given.items() if value != defaults[key])
+            if both:
+                raise BadConfig(f"runtime settings go either in options= or as keywords, not "
+                                f"both: {', '.join(both)} given with options=")
+            runtime, image, python = options.kind, options.image, options.python
+            binds, env, gpu = options.binds, dict(options.env), options.gpu
+            startup_timeout, call_timeout = options.startup_timeout, options.call_timeout
         # A benchmark object is described (and checked) once, here, as DACBench serialises it.
         self.benchmark_description: dict | None = None
         self._object_record: dict = {}
@@ -170,7 +190,8 @@ class RemoteRunner:
         if socket_id is not None and (choice.image or choice.source or runtime is not None):
             raise BadConfig("socket_id= attaches to a running server; image, container_source "
                             "and runtime belong to the server that is already running")
-        self.image_provenance: dict = {}
+        # What the cache said about the image (set by _resolve_image, or known from options).
+        self.image_provenance: dict = dict(options.provenance) if options is not None else {}
         self.runtime: Runtime | None = None
         self.server: ServerProcess | None = None
         self.connection: ServerConnection | None = None

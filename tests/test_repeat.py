@@ -61,7 +61,7 @@ def test_an_agent_object_is_refused_naming_it_and_the_specs(tmp_path, runner_cal
 def test_agent_specs_are_repeated(tmp_path, runner_calls, fields):
     with pytest.raises(RunnerCalled):
         repeat.repeat_run(results_file(tmp_path, **fields))
-    assert runner_calls[0]["benchmark"] == "Luby" and runner_calls[0]["runtime"] == "bwrap"
+    assert runner_calls[0]["benchmark"] == "Luby" and runner_calls[0]["options"].kind == "bwrap"
 
 
 def write_image(tmp_path: Path, content: bytes = b"SIF stand-in") -> tuple[Path, str]:
@@ -74,7 +74,8 @@ def test_a_run_on_an_image_file_is_repeated_on_that_file(tmp_path, runner_calls)
     image, digest = write_image(tmp_path)
     with pytest.raises(RunnerCalled):
         repeat.repeat_run(results_file(tmp_path, image_path=str(image), image_sha256=digest))
-    assert runner_calls[0]["image"] == str(image) and runner_calls[0]["experiment"] is None
+    assert runner_calls[0]["options"].image == str(image)
+    assert runner_calls[0]["experiment"] is None
 
 
 def test_a_changed_image_file_is_refused_with_both_digests(tmp_path, runner_calls):
@@ -112,7 +113,8 @@ def test_an_experiment_run_ignores_image_path_and_uses_the_catalog(tmp_path, run
     with pytest.raises(RunnerCalled):
         repeat.repeat_run(results_file(tmp_path, experiment="exp:0.01",
                                        image_path="/cache/luby-0.01.sif"))
-    assert runner_calls[0]["experiment"] == "exp:0.01" and runner_calls[0]["image"] is None
+    assert runner_calls[0]["experiment"] == "exp:0.01"
+    assert runner_calls[0]["options"].image is None
 
 
 def test_a_run_id_that_is_not_in_the_file_lists_the_runs(tmp_path, runner_calls):

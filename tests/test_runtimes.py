@@ -26,8 +26,8 @@ def test_local_runtime_is_loaded_lazily():
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(BadConfig, match="unknown runtime 'docker'; choose one of local, bwrap, "
-                                        "apptainer, auto"):
+    with pytest.raises(BadConfig, match="unknown runtime 'docker'; choose one of auto, "
+                                        "apptainer, bwrap, local"):
         make_runtime("docker", image="/x.sif")
 
 

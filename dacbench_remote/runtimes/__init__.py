@@ -11,10 +11,10 @@ from typing import Any
 
 from ..errors import BadConfig, RuntimeUnavailable
 from .base import Runtime, ServerProcess
+from .options import CONTAINER_RUNTIMES, RUNTIME_NAMES, RuntimeOptions
 
-RUNTIME_NAMES = ("local", "bwrap", "apptainer", "auto")
-
-__all__ = ["RUNTIME_NAMES", "Runtime", "ServerProcess", "auto_runtime_name", "make_runtime"]
+__all__ = ["CONTAINER_RUNTIMES", "RUNTIME_NAMES", "Runtime", "RuntimeOptions", "ServerProcess",
+           "auto_runtime_name", "make_runtime"]
 
 
 def auto_runtime_name() -> str:

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from ..errors import BadConfig, ImageError, RuntimeUnavailable
 from ..images.sif import SifImage
-from ..sockets import check_private_socket_dir
-from .base import Runtime, ServerProcess
-from .bwrap import check_env_names, parse_bind
+from .base import Runtime, check_env_names, parse_bind
 
 BINARY_NAMES = ("apptainer", "singularity")
 INSTALL_HINT = (
@@ -70,6 +68,7 @@ class ApptainerRuntime(Runtime):
     """
 
     name = "apptainer"
+    binds_socket_dir = True
 
     def __init__(
         self,
@@ -124,10 +123,6 @@ class ApptainerRuntime(Runtime):
         argv = Client._init_command("run") + flags
         argv[0] = binary
         return [*argv, str(self.image), "--socket", str(socket_path), "--exit-on-stdin-close"]
-
-    def start(self, socket_path: Path) -> ServerProcess:
-        check_private_socket_dir(socket_path)  # it is bound whole into the container
-        return super().start(socket_path)
 
     def server_command(self, socket_path: Path) -> list[str]:
         self.prepare()

@@ -9,26 +9,46 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..sockets import remove_socket_files
+from ..errors import BadConfig
+from ..sockets import check_private_socket_dir, remove_socket_files
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Printed by `ps` so that `dacbench-remote ps/cleanup` can find our servers.
 SERVER_MODULE = "dacbench_remote.server"
 
 
+@dataclass
+class Launch:
+    """One start in progress: the command, and (once started) its server."""
+
+    argv: list[str]
+    server: ServerProcess | None = None
+
+
 class Runtime(ABC):
-    """A way of starting `python -m dacbench_remote.server --socket PATH` somewhere."""
+    """A way of starting `python -m dacbench_remote.server --socket PATH` somewhere.
+
+    A runtime decides the command (`server_command`) and what must surround it: `prepare`
+    (one-time work), `launch` (work around one start, e.g. a mount held until the container
+    takes it over), `cleanup`. Starting, watching and stopping the process is shared here.
+    """
 
     name: str = "abstract"
     # Appended to every server command: e.g. ("--zygote",) starts a zygote (see zygote.py).
     server_args: tuple[str, ...] = ()
+    # Containers get the server's socket directory bound in whole: it must be private to it.
+    binds_socket_dir: bool = False
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Do slow one-time work (extract an image, check binaries) before the first start."""
@@ -48,10 +68,19 @@ class Runtime(ABC):
         """Facts recorded with results (runtime name, image, interpreter, ...)."""
         return {"runtime": self.name}
 
+    @contextlib.contextmanager
+    def launch(self, socket_path: Path) -> Iterator[Launch]:
+        """Surround one start: yields its command; the server is set on it once started."""
+        yield Launch(self.server_command(socket_path))
+
     def start(self, socket_path: Path) -> ServerProcess:
         """Start a server on `socket_path` and return a handle to it (not yet connected)."""
+        if self.binds_socket_dir:
+            check_private_socket_dir(socket_path)
         self.prepare()
-        return ServerProcess(self.server_command(socket_path), socket_path, self)
+        with self.launch(socket_path) as launch:
+            launch.server = ServerProcess(launch.argv, socket_path, self)
+        return launch.server
 
 
 class ServerProcess:
@@ -130,3 +159,25 @@ class ServerProcess:
                 return True
             time.sleep(0.02)
         return not self.alive()
+
+
+def parse_bind(spec: str | tuple) -> tuple[str, str, bool]:
+    """`SRC[:DST[:ro|rw]]` (Apptainer's syntax) or a (src, dst[, "ro"]) tuple -> (src, dst, ro)."""
+    parts = list(spec) if isinstance(spec, (tuple, list)) else str(spec).split(":")
+    if not 1 <= len(parts) <= 3 or not all(parts[:2]):
+        raise BadConfig(f"bind {spec!r} is not SRC[:DST[:ro|rw]]")
+    src = str(parts[0])
+    dst = str(parts[1]) if len(parts) > 1 else src
+    mode = str(parts[2]) if len(parts) > 2 else "rw"
+    if mode not in ("ro", "rw"):
+        raise BadConfig(f"bind {spec!r}: the option must be 'ro' or 'rw', not {mode!r}")
+    if not os.path.isabs(src) or not os.path.isabs(dst):
+        raise BadConfig(f"bind {spec!r}: source and destination must be absolute paths")
+    return os.path.normpath(src), os.path.normpath(dst), mode == "ro"
+
+
+def check_env_names(env: Mapping[str, str]) -> dict[str, str]:
+    for name in env:
+        if not _ENV_NAME.match(name):
+            raise BadConfig(f"environment variable name {name!r} is not a valid shell name")
+    return {str(k): str(v) for k, v in env.items()}

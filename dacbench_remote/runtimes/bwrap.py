@@ -8,22 +8,21 @@ directory bound in (never the user's socket root, which holds the other servers'
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pwd
-import re
 import shlex
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ..errors import BadConfig, ImageError, RuntimeUnavailable
 from ..images.sif import SifImage
-from ..sockets import check_private_socket_dir
-from .base import Runtime, ServerProcess
+from .base import Launch, Runtime, check_env_names, parse_bind
 from .rootfs import (
     SquashfuseMount,
     default_rootfs_cache,
@@ -43,29 +42,6 @@ ENV_DIR = "/.singularity.d/env"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # How long start() waits for the container to take hold of a squashfuse mount before detaching.
 MOUNT_HOLD_TIMEOUT = 30.0
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def parse_bind(spec: str | tuple) -> tuple[str, str, bool]:
-    """`SRC[:DST[:ro|rw]]` (Apptainer's syntax) or a (src, dst[, "ro"]) tuple -> (src, dst, ro)."""
-    parts = list(spec) if isinstance(spec, (tuple, list)) else str(spec).split(":")
-    if not 1 <= len(parts) <= 3 or not all(parts[:2]):
-        raise BadConfig(f"bind {spec!r} is not SRC[:DST[:ro|rw]]")
-    src = str(parts[0])
-    dst = str(parts[1]) if len(parts) > 1 else src
-    mode = str(parts[2]) if len(parts) > 2 else "rw"
-    if mode not in ("ro", "rw"):
-        raise BadConfig(f"bind {spec!r}: the option must be 'ro' or 'rw', not {mode!r}")
-    if not os.path.isabs(src) or not os.path.isabs(dst):
-        raise BadConfig(f"bind {spec!r}: source and destination must be absolute paths")
-    return os.path.normpath(src), os.path.normpath(dst), mode == "ro"
-
-
-def check_env_names(env: Mapping[str, str]) -> dict[str, str]:
-    for name in env:
-        if not _ENV_NAME.match(name):
-            raise BadConfig(f"environment variable name {name!r} is not a valid shell name")
-    return {str(k): str(v) for k, v in env.items()}
 
 
 # Seconds a server may take to shut down after its lifeline closed before it is killed.
@@ -152,6 +128,7 @@ class BwrapRuntime(Runtime):
     """
 
     name = "bwrap"
+    binds_socket_dir = True
 
     def __init__(
         self,
@@ -291,11 +268,14 @@ class BwrapRuntime(Runtime):
         return self.bwrap_argv(self._rootfs, socket_path)
 
     # --- starting ---------------------------------------------------------------------------
-    def start(self, socket_path: Path) -> ServerProcess:
-        check_private_socket_dir(socket_path)  # it is bound whole into the container
-        self.prepare()
+    @contextlib.contextmanager
+    def launch(self, socket_path: Path) -> Iterator[Launch]:
+        """Extracted roots start as usual; a squashfuse mount is made for this start and
+        detached once the container holds it, so it lives exactly as long as the container
+        (even if this process is killed with -9)."""
         if self._mode == "extracted":
-            return super().start(socket_path)
+            yield Launch(self.server_command(socket_path))
+            return
         try:
             mount = SquashfuseMount(self.image, self._partition_offset)
         except RuntimeUnavailable as exc:
@@ -304,20 +284,20 @@ class BwrapRuntime(Runtime):
             self._facts["fuse_fallback"] = str(exc)  # e.g. fusermount not setuid: extract
             with self._lock:
                 self._extract()
-            return super().start(socket_path)
+            yield Launch(self.server_command(socket_path))
+            return
         try:
             check_image_root(mount.path, self.image)
             self.check_binds(mount.path)
-            server = ServerProcess(self.bwrap_argv(mount.path, socket_path), socket_path, self)
-            # Detach the mount from the host as soon as the container holds it: it then lives
-            # exactly as long as the container, even if this process is killed with -9.
+            launch = Launch(self.bwrap_argv(mount.path, socket_path))
+            yield launch
+            server = launch.server
             deadline = time.monotonic() + MOUNT_HOLD_TIMEOUT
-            while (server.alive() and not mount.held_by_tree(server.pid)
+            while (server is not None and server.alive() and not mount.held_by_tree(server.pid)
                    and not socket_path.exists() and time.monotonic() < deadline):
                 time.sleep(0.005)
         finally:
             mount.detach()
-        return server
 
     def describe(self) -> dict:
         facts = {"runtime": self.name, "image": str(self.image), "network": self.network,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import BadConfig
+from ..runtimes.options import CONTAINER_RUNTIMES
 from .trial import Trial, TrialOutcome
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 # The executors, by the name `[executor] kind` and `sweep run --executor` take; executor NAME is
 # the Executor subclass in sweeps/NAME.py. The one list of them.
 EXECUTORS = ("local", "slurm")
-CONTAINER_RUNTIMES = ("bwrap", "apptainer", "auto")  # "auto" is always a container
 
 
 @dataclass

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadConfig
-from ..runtimes.bwrap import parse_bind
+from ..runtimes.base import parse_bind
+from ..runtimes.options import RUNTIME_NAMES
 from .executors import EXECUTORS
 from .trial import RuntimeOptions, Trial
 
@@ -27,7 +28,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-RUNTIMES = ("auto", "apptainer", "bwrap", "local")
 DEFAULT_TIME_LIMIT = 3600.0
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -279,9 +279,9 @@ def _runtime(table: Any, where: _Where, base: Path) -> RuntimeOptions:
     _table(table, where, "runtime")
     _check_keys(table, _RUNTIME_KEYS, where, "runtime")
     kind = table.get("kind", "auto")
-    if kind not in RUNTIMES:
+    if kind not in RUNTIME_NAMES:
         raise where.error("runtime.kind", f"{kind!r} is not a runtime; use one of "
-                                          f"{', '.join(RUNTIMES)}")
+                                          f"{', '.join(RUNTIME_NAMES)}")
     image = _string(table, "image", where, prefix="runtime")
     python = _string(table, "python", where, prefix="runtime")
     binds = table.get("binds", [])

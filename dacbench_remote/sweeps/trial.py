@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..runtimes.options import RuntimeOptions
+
 # Bump when the meaning of the id parameters changes, so old results are never mistaken for new.
 ID_VERSION = 1
 ID_LENGTH = 12
@@ -28,25 +30,6 @@ def canonical_json(value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class RuntimeOptions:
-    """How a trial's server is started; not part of the trial id (results must not depend on it)."""
-
-    kind: str = "auto"
-    image: str | None = None
-    python: str | None = None
-    binds: tuple[str, ...] = ()
-    env: dict = field(default_factory=dict)
-    gpu: bool = False
-    startup_timeout: float = 60.0
-    call_timeout: float = 300.0
-    # What the image cache said about `image` when the sweep fetched it (sha256, experiment, ...).
-    provenance: dict = field(default_factory=dict)
-
-    def replace(self, **changes: Any) -> RuntimeOptions:
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
 class Trial:
     """One unit of work: `episodes` episodes of `agent` on one benchmark variant with `seed`."""
 
@@ -58,7 +41,7 @@ class Trial:
     config: dict = field(default_factory=dict)
     kwargs: dict = field(default_factory=dict)
     time_limit: float = 3600.0
-    runtime: RuntimeOptions = RuntimeOptions()
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
     def id_params(self) -> dict:
         """What defines this trial's results, and so its id."""

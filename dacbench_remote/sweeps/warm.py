@@ -33,14 +33,6 @@ def preload_modules(benchmark: str) -> list[str]:
     return ["dacbench.benchmarks"]
 
 
-def runner_options(trial: Trial) -> dict:
-    """RemoteRunner arguments that decide where and how the trial's server runs."""
-    runtime = trial.runtime
-    return dict(runtime=runtime.kind, experiment=trial.experiment, image=runtime.image,
-                python=runtime.python, binds=runtime.binds, env=runtime.env, gpu=runtime.gpu,
-                startup_timeout=runtime.startup_timeout, call_timeout=runtime.call_timeout)
-
-
 class WarmSlots:
     """Zygotes per executor thread and runtime setup; `socket_for` gives the trial's zygote."""
 
@@ -55,7 +47,7 @@ class WarmSlots:
         """The zygote's control socket and process for this trial, or None: a fresh server."""
         if not self.enabled:
             return None
-        key = repr([*sorted(runner_options(trial).items()), ("benchmark", trial.benchmark)])
+        key = repr((trial.benchmark, trial.experiment, trial.runtime.key()))
         if key in self._unsupported:
             return None
         servers = self._local.__dict__.setdefault("servers", {})
@@ -64,7 +56,8 @@ class WarmSlots:
             warm.stop()  # died with a trial: start it again
             warm = None
         if warm is None:
-            runner = RemoteRunner(trial.benchmark, **runner_options(trial))
+            runner = RemoteRunner(trial.benchmark, experiment=trial.experiment,
+                                  options=trial.runtime)
             warm = WarmServer(runner._make_runtime(), preload_modules(trial.benchmark),
                               startup_timeout=trial.runtime.startup_timeout)
             with self._lock:
@@ -110,7 +103,8 @@ class ForkedRunner(RemoteRunner):
 
     def __init__(self, trial: Trial, zygote_socket: str, **kwargs):
         super().__init__(trial.benchmark, config=trial.config or None,
-                         kwargs=trial.kwargs or None, **runner_options(trial), **kwargs)
+                         kwargs=trial.kwargs or None, experiment=trial.experiment,
+                         options=trial.runtime, **kwargs)
         self.zygote_socket = zygote_socket
         self.preload = preload_modules(trial.benchmark)
         self.runtime = self._make_runtime()  # for describe() in the results; never started

@@ -56,7 +56,7 @@ def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[d
 def run(trial_dir: Path, run_id: str) -> None:
     """Start the trial's server, run its episodes, and write episodes.jsonl (complete lines)."""
     from ..runner import RemoteRunner
-    from .warm import ForkedRunner, runner_options
+    from .warm import ForkedRunner
 
     trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
 
@@ -65,11 +65,8 @@ def run(trial_dir: Path, run_id: str) -> None:
         runner = ForkedRunner(trial, zygote, results_path=trial_dir / "runner.jsonl")
     else:
         runner = RemoteRunner(trial.benchmark, config=trial.config or None,
-                              kwargs=trial.kwargs or None, results_path=trial_dir / "runner.jsonl",
-                              **runner_options(trial))
-    if trial.runtime.provenance.get("sha256"):
-        # The sweep verified this image before any trial ran: record that, do not re-hash it.
-        runner.image_provenance = dict(trial.runtime.provenance)
+                              kwargs=trial.kwargs or None, experiment=trial.experiment,
+                              results_path=trial_dir / "runner.jsonl", options=trial.runtime)
     try:
         runner.start()
         results = runner.run(trial.agent, trial.episodes, seed=trial.seed)

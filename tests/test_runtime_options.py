@@ -1,0 +1,43 @@
+"""RuntimeOptions: one value for where and how a server runs, taken by RemoteRunner as by sweeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from dacbench_remote import RemoteRunner
+from dacbench_remote.errors import BadConfig
+from dacbench_remote.runtimes import CONTAINER_RUNTIMES, RUNTIME_NAMES, RuntimeOptions
+from dacbench_remote.sweeps import RuntimeOptions as SweepRuntimeOptions
+
+
+def test_the_runner_takes_every_runtime_setting_from_options(tmp_path):
+    options = RuntimeOptions(kind="local", python="/usr/bin/python3", env={"A": "1"},
+                             startup_timeout=7.0, call_timeout=9.0)
+    runner = RemoteRunner("gymnasium:CartPole-v1", options=options, results_path=None)
+    assert (runner.runtime_spec, runner.python, runner.env) == ("local", "/usr/bin/python3",
+                                                                 {"A": "1"})
+    assert (runner.startup_timeout, runner.call_timeout) == (7.0, 9.0)
+
+
+def test_options_and_the_same_keywords_together_are_refused():
+    with pytest.raises(BadConfig, match=r"either in options= or as keywords.*: call_timeout, "
+                                        r"runtime given with options="):
+        RemoteRunner("gymnasium:CartPole-v1", runtime="local", call_timeout=1.0,
+                     options=RuntimeOptions(kind="local"))
+
+
+def test_a_verified_image_is_recorded_from_options_without_hashing_it(tmp_path):
+    image = tmp_path / "never-read.sif"  # does not exist: hashing it would fail
+    options = RuntimeOptions(kind="bwrap", image=str(image),
+                             provenance={"sha256": "ab" * 32, "origin": "downloaded"})
+    runner = RemoteRunner("Luby", options=options, results_path=None)
+    record = runner.provenance(0, "run", "random")
+    assert record["image_sha256"] == "ab" * 32 and record["image_origin"] == "downloaded"
+
+
+def test_one_list_of_runtime_names_and_one_options_type():
+    assert set(CONTAINER_RUNTIMES) < set(RUNTIME_NAMES) and "local" not in CONTAINER_RUNTIMES
+    assert SweepRuntimeOptions is RuntimeOptions
+    plain, fetched = RuntimeOptions(kind="bwrap"), RuntimeOptions(kind="bwrap",
+                                                                  provenance={"sha256": "x"})
+    assert plain.key() == fetched.key() != RuntimeOptions(kind="local").key()
