@@ -201,12 +201,35 @@ class RemoteEnvironmentClient(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[Any, dict[str, Any]]:
-        """Reset the remote env; returns (observation, info) exactly as the env returned them."""
+        """Reset the remote env.
+
+        Args:
+            seed: passed to the env's reset (the server also seeds `random` and numpy's global
+                RNG with it, for benchmarks that use those).
+            options: passed to the env's reset.
+
+        Returns:
+            (observation, info) exactly as the env returned them: same types, dtypes, shapes.
+
+        Raises:
+            RemoteError: the env raised (with the remote traceback). TypeError: an argument
+            that cannot be sent (nothing was sent). ServerCrashed, CallTimeout,
+            ConnectionBroken, EnvironmentClosed: see dacbench_remote.errors.
+        """
         super().reset(seed=seed)  # keeps self.np_random seeded as gymnasium's checker expects
         return self._request(["reset", seed, options])
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Step the remote env; returns (observation, reward, terminated, truncated, info)."""
+        """Step the remote env with `action`.
+
+        Returns:
+            (observation, reward, terminated, truncated, info) exactly as the env returned them.
+
+        Raises:
+            RemoteError: the env raised (a wrong action, say), with the remote traceback; the
+            env stays usable. TypeError, ServerCrashed, CallTimeout, ConnectionBroken,
+            EnvironmentClosed: as for reset().
+        """
         return self._request(["step", action])
 
     def render(self) -> Any:

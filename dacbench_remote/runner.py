@@ -211,7 +211,14 @@ class RemoteRunner:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the server and connect; raises StartupTimeout/ServerCrashed with its output."""
+        """Fetch the image if needed, start the server and connect; a no-op once started.
+
+        Raises:
+            ImageError (ImageNotFound, ChecksumMismatch, BuildError, ...): no verified image.
+            RuntimeUnavailable: the runtime or its tools are missing (says what to install).
+            StartupTimeout, ServerCrashed: the server did not come up (with its output).
+            VersionMismatch: the image's server speaks another wire version.
+        """
         if self.server is not None or self.connection is not None:
             return
         if self.attach_to is not None:
@@ -363,7 +370,15 @@ class RemoteRunner:
         return self._environment
 
     def make_environment(self) -> RemoteEnvironmentClient:
-        """An additional, independent environment of this benchmark in the same server."""
+        """An additional, independent environment of this benchmark in the same server.
+
+        Returns:
+            A new RemoteEnvironmentClient (closed with the runner).
+
+        Raises:
+            UnknownBenchmark, BadConfig: the server could not build the benchmark. And what
+            start() raises.
+        """
         self.start()
         assert self.connection is not None
         if self.benchmark_description is not None:
@@ -377,8 +392,19 @@ class RemoteRunner:
                                servers: int = 1) -> RemoteVectorEnv:
         """A gymnasium VectorEnv of `num_envs` copies of the benchmark, stepped in batches.
 
-        With servers=K > 1, K - 1 more servers of the same image are started (closed with
-        the vector env) and the envs are split over them; they step concurrently.
+        Args:
+            num_envs: how many copies; env i is reset with seed + i.
+            autoreset_mode: "NextStep" (default), "SameStep" or "Disabled" (or a gymnasium
+                AutoresetMode), as gymnasium 1.x defines them.
+            servers: K > 1 starts K - 1 more servers of the same image (closed with the
+                vector env) and splits the envs over them; they step concurrently.
+
+        Returns:
+            A RemoteVectorEnv; one round trip per server per batch.
+
+        Raises:
+            BadConfig: servers out of range, servers > 1 on an attached runner, or an image
+            with gymnasium < 1.0. And what start() and make_environment() raise.
         """
         from .vector import RemoteVectorEnv, autoreset_value
 
@@ -454,6 +480,11 @@ class RemoteRunner:
 
         Returns:
             One EpisodeResult per episode (return, length, seed, provenance).
+
+        Raises:
+            BadConfig: number_of_episodes < 1 or an agent spec that cannot be built.
+            ResultsWriteError: a results line could not be written whole (the file is left
+            as it was). And what the env's reset/step and start() raise.
         """
         if number_of_episodes < 1:
             raise BadConfig(f"number_of_episodes must be at least 1, got {number_of_episodes}")
