@@ -8,7 +8,6 @@ the output path or nothing.
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import BuildError
+from ..files import atomic_output, sha256_file
 from . import hostconfig, layout, manifest, native
 from .recipe import Recipe, parse_recipe, template_variables
 from .sif import write_sif
@@ -134,15 +134,12 @@ def _build_with_apptainer(binary: str, recipe: Path, output: Path, args: dict[st
     # Not spython's Client.build: it hard-codes the `singularity` name and cannot set the working
     # directory, which Apptainer resolves relative %files sources against. The argv is the same.
     started = time.monotonic()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    command = apptainer_build_command(binary, recipe, tmp, args)
-    if not run_test:
-        command.insert(2, "--notest")
-    progress("apptainer: " + " ".join(command))
-    tail: collections.deque[str] = collections.deque(maxlen=native.LOG_TAIL_LINES)
-    try:
+    with atomic_output(output, durable=False) as tmp:
+        command = apptainer_build_command(binary, recipe, tmp, args)
+        if not run_test:
+            command.insert(2, "--notest")
+        progress("apptainer: " + " ".join(command))
+        tail: collections.deque[str] = collections.deque(maxlen=native.LOG_TAIL_LINES)
         with subprocess.Popen(command, cwd=context, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                               errors="replace") as process:
@@ -155,10 +152,7 @@ def _build_with_apptainer(binary: str, recipe: Path, output: Path, args: dict[st
             output_tail = "\n".join(tail)
             raise BuildError(f"{binary} build of {recipe} failed (exit {returncode}); "
                              f"last output:\n{output_tail}")
-        digest = _sha256(tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+        digest = sha256_file(tmp)
     return BuildResult(output, digest, output.stat().st_size, Path(binary).name,
                        {"apptainer": time.monotonic() - started})
 
@@ -235,10 +229,3 @@ def _mounts_under(path: Path) -> list[str]:
     except OSError:
         return []
     return [point for point in points if point.startswith(prefix)]
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -12,7 +12,6 @@ Locally built images of published versions live under `STEM.local.sif`, next to 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -32,8 +31,9 @@ from ..errors import (
     ImageError,
     ImageNotFound,
 )
+from ..files import atomic_write_text, fsync_file, locked, sha256_file
 from .catalog import ResolvedImage
-from .download import SourceFailed, fetch_source, sha256_file
+from .download import SourceFailed, fetch_source
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +95,6 @@ def _sidecar(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_digest_record(path: Path) -> tuple[str, int, int] | None:
     """(sha256, size, mtime_ns) from NAME.sha256, or None if missing or unreadable."""
     try:
@@ -118,9 +107,10 @@ def _read_digest_record(path: Path) -> tuple[str, int, int] | None:
 
 
 def _write_digest_record(path: Path, digest: str, stat: os.stat_result) -> None:
-    _atomic_write(
+    atomic_write_text(
         _sidecar(path, ".sha256"),
         f"{digest}  {path.name}\n# size={stat.st_size} mtime_ns={stat.st_mtime_ns}\n",
+        durable=False,
     )
 
 
@@ -241,26 +231,15 @@ class ImageCache:
     @contextlib.contextmanager
     def _locked(self, path: Path, *, wait: bool = True, progress: bool = True) -> Iterator[bool]:
         """Hold the cross-process lock of `path`; yields False if wait=False and it is busy."""
-        lock_path = _sidecar(path, ".lock")
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        except PermissionError:
-            # A shared cache: the lock file may belong to someone else; flock needs no write.
-            fd = os.open(lock_path, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not wait:
-                    yield False
-                    return
-                if progress and sys.stderr.isatty():
-                    sys.stderr.write(f"waiting for another process fetching {path.name}...\n")
-                logger.info("waiting for another process fetching %s", path.name)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
-        finally:
-            os.close(fd)
+
+        def announce() -> None:
+            if progress and sys.stderr.isatty():
+                sys.stderr.write(f"waiting for another process fetching {path.name}...\n")
+            logger.info("waiting for another process fetching %s", path.name)
+
+        # In a shared cache the lock file may be someone else's: locked() then opens it read-only.
+        with locked(_sidecar(path, ".lock"), blocking=wait, on_wait=announce) as free:
+            yield free
 
     # -- fetching ------------------------------------------------------------------------------
 
@@ -376,8 +355,7 @@ class ImageCache:
 
     def _install(self, part: Path, target: Path, digest: str, origin: str, **extra: Any) -> None:
         """Record a verified `.part` and atomically rename it into place."""
-        with part.open("rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(part)
         stat = part.stat()
         self._write_provenance(target, origin, digest, **extra)
         # The rename keeps the mtime, so the digest record written now matches the final file.
@@ -387,7 +365,8 @@ class ImageCache:
     def _write_provenance(self, target: Path, origin: str, digest: str, **extra: Any) -> None:
         record = {"image": target.name, "origin": origin, "sha256": digest,
                   "fetched_at": _now(), **extra}
-        _atomic_write(_sidecar(target, ".json"), json.dumps(record, indent=2) + "\n")
+        atomic_write_text(_sidecar(target, ".json"), json.dumps(record, indent=2) + "\n",
+                          durable=False)
 
     def _build(self, resolved: ResolvedImage, progress: bool) -> Path:
         """Build the version's recipe. A build that reproduces the pinned sha256 *is* the pinned

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import BadConfig
+from ..files import atomic_output
 from .catalog import _SHA256, ImageFamily, ImageVersion, parse_catalog_file
 
 _TABLE_HEADER = re.compile(r"^\s*\[")
@@ -86,17 +87,14 @@ def _replace_checked(file: Path, text: str, experiment: str, sha256: str, inputs
 def _write_checked(file: Path, text: str, experiment: str,
                    problem: Callable[[ImageVersion], str]) -> None:
     """Replace `file` by `text` only if it parses and `problem` finds nothing in the version."""
-    tmp = file.with_name(f".{file.name}.edit.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
+    # perms 0o666: the umask decides, as for any file the user writes.
+    with atomic_output(file, durable=False, perms=0o666) as tmp:
+        tmp.write_text(text, encoding="utf-8")
         family = parse_catalog_file(tmp)
         version = next((v for v in family.versions if v.experiment == experiment), None)
         found = problem(version) if version else f"the edit lost the {experiment!r} table"
         if found:
             raise BadConfig(f"{file}: {found}")
-        tmp.replace(file)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def new_catalog_text(family: str, benchmarks: Sequence[str], recipe: str | None = None) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptImage
-from .download import sha256_file
+from ..files import sha256_file
 from .manifest import MANIFEST_NAME
 from .sif import SifImage
 from .unsquash import unsquashfs

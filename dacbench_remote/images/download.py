@@ -15,7 +15,9 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
+
+from ..files import hash_file, sha256_file  # many modules import sha256_file from here
 
 if TYPE_CHECKING:
     import requests
@@ -35,25 +37,6 @@ class Fetched:
 
     sha256: str
     resumed: bool = False
-
-
-def sha256_file(path: Path, *, limit: int | None = None) -> str:
-    """Hex sha256 of a file (or of its first `limit` bytes), read in chunks."""
-    return _hash_prefix(path, limit).hexdigest()
-
-
-def _hash_prefix(path: Path, limit: int | None = None) -> Any:
-    digest = hashlib.sha256()
-    remaining = limit
-    with path.open("rb") as handle:
-        while remaining is None or remaining > 0:
-            block = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
-            if not block:
-                break
-            digest.update(block)
-            if remaining is not None:
-                remaining -= len(block)
-    return digest
 
 
 class Progress:
@@ -154,7 +137,7 @@ def _stream_once(url: str, part: Path, timeout: tuple[float, float], label: str,
             if first != offset:
                 part.unlink()
                 raise _Interrupted(f"server answered range from byte {first}, not {offset}")
-            mode, digest, resumed = "ab", _hash_prefix(part), True
+            mode, digest, resumed = "ab", hash_file(part), True
         elif response.status_code == 200:
             # Also the answer of servers that ignore Range: the body is the whole file.
             mode, digest, resumed, offset = "wb", hashlib.sha256(), False, 0

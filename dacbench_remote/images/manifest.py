@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError
+from ..files import sha256_file
 from .native import host_only_files
 from .recipe import Recipe
 from .unsquash import unsquashfs
@@ -104,8 +105,7 @@ def _python_packages(root: Path) -> list[dict[str, str]]:
             "version": fields.get("Version", ""),
             "location": "/" + metadata.parent.parent.relative_to(root).as_posix(),
             # RECORD lists the sha256 of every installed file: one digest for the whole install.
-            "record_sha256": (hashlib.sha256(record.read_bytes()).hexdigest()
-                              if record.is_file() else ""),
+            "record_sha256": sha256_file(record) if record.is_file() else "",
         })
     return sorted(packages, key=lambda p: (p["name"].lower(), p["location"]))
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RegistryError
+from ..files import sha256_file
 from . import catalog_edit
 from .credentials import Credentials
-from .download import Progress, sha256_file
+from .download import Progress
 from .registry import (
     CONFIG_TYPE,
     LAYER_TYPE,

@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError, CorruptImage, ImageNotFound
+from ..files import atomic_output
 
 # --- constants from the SIF spec (sylabs/sif pkg/sif/sif.go) -----------------------------------
 
@@ -423,42 +423,30 @@ def write_sif(
             len(table), data_offset, cursor - data_offset,
         )
 
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp",
-                                        dir=out_path.parent)
-        digest = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out:
-                def emit(chunk: bytes) -> None:
-                    out.write(chunk)
-                    digest.update(chunk)
+        digest = hashlib.sha256()  # of the bytes as they are written: no second read
+        # perms 0o755: SIF files are executable (their launch script).
+        with atomic_output(out_path, perms=0o755) as tmp, tmp.open("wb") as out:
+            def emit(chunk: bytes) -> None:
+                out.write(chunk)
+                digest.update(chunk)
 
-                emit(header)
-                emit(bytes(DESCRIPTORS_OFFSET - len(header)))
-                emit(bytes(table))
-                position = data_offset
-                for (_type, data, size, _name, _extra), offset in zip(objects, placements,
-                                                                      strict=True):
-                    emit(bytes(offset - position))
-                    if data is not None:
-                        emit(data)
-                    else:
-                        copied = _copy_stream(squash, emit)
-                        if copied != size:
-                            raise BuildError(
-                                f"{squashfs_path} changed size while being written into "
-                                f"{out_path} ({size} -> {copied} bytes)"
-                            )
-                    position = offset + size
-                out.flush()
-                os.fsync(out.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_name, 0o755 & ~umask)  # SIF files are executable (launch script)
-            os.replace(tmp_name, out_path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+            emit(header)
+            emit(bytes(DESCRIPTORS_OFFSET - len(header)))
+            emit(bytes(table))
+            position = data_offset
+            for (_type, data, size, _name, _extra), offset in zip(objects, placements,
+                                                                  strict=True):
+                emit(bytes(offset - position))
+                if data is not None:
+                    emit(data)
+                else:
+                    copied = _copy_stream(squash, emit)
+                    if copied != size:
+                        raise BuildError(
+                            f"{squashfs_path} changed size while being written into "
+                            f"{out_path} ({size} -> {copied} bytes)"
+                        )
+                position = offset + size
     return digest.hexdigest()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import BadConfig, ImageError
+from ..files import sha256_file
 from .cache import BUILD_CONTEXT, ImageCache
 from .catalog import Catalog, ResolvedImage
 from .compare import ImageDifference, compare_images
@@ -75,8 +76,6 @@ def verify_version(benchmark: str, experiment: str | None, *,
 
 def _pinned_copy(path: Path, resolved: ResolvedImage) -> Path:
     """`path` if it is the pinned image (its sha256 is the pin), else BadConfig."""
-    from .download import sha256_file
-
     digest = sha256_file(Path(path))
     if digest != resolved.sha256:
         raise BadConfig(f"{path} is not the pinned image of {resolved.benchmark} "

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import atomic_output
 from ..processes import ProcessRecord, boot_id, hostname
 from .results import PENDING, episode_rows, write_tables
 from .sweepdir import SweepDir, read_json, read_jsonl
@@ -130,10 +131,9 @@ def plot_returns(rows: list[dict], trials: dict[str, Trial], path: Path) -> Path
     for ax in list(axes.flat)[count:]:
         ax.set_visible(False)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    with atomic_output(path, durable=False, perms=0o666) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")  # the temporary name ends in .tmp
     plt.close(figure)
-    tmp.replace(path)
     return path
 
 

@@ -10,7 +10,8 @@ import csv
 import io
 from pathlib import Path
 
-from .sweepdir import SweepDir, atomic_write_text, read_jsonl
+from ..files import atomic_output, atomic_write_text
+from .sweepdir import SweepDir, read_jsonl
 from .trial import DONE, Trial
 
 RESULT_COLUMNS = [
@@ -94,9 +95,8 @@ def _write_parquet(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     columns = {name: [row.get(name) for row in rows] for name in RESULT_COLUMNS}
-    tmp = path.with_name(f".{path.name}.tmp")
-    pyarrow.parquet.write_table(pyarrow.table(columns), tmp)
-    tmp.replace(path)
+    with atomic_output(path, durable=False, perms=0o666) as tmp:
+        pyarrow.parquet.write_table(pyarrow.table(columns), tmp)
     return True
 
 

@@ -1,5 +1,5 @@
-"""The sweep directory (`SweepDir`: where a sweep keeps its state on disk) and writes that a crash
-can never leave half-done.
+"""The sweep directory (`SweepDir`: where a sweep keeps its state on disk); its files are written
+atomically (files.atomic_write_json), so that a crash never leaves one half-done.
 
     SWEEP_DIR/
       sweep.toml          copy of the spec of the latest run
@@ -19,37 +19,13 @@ can never leave half-done.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import DacbenchRemoteError
+from ..files import atomic_write_json, atomic_write_text  # noqa: F401  (sweeps import them here)
 from ..results import read_records
 from .trial import FINAL_STATES, Trial, TrialOutcome
-
-
-def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
-    """Write a temporary file, then rename: readers see the old or the new file, never half.
-
-    `durable=False` skips the fsync, for bookkeeping that a crash may lose (it is rewritten).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, value: Any, durable: bool = True) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n", durable)
 
 
 def read_json(path: Path) -> Any | None:

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..files import atomic_write_json
 from ..processes import (
     ProcessRecord,
     argv_of,
@@ -28,7 +29,7 @@ from ..processes import (
 from ..runtimes.base import SERVER_MODULE
 from ..sockets import is_socket_id, remove_socket_files, socket_dir
 from ..zygote import ZygoteError
-from .sweepdir import SweepDir, atomic_write_json, read_json, read_jsonl
+from .sweepdir import SweepDir, read_json, read_jsonl
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 
 # Files of an earlier, unfinished attempt that must not leak into this one.
