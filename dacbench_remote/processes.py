@@ -14,24 +14,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import os
 import signal
 import socket
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runtimes.base import SERVER_MODULE
-from .runtimes.rootfs import (
-    TMP_PREFIX,
-    default_rootfs_cache,
-    force_rmtree,
-    lazy_unmount,
-    mount_base_dir,
-    mountinfo_entries,
-)
+# Standard library and these only: the zygote imports this module inside minimal images, so the
+# runtimes (for `ps` and `cleanup`) are imported where they are used.
+from .files import locked
 from .sockets import DATA_SUFFIX, is_socket_id, remove_socket_files, socket_answers, socket_dir
 
 LAUNCHER_NAME = "dacbench-remote-launcher"  # argv[0] of our shell inside bwrap containers
@@ -169,18 +163,32 @@ def stop_records(records: list[ProcessRecord], grace: float = 5.0) -> bool:
 
     True when none of them is alive afterwards.
     """
-    if signal_records(records, signal.SIGTERM) and not wait_gone(records, grace):
-        signal_records(records, signal.SIGKILL)
-        wait_gone(records, 5.0)
-    return not any(r.alive() for r in records)
+    return terminate_then_kill(lambda sig: signal_records(records, sig),
+                               lambda: not any(r.alive() for r in records), grace)
+
+
+def terminate_then_kill(send: Callable[[int], int], gone: Callable[[], bool], grace: float,
+                        kill_wait: float = 5.0) -> bool:
+    """`send(SIGTERM)`, wait up to `grace` seconds for `gone()`, then `send(SIGKILL)` and wait
+    up to `kill_wait` more. `send` returns how many processes it signalled (0: nothing to wait
+    for). True when `gone()` afterwards."""
+    if send(signal.SIGTERM) and not wait_until(gone, grace):
+        send(signal.SIGKILL)
+        wait_until(gone, kill_wait)
+    return gone()
 
 
 def wait_gone(records: list[ProcessRecord], timeout: float) -> bool:
     """True once none of the processes is alive (zombies count as gone)."""
+    return wait_until(lambda: not any(r.alive() for r in records), timeout)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` (briefly at first) until it holds, or False after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     pause = 0.002  # most processes are gone within milliseconds of a SIGTERM
     while True:
-        if not any(r.alive() for r in records):
+        if condition():
             return True
         if time.monotonic() >= deadline:
             return False
@@ -287,6 +295,8 @@ def _option(argv: tuple[str, ...], name: str) -> str | None:
 
 def _classify(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
     """(runtime, host socket path) if argv starts one of our servers, else None."""
+    from .runtimes.base import SERVER_MODULE
+
     if not argv or "--socket" not in argv:
         return None
     program = os.path.basename(argv[0])
@@ -445,6 +455,8 @@ def _remove_empty_server_dir(directory: str, just_emptied: bool) -> None:
 
 
 def _remove_stale_mounts(report: CleanupReport) -> None:
+    from .runtimes.rootfs import lazy_unmount, mount_base_dir, mountinfo_entries
+
     base = mount_base_dir(create=False)
     if not base.is_dir():
         return
@@ -465,6 +477,8 @@ def _remove_stale_mounts(report: CleanupReport) -> None:
 
 
 def _remove_unfinished_extractions(cache: Path, report: CleanupReport) -> None:
+    from .runtimes.rootfs import TMP_PREFIX, force_rmtree
+
     if not cache.is_dir():
         return
     for work in cache.glob(f"{TMP_PREFIX}*"):
@@ -472,18 +486,14 @@ def _remove_unfinished_extractions(cache: Path, report: CleanupReport) -> None:
         lock = cache / f"{digest}.lock"
         if not work.is_dir() or not lock.exists():
             continue
-        with open(lock, "a+") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with locked(lock, blocking=False) as free:
+            if not free:
                 continue  # an extraction is running right now
             try:
                 force_rmtree(work)
                 report.removed_dirs.append(str(work))
             except OSError as exc:
                 report.problems.append(f"removing {work}: {exc}")
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
@@ -508,5 +518,9 @@ def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
             live.add(server.socket)
     _remove_dead_sockets(live, report)
     _remove_stale_mounts(report)
-    _remove_unfinished_extractions(rootfs_cache or default_rootfs_cache(), report)
+    if rootfs_cache is None:
+        from .runtimes.rootfs import default_rootfs_cache
+
+        rootfs_cache = default_rootfs_cache()
+    _remove_unfinished_extractions(rootfs_cache, report)
     return report

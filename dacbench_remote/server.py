@@ -298,9 +298,7 @@ def _check_public(name: str) -> None:
 def serve(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
     """Serve until shutdown(), SIGTERM/SIGINT, or (optionally) until stdin closes."""
     data_path = socket_path + DATA_SUFFIX
-    for path in (socket_path, data_path):
-        if os.path.exists(path):
-            os.unlink(path)  # a stale socket from a crashed server at our own private path
+    remove_socket_files(socket_path, keep_dir=True)  # a crashed server's, at our private path
     daemon = Pyro5.server.Daemon(unixsocket=socket_path)
     os.chmod(socket_path, 0o600)
     done = threading.Event()

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .channel import DATA_SUFFIX
-from .errors import BadConfig, DacbenchRemoteError
+from .errors import BadConfig, UnsafeDirectory
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -42,7 +42,7 @@ def socket_dir() -> Path:
 def _check_private(path: Path) -> None:
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise DacbenchRemoteError(
+        raise UnsafeDirectory(
             f"socket directory {path} is not a directory owned by you; remove it or set "
             "DACBENCH_REMOTE_SOCKET_DIR to a private directory"
         )
@@ -68,7 +68,7 @@ def new_socket_path(prefix: str = "srv") -> Path:
         path = directory / CONTROL_NAME
         longest = str(path) + DATA_SUFFIX
         if len(longest.encode()) > MAX_SOCKET_PATH:
-            raise DacbenchRemoteError(
+            raise BadConfig(
                 f"socket path {longest!r} is longer than the {MAX_SOCKET_PATH}-byte limit of "
                 "UNIX sockets; set DACBENCH_REMOTE_SOCKET_DIR to a shorter directory "
                 "(e.g. /tmp/dr)"
@@ -79,14 +79,14 @@ def new_socket_path(prefix: str = "srv") -> Path:
             continue
         os.chmod(directory, 0o700)  # whatever the umask
         return path
-    raise DacbenchRemoteError(f"could not create a fresh server directory in {root}")
+    raise UnsafeDirectory(f"could not create a fresh server directory in {root}")
 
 
 def socket_id_of(control_path: str | os.PathLike) -> str:
     """The id of the server listening on `control_path` (from new_socket_path)."""
     name = Path(control_path).parent.name
     if not is_socket_id(name):
-        raise DacbenchRemoteError(
+        raise BadConfig(
             f"{control_path} is not in a per-server socket directory; only servers started "
             "on a new_socket_path() have an id"
         )
@@ -137,7 +137,7 @@ def check_private_socket_dir(control_path: str | os.PathLike) -> None:
     try:
         others = sorted(set(os.listdir(control.parent)) - own)
     except FileNotFoundError:
-        raise DacbenchRemoteError(f"socket directory {control.parent} does not exist") from None
+        raise UnsafeDirectory(f"socket directory {control.parent} does not exist") from None
     if others:
         raise BadConfig(
             f"socket directory {control.parent} holds {', '.join(others[:3])}"
@@ -146,11 +146,14 @@ def check_private_socket_dir(control_path: str | os.PathLike) -> None:
         )
 
 
-def remove_socket_files(control_path: str | os.PathLike) -> None:
-    """Remove a server's control and data sockets, then its directory once it is empty."""
+def remove_socket_files(control_path: str | os.PathLike, *, keep_dir: bool = False) -> None:
+    """Remove a server's control and data sockets, then its directory once it is empty.
+
+    `keep_dir=True` (a server about to listen, clearing a stale socket) leaves the directory.
+    """
     control = Path(control_path)
     for path in (control, Path(str(control) + DATA_SUFFIX)):
         path.unlink(missing_ok=True)
-    if is_socket_id(control.parent.name):
+    if not keep_dir and is_socket_id(control.parent.name):
         with contextlib.suppress(OSError):  # not empty (not ours to judge) or already gone
             control.parent.rmdir()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import ctypes
 import importlib
 import json
 import os
@@ -32,9 +31,9 @@ import time
 from pathlib import Path
 
 from .errors import ServerError
+from .processes import die_with_parent, terminate_then_kill
 from .sockets import remove_socket_files
 
-_PR_SET_PDEATHSIG = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}\Z")
 MAX_REQUEST = 65536
 
@@ -157,8 +156,7 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
     """Serve fork requests on `socket_path` until SIGTERM/SIGINT or (optionally) stdin EOF."""
     from . import server  # imported before any fork, like the benchmark's modules
 
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)
+    remove_socket_files(socket_path, keep_dir=True)  # a stale one at our own private path
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
     os.chmod(socket_path, 0o600)
@@ -231,7 +229,8 @@ def _child(listener, conn, lifeline: int, child_socket: str, server) -> None:
     """In the forked child: become an ordinary server on `child_socket`; never returns."""
     code = 1
     try:
-        _die_with_parent()
+        # SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets.
+        die_with_parent(signal.SIGTERM)
         listener.close()
         conn.close()
         os.dup2(lifeline, 0)
@@ -270,26 +269,18 @@ def _reap(children: dict[int, str]) -> None:
 
 def _stop_children(children: dict[int, str], grace: float = 3.0) -> None:
     """SIGTERM (a child shuts down cleanly, removing its sockets), SIGKILL after `grace`."""
-    for pid in children:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while children and time.monotonic() < deadline:
+    def send(sig: int) -> int:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return len(children)
+
+    def gone() -> bool:
         _reap(children)
-        time.sleep(0.02)
-    for pid in children:
-        _signal(pid, signal.SIGKILL)
-    for pid in list(children):
+        return not children
+
+    terminate_then_kill(send, gone, grace)
+    for pid in list(children):  # not reaped yet even after SIGKILL: wait for it
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
         remove_socket_files(children.pop(pid))
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _die_with_parent() -> None:
-    """SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -1,11 +1,22 @@
-"""How `ps` recognises our servers from their command lines, and the cleanup report's wording."""
+"""How `ps` recognises our servers from their command lines, the cleanup report's wording, and
+the SIGTERM-then-SIGKILL stop."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
-from dacbench_remote.processes import CleanupReport, ServerInfo, _classify, _in_socket_dir
+from dacbench_remote.processes import (
+    CleanupReport,
+    ServerInfo,
+    _classify,
+    _in_socket_dir,
+    terminate_then_kill,
+)
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 
@@ -56,3 +67,39 @@ def test_a_servers_id_is_its_directory_and_only_its_own_root_counts_as_ours():
     assert not _in_socket_dir("/other/srv-0000abcd/ctl.sock", Path("/r"))
     assert not _in_socket_dir("/r/notes/ctl.sock", Path("/r"))
     assert not _in_socket_dir(None, Path("/r"))
+
+
+def test_terminate_then_kill_kills_only_what_ignores_sigterm():
+    sent: list[int] = []
+    alive = {"polite": True, "stubborn": True}
+
+    def send(sig: int) -> int:
+        sent.append(sig)
+        alive["polite"] = False  # leaves on SIGTERM
+        if sig == signal.SIGKILL:
+            alive["stubborn"] = False
+        return sum(alive.values()) or 1
+
+    assert terminate_then_kill(send, lambda: not any(alive.values()), grace=0.05)
+    assert sent == [signal.SIGTERM, signal.SIGKILL]
+    sent.clear()
+    assert terminate_then_kill(send, lambda: True, grace=5.0)  # gone at once: no SIGKILL
+    assert sent == [signal.SIGTERM]
+
+
+def test_nothing_signalled_means_nothing_to_wait_for():
+    started = time.monotonic()
+    assert not terminate_then_kill(lambda sig: 0, lambda: False, grace=5.0)
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_zygote_and_processes_import_nothing_host_only():
+    # The zygote imports processes inside minimal images (numpy, gymnasium and Pyro5 only).
+    code = "import sys, dacbench_remote.zygote; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "dacbench_remote.processes" in loaded
+    host_only = {"requests", "dacbench_remote.runtimes", "dacbench_remote.images",
+                 "dacbench_remote.sweeps", "dacbench_remote.runner"}
+    assert [name for name in loaded if {name.split(".")[0], ".".join(name.split(".")[:2])}
+            & host_only] == []

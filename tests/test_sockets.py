@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import BadConfig, DacbenchRemoteError
+from dacbench_remote.errors import BadConfig, UnsafeDirectory
 from dacbench_remote.sockets import (
     DATA_SUFFIX,
     MAX_SOCKET_PATH,
@@ -46,7 +46,7 @@ def test_socket_dir_owned_by_someone_else_is_refused(tmp_path, monkeypatch):
     foreign.mkdir()
     os.chown(foreign, 65534, 65534)  # nobody
     monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(foreign))
-    with pytest.raises(DacbenchRemoteError) as info:
+    with pytest.raises(UnsafeDirectory) as info:
         socket_dir()
     assert "not a directory owned by you" in str(info.value) and str(foreign) in str(info.value)
 
@@ -54,7 +54,7 @@ def test_socket_dir_owned_by_someone_else_is_refused(tmp_path, monkeypatch):
 def test_socket_path_over_the_unix_limit_says_what_to_do(tmp_path, monkeypatch):
     deep = tmp_path / ("d" * 100)
     monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(deep))
-    with pytest.raises(DacbenchRemoteError) as info:
+    with pytest.raises(BadConfig) as info:
         new_socket_path()
     assert f"{MAX_SOCKET_PATH}-byte limit" in str(info.value)
     assert "DACBENCH_REMOTE_SOCKET_DIR" in str(info.value)
@@ -122,7 +122,7 @@ def test_an_id_without_a_running_server_says_so(tmp_path, monkeypatch):
 
 
 def test_socket_id_of_a_path_outside_the_layout_is_refused(tmp_path):
-    with pytest.raises(DacbenchRemoteError, match="not in a per-server socket directory"):
+    with pytest.raises(BadConfig, match="not in a per-server socket directory"):
         socket_id_of(tmp_path / "x.sock")
 
 
@@ -145,6 +145,16 @@ def test_removing_the_sockets_removes_the_server_directory(tmp_path, monkeypatch
     assert tmp_path.exists() and not (tmp_path / "loose.sock").exists()
 
 
+def test_clearing_stale_sockets_before_listening_keeps_the_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(tmp_path))
+    path = new_socket_path()
+    for sock in (_bind(path, False), _bind(Path(f"{path}{DATA_SUFFIX}"), False)):
+        sock.close()  # what a crashed server leaves at its own path
+    remove_socket_files(path, keep_dir=True)
+    assert path.parent.is_dir() and os.listdir(path.parent) == []
+    _bind(path, True).close()  # the server can listen there again
+
+
 def test_a_shared_socket_directory_is_refused_for_a_container(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -156,3 +166,8 @@ def test_a_shared_socket_directory_is_refused_for_a_container(tmp_path):
     own.mkdir()
     _bind(own / "ctl.sock", False).close()  # a stale socket of its own is fine
     check_private_socket_dir(own / "ctl.sock")
+
+
+def test_a_missing_socket_directory_is_refused_for_a_container(tmp_path):
+    with pytest.raises(UnsafeDirectory, match=f"socket directory {tmp_path / 'gone'} does not exist"):
+        check_private_socket_dir(tmp_path / "gone" / "ctl.sock")
