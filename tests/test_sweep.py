@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import BadConfig, DacbenchRemoteError
+from dacbench_remote.errors import BadConfig, DacbenchRemoteError, SweepAlreadyRunning
 from dacbench_remote.sweeps import (
     RuntimeOptions,
     SweepDir,
@@ -279,7 +279,7 @@ def test_run_sweep_rejects_unknown_executor_and_bad_workers(tmp_path: Path):
 
 def test_status_and_report_name_a_directory_that_is_not_a_sweep(tmp_path: Path):
     for function in (status, report):
-        with pytest.raises(DacbenchRemoteError, match="is not a sweep directory"):
+        with pytest.raises(BadConfig, match="is not a sweep directory"):
             function(tmp_path)
 
 
@@ -432,6 +432,19 @@ def test_slurm_parameters_follow_the_spec():
         "slurm_additional_parameters": {"exclusive": True},
     }
     assert SlurmExecutor(SlurmOptions(time=7)).parameters(trials, "d")["timeout_min"] == 7
+
+
+def test_slurm_refuses_to_start_while_an_earlier_array_still_runs(tmp_path: Path, monkeypatch):
+    import dacbench_remote.sweeps.slurm as slurm
+
+    layout = SweepDir(tmp_path)
+    layout.add_job_id("4242")
+    monkeypatch.setattr(slurm, "live_tasks", lambda job_id: ["4242_0", "4242_3"])
+    with pytest.raises(SweepAlreadyRunning) as info:
+        SlurmExecutor()._refuse_if_running(layout)
+    message = str(info.value)
+    assert "Slurm job 4242" in message and "2 task(s) queued or running" in message
+    assert f"sweep cancel {layout.path}" in message
 
 
 def test_parquet_table_matches_the_csv_when_pyarrow_is_installed(tmp_path: Path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -16,14 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from secrets import token_hex
 
-from ..errors import BadConfig, DacbenchRemoteError
+from ..errors import BadConfig, SweepAlreadyRunning
+from ..files import atomic_write_json, atomic_write_text, locked
 from ..processes import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from ..results import append_record
 from .executors import EXECUTORS, RunContext, make_executor
 from .results import write_tables
 from .slurm import live_tasks, scancel
 from .spec import load_spec
-from .sweepdir import SweepDir, atomic_write_json, atomic_write_text, read_json
+from .sweepdir import SweepDir, read_json
 from .trial import DONE, FAILED, TIMED_OUT, TrialOutcome
 from .trial_runner import remove_server_sockets
 
@@ -154,20 +154,15 @@ def _forget(layout: SweepDir, trials, resume: bool, retry_failed: bool) -> None:
 @contextmanager
 def _exclusive(layout: SweepDir) -> Iterator[None]:
     """One driver per sweep directory at a time (the lock dies with the process)."""
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with locked(layout.lock, blocking=False) as free:
+        if not free:
             other = read_json(layout.driver) or {}
-            raise DacbenchRemoteError(
+            raise SweepAlreadyRunning(
                 f"sweep directory {layout.path} is in use by another run (pid "
                 f"{other.get('pid', '?')} on {other.get('host', '?')}); wait for it, or stop it "
                 f"with `dacbench-remote sweep cancel {layout.path}`"
-            ) from None
+            )
         yield
-    finally:
-        os.close(fd)
 
 
 @contextmanager

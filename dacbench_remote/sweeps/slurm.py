@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import DacbenchRemoteError, RuntimeUnavailable
+from ..errors import RuntimeUnavailable, SweepAlreadyRunning
 from .executors import Executor, RunContext, prefetch_images
 from .spec import SlurmOptions
 from .sweepdir import SweepDir
@@ -113,7 +113,7 @@ class SlurmExecutor(Executor):
         for job_id in layout.job_ids():
             tasks = live_tasks(job_id)
             if tasks:
-                raise DacbenchRemoteError(
+                raise SweepAlreadyRunning(
                     f"Slurm job {job_id} of an earlier run of this sweep still has {len(tasks)} "
                     f"task(s) queued or running; wait for it, or cancel it with "
                     f"`dacbench-remote sweep cancel {layout.path}`"

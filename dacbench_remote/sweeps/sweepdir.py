@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import DacbenchRemoteError
+from ..errors import BadConfig
 from ..files import atomic_write_json, atomic_write_text  # noqa: F401  (sweeps import them here)
 from ..results import read_records
 from .trial import FINAL_STATES, Trial, TrialOutcome
@@ -88,7 +88,7 @@ class SweepDir:
         """The trials of the latest run's spec; raises if this is not a sweep directory."""
         data = read_json(self.trials_index)
         if not isinstance(data, list):
-            raise DacbenchRemoteError(
+            raise BadConfig(
                 f"{self.path} is not a sweep directory (no readable trials.json); start one "
                 "with `dacbench-remote sweep run SPEC`"
             )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import DacbenchRemoteError
+from dacbench_remote.errors import SweepAlreadyRunning
 from dacbench_remote.processes import ProcessRecord, wait_gone
 from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv, report, run_sweep
 from dacbench_remote.sweeps import status as sweep_status
@@ -213,7 +213,7 @@ def test_cancel_stops_driver_workers_and_servers_and_records_nothing(tmp_path: P
         servers = [ProcessRecord.of(int(p.read_text())) for p in pidfiles]
         wait_for(lambda: len(recorded_processes(layout)) >= 4, 10, "running.json to list them")
         assert "2 running" in str(sweep_status(layout.path))
-        with pytest.raises(DacbenchRemoteError, match="is in use by another run"):
+        with pytest.raises(SweepAlreadyRunning, match="is in use by another run"):
             run_sweep(spec_path)
 
         result = cancel(layout.path)
