@@ -505,7 +505,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import datetime
 
-    from .images.download import sha256_file
+    from .files import sha256_file
     from .images.sif import SifImage
 
     image = SifImage.open(args.image)

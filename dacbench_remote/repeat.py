@@ -80,7 +80,7 @@ def recorded_image(record: dict, path: Path) -> str | None:
     image = record.get("image_path")
     if not image:
         return None
-    from .images.download import sha256_file
+    from .files import sha256_file
 
     where = f"run {record['run_id']} in {path}"
     if not Path(image).is_file():

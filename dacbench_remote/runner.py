@@ -465,7 +465,9 @@ class RemoteRunner:
         }
         record.update(self._object_record)
         if self.image is not None and not record["image_sha256"]:
-            record["image_sha256"] = _file_sha256(self.image)
+            from .files import sha256_file
+
+            record["image_sha256"] = sha256_file(self.image)
         return record
 
     def run(self, agent: Any, number_of_episodes: int, seed: int | None = None
@@ -540,12 +542,6 @@ def _object_provenance(benchmark: Any, description: dict) -> dict:
     except Exception:  # configs DACBench cannot serialise still ran exactly
         record["config"] = None
     return record
-
-
-def _file_sha256(path: Path) -> str:
-    from .images.download import sha256_file
-
-    return sha256_file(Path(path))
 
 
 def _stop_on_sigterm() -> None:

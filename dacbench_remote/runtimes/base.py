@@ -13,13 +13,13 @@ import re
 import signal
 import subprocess
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadConfig
+from ..processes import terminate_then_kill, wait_until
 from ..sockets import check_private_socket_dir, remove_socket_files
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -132,33 +132,26 @@ class ServerProcess:
         try:
             if self.process.stdin is not None:
                 self.process.stdin.close()  # lifeline: the server exits on its own
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(signal.SIGKILL)
-                    self.process.wait()
+            if not self.wait_gone(grace):
+                terminate_then_kill(self._signal_group, lambda: not self.alive(), grace)
+                self.process.wait()
             # Children the server may have left in its group (e.g. a benchmark's own workers).
             self._signal_group(signal.SIGKILL)
         finally:
             remove_socket_files(self.socket_path)
             self.runtime.cleanup()
 
-    def _signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # group already gone
+    def _signal_group(self, sig: int) -> int:
+        """Signal the server's process group; 1 if it was there, 0 if it is gone."""
+        try:
             os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):  # group already gone
+            return 0
+        return 1
 
     def wait_gone(self, timeout: float) -> bool:
         """Wait until the process has exited; True if it did within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return True
-            time.sleep(0.02)
-        return not self.alive()
+        return wait_until(lambda: not self.alive(), timeout)
 
 
 def parse_bind(spec: str | tuple) -> tuple[str, str, bool]:

@@ -8,7 +8,6 @@ sidecar keyed by path, size, mtime and inode so that a warm start does not re-ha
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError, RuntimeUnavailable, UnsafeDirectory
-from ..images.download import sha256_file
+from ..files import atomic_write_text, locked, sha256_file
 from ..images.unsquash import unsquashfs
 
 TMP_PREFIX = ".tmp-"
@@ -66,11 +65,7 @@ def image_sha256(image: Path, cache: Path) -> str:
     except (OSError, ValueError):
         pass  # no or unreadable sidecar: hash below and rewrite it
     digest = sha256_file(image)
-    sidecar.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=TMP_PREFIX)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({**key, "sha256": digest}, handle)
-    os.replace(tmp, sidecar)
+    atomic_write_text(sidecar, json.dumps({**key, "sha256": digest}), durable=False)
     return digest
 
 
@@ -81,16 +76,6 @@ class ExtractedRoot:
     path: Path
     extracted_now: bool  # False when an earlier extraction was reused
     seconds: float
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def force_rmtree(path: Path) -> None:
@@ -115,7 +100,7 @@ def extract_rootfs(image: Path, offset: int, digest: str, cache: Path) -> Extrac
             "install squashfs-tools, e.g. `apt-get install squashfs-tools`"
         )
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / f"{digest}.lock"):
+    with locked(cache / f"{digest}.lock"):
         if final.is_dir():  # another process extracted it while we waited for the lock
             return ExtractedRoot(final, False, time.monotonic() - started)
         # Leftovers of an extraction that was killed: nobody else can be writing them now.

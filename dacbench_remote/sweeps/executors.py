@@ -93,7 +93,7 @@ def prefetch_images(trials: list[Trial], fetch: Fetch | None = None) -> list[Tri
 
     An image that cannot be had stops the sweep here, before any trial starts.
     """
-    from ..images.download import sha256_file
+    from ..files import sha256_file
 
     fetch = fetch or fetch_image
     fetched: dict[tuple[str, str | None], tuple[str, dict]] = {}

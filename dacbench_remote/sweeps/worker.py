@@ -16,8 +16,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..files import atomic_write_json, atomic_write_text
 from ..processes import die_with_parent, hostname
-from .sweepdir import atomic_write_json, atomic_write_text, read_json
+from .sweepdir import read_json
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
 
