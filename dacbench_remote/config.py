@@ -110,14 +110,19 @@ def _env_table(file: Path, value: Any) -> dict[str, str]:
     return env
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's table; BadConfig naming the file (a `what` file) when it cannot be read."""
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise BadConfig(f"{path}: not valid TOML: {exc}") from exc
     except OSError as exc:
-        raise BadConfig(f"{path}: cannot read config file: {exc.strerror}") from exc
+        raise BadConfig(f"{path}: cannot read {what}: {exc.strerror}") from exc
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    data = read_toml(path, "config file")
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise BadConfig(

@@ -8,18 +8,13 @@ adds or replaces versions by experiment id, and a later family wins for a benchm
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import read_toml
 from ..errors import BadConfig, ImageNotFound, UnknownBenchmark
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 REMOTE_SCHEMES = ("https://", "http://", "oras://", "library://", "docker://")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -218,13 +213,7 @@ def _parse_recipe(file: Path, key: str, value: Any, root: Path) -> Path:
 
 def parse_catalog_file(file: Path) -> ImageFamily:
     """Read one catalog file; BadConfig names the file and key when something is wrong."""
-    try:
-        with file.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadConfig(f"{file}: not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise BadConfig(f"{file}: cannot read catalog file: {exc.strerror}") from exc
+    data = read_toml(file, "catalog file")
     unknown = sorted(set(data) - _FAMILY_KEYS)
     if unknown:
         raise BadConfig(

@@ -275,13 +275,21 @@ def _vary(vary: Any, fixed: dict, where: _Where, key: str) -> list[dict]:
             for combo in itertools.product(*(vary[n] for n in names))]
 
 
+def _section_kind(table: Any, where: _Where, section: str, keys, kinds: tuple[str, ...],
+                  default: str) -> str:
+    """Check a [runtime]/[executor] table's keys; its `kind`, one of `kinds`."""
+    _table(table, where, section)
+    _check_keys(table, keys, where, section)
+    kind = table.get("kind", default)
+    if kind not in kinds:
+        article = "an" if section[0] in "aeiou" else "a"
+        raise where.error(f"{section}.kind", f"{kind!r} is not {article} {section}; use one of "
+                                             f"{', '.join(kinds)}")
+    return kind
+
+
 def _runtime(table: Any, where: _Where, base: Path) -> RuntimeOptions:
-    _table(table, where, "runtime")
-    _check_keys(table, _RUNTIME_KEYS, where, "runtime")
-    kind = table.get("kind", "auto")
-    if kind not in RUNTIME_NAMES:
-        raise where.error("runtime.kind", f"{kind!r} is not a runtime; use one of "
-                                          f"{', '.join(RUNTIME_NAMES)}")
+    kind = _section_kind(table, where, "runtime", _RUNTIME_KEYS, RUNTIME_NAMES, "auto")
     image = _string(table, "image", where, prefix="runtime")
     python = _string(table, "python", where, prefix="runtime")
     binds = table.get("binds", [])
@@ -315,12 +323,7 @@ def _runtime(table: Any, where: _Where, base: Path) -> RuntimeOptions:
 
 
 def _executor(table: Any, where: _Where, base: Path) -> ExecutorOptions:
-    _table(table, where, "executor")
-    _check_keys(table, _EXECUTOR_KEYS, where, "executor")
-    kind = table.get("kind", "local")
-    if kind not in EXECUTORS:
-        raise where.error("executor.kind", f"{kind!r} is not an executor; use one of "
-                                           f"{', '.join(EXECUTORS)}")
+    kind = _section_kind(table, where, "executor", _EXECUTOR_KEYS, EXECUTORS, "local")
     local_table = table.get("local", {})
     _table(local_table, where, "executor.local")
     _check_keys(local_table, _LOCAL_KEYS, where, "executor.local")
