@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 # In CI, a skip whose reason is not on the allowlist in that module fails the run.
 pytest_plugins = ["tests.skip_allowlist"]
@@ -26,11 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_USER = "dacbr-test"
 SHARED_DIR = Path("/var/tmp/dacbench-remote-tests")
 # What the unprivileged user's host side needs (the benchmarks themselves live in images).
-USER_VENV_PACKAGES = ["numpy", "gymnasium", "Pyro5", "requests", "spython", "setuptools>=64"]
+# The package's own dependencies (as pyproject.toml declares them), and what installs it.
+USER_VENV_PACKAGES = [*tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+                      ["dependencies"], "setuptools>=64"]
 
 
-def _source_digest() -> str:
-    digest = hashlib.sha256()
+def _source_digest(packages: list[str] = ()) -> str:
+    """What a user venv is built from: the package source and the packages installed beside it."""
+    digest = hashlib.sha256(repr(sorted(packages)).encode())
     for path in [*sorted((REPO / "dacbench_remote").rglob("*.py")), REPO / "pyproject.toml"]:
         digest.update(path.relative_to(REPO).as_posix().encode())
         digest.update(path.read_bytes())
@@ -69,7 +73,7 @@ def _user_venv(name: str, packages: list[str], no_deps: tuple[str, ...] = ()) ->
     base = shutil.which("python3", path="/usr/bin")
     if base is None:
         pytest.fail("Debian's /usr/bin/python3 is missing (apt-get install python3)")
-    venv = SHARED_DIR / f"{name}-{_source_digest()}"
+    venv = SHARED_DIR / f"{name}-{_source_digest([*packages, *no_deps])}"
     python = venv / "bin" / "python"
     SHARED_DIR.mkdir(parents=True, exist_ok=True)
     os.chmod(SHARED_DIR, 0o755)

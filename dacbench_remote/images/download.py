@@ -8,6 +8,7 @@ resume a kept `.part` with Range.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -39,6 +40,14 @@ class Fetched:
     resumed: bool = False
 
 
+def _terminal_width(stream: IO[str]) -> int:
+    """The columns of the terminal `stream` writes to; 0 when unknown."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):  # not a real terminal (or a test's stand-in)
+        return 0
+
+
 class Progress:
     """A progress bar on stderr (tqdm's: it fits the terminal), drawn only when that is a
     terminal, so logs and CI output stay quiet."""
@@ -49,9 +58,13 @@ class Progress:
 
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled and self.stream.isatty()
+        # A terminal that reports no size (a bare pty, some CI consoles) gets 80x24: tqdm would
+        # draw nothing at all in a zero-line screen.
+        sized = _terminal_width(self.stream) > 0
         self.bar = tqdm(desc=label or None, total=total, unit="B", unit_scale=True,
                         unit_divisor=1000, file=self.stream, disable=not self.enabled,
-                        mininterval=0.1, dynamic_ncols=True, leave=True)
+                        mininterval=0.1, dynamic_ncols=sized, ncols=None if sized else 80,
+                        nrows=None if sized else 24, leave=True)
         self._started = False
 
     def update(self, done: int, *, force: bool = False) -> None:
