@@ -93,7 +93,7 @@ def prefetch_images(trials: list[Trial], fetch: Fetch | None = None) -> list[Tri
 
     An image that cannot be had stops the sweep here, before any trial starts.
     """
-    from ..files import sha256_file
+    from ..runtimes.rootfs import default_rootfs_cache, image_sha256
 
     fetch = fetch or fetch_image
     fetched: dict[tuple[str, str | None], tuple[str, dict]] = {}
@@ -105,10 +105,12 @@ def prefetch_images(trials: list[Trial], fetch: Fetch | None = None) -> list[Tri
             pinned.append(trial)
             continue
         if runtime.image is not None:
-            # A given image is hashed once here, for the results, instead of once per trial.
+            # A given image is hashed once here, for the results, instead of once per trial
+            # (and remembered while its path, size and mtime hold, as the bwrap runtime does).
             if runtime.image not in hashed:
                 try:
-                    hashed[runtime.image] = sha256_file(Path(runtime.image))
+                    hashed[runtime.image] = image_sha256(Path(runtime.image),
+                                                         default_rootfs_cache())
                 except OSError:  # each trial reports the unreadable image itself
                     hashed[runtime.image] = ""
             if hashed[runtime.image] and not runtime.provenance:
