@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import Pyro5.api
@@ -295,8 +296,14 @@ def _check_public(name: str) -> None:
 # Process entry point
 
 
-def serve(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
-    """Serve until shutdown(), SIGTERM/SIGINT, or (optionally) until stdin closes."""
+def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
+          activate: Callable[[threading.Event], bool] | None = None) -> None:
+    """Serve until shutdown(), SIGTERM/SIGINT, or (optionally) until stdin closes.
+
+    `activate` (a zygote's spare server) is called once the sockets listen, before stdin is
+    watched; it returns when the server is handed out (True: its lifeline is now stdin) or
+    discarded (False), or when `done` is set (a stop).
+    """
     data_path = socket_path + DATA_SUFFIX
     remove_socket_files(socket_path, keep_dir=True)  # a crashed server's, at our private path
     daemon = Pyro5.server.Daemon(unixsocket=socket_path)
@@ -309,10 +316,12 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
     threading.Thread(target=data.serve_forever, daemon=True, name="data-channel").start()
     threading.Thread(target=daemon.requestLoop, args=(lambda: not done.is_set(),), daemon=True,
                      name="pyro5").start()
-    if exit_on_stdin_close:
-        threading.Thread(target=_wait_for_stdin_close, args=(done,), daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
+    if activate is not None and not activate(done):
+        _shutdown(data, runner, socket_path)  # a spare server that was never handed out
+    if exit_on_stdin_close:
+        threading.Thread(target=_wait_for_stdin_close, args=(done,), daemon=True).start()
     print(f"dacbench-remote server {__version__} (wire {codec.WIRE_VERSION}) listening on "
           f"{socket_path}", file=sys.stderr, flush=True)
     while not done.wait(0.5):

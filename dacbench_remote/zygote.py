@@ -9,7 +9,9 @@ Protocol, one request per connection on the zygote's socket (`{"op": "preload", 
 [...]}` just imports, so that the first fork does not wait for it): the host sends one JSON line
 `{"op": "fork", "name": NAME, "preload": [MODULE, ...]}` with the read end of a pipe attached
 (SCM_RIGHTS; it crosses container namespaces). The zygote imports the modules (once), forks, and
-answers `{"ok": true, "pid": PID, "socket": NAME.sock}`. The child makes the pipe its stdin, so
+answers `{"ok": true, "pid": PID, "socket": SOCKET}` (use that socket: after the first request
+the zygote keeps a spare server forked ahead, already listening, and hands it the request's pipe
+instead of forking then). The child makes the pipe its stdin, so
 the existing exit-on-stdin-close lifeline stops it when the host's end closes (host exit, even
 kill -9); it also dies with the zygote (PR_SET_PDEATHSIG). The zygote stays single-threaded
 (fork safety) and reaps its children.
@@ -23,6 +25,7 @@ import importlib
 import json
 import os
 import re
+import secrets
 import select
 import signal
 import socket
@@ -167,6 +170,7 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
     print(f"dacbench-remote zygote listening on {socket_path}", file=sys.stderr, flush=True)
     watched = [listener] + ([sys.stdin] if exit_on_stdin_close else [])
     children: dict[int, str] = {}  # pid -> its control socket
+    spares = _Spares(listener, socket_path, server, children)
     try:
         while not stopping:
             _reap(children)
@@ -179,18 +183,69 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
             if listener in ready:
                 conn, _ = listener.accept()
                 with conn:
-                    child, child_socket = _handle(conn, listener, socket_path, server)
+                    child, child_socket = _handle(conn, listener, socket_path, server, spares)
                     if child:
                         children[child] = child_socket
+                spares.refill()  # the next trial's server starts while this one runs
     finally:
         listener.close()
+        spares.discard()
         _stop_children(children)
         remove_socket_files(socket_path)  # and the directory, once the children's are gone
 
 
+class _Spares:
+    """At most one spare server, forked ahead of the next request: its sockets already listen
+    when the request comes, and it becomes that request's child server (same isolation: it was
+    forked from the zygote's untouched memory, after the same imports)."""
+
+    def __init__(self, listener, socket_path: str, server, children: dict[int, str]):
+        self.listener, self.socket_path, self.server = listener, socket_path, server
+        self.children = children
+        self.spare: tuple[int, str, socket.socket, frozenset] | None = None
+        self.ready = False  # set once the benchmark's modules are imported (a request came)
+
+    def refill(self) -> None:
+        if self.spare is not None or not self.ready:
+            return
+        name = f"z{secrets.token_hex(5)}"
+        child_socket = str(Path(self.socket_path).parent / f"{name}.sock")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            _spare(self.listener, theirs, child_socket, self.server)
+        theirs.close()
+        self.spare = (pid, child_socket, ours, frozenset(sys.modules))
+
+    def take(self, lifeline: int, preload) -> tuple[int, str] | None:
+        """Hand the spare its lifeline: (pid, socket), or None when there is no usable one."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        pid, child_socket, control, modules = spare
+        self.children[pid] = child_socket  # reaped (its sockets removed) like any child
+        try:
+            if not set(preload) <= modules:
+                return None  # imported after it was forked: it lacks them
+            control.sendmsg([b"go"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                       array.array("i", [lifeline]))])
+            return pid, child_socket
+        except OSError:  # it died: fork one on demand
+            return None
+        finally:
+            control.close()  # an unused spare sees EOF and shuts down
+
+    def discard(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.children[spare[0]] = spare[1]
+            spare[2].close()
+
+
 def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
-            server) -> tuple[int, str]:
-    """Answer one request; the child's pid and socket when one was forked, else 0."""
+            server, spares: _Spares) -> tuple[int, str]:
+    """Answer one request; the child's pid and socket when one was handed out, else 0."""
     conn.settimeout(10.0)
     fds: list[int] = []
     try:
@@ -202,6 +257,7 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
         if request.get("op") == "preload" and not fds:  # import now, before the first fork
             for module in request.get("preload") or ():
                 importlib.import_module(module)
+            spares.ready = True
             _send(conn, {"ok": True})
             return 0, ""
         name = request.get("name")
@@ -209,13 +265,19 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
             raise ValueError(f"expected a fork request with a plain name, got {request!r}")
         if len(fds) != 1:
             raise ValueError("a fork request carries exactly one lifeline fd")
-        for module in request.get("preload") or ():
+        preload = request.get("preload") or ()
+        for module in preload:
             importlib.import_module(module)
-        child_socket = str(Path(socket_path).parent / f"{name}.sock")
-        pid = os.fork()
-        if pid == 0:
-            _child(listener, conn, fds[0], child_socket, server)
-        _send(conn, {"ok": True, "pid": pid, "socket": f"{name}.sock"})
+        spares.ready = True
+        taken = spares.take(fds[0], preload)
+        if taken is None:
+            child_socket = str(Path(socket_path).parent / f"{name}.sock")
+            pid = os.fork()
+            if pid == 0:
+                _child(listener, conn, fds[0], child_socket, server)
+        else:
+            pid, child_socket = taken
+        _send(conn, {"ok": True, "pid": pid, "socket": Path(child_socket).name})
         return pid, child_socket
     except Exception as exc:  # a bad request, or a module that fails to import
         _send(conn, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
@@ -227,13 +289,21 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
 
 def _child(listener, conn, lifeline: int, child_socket: str, server) -> None:
     """In the forked child: become an ordinary server on `child_socket`; never returns."""
+    os.dup2(lifeline, 0)
+    _become_server(listener, conn, child_socket,
+                   lambda: server.serve(child_socket, exit_on_stdin_close=True))
+
+
+def _become_server(listener, conn, child_socket: str, serve) -> None:
+    """In a forked child: drop the zygote's sockets, die with it, run `serve`; never returns."""
     code = 1
     try:
         # SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets.
         die_with_parent(signal.SIGTERM)
         listener.close()
-        conn.close()
-        os.dup2(lifeline, 0)
+        if conn is not None:
+            conn.close()
+
         def stop_early(signum, frame):
             # Until serve() installs its own handlers, a stop must still remove our sockets.
             remove_socket_files(child_socket)
@@ -241,7 +311,7 @@ def _child(listener, conn, lifeline: int, child_socket: str, server) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, stop_early)
-        server.serve(child_socket, exit_on_stdin_close=True)  # exits the process itself
+        serve()  # exits the process itself
         code = 0
     except BaseException:
         import traceback
@@ -249,6 +319,30 @@ def _child(listener, conn, lifeline: int, child_socket: str, server) -> None:
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _spare(listener, control: socket.socket, child_socket: str, server) -> None:
+    """In a spare: listen on `child_socket` now; serve once the zygote sends the lifeline of
+    the request it is handed to (exit, removing the sockets, if it never does). Never returns."""
+    def activate(done) -> bool:
+        while not done.is_set():
+            if not select.select([control], [], [], 0.2)[0]:
+                continue
+            message, ancillary, _, _ = control.recvmsg(16, socket.CMSG_SPACE(4))
+            fds = [fd for level, kind, payload in ancillary
+                   if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                   for fd in array.array("i", payload[: len(payload) - len(payload) % 4])]
+            control.close()
+            if not message or len(fds) != 1:
+                return False  # discarded by the zygote
+            os.dup2(fds[0], 0)
+            os.close(fds[0])
+            return True
+        return False
+
+    _become_server(listener, None, child_socket,
+                   lambda: server.serve(child_socket, exit_on_stdin_close=True,
+                                        activate=activate))
 
 
 def _send(conn: socket.socket, answer: dict) -> None:

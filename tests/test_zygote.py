@@ -38,7 +38,8 @@ def zygote():
     proc.stdin.close()
     proc.wait(timeout=20)
     remove_socket_files(path)
-    assert not path.parent.exists()
+    # Children (the spare server too) shut down after the zygote, each removing its sockets.
+    assert _wait_for(lambda: not path.parent.exists(), timeout=5)
 
 
 def _alive(pid: int) -> bool:
@@ -185,3 +186,39 @@ def test_warm_server_imports_its_modules_at_start_and_names_one_that_fails(monke
         os.close(lifeline)
     finally:
         warm.stop()
+
+
+def _children_of(pid: int) -> set[int]:
+    return {int(word) for task in Path(f"/proc/{pid}/task").iterdir()
+            for word in (task / "children").read_text().split()}
+
+
+def test_the_next_server_is_forked_ahead_and_handed_to_the_next_request(zygote):
+    proc, path = zygote
+    child, pid, lifeline = request_fork(path, "first", ["tests.envs"])
+    try:
+        # After answering, the zygote forks a spare: its sockets listen before anyone asks.
+        assert _wait_for(lambda: len(_children_of(proc.pid) - {pid}) == 1)
+        (spare,) = _children_of(proc.pid) - {pid}
+        second, second_pid, second_lifeline = request_fork(path, "second", ["tests.envs"])
+        assert second_pid == spare and second.name != "second.sock"
+        assert _first_obs(second) == _first_obs(child) == [1, 0, 0]  # both pristine
+        os.close(second_lifeline)
+        assert _wait_for(lambda: not _alive(spare)) and _wait_for(lambda: not second.exists())
+    finally:
+        os.close(lifeline)
+
+
+def test_a_request_for_modules_the_spare_lacks_gets_a_fresh_fork(zygote):
+    proc, path = zygote
+    _first, first_pid, lifeline = request_fork(path, "first", ["tests.envs"])
+    os.close(lifeline)
+    assert _wait_for(lambda: len(_children_of(proc.pid) - {first_pid}) == 1)
+    (spare,) = _children_of(proc.pid) - {first_pid}
+    child, pid, lifeline = request_fork(path, "more", ["tests.envs", "tests.needs"])
+    try:
+        assert pid != spare and child.name == "more.sock"
+        assert _wait_for(lambda: not _alive(spare))  # the spare was discarded
+        assert _first_obs(child) == [1, 0, 0]
+    finally:
+        os.close(lifeline)

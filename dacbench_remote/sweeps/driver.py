@@ -74,9 +74,23 @@ def run_sweep(
 ) -> SweepResult:
     """Run every trial of a spec that is not complete yet, on the local or the slurm executor.
 
-    resume=False runs all trials again (their old results are removed); retry_failed=True runs
-    failed and timed-out trials again. Ctrl-C (or SIGTERM, or `cancel`) stops all trials,
-    cancels Slurm jobs and re-raises KeyboardInterrupt; completed trials stay complete.
+    Args:
+        spec_path: the sweep.toml.
+        executor: "local" or "slurm" instead of the spec's.
+        workers: local executor: trials at a time (default: the spec's, else one per core).
+        resume: False runs all trials again (their old results are removed).
+        retry_failed: also run failed and timed-out trials again.
+        sweep_dir: where results go (default: the spec's directory setting).
+        progress: called with one line per finished trial.
+
+    Returns:
+        A SweepResult: this run's id and each trial's outcome (`ok` when all are done).
+
+    Raises:
+        BadConfig: a bad spec, executor or workers. SweepAlreadyRunning: another run (or Slurm
+        job) works on this sweep directory. ImageError, RuntimeUnavailable: an image or runtime
+        that cannot be had, before any trial starts. KeyboardInterrupt: Ctrl-C (or SIGTERM, or
+        `cancel`) stops all trials and cancels Slurm jobs first; completed trials stay complete.
     """
     spec = load_spec(spec_path)
     kind = executor or spec.executor.kind
