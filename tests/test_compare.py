@@ -55,20 +55,27 @@ def test_differences_name_files_packages_and_objects(tmp_path: Path):
                "-> 6 B sha256" in line for line in lines)
 
 
-@pytest.fixture
-def pinned_catalog(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
-    """A user catalog pinning a small real image, published as a local file."""
+def probe_catalog(tmp_path: Path, monkeypatch, *, published: bool) -> tuple[Path, Path]:
+    """A user catalog pinning a small real image (its source the local file if `published`);
+    returns the pinned image and the recipe."""
     pinned = image(tmp_path, "pinned", {"etc/a": "pinned\n"})
     recipe = tmp_path / "probe.def"
     recipe.write_text("Bootstrap: debootstrap\n")
+    sources = f'["{pinned}"]' if published else "[]"
     (tmp_path / "catalog" / "benchmarks").mkdir(parents=True)
     (tmp_path / "catalog" / "benchmarks" / "probe.toml").write_text(
         f'family = "probe"\nrecipe = "{recipe}"\nbenchmarks = ["Probe"]\n[[versions]]\n'
         f'experiment = "exp:1"\nimage = "probe-1.sif"\nsha256 = "{sha256_file(pinned)}"\n'
-        f'inputs = "{"1" * 64}"\nsources = ["{pinned}"]\ndefault = true\n')
+        f'inputs = "{"1" * 64}"\nsources = {sources}\ndefault = true\n')
     monkeypatch.setenv("DACBENCH_REMOTE_CATALOG", str(tmp_path / "catalog" / "benchmarks"))
     monkeypatch.setenv("DACBENCH_REMOTE_CACHE", str(tmp_path / "cache"))
     return pinned, recipe
+
+
+@pytest.fixture
+def pinned_catalog(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A user catalog pinning a small real image, published as a local file."""
+    return probe_catalog(tmp_path, monkeypatch, published=True)
 
 
 def test_verify_reports_a_reproduced_pin(pinned_catalog):
@@ -114,17 +121,7 @@ def test_verify_needs_a_pin(tmp_path: Path, monkeypatch):
 @pytest.fixture
 def unpublished_pin(tmp_path: Path, monkeypatch) -> Path:
     """A catalog version pinned to a small image that has no sources (as the packaged ones)."""
-    pinned = image(tmp_path, "pinned", {"etc/a": "pinned\n"})
-    recipe = tmp_path / "probe.def"
-    recipe.write_text("Bootstrap: debootstrap\n")
-    (tmp_path / "catalog" / "benchmarks").mkdir(parents=True)
-    (tmp_path / "catalog" / "benchmarks" / "probe.toml").write_text(
-        f'family = "probe"\nrecipe = "{recipe}"\nbenchmarks = ["Probe"]\n[[versions]]\n'
-        f'experiment = "exp:1"\nimage = "probe-1.sif"\nsha256 = "{sha256_file(pinned)}"\n'
-        f'inputs = "{"1" * 64}"\nsources = []\ndefault = true\n')
-    monkeypatch.setenv("DACBENCH_REMOTE_CATALOG", str(tmp_path / "catalog" / "benchmarks"))
-    monkeypatch.setenv("DACBENCH_REMOTE_CACHE", str(tmp_path / "cache"))
-    return pinned
+    return probe_catalog(tmp_path, monkeypatch, published=False)[0]
 
 
 def _altered_rebuild(tmp_path: Path):
