@@ -11,16 +11,16 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RemoteRunner": "runner",
-    "EpisodeResult": "runner",
-    "RemoteEnvironmentClient": "client",
-    "ServerConnection": "client",
-    "RandomAgent": "agents",
-    "StaticAgent": "agents",
-    "make_agent": "agents",
-    "read_run": "results",
-    "list_runs": "results",
-    "to_sb3": "sb3",  # imports Stable-Baselines3 only when called
+    "RemoteRunner": "host.runner",
+    "EpisodeResult": "host.runner",
+    "RemoteEnvironmentClient": "host.client",
+    "ServerConnection": "host.client",
+    "RandomAgent": "host.agents",
+    "StaticAgent": "host.agents",
+    "make_agent": "host.agents",
+    "read_run": "host.results",
+    "list_runs": "host.results",
+    "to_sb3": "host.sb3",  # imports Stable-Baselines3 only when called
 }
 _ERRORS = [  # the tree is drawn in errors.py
     "DacbenchRemoteError",

@@ -309,7 +309,7 @@ def _seed_argument(text: str) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import RemoteRunner
+    from .host.runner import RemoteRunner
 
     if args.repeat:
         return cmd_repeat(args)
@@ -339,7 +339,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_repeat(args: argparse.Namespace) -> int:
     """Re-run a recorded run with its recorded parameters and compare episode by episode."""
-    from .repeat import repeat_run
+    from .host.repeat import repeat_run
 
     outcome = repeat_run(args.repeat, run_id=args.run_id, results_path=args.out / "results.jsonl")
     rows = [[o["episode"], o["seed"], f"{o['recorded']:.6g}", f"{o['repeated']:.6g}",
@@ -505,7 +505,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import datetime
 
-    from .files import sha256_file
+    from ._sys.files import sha256_file
     from .images.sif import SifImage
 
     image = SifImage.open(args.image)
@@ -555,7 +555,7 @@ def _print_manifest(image, *, packages: bool) -> None:
 def cmd_ps(args: argparse.Namespace) -> int:
     import time
 
-    from .processes import list_servers
+    from .host.servers import list_servers
 
     servers = list_servers()
     rows = [[s.pid, s.runtime, s.socket_id or "-", f"{time.time() - s.started:.0f}s",
@@ -566,7 +566,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .processes import cleanup_stale
+    from .host.servers import cleanup_stale
 
     report = cleanup_stale()
     print("\n".join(report.lines()))

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dacbench_remote._sys.sockets import DATA_SUFFIX, new_socket_path
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 from dacbench_remote.runtimes.rootfs import force_rmtree, fuse_usable
-from dacbench_remote.sockets import DATA_SUFFIX, new_socket_path
 
 
 def accepts(path: Path) -> bool:

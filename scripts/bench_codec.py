@@ -11,7 +11,7 @@ import timeit
 
 import numpy as np
 
-from dacbench_remote import codec
+from dacbench_remote.wire import codec
 
 CASES = {
     "small step (4,) float32": (np.zeros(4, np.float32), 1.0, False, False, {}),

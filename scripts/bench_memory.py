@@ -18,12 +18,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dacbench_remote.client import ServerConnection  # noqa: E402
-from dacbench_remote.processes import tree  # noqa: E402
-from dacbench_remote.runner import RemoteRunner  # noqa: E402
+from dacbench_remote._sys.procfs import tree  # noqa: E402
+from dacbench_remote._sys.sockets import socket_answers  # noqa: E402
+from dacbench_remote.host.client import ServerConnection  # noqa: E402
+from dacbench_remote.host.runner import RemoteRunner  # noqa: E402
+from dacbench_remote.host.zygote_client import WarmServer  # noqa: E402
 from dacbench_remote.runtimes import make_runtime  # noqa: E402
-from dacbench_remote.sockets import socket_answers  # noqa: E402
-from dacbench_remote.zygote import WarmServer  # noqa: E402
 
 
 def pss_kib(pids) -> int:

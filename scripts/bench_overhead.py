@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
 from dacbench_remote import RemoteRunner  # noqa: E402
-from dacbench_remote.channel import recv_frame, send_frame  # noqa: E402
 from dacbench_remote.runtimes.local import LocalRuntime  # noqa: E402
-from dacbench_remote.server import create_env  # noqa: E402
+from dacbench_remote.server.envs import create_env  # noqa: E402
+from dacbench_remote.wire.channel import recv_frame, send_frame  # noqa: E402
 
 CASES = [
     ("(4,) float32: CartPole-v1", "gymnasium:CartPole-v1"),

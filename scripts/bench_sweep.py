@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dacbench_remote.runner import RemoteRunner  # noqa: E402
+from dacbench_remote.host.runner import RemoteRunner  # noqa: E402
 from dacbench_remote.sweeps import SweepDir, read_results_csv, run_sweep  # noqa: E402
 
 
@@ -90,8 +90,8 @@ def default_image() -> Path | None:
 LUBY_LOOP = """
 import sys
 from dacbench.benchmarks import LubyBenchmark
-from dacbench_remote.agents import make_agent
-from dacbench_remote.runner import run_episode
+from dacbench_remote.host.agents import make_agent
+from dacbench_remote.host.runner import run_episode
 for seed in range(int(sys.argv[1])):
     env = LubyBenchmark().get_environment()
     run_episode(env, make_agent("random", env, seed), 0, seed)

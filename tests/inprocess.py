@@ -7,11 +7,11 @@ import json
 import threading
 from typing import Any
 
-from dacbench_remote import codec
-from dacbench_remote.channel import RUNNER_OBJECT_ID, LoopbackChannel
-from dacbench_remote.client import ServerConnection, unwrap_reply
-from dacbench_remote.data_server import DataSession
-from dacbench_remote.server import RemoteRunnerServer
+from dacbench_remote.host.client import ServerConnection, unwrap_reply
+from dacbench_remote.server.control import RemoteRunnerServer
+from dacbench_remote.server.data_channel import DataSession
+from dacbench_remote.wire import codec
+from dacbench_remote.wire.channel import RUNNER_OBJECT_ID, LoopbackChannel
 
 
 class InProcessServer:

@@ -56,7 +56,7 @@ def in_process(name: str, episodes: int = 10) -> list:
 
 def main() -> None:
     from dacbench_remote import RemoteRunner
-    from dacbench_remote.results import read_run
+    from dacbench_remote.host.results import read_run
 
     name, out = sys.argv[1:3]
     benchmark = make_benchmark(name)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from dacbench_remote.channel import ChannelClosed, recv_frame, send_frame, wait_for_frame
+from dacbench_remote.wire.channel import ChannelClosed, recv_frame, send_frame, wait_for_frame
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_wait_polls_while_the_peer_answers_quickly_and_backs_off_when_it_does_
     import threading
     import time
 
-    from dacbench_remote.channel import FrameWaiter
+    from dacbench_remote.wire.channel import FrameWaiter
 
     left, right = socket.socketpair()
     with left, right:
@@ -75,7 +75,7 @@ def test_a_wait_polls_while_the_peer_answers_quickly_and_backs_off_when_it_does_
 
 
 def test_the_poll_window_comes_from_the_environment(monkeypatch):
-    from dacbench_remote.channel import SPIN_ENV, FrameWaiter, default_spin
+    from dacbench_remote.wire.channel import SPIN_ENV, FrameWaiter, default_spin
 
     monkeypatch.setenv(SPIN_ENV, "0")
     assert FrameWaiter().spin == 0.0
@@ -86,7 +86,7 @@ def test_the_poll_window_comes_from_the_environment(monkeypatch):
 
 
 def test_a_socket_channel_skips_late_replies_and_refuses_a_reply_from_the_future(pair):
-    from dacbench_remote.channel import IDLE, WAITING, OutOfStep, SocketChannel
+    from dacbench_remote.wire.channel import IDLE, WAITING, OutOfStep, SocketChannel
 
     client, server = pair
     channel = SocketChannel(client)
@@ -104,7 +104,7 @@ def test_a_socket_channel_skips_late_replies_and_refuses_a_reply_from_the_future
 
 
 def test_a_loopback_channel_answers_each_request_at_once():
-    from dacbench_remote.channel import LoopbackChannel
+    from dacbench_remote.wire.channel import LoopbackChannel
 
     channel = LoopbackChannel(lambda body: [b"re:", body])
     seq = channel.send([b"a", memoryview(b"bc")])

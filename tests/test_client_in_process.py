@@ -16,13 +16,15 @@ from dacbench_remote import (
     UnknownBenchmark,
     UnsendableResult,
     VersionMismatch,
+)
+from dacbench_remote.errors import error_from_payload
+from dacbench_remote.server.data_channel import DataSession
+from dacbench_remote.server.envs import create_env
+from dacbench_remote.testing import assert_identical
+from dacbench_remote.wire import (
     codec,
 )
-from dacbench_remote.channel import LoopbackChannel
-from dacbench_remote.data_server import DataSession
-from dacbench_remote.errors import error_from_payload
-from dacbench_remote.server import create_env
-from dacbench_remote.testing import assert_identical
+from dacbench_remote.wire.channel import LoopbackChannel
 from tests.inprocess import InProcessConnection, InProcessServer
 from tests.trajectories import record_trajectory
 

@@ -25,8 +25,8 @@ from gymnasium import spaces
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from dacbench_remote import codec
 from dacbench_remote.testing import assert_identical
+from dacbench_remote.wire import codec
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -768,7 +768,7 @@ WITHOUT_GYMNASIUM = """
 import sys
 sys.modules["gymnasium"] = None  # any import of it now fails, as in an image without it
 import numpy as np
-from dacbench_remote import codec
+from dacbench_remote.wire import codec
 value = (np.zeros(4, np.float32), 1.0, False, False, {"d": np.float64(0.5), 1: (2, b"x")})
 back = codec.decode_message(bytearray(b"".join(codec.encode_message(value))))
 assert back[0].dtype == np.float32 and type(back[4]["d"]) is np.float64, back

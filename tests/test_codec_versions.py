@@ -14,8 +14,9 @@ import gymnasium
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
-from dacbench_remote import codec, server
+from dacbench_remote.server import control
 from dacbench_remote.testing import assert_identical
+from dacbench_remote.wire import codec
 from tests.wire_values import encoded, portable_values
 
 GOLDEN = Path(__file__).parent / "data" / "wire_golden.json"
@@ -65,7 +66,7 @@ def test_old_spec_fields_that_are_set_are_kept_so_the_reader_refuses_rather_than
 
 
 def test_the_server_sends_a_spec_every_gymnasium_version_reads():
-    text = server._portable_spec_json(gymnasium.make("CartPole-v1").spec)
+    text = control._portable_spec_json(gymnasium.make("CartPole-v1").spec)
     assert EnvSpec.from_json(text) == gymnasium.make("CartPole-v1").spec
 
 
@@ -93,12 +94,12 @@ class OldEnv:
 def test_set_attr_without_set_wrapper_attr_reaches_the_inner_env():
     inner = OldEnv()
     env = OldWrapper(OldWrapper(inner))
-    server._set_attribute(env, "instance", "new")
+    control._set_attribute(env, "instance", "new")
     assert inner.instance == "new" and "instance" not in vars(env)
 
 
 def test_set_attr_without_set_wrapper_attr_sets_a_wrappers_own_attribute_there():
     inner = OldEnv()
     middle = OldWrapper(inner, budget=3)
-    server._set_attribute(OldWrapper(middle), "budget", 5)
+    control._set_attribute(OldWrapper(middle), "budget", 5)
     assert middle.budget == 5 and not hasattr(inner, "budget")

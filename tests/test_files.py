@@ -1,4 +1,4 @@
-"""Atomic file replacement, file hashing and flock-held blocks (dacbench_remote.files)."""
+"""Atomic file replacement, file hashing and flock-held blocks (dacbench_remote._sys.files)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.files import (
+from dacbench_remote._sys.files import (
     atomic_output,
     atomic_write_json,
     atomic_write_text,

@@ -75,8 +75,9 @@ def test_stage_holds_the_singularity_files_and_the_post_script(base_recipe, tmp_
     phases = [line.split()[1] for line in script.splitlines() if line.startswith("phase ")]
     assert phases == ["files", "post", "metadata", "test", "squashfs"]
     staged = stage / "files" / "0" / "dacbench_remote"
-    assert (staged / "server.py").read_bytes() == (REPO / "dacbench_remote" / "server.py").read_bytes()
-    assert stat.S_IMODE((staged / "server.py").stat().st_mode) & 0o444 == 0o444
+    serve = Path("server") / "serve.py"
+    assert (staged / serve).read_bytes() == (REPO / "dacbench_remote" / serve).read_bytes()
+    assert stat.S_IMODE((staged / serve).stat().st_mode) & 0o444 == 0o444
     # The hook reads the stage where sync-in put it inside the root, never from the host.
     assert f'stage="$root/{native.STAGE_DIR}"' in script and str(stage) not in script
     assert ('\ncp -fLr "$stage"/files/0/dacbench_remote '

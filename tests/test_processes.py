@@ -10,13 +10,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dacbench_remote.processes import (
-    CleanupReport,
-    ServerInfo,
-    _classify,
-    _in_socket_dir,
-    terminate_then_kill,
-)
+from dacbench_remote._sys.procfs import terminate_then_kill
+from dacbench_remote.host.servers import CleanupReport, ServerInfo, _classify, _in_socket_dir
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 
@@ -95,11 +90,11 @@ def test_nothing_signalled_means_nothing_to_wait_for():
 
 def test_the_zygote_and_processes_import_nothing_host_only():
     # The zygote imports processes inside minimal images (numpy, gymnasium and Pyro5 only).
-    code = "import sys, dacbench_remote.zygote; print(' '.join(sorted(sys.modules)))"
+    code = "import sys, dacbench_remote.server.zygote; print(' '.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
-    assert "dacbench_remote.processes" in loaded
+    assert "dacbench_remote._sys.procfs" in loaded
     host_only = {"requests", "dacbench_remote.runtimes", "dacbench_remote.images",
-                 "dacbench_remote.sweeps", "dacbench_remote.runner"}
+                 "dacbench_remote.sweeps", "dacbench_remote.host"}
     assert [name for name in loaded if {name.split(".")[0], ".".join(name.split(".")[:2])}
             & host_only] == []

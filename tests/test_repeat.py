@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote import repeat
 from dacbench_remote.errors import BadConfig, ImageError, ImageNotFound
+from dacbench_remote.host import repeat
 
 
 class RunnerCalled(Exception):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dacbench_remote.errors import BadConfig, DacbenchRemoteError, ResultsWriteError
-from dacbench_remote.results import (
+from dacbench_remote.host.results import (
     IncompleteRecordWarning,
     RunSummary,
     append_record,
@@ -55,7 +55,7 @@ def test_a_record_must_be_a_dict(tmp_path):
 
 CONCURRENT_WRITER = """
 import sys
-from dacbench_remote.results import append_record
+from dacbench_remote.host.results import append_record
 for i in range(200):
     append_record(sys.argv[1], {"writer": sys.argv[2], "i": i, "pad": "x" * 20000})
 """
@@ -114,7 +114,7 @@ def test_full_disk_leaves_no_fragment_and_names_the_file(tmp_path, monkeypatch):
 
 FILE_SIZE_LIMITED = """
 import json, resource, signal, sys
-from dacbench_remote.results import append_record
+from dacbench_remote.host.results import append_record
 path = sys.argv[1]
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
 size = len(open(path, "rb").read())
@@ -223,7 +223,7 @@ def test_unknown_run_and_missing_file_are_named(tmp_path):
 
 def test_the_runners_records_read_back_as_written(tmp_path):
     """What EpisodeResult.to_record writes (provenance first) comes back unchanged."""
-    from dacbench_remote.runner import EpisodeResult
+    from dacbench_remote.host.runner import EpisodeResult
 
     path = tmp_path / "r.jsonl"
     results = [EpisodeResult(i, 7 + i, float(np.float32(0.25 * i)), 10, 0.5, True, False,

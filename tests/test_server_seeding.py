@@ -9,7 +9,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from dacbench_remote import server
+from dacbench_remote.server import control, envs
 
 
 def global_draws() -> tuple[float, float]:
@@ -64,7 +64,7 @@ def test_seed_global_rngs_seeds_random_and_numpy_legacy_rng():
     expected = draws_after_seeding(123)
     random.seed(1)
     np.random.seed(1)
-    server.seed_global_rngs(123)
+    envs.seed_global_rngs(123)
     assert global_draws() == expected
 
 
@@ -74,15 +74,15 @@ def test_seed_global_rngs_with_none_leaves_the_generators_alone():
     expected = global_draws()
     random.seed(5)
     np.random.seed(5)
-    server.seed_global_rngs(None)
+    envs.seed_global_rngs(None)
     assert global_draws() == expected
 
 
 @pytest.mark.parametrize("seed", [2**32, 2**70 + 3, -4])
 def test_seeds_outside_numpys_legacy_range_are_accepted_and_repeat(seed):
-    server.seed_global_rngs(seed)
+    envs.seed_global_rngs(seed)
     first = global_draws()
-    server.seed_global_rngs(seed)
+    envs.seed_global_rngs(seed)
     assert global_draws() == first
     assert first != draws_after_seeding(0)
 
@@ -94,18 +94,18 @@ def test_seeds_outside_numpys_legacy_range_are_accepted_and_repeat(seed):
 def test_benchmark_seed_reads_the_config_key_seed(config, expected):
     benchmark = GlobalRngBenchmark()
     benchmark.config = config
-    assert server.benchmark_seed(benchmark) == expected
+    assert envs.benchmark_seed(benchmark) == expected
 
 
 def test_create_env_seeds_the_global_rngs_with_the_benchmarks_seed_before_building():
-    env = server.create_env(TARGET)
+    env = envs.create_env(TARGET)
     assert env.built_with == draws_after_seeding(7)
-    env = server.create_env(TARGET, {"seed": 11})
+    env = envs.create_env(TARGET, {"seed": 11})
     assert env.built_with == draws_after_seeding(11)
 
 
 def test_reset_with_a_seed_seeds_the_global_rngs_before_the_envs_reset():
-    remote = server.RemoteEnvironmentServer("e1", server.create_env(TARGET))
+    remote = control.RemoteEnvironmentServer("e1", envs.create_env(TARGET))
     ok, (observation, _) = remote.handle(["reset", 42, None])
     assert ok
     assert tuple(observation) == draws_after_seeding(42)
@@ -115,7 +115,7 @@ def test_reset_with_a_seed_seeds_the_global_rngs_before_the_envs_reset():
 
 
 def test_reset_without_a_seed_does_not_reseed():
-    remote = server.RemoteEnvironmentServer("e1", server.create_env(TARGET))
+    remote = control.RemoteEnvironmentServer("e1", envs.create_env(TARGET))
     remote.handle(["reset", 42, None])
     ok, (unseeded, _) = remote.handle(["reset", None, None])
     assert ok

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import BadConfig, UnsafeDirectory
-from dacbench_remote.sockets import (
+from dacbench_remote._sys.sockets import (
     DATA_SUFFIX,
     MAX_SOCKET_PATH,
     check_private_socket_dir,
@@ -22,6 +21,7 @@ from dacbench_remote.sockets import (
     socket_id_of,
     socket_path_for_id,
 )
+from dacbench_remote.errors import BadConfig, UnsafeDirectory
 from tests.needs import need_root
 
 

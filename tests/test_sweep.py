@@ -27,10 +27,10 @@ from dacbench_remote.sweeps import (
     status,
 )
 from dacbench_remote.sweeps.executors import EXECUTORS, make_executor, prefetch_images
-from dacbench_remote.sweeps.results import write_tables
-from dacbench_remote.sweeps.slurm import SlurmExecutor
+from dacbench_remote.sweeps.slurm_executor import SlurmExecutor
 from dacbench_remote.sweeps.spec import LocalOptions, SlurmOptions
 from dacbench_remote.sweeps.sweepdir import atomic_write_json, read_jsonl
+from dacbench_remote.sweeps.tables import write_tables
 from tests.needs import need_module
 
 FULL = """
@@ -363,7 +363,7 @@ def test_status_counts_finished_and_waiting_trials(tmp_path: Path):
 
 def test_stale_running_file_of_a_dead_process_is_not_counted_as_running(tmp_path: Path):
     layout, trials = fake_sweep(tmp_path)
-    from dacbench_remote.processes import boot_id, hostname
+    from dacbench_remote._sys.procfs import boot_id, hostname
 
     atomic_write_json(layout.running_file(trials[3].id), {
         "host": hostname(), "boot_id": boot_id(),
@@ -414,7 +414,7 @@ def test_every_executor_name_makes_the_executor_of_that_name():
     for kind in EXECUTORS:
         executor = make_executor(kind, LocalOptions(), SlurmOptions())
         assert executor.name == kind
-        assert type(executor).__module__ == f"dacbench_remote.sweeps.{kind}"
+        assert type(executor).__module__ == f"dacbench_remote.sweeps.{kind}_executor"
     with pytest.raises(BadConfig, match="use one of local, slurm"):
         make_executor("cloud", LocalOptions(), SlurmOptions())
 
@@ -435,7 +435,7 @@ def test_slurm_parameters_follow_the_spec():
 
 
 def test_slurm_refuses_to_start_while_an_earlier_array_still_runs(tmp_path: Path, monkeypatch):
-    import dacbench_remote.sweeps.slurm as slurm
+    import dacbench_remote.sweeps.slurm_executor as slurm
 
     layout = SweepDir(tmp_path)
     layout.add_job_id("4242")
@@ -474,7 +474,7 @@ def test_without_pyarrow_the_tables_are_csv_only(tmp_path: Path, monkeypatch):
 def test_sockets_of_killed_servers_are_removed_only_inside_the_socket_dir(tmp_path, monkeypatch):
     import socket
 
-    from dacbench_remote.sockets import new_socket_path
+    from dacbench_remote._sys.sockets import new_socket_path
     from dacbench_remote.sweeps.trial_runner import remove_server_sockets
 
     monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(tmp_path / "socks"))

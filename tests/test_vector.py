@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from dacbench_remote import codec
 from dacbench_remote.errors import BadConfig
-from dacbench_remote.vector import _merge_infos, autoreset_value
-from dacbench_remote.vector_server import pack_objects, unpack_objects
+from dacbench_remote.host.vector import _merge_infos, autoreset_value
+from dacbench_remote.server.batched import pack_objects, unpack_objects
+from dacbench_remote.wire import codec
 
 
 def test_object_arrays_cross_the_codec_and_come_back_as_object_arrays():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.client import ServerConnection
-from dacbench_remote.sockets import new_socket_path, remove_socket_files
-from dacbench_remote.zygote import ZygoteError, request_fork
+from dacbench_remote._sys.sockets import new_socket_path, remove_socket_files
+from dacbench_remote.host.client import ServerConnection
+from dacbench_remote.host.zygote_client import ZygoteError, request_fork
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -92,7 +92,7 @@ def test_child_exits_when_its_host_is_killed(zygote, tmp_path):
     proc, path = zygote
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from dacbench_remote.zygote import request_fork; "
+         "import sys, time; from dacbench_remote.host.zygote_client import request_fork; "
          f"c, pid, fd = request_fork({str(path)!r}, 'held'); print(pid, flush=True); "
          "time.sleep(3600)"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     pid = int(holder.stdout.readline())
@@ -129,8 +129,8 @@ def test_bad_requests_are_refused_with_the_reason(zygote):
 
 
 def test_warm_server_in_the_local_runtime_leaves_nothing(monkeypatch):
+    from dacbench_remote.host.zygote_client import WarmServer
     from dacbench_remote.runtimes.local import LocalRuntime
-    from dacbench_remote.zygote import WarmServer
 
     monkeypatch.setenv("PYTHONPATH", ROOT)
     warm = WarmServer(LocalRuntime(), preload=["tests.envs"])
@@ -151,8 +151,8 @@ def test_warm_server_in_the_local_runtime_leaves_nothing(monkeypatch):
 
 
 def test_an_old_server_without_zygote_is_reported_as_unsupported(tmp_path):
+    from dacbench_remote.host.zygote_client import WarmServer, ZygoteUnsupported
     from dacbench_remote.runtimes.local import LocalRuntime
-    from dacbench_remote.zygote import WarmServer, ZygoteUnsupported
 
     old = tmp_path / "old-python"  # a server whose argparse does not know --zygote
     old.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import argparse, sys; "
@@ -167,8 +167,8 @@ def test_an_old_server_without_zygote_is_reported_as_unsupported(tmp_path):
 
 
 def test_warm_server_imports_its_modules_at_start_and_names_one_that_fails(monkeypatch):
+    from dacbench_remote.host.zygote_client import WarmServer
     from dacbench_remote.runtimes.local import LocalRuntime
-    from dacbench_remote.zygote import WarmServer
 
     monkeypatch.setenv("PYTHONPATH", ROOT)
     warm = WarmServer(LocalRuntime(), preload=["no_such_module_at_start"])

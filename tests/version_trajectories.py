@@ -70,7 +70,7 @@ def local_env(benchmark: str, seed_globals: bool = True):
 
 
 def run_local(benchmark: str, seed: int, out: Path) -> None:
-    from dacbench_remote import codec
+    from dacbench_remote.wire import codec
 
     warnings.simplefilter("ignore")
     env = local_env(benchmark)
@@ -81,7 +81,7 @@ def run_local(benchmark: str, seed: int, out: Path) -> None:
 
 def run_repeat(benchmark: str, seed: int) -> None:
     """Two in-process runs each way, in one process; prints {"unseeded": eq, "seeded": eq}."""
-    from dacbench_remote import codec
+    from dacbench_remote.wire import codec
 
     warnings.simplefilter("ignore")
     equal = {}
@@ -94,7 +94,8 @@ def run_repeat(benchmark: str, seed: int) -> None:
 
 def run_remote(jobs: list[dict], out: Path) -> None:
     """Start every job's runner, then replay all at once; results (or errors) by job name."""
-    from dacbench_remote import RemoteRunner, codec
+    from dacbench_remote import RemoteRunner
+    from dacbench_remote.wire import codec
 
     runners = {job["name"]: RemoteRunner(job["benchmark"], runtime="bwrap", image=job["image"],
                                          results_path=None) for job in jobs}

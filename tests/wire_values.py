@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from dacbench_remote import codec
+from dacbench_remote.wire import codec
 
 
 def portable_values() -> dict[str, Any]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from .._sys.files import atomic_output, sha256_file
 from ..errors import BuildError
-from ..files import atomic_output, sha256_file
 from . import hostconfig, layout, manifest, native
 from .recipe import Recipe, parse_recipe, template_variables
 from .sif import write_sif

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._sys.files import atomic_write_text, fsync_file, locked, sha256_file
 from ..errors import (
     BadConfig,
     BuildError,
@@ -31,7 +32,6 @@ from ..errors import (
     ImageError,
     ImageNotFound,
 )
-from ..files import atomic_write_text, fsync_file, locked, sha256_file
 from .catalog import ResolvedImage
 from .download import SourceFailed, fetch_source
 

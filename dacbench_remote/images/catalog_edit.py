@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .._sys.files import atomic_output
 from ..errors import BadConfig
-from ..files import atomic_output
 from .catalog import _SHA256, ImageFamily, ImageVersion, parse_catalog_file
 
 _TABLE_HEADER = re.compile(r"^\s*\[")

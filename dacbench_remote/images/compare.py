@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._sys.files import sha256_file
 from ..errors import CorruptImage
-from ..files import sha256_file
 from .manifest import MANIFEST_NAME
 from .sif import SifImage
 from .unsquash import unsquashfs

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from ..files import hash_file, sha256_file  # many modules import sha256_file from here
+from .._sys.files import hash_file, sha256_file  # many modules import sha256_file from here
 
 if TYPE_CHECKING:
     import requests

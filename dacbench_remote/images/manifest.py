@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._sys.files import sha256_file
 from ..errors import BuildError
-from ..files import sha256_file
 from .native import host_only_files
 from .recipe import Recipe
 from .unsquash import unsquashfs

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._sys.files import sha256_file
 from ..errors import RegistryError
-from ..files import sha256_file
 from . import catalog_edit
 from .credentials import Credentials
 from .download import Progress

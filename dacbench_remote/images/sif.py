@@ -16,8 +16,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._sys.files import atomic_output
 from ..errors import BuildError, CorruptImage, ImageNotFound
-from ..files import atomic_output
 
 # --- constants from the SIF spec (sylabs/sif pkg/sif/sif.go) -----------------------------------
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._sys.files import sha256_file
 from ..config import load_config
 from ..errors import BadConfig, ImageError
-from ..files import sha256_file
 from .cache import BUILD_CONTEXT, ImageCache
 from .catalog import Catalog, ResolvedImage
 from .compare import ImageDifference, compare_images

@@ -18,9 +18,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._sys.procfs import terminate_then_kill, wait_until
+from .._sys.sockets import check_private_socket_dir, remove_socket_files
 from ..errors import BadConfig
-from ..processes import terminate_then_kill, wait_until
-from ..sockets import check_private_socket_dir, remove_socket_files
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._sys.files import atomic_write_text, locked, sha256_file
 from ..errors import ImageError, RuntimeUnavailable, UnsafeDirectory
-from ..files import atomic_write_text, locked, sha256_file
 from ..images.unsquash import unsquashfs
 
 TMP_PREFIX = ".tmp-"

@@ -21,7 +21,7 @@ _PUBLIC = {
     "CancelResult": "driver", "new_run_id": "driver",
     "status": "reporting", "report": "reporting", "SweepStatus": "reporting",
     "SweepReport": "reporting",
-    "read_results_csv": "results", "write_tables": "results",
+    "read_results_csv": "tables", "write_tables": "tables",
     "SweepSpec": "spec", "load_spec": "spec", "parse_spec": "spec",
     "SweepDir": "sweepdir",
     "Trial": "trial", "TrialOutcome": "trial", "RuntimeOptions": "trial",

@@ -15,15 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from secrets import token_hex
 
+from .._sys.files import atomic_write_json, atomic_write_text, locked
+from .._sys.procfs import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from ..errors import BadConfig, SweepAlreadyRunning
-from ..files import atomic_write_json, atomic_write_text, locked
-from ..processes import ProcessRecord, boot_id, hostname, stop_records, wait_gone
-from ..results import append_record
+from ..host.results import append_record
 from .executors import EXECUTORS, RunContext, make_executor
-from .results import write_tables
-from .slurm import live_tasks, scancel
+from .slurm_executor import live_tasks, scancel
 from .spec import load_spec
 from .sweepdir import SweepDir, read_json
+from .tables import write_tables
 from .trial import DONE, FAILED, TIMED_OUT, TrialOutcome
 from .trial_runner import remove_server_sockets
 

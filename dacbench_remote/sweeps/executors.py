@@ -59,11 +59,11 @@ def make_executor(kind: str, local: LocalOptions, slurm: SlurmOptions,
     `workers` overrides the local executor's worker count; the Slurm executor ignores it.
     """
     if kind == "local":
-        from .local import LocalExecutor
+        from .local_executor import LocalExecutor
 
         return LocalExecutor(local, workers)
     if kind == "slurm":
-        from .slurm import SlurmExecutor
+        from .slurm_executor import SlurmExecutor
 
         return SlurmExecutor(slurm)
     raise BadConfig(f"executor {kind!r} is not known; use one of {', '.join(EXECUTORS)}")

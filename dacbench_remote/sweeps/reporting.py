@@ -8,10 +8,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import atomic_output
-from ..processes import ProcessRecord, boot_id, hostname
-from .results import PENDING, episode_rows, write_tables
+from .._sys.files import atomic_output
+from .._sys.procfs import ProcessRecord, boot_id, hostname
 from .sweepdir import SweepDir, read_json, read_jsonl
+from .tables import PENDING, episode_rows, write_tables
 from .trial import DONE, FAILED, TIMED_OUT, Trial
 
 RUNNING = "running"
@@ -164,7 +164,7 @@ class SweepStatus:
 
 def status(sweep_dir: str | Path) -> SweepStatus:
     """How far a (possibly running) sweep is; cheap enough to call every few seconds."""
-    from .slurm import live_tasks
+    from .slurm_executor import live_tasks
 
     layout = SweepDir(sweep_dir)
     trials = layout.trials()

@@ -22,9 +22,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._sys.files import atomic_write_json, atomic_write_text  # noqa: F401  (sweeps import them here)
 from ..errors import BadConfig
-from ..files import atomic_write_json, atomic_write_text  # noqa: F401  (sweeps import them here)
-from ..results import read_records
+from ..host.results import read_records
 from .trial import FINAL_STATES, Trial, TrialOutcome
 
 

@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..files import atomic_write_json
-from ..processes import (
+from .._sys.files import atomic_write_json
+from .._sys.procfs import (
     ProcessRecord,
     argv_of,
     boot_id,
@@ -26,9 +26,9 @@ from ..processes import (
     stop_records,
     tree,
 )
+from .._sys.sockets import is_socket_id, remove_socket_files, socket_dir
+from ..host.zygote_client import ZygoteError
 from ..runtimes.base import SERVER_MODULE
-from ..sockets import is_socket_id, remove_socket_files, socket_dir
-from ..zygote import ZygoteError
 from .sweepdir import SweepDir, read_json, read_jsonl
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 

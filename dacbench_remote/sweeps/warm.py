@@ -19,9 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-from ..channel import DATA_SUFFIX
-from ..runner import RemoteRunner
-from ..zygote import WarmServer, ZygoteError, ZygoteUnsupported, request_fork
+from .._sys.sockets import DATA_SUFFIX
+from ..host.runner import RemoteRunner
+from ..host.zygote_client import WarmServer, ZygoteError, ZygoteUnsupported, request_fork
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, ZYGOTE_ENV
 
@@ -112,8 +112,8 @@ class ForkedRunner(RemoteRunner):
         self._lifeline: int | None = None
 
     def _attach(self) -> None:
-        from ..client import ServerConnection
-        from ..sockets import socket_answers
+        from .._sys.sockets import socket_answers
+        from ..host.client import ServerConnection
 
         started = time.monotonic()
         name = f"t-{secrets.token_hex(4)}"

@@ -16,8 +16,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..files import atomic_write_json, atomic_write_text
-from ..processes import die_with_parent, hostname
+from .._sys.files import atomic_write_json, atomic_write_text
+from .._sys.procfs import die_with_parent, hostname
 from .sweepdir import read_json
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
@@ -56,7 +56,7 @@ def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[d
 
 def run(trial_dir: Path, run_id: str) -> None:
     """Start the trial's server, run its episodes, and write episodes.jsonl (complete lines)."""
-    from ..runner import RemoteRunner
+    from ..host.runner import RemoteRunner
     from .warm import ForkedRunner
 
     trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
@@ -110,7 +110,7 @@ def host() -> int:
     Answers `{"pid": PID}` once the trial's worker is forked and `{"exit": CODE}` when it ended
     (CODE as subprocess reports it: negative for a signal). Exits when stdin closes.
     """
-    from .. import agents, runner  # noqa: F401 - what every trial imports, imported once
+    from ..host import agents, runner  # noqa: F401 - what every trial imports, imported once
     from . import warm  # noqa: F401
 
     for line in sys.stdin.buffer:

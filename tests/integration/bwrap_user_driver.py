@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from dacbench_remote.processes import cleanup_stale, list_servers
+from dacbench_remote._sys.sockets import new_socket_path
+from dacbench_remote.host.servers import cleanup_stale, list_servers
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
-from dacbench_remote.sockets import new_socket_path
 
 
 def emit(report: dict) -> None:

@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from dacbench_remote.agents import RandomAgent
+from dacbench_remote.host.agents import RandomAgent
 from tests.envs import SlowEnv
 
 COUNTER_ENV = "DACBR_TEST_COUNTER"

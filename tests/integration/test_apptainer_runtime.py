@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.sockets import new_socket_path
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime
-from dacbench_remote.sockets import new_socket_path
 from tests.needs import need_apptainer
 
 from .runtime_images import (

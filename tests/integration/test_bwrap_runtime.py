@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.sockets import new_socket_path
 from dacbench_remote.errors import BadConfig, CorruptImage, ImageError
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 from dacbench_remote.runtimes.rootfs import force_rmtree
-from dacbench_remote.sockets import new_socket_path
 from tests.needs import need_fuse, need_tools
 
 from .runtime_images import (
@@ -264,7 +264,7 @@ def test_squashfuse_kill_9_of_host_leaves_no_mount(standin_image, tmp_path):
     script = (
         "import sys, time; from pathlib import Path\n"
         "from dacbench_remote.runtimes.bwrap import BwrapRuntime\n"
-        "from dacbench_remote.sockets import new_socket_path\n"
+        "from dacbench_remote._sys.sockets import new_socket_path\n"
         f"rt = BwrapRuntime({str(standin_image)!r}, use_fuse=True, env={STANDIN!r})\n"
         "s = rt.start(new_socket_path('kill9'))\n"
         "while not s.socket_path.exists(): time.sleep(0.01)\n"

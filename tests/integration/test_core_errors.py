@@ -22,10 +22,12 @@ from dacbench_remote import (
     StartupTimeout,
     UnknownBenchmark,
     VersionMismatch,
-    codec,
 )
 from dacbench_remote.runtimes.base import Runtime
 from dacbench_remote.runtimes.local import LocalRuntime
+from dacbench_remote.wire import (
+    codec,
+)
 from tests.needs import need_module
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from dacbench_remote import BadConfig, RemoteRunner, RuntimeUnavailable
-from dacbench_remote.dacvalues import lower
-from dacbench_remote.results import read_run
+from dacbench_remote.host.results import read_run
 from dacbench_remote.testing import assert_identical
+from dacbench_remote.wire.dacvalues import lower
 from tests.needs import need_module
 from tests.roadmap_example import agent_creation_function, in_process, make_benchmark
 

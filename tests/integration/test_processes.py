@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.sockets import new_socket_path
+from dacbench_remote.host.servers import EMPTY_DIR_GRACE, cleanup_stale, list_servers
 from dacbench_remote.images.sif import SifImage
-from dacbench_remote.processes import EMPTY_DIR_GRACE, cleanup_stale, list_servers
 from dacbench_remote.runtimes.base import SERVER_MODULE
 from dacbench_remote.runtimes.rootfs import TMP_PREFIX, mount_base_dir
-from dacbench_remote.sockets import new_socket_path
 from tests.needs import need_fuse
 
 from .runtime_images import STANDIN_SERVER, accepts, build_tiny_image, fuse_mounts, wait_until

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dacbench_remote.client import ServerConnection
+from dacbench_remote._sys.sockets import DATA_SUFFIX, new_socket_path, socket_dir
+from dacbench_remote.host.client import ServerConnection
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from dacbench_remote.runtimes.base import SERVER_MODULE, Runtime, ServerProcess
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 from dacbench_remote.runtimes.local import LocalRuntime
-from dacbench_remote.sockets import DATA_SUFFIX, new_socket_path, socket_dir
 from tests.needs import need_apptainer, need_fuse
 
 from .runtime_images import (

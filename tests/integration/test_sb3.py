@@ -1,4 +1,4 @@
-"""The Stable-Baselines3 adapter (dacbench_remote.sb3) equals SB3's DummyVecEnv, and PPO trains on it.
+"""The Stable-Baselines3 adapter (dacbench_remote.host.sb3) equals SB3's DummyVecEnv, and PPO trains on it.
 
 SB3 and torch live in a venv of their own, .venv/sb3 (`scripts/install-deps.sh --test`): in
 .venv, an importable torch makes DACBench import its SGD benchmark, which needs torchvision.
@@ -91,7 +91,7 @@ def test_autoreset_modes_other_than_same_step_are_refused():
 
 
 def test_without_sb3_the_adapter_names_the_package_to_install(monkeypatch):
-    from dacbench_remote import sb3
+    from dacbench_remote.host import sb3
 
     sb3.sb3_vec_env_class.cache_clear()
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # as if not installed
@@ -116,7 +116,7 @@ def check_import_is_lazy() -> None:
     assert not heavy, f"importing dacbench_remote (and .sb3) imported {heavy}"
     from stable_baselines3.common.vec_env import VecEnv
 
-    from dacbench_remote.sb3 import SB3VecEnv
+    from dacbench_remote.host.sb3 import SB3VecEnv
 
     assert issubclass(SB3VecEnv, VecEnv)
     print("lazy ok")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.sockets import DATA_SUFFIX, new_socket_path, socket_dir
 from dacbench_remote.runtimes.bwrap import CONTAINER_SOCKET_DIR, BwrapRuntime
 from dacbench_remote.runtimes.local import LocalRuntime
-from dacbench_remote.sockets import DATA_SUFFIX, new_socket_path, socket_dir
 
 from .runtime_images import accepts, talk, wait_until
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.procfs import ProcessRecord, wait_gone
 from dacbench_remote.errors import SweepAlreadyRunning
-from dacbench_remote.processes import ProcessRecord, wait_gone
 from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv, report, run_sweep
 from dacbench_remote.sweeps import status as sweep_status
 from dacbench_remote.sweeps.sweepdir import read_json, read_jsonl

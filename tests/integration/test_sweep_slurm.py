@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.processes import ProcessRecord, wait_gone
+from dacbench_remote._sys.procfs import ProcessRecord, wait_gone
 from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv, run_sweep
-from dacbench_remote.sweeps.slurm import live_tasks
+from dacbench_remote.sweeps.slurm_executor import live_tasks
 from tests.integration.runtime_images import build_standin_image
 from tests.needs import need_module, need_root, need_tools
 

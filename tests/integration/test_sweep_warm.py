@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.processes import ProcessRecord
+from dacbench_remote._sys.procfs import ProcessRecord
 from dacbench_remote.sweeps import SweepDir, load_spec, read_results_csv, run_sweep
 from tests.integration.test_sweep_local import HELPERS, sweep_env, write_spec  # noqa: F401
 

@@ -11,7 +11,7 @@ from gymnasium.vector import SyncVectorEnv
 
 from dacbench_remote import RemoteRunner
 from dacbench_remote.errors import ServerCrashed
-from dacbench_remote.server import seed_global_rngs
+from dacbench_remote.server.envs import seed_global_rngs
 from dacbench_remote.testing import assert_identical
 from tests.needs import need_module
 from tests.trajectories import make_local_env

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote import codec
 from dacbench_remote.images.sif import SifImage
 from dacbench_remote.testing import assert_identical
+from dacbench_remote.wire import codec
 from tests.conftest import SHARED_DIR, _user_venv, run_as
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-# Appended to the control socket's path to name the data socket next to it.
-DATA_SUFFIX = ".data"
 # The Pyro5 object id of the RemoteRunnerServer on the control socket.
 RUNNER_OBJECT_ID = "dacbench_remote.runner"
 

@@ -1,7 +1,7 @@
 """A zygote server: imports a benchmark once, then forks a fresh, isolated server per request.
 
 Starting a container and importing DACBench costs seconds; forking an already-imported process
-costs milliseconds. Each child is an ordinary server (server.serve) on its own socket next to the
+costs milliseconds. Each child is an ordinary server (serve.serve) on its own socket next to the
 zygote's, so nothing one child's env does to its process (module globals, the global RNG, threads)
 reaches the next: each starts from the zygote's untouched memory.
 
@@ -30,135 +30,18 @@ import select
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
-from .errors import ServerError
-from .processes import die_with_parent, terminate_then_kill
-from .sockets import remove_socket_files
+from .._sys.procfs import die_with_parent, terminate_then_kill
+from .._sys.sockets import remove_socket_files
+from .serve import serve
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}\Z")
 MAX_REQUEST = 65536
 
 
-# -- host side -------------------------------------------------------------------------------
-
-
-class ZygoteError(ServerError, RuntimeError):
-    """The zygote server refused or failed a request, or did not start (also a RuntimeError)."""
-
-
-def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str] = (),
-                 timeout: float = 60.0) -> tuple[Path, int, int]:
-    """Ask the zygote on `zygote_socket` (a host path) for a child server named `name`.
-
-    Returns the child's control socket (host path), its pid (in the zygote's pid namespace) and
-    the write end of its lifeline pipe: keep that fd open while the child should live.
-    """
-    read_end, write_end = os.pipe()
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(str(zygote_socket))
-            body = json.dumps({"op": "fork", "name": name, "preload": list(preload)}) + "\n"
-            conn.sendmsg([body.encode()],
-                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end]))])
-            reply = _read_line(conn)
-    except BaseException:
-        os.close(write_end)
-        raise
-    finally:
-        os.close(read_end)
-    try:
-        answer = json.loads(reply)
-    except ValueError:
-        answer = {"ok": False, "error": f"unreadable reply {reply[:200]!r}"}
-    if not answer.get("ok"):
-        os.close(write_end)
-        raise ZygoteError(f"the zygote server on {zygote_socket} could not start a server: "
-                          f"{answer.get('error', 'no reason given')}")
-    return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
-
-
-class ZygoteUnsupported(ZygoteError):
-    """The image's server predates --zygote: run a fresh server per trial instead."""
-
-
-class WarmServer:
-    """A zygote started by any runtime (in its container), handing out forked child servers."""
-
-    def __init__(self, runtime, preload: list[str] = (), startup_timeout: float = 60.0):
-        self.runtime, self.preload, self.startup_timeout = runtime, list(preload), startup_timeout
-        self.server = None
-
-    def start(self) -> None:
-        from .sockets import new_socket_path, socket_answers
-
-        self.runtime.server_args = ("--zygote",)
-        self.server = self.runtime.start(new_socket_path("zyg"))
-        deadline = time.monotonic() + self.startup_timeout
-        while not socket_answers(self.server.socket_path, timeout=1.0):
-            if not self.server.alive():
-                output = self.server.output_tail()
-                self.stop()
-                if "--zygote" in output:
-                    raise ZygoteUnsupported(
-                        "this image's server has no --zygote (an image built by an older "
-                        "dacbench-remote); rebuild it for warm trials. Its output:\n" + output)
-                raise ZygoteError(f"the zygote server exited during startup:\n{output}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ZygoteError(f"the zygote server did not answer within "
-                                  f"{self.startup_timeout:.0f} s")
-            time.sleep(0.02)
-        self._preload()
-
-    def _preload(self) -> None:
-        """Import the benchmark's modules now (an older zygote refuses; its first fork does)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(self.startup_timeout)
-            conn.connect(str(self.server.socket_path))
-            conn.sendall((json.dumps({"op": "preload", "preload": self.preload}) + "\n").encode())
-            answer = json.loads(_read_line(conn) or b"{}")
-        if not answer.get("ok") and "expected a fork request" not in answer.get("error", ""):
-            raise ZygoteError(f"the zygote server could not import {self.preload}: "
-                              f"{answer.get('error', 'no answer')}")
-
-    def fork(self, name: str) -> tuple[Path, int]:
-        """A fresh child server: its control socket (host path) and lifeline write fd."""
-        if self.server is None:
-            self.start()
-        child, _pid, lifeline = request_fork(self.server.socket_path, name, self.preload,
-                                             timeout=self.startup_timeout)
-        return child, lifeline
-
-    def alive(self) -> bool:
-        return self.server is not None and self.server.alive()
-
-    def stop(self) -> None:
-        """Stop the zygote (its children follow), remove its sockets and mounts."""
-        server, self.server = self.server, None
-        if server is not None:
-            server.stop()
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-# -- zygote side -----------------------------------------------------------------------------
-
-
 def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
     """Serve fork requests on `socket_path` until SIGTERM/SIGINT or (optionally) stdin EOF."""
-    from . import server  # imported before any fork, like the benchmark's modules
-
     remove_socket_files(socket_path, keep_dir=True)  # a stale one at our own private path
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
@@ -170,7 +53,7 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
     print(f"dacbench-remote zygote listening on {socket_path}", file=sys.stderr, flush=True)
     watched = [listener] + ([sys.stdin] if exit_on_stdin_close else [])
     children: dict[int, str] = {}  # pid -> its control socket
-    spares = _Spares(listener, socket_path, server, children)
+    spares = _Spares(listener, socket_path, children)
     try:
         while not stopping:
             _reap(children)
@@ -183,7 +66,7 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
             if listener in ready:
                 conn, _ = listener.accept()
                 with conn:
-                    child, child_socket = _handle(conn, listener, socket_path, server, spares)
+                    child, child_socket = _handle(conn, listener, socket_path, spares)
                     if child:
                         children[child] = child_socket
                 spares.refill()  # the next trial's server starts while this one runs
@@ -199,8 +82,8 @@ class _Spares:
     when the request comes, and it becomes that request's child server (same isolation: it was
     forked from the zygote's untouched memory, after the same imports)."""
 
-    def __init__(self, listener, socket_path: str, server, children: dict[int, str]):
-        self.listener, self.socket_path, self.server = listener, socket_path, server
+    def __init__(self, listener, socket_path: str, children: dict[int, str]):
+        self.listener, self.socket_path = listener, socket_path
         self.children = children
         self.spare: tuple[int, str, socket.socket, frozenset] | None = None
         self.ready = False  # set once the benchmark's modules are imported (a request came)
@@ -214,7 +97,7 @@ class _Spares:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _spare(self.listener, theirs, child_socket, self.server)
+            _spare(self.listener, theirs, child_socket)
         theirs.close()
         self.spare = (pid, child_socket, ours, frozenset(sys.modules))
 
@@ -244,7 +127,7 @@ class _Spares:
 
 
 def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
-            server, spares: _Spares) -> tuple[int, str]:
+            spares: _Spares) -> tuple[int, str]:
     """Answer one request; the child's pid and socket when one was handed out, else 0."""
     conn.settimeout(10.0)
     fds: list[int] = []
@@ -274,7 +157,7 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
             child_socket = str(Path(socket_path).parent / f"{name}.sock")
             pid = os.fork()
             if pid == 0:
-                _child(listener, conn, fds[0], child_socket, server)
+                _child(listener, conn, fds[0], child_socket)
         else:
             pid, child_socket = taken
         _send(conn, {"ok": True, "pid": pid, "socket": Path(child_socket).name})
@@ -287,15 +170,15 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
             os.close(fd)
 
 
-def _child(listener, conn, lifeline: int, child_socket: str, server) -> None:
+def _child(listener, conn, lifeline: int, child_socket: str) -> None:
     """In the forked child: become an ordinary server on `child_socket`; never returns."""
     os.dup2(lifeline, 0)
     _become_server(listener, conn, child_socket,
-                   lambda: server.serve(child_socket, exit_on_stdin_close=True))
+                   lambda: serve(child_socket, exit_on_stdin_close=True))
 
 
-def _become_server(listener, conn, child_socket: str, serve) -> None:
-    """In a forked child: drop the zygote's sockets, die with it, run `serve`; never returns."""
+def _become_server(listener, conn, child_socket: str, run) -> None:
+    """In a forked child: drop the zygote's sockets, die with it, call `run`; never returns."""
     code = 1
     try:
         # SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets.
@@ -311,7 +194,7 @@ def _become_server(listener, conn, child_socket: str, serve) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, stop_early)
-        serve()  # exits the process itself
+        run()  # exits the process itself
         code = 0
     except BaseException:
         import traceback
@@ -321,7 +204,7 @@ def _become_server(listener, conn, child_socket: str, serve) -> None:
         os._exit(code)
 
 
-def _spare(listener, control: socket.socket, child_socket: str, server) -> None:
+def _spare(listener, control: socket.socket, child_socket: str) -> None:
     """In a spare: listen on `child_socket` now; serve once the zygote sends the lifeline of
     the request it is handed to (exit, removing the sockets, if it never does). Never returns."""
     def activate(done) -> bool:
@@ -341,8 +224,7 @@ def _spare(listener, control: socket.socket, child_socket: str, server) -> None:
         return False
 
     _become_server(listener, None, child_socket,
-                   lambda: server.serve(child_socket, exit_on_stdin_close=True,
-                                        activate=activate))
+                   lambda: serve(child_socket, exit_on_stdin_close=True, activate=activate))
 
 
 def _send(conn: socket.socket, answer: dict) -> None:

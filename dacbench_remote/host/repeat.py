@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadConfig, ImageError, ImageNotFound
+from ..errors import BadConfig, ImageError, ImageNotFound
+from ..runtimes.options import RuntimeOptions
 from .results import read_run
 from .runner import RemoteRunner
-from .runtimes.options import RuntimeOptions
 
 # Agent specs make_agent rebuilds on its own, without the code that ran them.
 _BUILTIN_AGENTS = ("random", "static")
@@ -80,7 +80,7 @@ def recorded_image(record: dict, path: Path) -> str | None:
     image = record.get("image_path")
     if not image:
         return None
-    from .files import sha256_file
+    from .._sys.files import sha256_file
 
     where = f"run {record['run_id']} in {path}"
     if not Path(image).is_file():

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy
 
-from .errors import BadConfig, DacbenchRemoteError, UnknownBenchmark
+from ..errors import BadConfig, DacbenchRemoteError, UnknownBenchmark
 
 # ---------------------------------------------------------------------------------------------
 # Global random number generators

@@ -8,7 +8,7 @@ from typing import Any
 
 import gymnasium
 
-from .errors import BadConfig
+from ..errors import BadConfig
 
 
 class RandomAgent:

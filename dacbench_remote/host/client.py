@@ -12,19 +12,10 @@ import gymnasium
 import Pyro5.api
 import Pyro5.errors
 
-from . import codec
-from .channel import (
+from .._sys.sockets import (
     DATA_SUFFIX,
-    MID_FRAME,
-    RUNNER_OBJECT_ID,
-    SENDING,
-    ChannelClosed,
-    DataChannel,
-    OutOfStep,
-    SocketChannel,
 )
-from .dacvalues import lower, restore
-from .errors import (
+from ..errors import (
     CallTimeout,
     ConnectionBroken,
     DacbenchRemoteError,
@@ -33,6 +24,17 @@ from .errors import (
     VersionMismatch,
     error_from_payload,
 )
+from ..wire import codec
+from ..wire.channel import (
+    MID_FRAME,
+    RUNNER_OBJECT_ID,
+    SENDING,
+    ChannelClosed,
+    DataChannel,
+    OutOfStep,
+    SocketChannel,
+)
+from ..wire.dacvalues import lower, restore
 
 DEFAULT_CALL_TIMEOUT = 300.0
 # Names of the arguments of data-channel requests, for error messages.

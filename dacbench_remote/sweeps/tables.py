@@ -10,7 +10,7 @@ import csv
 import io
 from pathlib import Path
 
-from ..files import atomic_output, atomic_write_text
+from .._sys.files import atomic_output, atomic_write_text
 from .sweepdir import SweepDir, read_jsonl
 from .trial import DONE, Trial
 

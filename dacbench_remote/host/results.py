@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import BadConfig, ResultsWriteError
+from ..errors import BadConfig, ResultsWriteError
 
 
 class IncompleteRecordWarning(UserWarning):

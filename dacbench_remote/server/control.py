@@ -1,46 +1,36 @@
-"""The process inside the container: Pyro5 objects that create and control environments, and
-the entry point that serves them (`python -m dacbench_remote.server --socket PATH`).
+"""The Pyro5 objects of the server process: RemoteRunnerServer creates and lists environments and
+answers the version handshake; a RemoteEnvironmentServer controls one environment.
 
-Control calls (create, spaces, render, close) arrive through Pyro5 on PATH; reset/step arrive as
-frames on PATH + ".data" (data_server). Environments come from server_envs. It imports only the
-codec, numpy, gymnasium, Pyro5 and what the benchmarks need: it runs inside minimal images.
+Control calls (create, spaces, render, close) arrive through Pyro5 on the control socket;
+reset/step arrive as frames on the data socket (data_channel), answered by `handle` here.
+Environments come from envs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import Pyro5.api
 import Pyro5.server
 
-from . import __version__, codec
-from .benchmark_objects import rebuild_benchmark
-from .channel import DATA_SUFFIX, RUNNER_OBJECT_ID
-from .dacvalues import lower, restore
-from .data_server import DataChannelServer
-from .errors import (
+from .. import __version__
+from ..errors import (
     EnvironmentClosed,
     NoSuchAttribute,
     ProtocolError,
     VersionMismatch,
     error_payload,
 )
-from .server_envs import (
-    benchmark_seed,  # noqa: F401  (tests and scripts import these from here)
-    create_env,
-    environment_of,
-    first_seed,
-    seed_global_rngs,
-)
-from .sockets import remove_socket_files
+from ..wire import codec
+from ..wire.benchmarks import rebuild_benchmark
+from ..wire.dacvalues import lower, restore
+from .batched import BatchedEnvs
+from .envs import create_env, environment_of, first_seed, seed_global_rngs
 
 Pyro5.api.config.SERIALIZER = "json"
 # Control calls are few; a handful of threads serve several clients.
@@ -228,8 +218,6 @@ class RemoteRunnerServer:
                         description_tree: Any = None) -> dict:
         """Create `count` envs stepped together (see vector_server); returns id and URI, or an
         error reply (BadConfig for what the image or the arguments cannot serve)."""
-        from .vector_server import BatchedEnvs
-
         def make_one():
             if description_tree is not None:
                 return environment_of(rebuild_benchmark(codec.decode(description_tree)))
@@ -290,103 +278,3 @@ def _set_attribute(env, name: str, value: Any) -> None:
 def _check_public(name: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
         raise NoSuchAttribute(f"{name!r} is not a public attribute name")
-
-
-# ---------------------------------------------------------------------------------------------
-# Process entry point
-
-
-def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
-          activate: Callable[[threading.Event], bool] | None = None) -> None:
-    """Serve until shutdown(), SIGTERM/SIGINT, or (optionally) until stdin closes.
-
-    `activate` (a zygote's spare server) is called once the sockets listen, before stdin is
-    watched; it returns when the server is handed out (True: its lifeline is now stdin) or
-    discarded (False), or when `done` is set (a stop).
-    """
-    data_path = socket_path + DATA_SUFFIX
-    remove_socket_files(socket_path, keep_dir=True)  # a crashed server's, at our private path
-    daemon = Pyro5.server.Daemon(unixsocket=socket_path)
-    os.chmod(socket_path, 0o600)
-    done = threading.Event()
-
-    runner = RemoteRunnerServer(daemon, done.set)
-    daemon.register(runner, objectId=RUNNER_OBJECT_ID)
-    data = DataChannelServer(data_path, runner.environments)
-    threading.Thread(target=data.serve_forever, daemon=True, name="data-channel").start()
-    threading.Thread(target=daemon.requestLoop, args=(lambda: not done.is_set(),), daemon=True,
-                     name="pyro5").start()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: done.set())
-    if activate is not None and not activate(done):
-        _shutdown(data, runner, socket_path)  # a spare server that was never handed out
-    if exit_on_stdin_close:
-        threading.Thread(target=_wait_for_stdin_close, args=(done,), daemon=True).start()
-    print(f"dacbench-remote server {__version__} (wire {codec.WIRE_VERSION}) listening on "
-          f"{socket_path}", file=sys.stderr, flush=True)
-    while not done.wait(0.5):
-        pass
-    _shutdown(data, runner, socket_path)
-
-
-def _wait_for_stdin_close(done: threading.Event) -> None:
-    """The host holds our stdin open; EOF means it is gone (even after kill -9), so we exit."""
-    try:
-        while sys.stdin.buffer.read(4096):
-            pass
-    except (OSError, ValueError):
-        pass
-    done.set()
-
-
-def _shutdown(data: DataChannelServer, runner: RemoteRunnerServer, socket_path: str) -> None:
-    data.close()
-    for env_id in list(runner.environments):
-        try:
-            # An env stuck in step() holds its lock forever: never let it keep us alive.
-            reply = runner.close_env(env_id, wait=1.0)
-        except Exception as exc:  # one env failing to close must not keep the others alive
-            reply = error_reply(exc)
-        if not reply["ok"]:
-            error = reply["error"]
-            print(f"closing environment {env_id} failed: {error['type']}: {error['message']}",
-                  file=sys.stderr)
-    # Not Pyro5's daemon.shutdown(): its sleeps and thread joins cost 0.2 s per server, and the
-    # process exits right here. Our sockets go, and our private directory when the host made
-    # one and can no longer remove it (killed): an empty one would be left in the socket root.
-    remove_socket_files(socket_path)
-    sys.stderr.flush()
-    # Env libraries may leave non-daemon threads behind; they must not keep the server alive.
-    os._exit(0)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m dacbench_remote.server`: serve on --socket (or run a zygote) until stopped."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dacbench_remote.server",
-        description="Serve benchmarks and environments to dacbench-remote clients over a UNIX "
-        "socket (control on PATH, reset/step frames on PATH.data).",
-    )
-    parser.add_argument("--socket", required=True, help="path of the control socket to create")
-    parser.add_argument(
-        "--exit-on-stdin-close",
-        action="store_true",
-        help="exit when standard input reaches EOF (the host's lifeline; set by the runtimes)",
-    )
-    parser.add_argument(
-        "--zygote",
-        action="store_true",
-        help="serve fork requests instead: each forks a fresh server (see dacbench_remote.zygote)",
-    )
-    args = parser.parse_args(argv)
-    if args.zygote:
-        from .zygote import zygote
-
-        zygote(args.socket, exit_on_stdin_close=args.exit_on_stdin_close)
-        sys.stderr.flush()
-        os._exit(0)  # the benchmark's imports would take a second to finalise, for nothing
-    serve(args.socket, exit_on_stdin_close=args.exit_on_stdin_close)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadConfig, RemoteError
+from ..errors import BadConfig, RemoteError
 
 INSTALL_HINT = "pip install stable-baselines3 (or pip install 'dacbench-remote[sb3]')"
 # gymnasium's SameStep infos of the envs that just finished: the final observation and info

@@ -13,12 +13,13 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .channel import DATA_SUFFIX
-from .errors import BadConfig, UnsafeDirectory
+from ..errors import BadConfig, UnsafeDirectory
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 CONTROL_NAME = "ctl.sock"
+# Appended to the control socket's path to name the data socket next to it.
+DATA_SUFFIX = ".data"
 # A server's id is the name of its directory: PREFIX-8HEX, e.g. srv-1f2e3d4c.
 _SOCKET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*-[0-9a-f]{8}\Z")
 
@@ -142,7 +143,7 @@ def check_private_socket_dir(control_path: str | os.PathLike) -> None:
         raise BadConfig(
             f"socket directory {control.parent} holds {', '.join(others[:3])}"
             f"{' ...' if len(others) > 3 else ''}: a container gets this whole directory, so "
-            "each server needs its own (use dacbench_remote.sockets.new_socket_path())"
+            "each server needs its own (use dacbench_remote._sys.sockets.new_socket_path())"
         )
 
 

@@ -9,9 +9,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from . import codec
-from .channel import ChannelClosed, FrameWaiter, recv_frame, send_frame
-from .errors import ProtocolError, error_payload
+from ..errors import ProtocolError, error_payload
+from ..wire import codec
+from ..wire.channel import ChannelClosed, FrameWaiter, recv_frame, send_frame
 
 
 class RequestHandler(Protocol):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadConfig
+from ..errors import BadConfig
 
 REGISTRY_SCHEMES = ("oras://", "docker://", "library://")
 URL_SCHEMES = ("https://", "http://", *REGISTRY_SCHEMES)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy
 
-from .errors import BadConfig
+from ..errors import BadConfig
 
 # Object arrays (final_obs, infos of unknown types) cross as {OBJECTS: [elements]}.
 OBJECTS = "__dacbench_remote_object_array__"

@@ -13,9 +13,9 @@ import functools
 import importlib
 from typing import Any
 
+from ..errors import BadConfig
 from . import codec
 from .dacvalues import lower, restore
-from .errors import BadConfig
 
 # Wrappers are rebuilt by class path; only these packages' classes are imported for that.
 TRUSTED_WRAPPER_MODULES = ("dacbench.", "gymnasium.")
@@ -91,7 +91,7 @@ def _import(class_path: str) -> Any:
         for part in qualname.split("."):
             value = getattr(value, part)
     except (ImportError, AttributeError) as exc:
-        from .errors import UnknownBenchmark
+        from ..errors import UnknownBenchmark
 
         raise UnknownBenchmark(f"{class_path} does not exist where the server runs: {exc}") from exc
     return value

@@ -14,24 +14,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .agents import make_agent
-from .benchmark_objects import benchmark_name, describe_benchmark, is_benchmark_object
-from .channel import DATA_SUFFIX
-from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection
-from .compat import choose_container, parse_bind_str, parse_env_str
-from .config import load_config
-from .errors import (
+from .. import __version__
+from .._sys.sockets import DATA_SUFFIX, new_socket_path, socket_id_of, socket_path_for_id
+from ..config import load_config
+from ..errors import (
     BadConfig,
     CallTimeout,
     ServerCrashed,
     StartupTimeout,
     UnknownBenchmark,
 )
+from ..runtimes.base import Runtime, ServerProcess
+from ..runtimes.options import RuntimeOptions
+from ..wire.benchmarks import benchmark_name, describe_benchmark, is_benchmark_object
+from .agents import make_agent
+from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection
+from .compat import choose_container, parse_bind_str, parse_env_str
 from .results import append_record
-from .runtimes.base import Runtime, ServerProcess
-from .runtimes.options import RuntimeOptions
-from .sockets import new_socket_path, socket_id_of, socket_path_for_id
 
 if TYPE_CHECKING:
     from .vector import RemoteVectorEnv
@@ -288,7 +287,7 @@ class RemoteRunner:
     def _make_runtime(self) -> Runtime:
         if isinstance(self.runtime_spec, Runtime):
             return self.runtime_spec
-        from .runtimes import auto_runtime_name, make_runtime
+        from ..runtimes import auto_runtime_name, make_runtime
 
         name = auto_runtime_name() if self.runtime_spec == "auto" else self.runtime_spec
         options = dict(binds=self.binds, env=self.env, gpu=self.gpu)
@@ -305,7 +304,7 @@ class RemoteRunner:
 
     def _resolve_image(self) -> Path:
         """The cached, verified image for this benchmark and experiment (fetched or built)."""
-        from .images.resolve import resolve_image
+        from ..images.resolve import resolve_image
 
         try:
             path, self.image_provenance = resolve_image(
@@ -465,7 +464,7 @@ class RemoteRunner:
         }
         record.update(self._object_record)
         if self.image is not None and not record["image_sha256"]:
-            from .files import sha256_file
+            from .._sys.files import sha256_file
 
             record["image_sha256"] = sha256_file(self.image)
         return record

@@ -15,9 +15,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from ..errors import BadConfig
+from ..server.batched import unpack_objects
 from .client import RemoteEnvironmentClient
-from .errors import BadConfig
-from .vector_server import unpack_objects
 
 _MODES = {mode.value: mode for mode in AutoresetMode}
 

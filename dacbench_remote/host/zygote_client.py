@@ -1,0 +1,123 @@
+"""The host's side of a zygote server (see server/zygote.py): start one in any runtime, and ask it
+for freshly forked child servers, each tied to a lifeline pipe the caller holds."""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from .._sys.sockets import new_socket_path, socket_answers
+from ..errors import ServerError
+
+# The longest reply line read from a zygote.
+MAX_REPLY = 65536
+
+
+class ZygoteError(ServerError, RuntimeError):
+    """The zygote server refused or failed a request, or did not start (also a RuntimeError)."""
+
+
+def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str] = (),
+                 timeout: float = 60.0) -> tuple[Path, int, int]:
+    """Ask the zygote on `zygote_socket` (a host path) for a child server named `name`.
+
+    Returns the child's control socket (host path), its pid (in the zygote's pid namespace) and
+    the write end of its lifeline pipe: keep that fd open while the child should live.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(zygote_socket))
+            body = json.dumps({"op": "fork", "name": name, "preload": list(preload)}) + "\n"
+            conn.sendmsg([body.encode()],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end]))])
+            reply = _read_line(conn)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        answer = {"ok": False, "error": f"unreadable reply {reply[:200]!r}"}
+    if not answer.get("ok"):
+        os.close(write_end)
+        raise ZygoteError(f"the zygote server on {zygote_socket} could not start a server: "
+                          f"{answer.get('error', 'no reason given')}")
+    return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
+
+
+class ZygoteUnsupported(ZygoteError):
+    """The image's server predates --zygote: run a fresh server per trial instead."""
+
+
+class WarmServer:
+    """A zygote started by any runtime (in its container), handing out forked child servers."""
+
+    def __init__(self, runtime, preload: list[str] = (), startup_timeout: float = 60.0):
+        self.runtime, self.preload, self.startup_timeout = runtime, list(preload), startup_timeout
+        self.server = None
+
+    def start(self) -> None:
+        self.runtime.server_args = ("--zygote",)
+        self.server = self.runtime.start(new_socket_path("zyg"))
+        deadline = time.monotonic() + self.startup_timeout
+        while not socket_answers(self.server.socket_path, timeout=1.0):
+            if not self.server.alive():
+                output = self.server.output_tail()
+                self.stop()
+                if "--zygote" in output:
+                    raise ZygoteUnsupported(
+                        "this image's server has no --zygote (an image built by an older "
+                        "dacbench-remote); rebuild it for warm trials. Its output:\n" + output)
+                raise ZygoteError(f"the zygote server exited during startup:\n{output}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ZygoteError(f"the zygote server did not answer within "
+                                  f"{self.startup_timeout:.0f} s")
+            time.sleep(0.02)
+        self._preload()
+
+    def _preload(self) -> None:
+        """Import the benchmark's modules now (an older zygote refuses; its first fork does)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(self.startup_timeout)
+            conn.connect(str(self.server.socket_path))
+            conn.sendall((json.dumps({"op": "preload", "preload": self.preload}) + "\n").encode())
+            answer = json.loads(_read_line(conn) or b"{}")
+        if not answer.get("ok") and "expected a fork request" not in answer.get("error", ""):
+            raise ZygoteError(f"the zygote server could not import {self.preload}: "
+                              f"{answer.get('error', 'no answer')}")
+
+    def fork(self, name: str) -> tuple[Path, int]:
+        """A fresh child server: its control socket (host path) and lifeline write fd."""
+        if self.server is None:
+            self.start()
+        child, _pid, lifeline = request_fork(self.server.socket_path, name, self.preload,
+                                             timeout=self.startup_timeout)
+        return child, lifeline
+
+    def alive(self) -> bool:
+        return self.server is not None and self.server.alive()
+
+    def stop(self) -> None:
+        """Stop the zygote (its children follow), remove its sockets and mounts."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < MAX_REPLY:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data

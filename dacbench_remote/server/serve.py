@@ -1,0 +1,83 @@
+"""The server process's life: serve one control socket and its data socket until shutdown(),
+SIGTERM/SIGINT or the host's lifeline closing, then leave no socket behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import Pyro5.server
+
+from .. import __version__
+from .._sys.sockets import DATA_SUFFIX, remove_socket_files
+from ..wire import codec
+from ..wire.channel import RUNNER_OBJECT_ID
+from .control import RemoteRunnerServer, error_reply
+from .data_channel import DataChannelServer
+
+
+def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
+          activate: Callable[[threading.Event], bool] | None = None) -> None:
+    """Serve until shutdown(), SIGTERM/SIGINT, or (optionally) until stdin closes.
+
+    `activate` (a zygote's spare server) is called once the sockets listen, before stdin is
+    watched; it returns when the server is handed out (True: its lifeline is now stdin) or
+    discarded (False), or when `done` is set (a stop).
+    """
+    data_path = socket_path + DATA_SUFFIX
+    remove_socket_files(socket_path, keep_dir=True)  # a crashed server's, at our private path
+    daemon = Pyro5.server.Daemon(unixsocket=socket_path)
+    os.chmod(socket_path, 0o600)
+    done = threading.Event()
+
+    runner = RemoteRunnerServer(daemon, done.set)
+    daemon.register(runner, objectId=RUNNER_OBJECT_ID)
+    data = DataChannelServer(data_path, runner.environments)
+    threading.Thread(target=data.serve_forever, daemon=True, name="data-channel").start()
+    threading.Thread(target=daemon.requestLoop, args=(lambda: not done.is_set(),), daemon=True,
+                     name="pyro5").start()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: done.set())
+    if activate is not None and not activate(done):
+        _shutdown(data, runner, socket_path)  # a spare server that was never handed out
+    if exit_on_stdin_close:
+        threading.Thread(target=_wait_for_stdin_close, args=(done,), daemon=True).start()
+    print(f"dacbench-remote server {__version__} (wire {codec.WIRE_VERSION}) listening on "
+          f"{socket_path}", file=sys.stderr, flush=True)
+    while not done.wait(0.5):
+        pass
+    _shutdown(data, runner, socket_path)
+
+
+def _wait_for_stdin_close(done: threading.Event) -> None:
+    """The host holds our stdin open; EOF means it is gone (even after kill -9), so we exit."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    done.set()
+
+
+def _shutdown(data: DataChannelServer, runner: RemoteRunnerServer, socket_path: str) -> None:
+    data.close()
+    for env_id in list(runner.environments):
+        try:
+            # An env stuck in step() holds its lock forever: never let it keep us alive.
+            reply = runner.close_env(env_id, wait=1.0)
+        except Exception as exc:  # one env failing to close must not keep the others alive
+            reply = error_reply(exc)
+        if not reply["ok"]:
+            error = reply["error"]
+            print(f"closing environment {env_id} failed: {error['type']}: {error['message']}",
+                  file=sys.stderr)
+    # Not Pyro5's daemon.shutdown(): its sleeps and thread joins cost 0.2 s per server, and the
+    # process exits right here. Our sockets go, and our private directory when the host made
+    # one and can no longer remove it (killed): an empty one would be left in the socket root.
+    remove_socket_files(socket_path)
+    sys.stderr.flush()
+    # Env libraries may leave non-daemon threads behind; they must not keep the server alive.
+    os._exit(0)
