@@ -24,9 +24,12 @@ Modules: ``jsonfast`` (JSON text), ``core`` (values to trees and back, ``WIRE_VE
 
 from __future__ import annotations
 
-from .core import INLINE_MAX, WIRE_VERSION, decode, dumps, encode, loads
+from . import spaces
+from .core import INLINE_MAX, WIRE_VERSION, decode, dumps, encode, loads, plug_in_gymnasium
 from .framing import decode_message, encode_message
 from .spaces import OLD_SPEC_FIELDS, portable_spec_fields
+
+plug_in_gymnasium(spaces)  # the module is core's GymnasiumTypes
 
 __all__ = [
     "INLINE_MAX",

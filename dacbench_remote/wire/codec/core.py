@@ -8,7 +8,7 @@ import collections
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -234,22 +234,40 @@ def _resolve_encoder(t: type, obj: Any) -> Callable[[Any, list | None], Any]:
     raise _Unencodable(obj, _unsupported_reason(t))
 
 
-def _register_gymnasium() -> None:
-    """Add gymnasium's types to the tables (once); ``spaces`` imports this module, hence lazily."""
-    from . import spaces
+class GymnasiumTypes(Protocol):
+    """gymnasium's types, which join the tables on first need (``spaces``, plugged in by the
+    package's ``__init__``: it imports this module, so this module cannot import it)."""
 
-    spaces.register()
+    def register(self) -> None:
+        """Add the types to the tables, once; ImportError when gymnasium is missing here."""
+
+    def unsupported(self, t: type) -> str | None:
+        """Why a gymnasium type ``t`` cannot be sent, or None if ``t`` is no gymnasium space."""
+
+
+_gymnasium: GymnasiumTypes | None = None
+
+
+def plug_in_gymnasium(types: GymnasiumTypes) -> None:
+    """Let gymnasium's types join the tables when a gymnasium value first shows up."""
+    global _gymnasium
+    _gymnasium = types
+
+
+def _register_gymnasium() -> None:
+    if _gymnasium is None:
+        raise ImportError("gymnasium's types are not plugged into the codec (import "
+                          "dacbench_remote.wire.codec, not only its core)")
+    _gymnasium.register()
 
 
 def _unsupported_reason(t: type) -> str:
     name = f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__qualname__
     if issubclass(t, np.ndarray):
         return f"numpy array subclass {name} cannot be sent; convert it with np.asarray()"
-    gym = sys.modules.get("gymnasium")
-    if gym is not None and issubclass(t, gym.spaces.Space):
-        from .spaces import SPACE_NAMES
-
-        return f"gymnasium space type {name} is not supported (supported: {SPACE_NAMES})"
+    reason = _gymnasium.unsupported(t) if _gymnasium is not None else None
+    if reason is not None:
+        return reason
     for base in (bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset):
         if issubclass(t, base):
             return (

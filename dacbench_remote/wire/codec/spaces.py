@@ -4,6 +4,7 @@ per type holds its encoder, its decoder and its child listing, and ``register`` 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -244,6 +245,15 @@ _SPACES = (
 SPACE_NAMES = ", ".join(kind.name for kind in _SPACES)
 _KINDS = (*_SPACES, GraphInstanceKind(), EnvSpecKind(), WrapperSpecKind())
 _registered = False
+
+
+def unsupported(t: type) -> str | None:
+    """Why the gymnasium type ``t`` cannot be sent (a space we have no kind for), else None."""
+    gym = sys.modules.get("gymnasium")
+    if gym is not None and issubclass(t, gym.spaces.Space):
+        name = f"{t.__module__}.{t.__qualname__}"
+        return f"gymnasium space type {name} is not supported (supported: {SPACE_NAMES})"
+    return None
 
 
 def register() -> None:
