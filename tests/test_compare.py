@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.files import sha256_file
 from dacbench_remote.errors import BadConfig
 from dacbench_remote.images.compare import compare_images, describe
-from dacbench_remote.images.download import sha256_file
 from dacbench_remote.images.manifest import MANIFEST_NAME, manifest_bytes
 from dacbench_remote.images.sif import write_sif
 from dacbench_remote.images.verify import report_lines, verify_version

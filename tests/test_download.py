@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.images.download import (
-    Progress,
-    SourceFailed,
-    _content_range,
-    copy_local,
-    fetch_source,
-    pull_apptainer,
-    sha256_file,
-)
+from dacbench_remote._sys.files import sha256_file
+from dacbench_remote.images.download import Progress, SourceFailed, _content_range, copy_local
+from dacbench_remote.images.sources import fetch_source, pull_apptainer
 
 
 class FakeTerminal(io.StringIO):
@@ -100,13 +94,18 @@ def test_pull_without_apptainer_says_what_is_needed(tmp_path, monkeypatch, uri):
     assert "add an https:// or oras:// source" in message
 
 
-def test_pull_with_apptainer_but_no_singularity_alias(tmp_path, monkeypatch):
+def test_pull_uses_apptainer_without_its_singularity_alias(tmp_path, monkeypatch):
+    # A stand-in `apptainer` (not the real one: it cannot be installed here) that records its
+    # arguments and writes the --name file as `apptainer pull` does.
     fake = tmp_path / "apptainer"
-    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\n'
+                    'while [ "$1" != --name ]; do shift; done; echo image > "$2"\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(SourceFailed, match="its `singularity` alias is missing from PATH"):
-        pull_apptainer("oras://x/y:1", tmp_path / "x.part", progress=False)
+    fetched = pull_apptainer("docker://x/y:1", tmp_path / "x.part", progress=False)
+    assert (tmp_path / "argv").read_text().split() == [
+        "pull", "--name", str(tmp_path / "x.part"), "--force", "docker://x/y:1"]
+    assert fetched.sha256 == hashlib.sha256(b"image\n").hexdigest()
 
 
 def test_unreachable_http_source_is_a_source_failure(tmp_path):

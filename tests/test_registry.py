@@ -12,7 +12,7 @@ from dacbench_remote.errors import BadConfig, CorruptImage, RegistryError
 from dacbench_remote.images import catalog_edit
 from dacbench_remote.images.catalog import parse_catalog_file
 from dacbench_remote.images.credentials import Credentials, find_credentials
-from dacbench_remote.images.download import SourceFailed, fetch_source
+from dacbench_remote.images.download import SourceFailed
 from dacbench_remote.images.publish import manifest_for, publish, push_sif, read_chunks
 from dacbench_remote.images.registry import (
     CONFIG_TYPE,
@@ -25,6 +25,7 @@ from dacbench_remote.images.registry import (
     parse_reference,
     validate_manifest,
 )
+from dacbench_remote.images.sources import fetch_source
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

@@ -48,9 +48,9 @@ def test_auto_without_any_runtime_says_what_to_install(monkeypatch, tmp_path):
 
 
 def test_auto_picks_bwrap_without_apptainer(monkeypatch):
-    from dacbench_remote.runtimes import apptainer
+    import dacbench_remote.runtimes as runtimes
 
-    monkeypatch.setattr(apptainer, "apptainer_available", lambda: False)  # even if installed
+    monkeypatch.setattr(runtimes, "apptainer_available", lambda: False)  # even if installed
     problem = bwrap_problem()
     assert problem is None, f"bwrap cannot run here: {problem}"
     assert auto_runtime_name() == "bwrap"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.apptainer import find_apptainer
 from dacbench_remote.errors import BadConfig, CorruptImage, RuntimeUnavailable
 from dacbench_remote.images.sif import write_sif
-from dacbench_remote.runtimes.apptainer import ApptainerRuntime, find_apptainer
+from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from tests.needs import need_tools
 
 SOCKET = Path("/run/user/1000/dacbench-remote/srv-00000001/ctl.sock")
@@ -62,7 +63,7 @@ def test_missing_binary_says_what_to_install(monkeypatch, tmp_path):
     with pytest.raises(RuntimeUnavailable, match=r"neither apptainer nor singularity is on PATH; "
                                                  r"install Apptainer .*runtime='bwrap' "
                                                  r"\(apt-get install bubblewrap squashfs-tools\)"):
-        find_apptainer()
+        ApptainerRuntime(tmp_path / "x.sif").prepare()
     with pytest.raises(RuntimeUnavailable, match=r"container binary 'apptainer-9' was not found"):
         find_apptainer("apptainer-9")
 

@@ -17,7 +17,6 @@ _EXPORTS = {
     "parse_recipe": "recipe",
     "BuildResult": "build",
     "build_image": "build",
-    "find_apptainer": "build",
 }
 __all__ = list(_EXPORTS)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from .._sys.apptainer import apptainer_available, find_apptainer
 from .._sys.files import atomic_output, sha256_file
 from ..errors import BuildError
 from . import hostconfig, layout, manifest, native
@@ -25,7 +26,6 @@ from .recipe import Recipe, parse_recipe, template_variables
 from .sif import write_sif
 
 BUILDERS = ("auto", "apptainer", "native")
-APPTAINER_BINARIES = ("apptainer", "singularity")
 MIRROR_ARG = "mirror"
 
 @dataclass(frozen=True)
@@ -41,14 +41,6 @@ class BuildResult:
     @property
     def seconds(self) -> float:
         return sum(self.phases.values())
-
-def find_apptainer() -> str | None:
-    """The Apptainer (or legacy Singularity) binary on PATH, if any."""
-    for name in APPTAINER_BINARIES:
-        path = shutil.which(name)
-        if path is not None:
-            return path
-    return None
 
 def apptainer_build_command(binary: str, recipe: Path, output: Path,
                             build_args: dict[str, str] | None = None, *,
@@ -117,7 +109,8 @@ def build_image(
     for name in parsed.unused_build_args:
         report(f"warning: build argument {name!r} is not used by {recipe.name}")
 
-    binary = find_apptainer() if builder in ("auto", "apptainer") else None
+    wants = builder in ("auto", "apptainer") and apptainer_available()
+    binary = find_apptainer() if wants else None
     if builder == "apptainer" and binary is None:
         raise BuildError("builder 'apptainer' asked for, but neither apptainer nor singularity "
                          "is on PATH; install Apptainer or use the native builder")

@@ -33,7 +33,8 @@ from ..errors import (
     ImageNotFound,
 )
 from .catalog import ResolvedImage
-from .download import SourceFailed, fetch_source
+from .download import SourceFailed
+from .sources import fetch_source
 
 logger = logging.getLogger(__name__)
 

@@ -10,15 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import subprocess
 import sys
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .._sys.files import hash_file, sha256_file  # many modules import sha256_file from here
+from .._sys.files import hash_file, sha256_file
 
 if TYPE_CHECKING:
     import requests
@@ -225,69 +222,3 @@ def copy_local(source: Path, part: Path, *, label: str = "", progress: bool = Tr
     except OSError as exc:
         raise SourceFailed(f"cannot copy {source}: {exc.strerror or exc}") from exc
     return Fetched(digest.hexdigest())
-
-
-def apptainer_available() -> bool:
-    """spython drives the `singularity` command, which Apptainer installs as a compatible alias."""
-    return shutil.which("singularity") is not None
-
-
-def pull_apptainer(uri: str, part: Path, *, progress: bool = True) -> Fetched:
-    """`apptainer pull` a library:// or docker:// image into `part` via spython."""
-    if not apptainer_available():
-        hint = (
-            "Apptainer is installed but its `singularity` alias is missing from PATH"
-            if shutil.which("apptainer")
-            else "Apptainer (or SingularityCE) is not installed"
-        )
-        raise SourceFailed(
-            f"{hint}; it is needed to pull {uri.split('://', 1)[0]}:// sources. "
-            "Install Apptainer or add an https:// or oras:// source to the catalog"
-        )
-    from spython.main import Client
-
-    part.unlink(missing_ok=True)
-    tail: deque[str] = deque(maxlen=15)
-    try:
-        _, lines = Client.pull(uri, name=str(part), force=True, stream=True, quiet=True)
-        for line in lines:
-            tail.append(line.rstrip())
-            if progress:
-                sys.stderr.write(line)
-    except subprocess.CalledProcessError as exc:
-        part.unlink(missing_ok=True)
-        output = "\n".join(tail) or "(no output)"
-        raise SourceFailed(f"apptainer pull exited with {exc.returncode}:\n{output}") from exc
-    except OSError as exc:
-        raise SourceFailed(f"cannot run apptainer pull: {exc}") from exc
-    if not part.is_file():
-        raise SourceFailed(f"apptainer pull reported success but wrote no {part.name}")
-    return Fetched(sha256_file(part))
-
-
-def fetch_source(source: str, part: Path, *, connect_timeout: float = 15.0,
-                 read_timeout: float = 60.0, attempts: int = 3, label: str = "",
-                 progress: bool = True, expected_sha256: str = "") -> Fetched:
-    """Bring one catalog source into `part` (HTTP(S), OCI registry, Apptainer URI or local path).
-
-    oras:// goes to the registry in pure Python (see registry.py), which refuses a manifest
-    whose layer is not `expected_sha256` before downloading; library:// and docker:// need
-    Apptainer.
-    """
-    if source.startswith(("https://", "http://")):
-        return download_http(source, part, connect_timeout=connect_timeout,
-                             read_timeout=read_timeout, attempts=attempts, label=label,
-                             progress=progress)
-    if source.startswith("oras://"):
-        from ..errors import RegistryError
-        from .registry import pull_sif
-
-        try:
-            return pull_sif(source, part, connect_timeout=connect_timeout,
-                            read_timeout=read_timeout, attempts=attempts, label=label,
-                            progress=progress, expected_sha256=expected_sha256)
-        except RegistryError as exc:
-            raise SourceFailed(str(exc)) from exc
-    if source.startswith(("library://", "docker://")):
-        return pull_apptainer(source, part, progress=progress)
-    return copy_local(Path(source.removeprefix("file://")), part, label=label, progress=progress)

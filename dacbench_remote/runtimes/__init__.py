@@ -9,8 +9,12 @@ import inspect
 import os
 from typing import Any
 
+from .._sys.apptainer import apptainer_available
 from ..errors import BadConfig, RuntimeUnavailable
+from .apptainer import ApptainerRuntime
 from .base import Runtime, ServerProcess
+from .bwrap import BwrapRuntime, bwrap_problem
+from .local import LocalRuntime
 from .options import CONTAINER_RUNTIMES, RUNTIME_NAMES, RuntimeOptions
 
 __all__ = ["CONTAINER_RUNTIMES", "RUNTIME_NAMES", "Runtime", "RuntimeOptions", "ServerProcess",
@@ -19,9 +23,6 @@ __all__ = ["CONTAINER_RUNTIMES", "RUNTIME_NAMES", "Runtime", "RuntimeOptions", "
 
 def auto_runtime_name() -> str:
     """The runtime "auto" resolves to here: apptainer if installed, else bwrap if it works."""
-    from .apptainer import apptainer_available
-    from .bwrap import bwrap_problem
-
     if apptainer_available():
         return "apptainer"
     problem = bwrap_problem()
@@ -37,16 +38,10 @@ def auto_runtime_name() -> str:
 
 def _runtime_class(name: str) -> type[Runtime]:
     if name == "local":
-        from .local import LocalRuntime
-
         return LocalRuntime
     if name == "bwrap":
-        from .bwrap import BwrapRuntime
-
         return BwrapRuntime
     if name in ("apptainer", "singularity"):
-        from .apptainer import ApptainerRuntime
-
         return ApptainerRuntime
     raise BadConfig(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")
 

@@ -8,42 +8,16 @@ command is built with spython's helpers and started by ServerProcess instead.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .._sys.apptainer import find_apptainer
 from ..errors import BadConfig, ImageError, RuntimeUnavailable
 from ..images.sif import SifImage
 from .base import Runtime, check_env_names, parse_bind
 
-BINARY_NAMES = ("apptainer", "singularity")
-INSTALL_HINT = (
-    "install Apptainer (see apptainer.org/docs/admin/main/installation.html; on clusters try "
-    "`module load apptainer`), or use runtime='bwrap' (apt-get install bubblewrap "
-    "squashfs-tools)"
-)
-
-
-def find_apptainer(binary: str | None = None) -> str:
-    """The path of the apptainer/singularity binary to use; RuntimeUnavailable if there is none."""
-    if binary:
-        found = shutil.which(binary)
-        if found is None:
-            raise RuntimeUnavailable(f"container binary {binary!r} was not found; {INSTALL_HINT}")
-        return found
-    for name in BINARY_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise RuntimeUnavailable(f"neither apptainer nor singularity is on PATH; {INSTALL_HINT}")
-
-
-def apptainer_available() -> bool:
-    try:
-        find_apptainer()
-    except RuntimeUnavailable:
-        return False
-    return True
+# What else to do when Apptainer is missing, added to find_apptainer's advice.
+ALTERNATIVE = "or use runtime='bwrap' (apt-get install bubblewrap squashfs-tools)"
 
 
 def apptainer_version(binary: str) -> str:
@@ -94,7 +68,10 @@ class ApptainerRuntime(Runtime):
     def prepare(self) -> None:
         """Find the binary, check the image and the binds (cheap; nothing is unpacked)."""
         if self.binary is None:
-            self.binary = find_apptainer(self.requested_binary)
+            try:
+                self.binary = find_apptainer(self.requested_binary)
+            except RuntimeUnavailable as exc:
+                raise RuntimeUnavailable(f"{exc}, {ALTERNATIVE}") from None
             self.version = apptainer_version(self.binary)
         if not self.image.is_file():
             raise ImageError(f"image {self.image} does not exist or is not a file")

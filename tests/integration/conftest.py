@@ -74,9 +74,10 @@ def build_recipe_image(recipe: Path) -> dict:
 
     Built once per key; concurrent sessions (or developers) wait for one build instead of racing.
     """
+    from dacbench_remote._sys.apptainer import apptainer_available
     from dacbench_remote.images import build, native
 
-    if build.find_apptainer() is None:
+    if not apptainer_available():
         need_tools(*native.missing_tools())
         need_root(f"building {recipe.name} with the native builder (mmdebstrap as root)")
     directory = image_cache_dir()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.apptainer import apptainer_available
 from dacbench_remote.errors import BuildError
 from dacbench_remote.images import native
-from dacbench_remote.images.build import build_image, find_apptainer
+from dacbench_remote.images.build import build_image
 from dacbench_remote.images.sif import SifImage
 from tests.needs import need_fuse, need_tools
 
@@ -168,7 +169,7 @@ def test_failing_post_names_the_phase_and_leaves_nothing(tmp_path: Path, base_im
 
 def _need_rootless_build(user: str) -> None:
     """The native builder's tools, newuidmap, and a subuid range (useradd gives one)."""
-    if find_apptainer() is None:
+    if not apptainer_available():
         need_tools(*native.missing_tools())
     need_tools("newuidmap")
     subuids = Path("/etc/subuid").read_text() if Path("/etc/subuid").exists() else ""

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote import BadConfig, RemoteRunner
+from dacbench_remote._sys.files import sha256_file
 from dacbench_remote.host.repeat import repeat_run
 from dacbench_remote.host.results import read_run
-from dacbench_remote.images.download import sha256_file
 from dacbench_remote.testing import assert_identical
 from tests.trajectories import record_trajectory
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.files import sha256_file
 from dacbench_remote.images.cache import BUILT_LOCALLY, ImageCache, default_builder
 from dacbench_remote.images.catalog import Catalog
-from dacbench_remote.images.download import sha256_file
 from dacbench_remote.images.layout import build_date
 from dacbench_remote.images.manifest import MANIFEST_NAME, package_versions
 from dacbench_remote.images.sif import SifImage

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.images.download import sha256_file
+from dacbench_remote._sys.files import sha256_file
 from dacbench_remote.testing import assert_identical
 from tests.conftest import SHARED_DIR, run_as
 from tests.roadmap_example import in_process
