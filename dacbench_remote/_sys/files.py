@@ -1,5 +1,6 @@
 """Small file mechanisms, each written once: replacing a file atomically, the sha256 of a file,
-and an flock held for a block. Standard library only, so that any module may import it.
+an flock held for a block, and a directory private to this user. Standard library only (and the
+error tree), so that any module may import it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import hashlib
 import json
 import os
 import secrets
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from ..errors import UnsafeDirectory
 
 CHUNK = 1 << 20
 
@@ -137,3 +142,31 @@ def locked(path: str | os.PathLike, *, blocking: bool = True,
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# --- private directories --------------------------------------------------------------------
+
+def user_runtime_dir(name: str) -> Path:
+    """Where this user's directory `name` goes: in $XDG_RUNTIME_DIR when that is writable, else
+    `name`-UID in the system's temporary directory."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir and os.access(runtime_dir, os.W_OK):
+        return Path(runtime_dir) / name
+    return Path(tempfile.gettempdir()) / f"{name}-{os.getuid()}"
+
+
+def private_dir(path: str | os.PathLike, what: str, remedy: str) -> Path:
+    """`path` as a directory only this user can enter (0700; created with its parents).
+
+    Raises:
+        UnsafeDirectory: `path` exists but is not a directory of this user; the message names
+            it as `what` and says `remedy`.
+    """
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise UnsafeDirectory(f"{what} {path} is not a directory owned by you; {remedy}")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path

@@ -10,10 +10,10 @@ import re
 import secrets
 import socket
 import stat
-import tempfile
 from pathlib import Path
 
 from ..errors import BadConfig, UnsafeDirectory
+from .files import private_dir, user_runtime_dir
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -27,28 +27,9 @@ _SOCKET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*-[0-9a-f]{8}\Z")
 def socket_dir() -> Path:
     """Return this user's socket root, creating it 0700 and refusing one that is not ours."""
     override = os.environ.get("DACBENCH_REMOTE_SOCKET_DIR")
-    if override:
-        path = Path(override)
-    else:
-        runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-        if runtime_dir and os.access(runtime_dir, os.W_OK):
-            path = Path(runtime_dir) / "dacbench-remote"
-        else:
-            path = Path(tempfile.gettempdir()) / f"dacbench-remote-{os.getuid()}"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _check_private(path)
-    return path
-
-
-def _check_private(path: Path) -> None:
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise UnsafeDirectory(
-            f"socket directory {path} is not a directory owned by you; remove it or set "
-            "DACBENCH_REMOTE_SOCKET_DIR to a private directory"
-        )
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(path, 0o700)
+    path = Path(override) if override else user_runtime_dir("dacbench-remote")
+    return private_dir(path, "socket directory", "remove it or set DACBENCH_REMOTE_SOCKET_DIR "
+                                                 "to a private directory")
 
 
 def is_socket_id(name: str) -> bool:

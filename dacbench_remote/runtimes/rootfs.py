@@ -12,15 +12,16 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._sys.files import atomic_write_text, locked, sha256_file
-from ..errors import ImageError, RuntimeUnavailable, UnsafeDirectory
+from .._sys.files import atomic_write_text, locked, private_dir, sha256_file, user_runtime_dir
+from .._sys.procfs import descendants
+from ..config import default_cache_dir
+from ..errors import ImageError, RuntimeUnavailable
 from ..images.unsquash import unsquashfs
 
 TMP_PREFIX = ".tmp-"
@@ -28,25 +29,13 @@ TMP_PREFIX = ".tmp-"
 
 def default_rootfs_cache() -> Path:
     """Where extracted root filesystems live: <user cache>/rootfs/<sha256>/."""
-    from ..config import default_cache_dir
-
     return default_cache_dir() / "rootfs"
 
 
 def mount_base_dir(create: bool = True) -> Path:
     """This user's private (0700) directory for squashfuse mount points."""
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir and os.access(runtime_dir, os.W_OK):
-        path = Path(runtime_dir) / "dacbench-remote-mnt"
-    else:
-        path = Path(tempfile.gettempdir()) / f"dacbench-remote-mnt-{os.getuid()}"
-    if not create:
-        return path
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise UnsafeDirectory(f"mount directory {path} is not a directory you own; remove it")
-    return path
+    path = user_runtime_dir("dacbench-remote-mnt")
+    return private_dir(path, "mount directory", "remove it") if create else path
 
 
 # --- hashing ---------------------------------------------------------------------------------
@@ -175,7 +164,7 @@ class SquashfuseMount:
     def held_by_tree(self, pid: int) -> bool:
         """True once a process under `pid` (the container) has this filesystem mounted."""
         return any((self.device, "/") == (device, point)
-                   for child in _descendants(pid)
+                   for child in descendants(pid)
                    for device, point, _fstype in mountinfo_entries(child))
 
     def detach(self) -> None:
@@ -213,17 +202,3 @@ def mountinfo_entries(pid: str | int = "self") -> list[tuple[str, str, str]]:
         fstype = line.split(" - ", 1)[1].split()[0]
         entries.append((fields[2], _unescape(fields[4]), fstype))
     return entries
-
-
-def _descendants(pid: int) -> list[int]:
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found.append(int(child))
-            queue.append(int(child))
-    return found
