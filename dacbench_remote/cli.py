@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import RUNTIME_NAMES
 from .errors import BadConfig, DacbenchRemoteError
-from .runtimes.options import RUNTIME_NAMES
 
 SWEEP_DIR_HELP = "the directory `sweep run` writes (the spec's `dir`, else its `name`, beside it)"
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadConfig
-from .runtimes.options import RUNTIME_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,7 +21,13 @@ CACHE_ENV = "DACBENCH_REMOTE_CACHE"
 CATALOG_ENV = "DACBENCH_REMOTE_CATALOG"
 RUNTIME_ENV = "DACBENCH_REMOTE_RUNTIME"
 
-# "auto" lets the runner pick the best runtime available on this machine.
+# Every runtime a user can name (here, in RemoteRunner, `--runtime`, a sweep's [runtime] kind):
+# "auto" is Apptainer if installed, else bubblewrap; "singularity" is the apptainer runtime under
+# its other name (either runs whichever of the two binaries is installed).
+RUNTIME_NAMES = ("auto", "apptainer", "singularity", "bwrap", "local")
+# The runtimes that run an image (a .sif) in a container.
+CONTAINER_RUNTIMES = ("auto", "apptainer", "singularity", "bwrap")
+
 KEYS = ("cache_dir", "catalog_dirs", "default_runtime", "binds", "env")
 
 

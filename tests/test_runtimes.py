@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dacbench_remote.errors import BadConfig, RuntimeUnavailable
-from dacbench_remote.runtimes import auto_runtime_name, make_runtime
+from dacbench_remote.runtimes import RUNTIME_NAMES, auto_runtime_name, make_runtime
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from dacbench_remote.runtimes.bwrap import BwrapRuntime, bwrap_problem
 
@@ -18,6 +18,10 @@ def test_named_runtimes_get_their_options():
                                                        True)
     apptainer = make_runtime("apptainer", image="/x.sif", gpu=True, network=False)
     assert isinstance(apptainer, ApptainerRuntime) and apptainer.gpu
+    # "singularity" names the same runtime: every name the config, CLI and specs accept works.
+    for name in RUNTIME_NAMES:
+        if name not in ("auto", "local"):
+            assert make_runtime(name, image="/x.sif").name in ("apptainer", "bwrap")
 
 
 def test_local_runtime_is_loaded_lazily():
@@ -27,7 +31,7 @@ def test_local_runtime_is_loaded_lazily():
 
 def test_unknown_name_lists_the_choices():
     with pytest.raises(BadConfig, match="unknown runtime 'docker'; choose one of auto, "
-                                        "apptainer, bwrap, local"):
+                                        "apptainer, singularity, bwrap, local"):
         make_runtime("docker", image="/x.sif")
 
 

@@ -10,12 +10,13 @@ import os
 from typing import Any
 
 from .._sys.apptainer import apptainer_available
+from ..config import CONTAINER_RUNTIMES, RUNTIME_NAMES
 from ..errors import BadConfig, RuntimeUnavailable
 from .apptainer import ApptainerRuntime
 from .base import Runtime, ServerProcess
 from .bwrap import BwrapRuntime, bwrap_problem
 from .local import LocalRuntime
-from .options import CONTAINER_RUNTIMES, RUNTIME_NAMES, RuntimeOptions
+from .options import RuntimeOptions
 
 __all__ = ["CONTAINER_RUNTIMES", "RUNTIME_NAMES", "Runtime", "RuntimeOptions", "ServerProcess",
            "auto_runtime_name", "make_runtime"]
@@ -65,7 +66,7 @@ def make_runtime(
     python: str | None = None,
     **options: Any,
 ) -> Runtime:
-    """Build the runtime called `name` ("local", "bwrap", "apptainer" or "auto").
+    """Build the runtime called `name` (one of RUNTIME_NAMES).
 
     `image` is the .sif for bwrap/apptainer; `python` the interpreter for local. Other options
     (binds, env, network, gpu, ...) go to the runtime's constructor.

@@ -6,10 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# Every runtime a user can name; "auto" is Apptainer if installed, else bubblewrap.
-RUNTIME_NAMES = ("auto", "apptainer", "bwrap", "local")
-# The runtimes that run an image (a .sif) in a container.
-CONTAINER_RUNTIMES = ("auto", "apptainer", "bwrap")
+from ..config import CONTAINER_RUNTIMES, RUNTIME_NAMES
+
+__all__ = ["CONTAINER_RUNTIMES", "RUNTIME_NAMES", "RuntimeOptions"]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from ..config import CONTAINER_RUNTIMES
 from ..errors import BadConfig
-from ..runtimes.options import CONTAINER_RUNTIMES
 from .trial import Trial, TrialOutcome
 
 if TYPE_CHECKING:

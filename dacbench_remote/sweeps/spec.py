@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import RUNTIME_NAMES
 from ..errors import BadConfig
 from ..runtimes.base import parse_bind
-from ..runtimes.options import RUNTIME_NAMES
 from .executors import EXECUTORS
 from .trial import RuntimeOptions, Trial
 
