@@ -27,7 +27,7 @@ _ERRORS = [  # the tree is drawn in errors.py
     "RemoteError", "UnsendableResult", "EnvironmentClosed", "ProtocolError", "NoSuchAttribute",
     "UnknownBenchmark", "BadConfig",
     "ServerError", "ServerCrashed", "ConnectionBroken", "VersionMismatch",
-    "ServerTimeout", "StartupTimeout", "CallTimeout",
+    "ServerTimeout", "StartupTimeout", "CallTimeout", "ZygoteError", "ZygoteUnsupported",
     "RuntimeUnavailable", "UnsafeDirectory",
     "ImageError", "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError",
     "RegistryError", "RegistryAuthError", "RecipeError", "BuildError",

@@ -1,8 +1,8 @@
 """One exception hierarchy: every error a user can hit is a DacbenchRemoteError naming what to do.
 
-It also holds how errors cross from the server to the host: `error_payload` turns an exception
-in the server into a reply's error payload, and `error_from_payload` turns that payload back into
-the host-side exception through one table, `ERROR_KINDS`. The tree (with `ERROR_KINDS` names):
+How errors cross from the server to the host is in wire/replies.py: an exception in the server
+becomes an error payload naming its kind, and the host raises the class that kind names in one
+table, `ERROR_KINDS`. The tree (with `ERROR_KINDS` names):
 
     DacbenchRemoteError
     ├── RemoteError                 "remote": the env (or benchmark) raised in the server
@@ -18,8 +18,8 @@ the host-side exception through one table, `ERROR_KINDS`. The tree (with `ERROR_
     │   ├── ServerTimeout           (also a TimeoutError)
     │   │   ├── StartupTimeout
     │   │   └── CallTimeout
-    │   └── zygote.ZygoteError      (also a RuntimeError)
-    │       └── zygote.ZygoteUnsupported
+    │   └── ZygoteError             (also a RuntimeError)
+    │       └── ZygoteUnsupported
     ├── RuntimeUnavailable
     ├── UnsafeDirectory
     ├── ImageError
@@ -38,9 +38,6 @@ the host-side exception through one table, `ERROR_KINDS`. The tree (with `ERROR_
 """
 
 from __future__ import annotations
-
-import traceback
-from typing import Any
 
 
 class DacbenchRemoteError(Exception):
@@ -155,6 +152,14 @@ class CallTimeout(ServerTimeout):
     """A call did not answer before its deadline (the server may be stuck in the environment)."""
 
 
+class ZygoteError(ServerError, RuntimeError):
+    """A zygote server refused or failed a request, or did not start (also a RuntimeError)."""
+
+
+class ZygoteUnsupported(ZygoteError):
+    """The image's server predates --zygote: run a fresh server per trial instead."""
+
+
 # -- the host -----------------------------------------------------------------------------------
 
 
@@ -239,61 +244,3 @@ class ResultsWriteError(DacbenchRemoteError, OSError):
 
     def __str__(self) -> str:
         return self.message
-
-
-# -- errors on the wire -------------------------------------------------------------------------
-
-# The kind a server's error payload names, and the exception the host raises for it. An unknown
-# kind (from a newer server) is a RemoteError.
-ERROR_KINDS: dict[str, type[Exception]] = {
-    "remote": RemoteError,
-    "encode": UnsendableResult,
-    "closed": EnvironmentClosed,
-    "protocol": ProtocolError,
-    "attribute": NoSuchAttribute,
-    "unknown_benchmark": UnknownBenchmark,
-    "bad_config": BadConfig,
-    "version": VersionMismatch,
-}
-_KIND_OF_CLASS = {cls: kind for kind, cls in ERROR_KINDS.items()}
-
-
-def error_kind(exc: BaseException) -> str:
-    """The `ERROR_KINDS` name of `exc`'s nearest class in the table ("remote" for any other)."""
-    for cls in type(exc).__mro__:
-        kind = _KIND_OF_CLASS.get(cls)
-        if kind is not None:
-            return kind
-    return "remote"
-
-
-def error_payload(exc: BaseException, kind: str | None = None, *, message: str | None = None,
-                  **extra: Any) -> dict:
-    """What the host needs to raise `exc` again: kind, type, message, traceback (and `extra`).
-
-    `kind` defaults to `error_kind(exc)`; `message` replaces str(exc). An exception that was
-    never raised (or whose traceback was dropped) sends none.
-    """
-    cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    if message is None:
-        try:
-            message = str(exc)
-        except Exception:  # a broken __str__ must not take the reply (and the connection) with it
-            message = f"<{name} whose str() raised>"
-    trace = exc.__traceback__
-    return {
-        **extra,
-        "kind": kind or error_kind(exc),
-        "type": name,
-        "message": message,
-        "traceback": "".join(traceback.format_exception(cls, exc, trace)) if trace else "",
-    }
-
-
-def error_from_payload(payload: dict) -> Exception:
-    """The host-side exception for a server's error payload, by its kind (`ERROR_KINDS`)."""
-    cls = ERROR_KINDS.get(payload.get("kind"), RemoteError)
-    if issubclass(cls, RemoteError):
-        return cls.from_payload(payload)
-    return cls(payload.get("message", ""))

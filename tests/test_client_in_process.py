@@ -17,7 +17,6 @@ from dacbench_remote import (
     UnsendableResult,
     VersionMismatch,
 )
-from dacbench_remote.errors import error_from_payload
 from dacbench_remote.server.data_channel import DataSession
 from dacbench_remote.server.envs import create_env
 from dacbench_remote.testing import assert_identical
@@ -25,6 +24,7 @@ from dacbench_remote.wire import (
     codec,
 )
 from dacbench_remote.wire.channel import LoopbackChannel
+from dacbench_remote.wire.replies import error_from_payload
 from tests.inprocess import InProcessConnection, InProcessServer
 from tests.trajectories import record_trajectory
 

@@ -7,7 +7,6 @@ import pytest
 import dacbench_remote
 from dacbench_remote import errors
 from dacbench_remote.errors import (
-    ERROR_KINDS,
     BadConfig,
     CallTimeout,
     ConnectionBroken,
@@ -26,9 +25,13 @@ from dacbench_remote.errors import (
     UnknownBenchmark,
     UnsendableResult,
     VersionMismatch,
+)
+from dacbench_remote.wire.replies import (
+    ERROR_KINDS,
     error_from_payload,
     error_kind,
     error_payload,
+    error_reply,
 )
 
 
@@ -126,3 +129,12 @@ def test_a_broken_str_does_not_break_the_payload():
             raise RuntimeError("no")
 
     assert "whose str() raised" in error_payload(Unprintable())["message"]
+
+
+def test_an_error_reply_is_unwrapped_into_its_class_on_the_host():
+    from dacbench_remote.host.client import unwrap_reply
+
+    reply = error_reply(_raised(BadConfig("Luby rejected its config")), pid=7)
+    assert reply["ok"] is False and reply["error"]["pid"] == 7
+    with pytest.raises(BadConfig, match="Luby rejected its config"):
+        unwrap_reply(reply)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote._sys.sockets import new_socket_path, remove_socket_files
+from dacbench_remote.errors import ZygoteError
 from dacbench_remote.host.client import ServerConnection
-from dacbench_remote.host.zygote_client import ZygoteError, request_fork
+from dacbench_remote.host.zygote_client import request_fork
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -151,7 +152,8 @@ def test_warm_server_in_the_local_runtime_leaves_nothing(monkeypatch):
 
 
 def test_an_old_server_without_zygote_is_reported_as_unsupported(tmp_path):
-    from dacbench_remote.host.zygote_client import WarmServer, ZygoteUnsupported
+    from dacbench_remote.errors import ZygoteUnsupported
+    from dacbench_remote.host.zygote_client import WarmServer
     from dacbench_remote.runtimes.local import LocalRuntime
 
     old = tmp_path / "old-python"  # a server whose argparse does not know --zygote
@@ -222,3 +224,39 @@ def test_a_request_for_modules_the_spare_lacks_gets_a_fresh_fork(zygote):
         assert _first_obs(child) == [1, 0, 0]
     finally:
         os.close(lifeline)
+
+
+def test_the_plain_text_refusals_of_older_zygotes_are_still_understood(tmp_path):
+    """Zygotes in images built before error payloads answered {"ok": false, "error": TEXT}, and
+    refused the preload request (which came later) as a bad fork request."""
+    import json
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from dacbench_remote.host.zygote_client import WarmServer
+
+    path = tmp_path / "old-zygote.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)
+
+    def answer_like_an_old_zygote():
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                request = json.loads(conn.recv(65536))
+                text = (f"ValueError: expected a fork request with a plain name, got {request!r}"
+                        if request["op"] == "preload" else "ModuleNotFoundError: No module named 'x'")
+                conn.sendall((json.dumps({"ok": False, "error": text}) + "\n").encode())
+
+    thread = threading.Thread(target=answer_like_an_old_zygote, daemon=True)
+    thread.start()
+    warm = WarmServer(runtime=None, preload=["x"])
+    warm.server = SimpleNamespace(socket_path=path)
+    warm._preload()  # refused as a fork request: not an error, the first fork imports instead
+    with pytest.raises(ZygoteError, match="could not start a server: ModuleNotFoundError: No "
+                                          "module named 'x'"):
+        request_fork(path, "t1", ["x"], timeout=10)
+    thread.join(10)
+    listener.close()

@@ -12,9 +12,7 @@ import gymnasium
 import Pyro5.api
 import Pyro5.errors
 
-from .._sys.sockets import (
-    DATA_SUFFIX,
-)
+from .._sys.sockets import DATA_SUFFIX
 from ..errors import (
     CallTimeout,
     ConnectionBroken,
@@ -22,7 +20,6 @@ from ..errors import (
     EnvironmentClosed,
     ServerCrashed,
     VersionMismatch,
-    error_from_payload,
 )
 from ..wire import codec
 from ..wire.channel import (
@@ -35,6 +32,7 @@ from ..wire.channel import (
     SocketChannel,
 )
 from ..wire.dacvalues import lower, restore
+from ..wire.replies import error_from_payload
 
 DEFAULT_CALL_TIMEOUT = 300.0
 # Names of the arguments of data-channel requests, for error messages.

@@ -11,14 +11,10 @@ import time
 from pathlib import Path
 
 from .._sys.sockets import new_socket_path, socket_answers
-from ..errors import ServerError
+from ..errors import ZygoteError, ZygoteUnsupported
 
 # The longest reply line read from a zygote.
 MAX_REPLY = 65536
-
-
-class ZygoteError(ServerError, RuntimeError):
-    """The zygote server refused or failed a request, or did not start (also a RuntimeError)."""
 
 
 def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str] = (),
@@ -49,12 +45,8 @@ def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str]
     if not answer.get("ok"):
         os.close(write_end)
         raise ZygoteError(f"the zygote server on {zygote_socket} could not start a server: "
-                          f"{answer.get('error', 'no reason given')}")
+                          f"{_refusal(answer)}")
     return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
-
-
-class ZygoteUnsupported(ZygoteError):
-    """The image's server predates --zygote: run a fresh server per trial instead."""
 
 
 class WarmServer:
@@ -91,9 +83,10 @@ class WarmServer:
             conn.connect(str(self.server.socket_path))
             conn.sendall((json.dumps({"op": "preload", "preload": self.preload}) + "\n").encode())
             answer = json.loads(_read_line(conn) or b"{}")
-        if not answer.get("ok") and "expected a fork request" not in answer.get("error", ""):
+        # A zygote older than the preload request refuses it; its first fork imports instead.
+        if not answer.get("ok") and "expected a fork request" not in _refusal(answer):
             raise ZygoteError(f"the zygote server could not import {self.preload}: "
-                              f"{answer.get('error', 'no answer')}")
+                              f"{_refusal(answer)}")
 
     def fork(self, name: str) -> tuple[Path, int]:
         """A fresh child server: its control socket (host path) and lifeline write fd."""
@@ -121,3 +114,12 @@ def _read_line(conn: socket.socket) -> bytes:
             break
         data += chunk
     return data
+
+
+def _refusal(answer: dict) -> str:
+    """What a zygote's error reply says: an error payload (wire.replies), or the plain text that
+    zygotes of older images answer."""
+    error = answer.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('type', 'Exception')}: {error.get('message', '')}"
+    return str(error or "no reason given")

@@ -19,30 +19,17 @@ import Pyro5.api
 import Pyro5.server
 
 from .. import __version__
-from ..errors import (
-    EnvironmentClosed,
-    NoSuchAttribute,
-    ProtocolError,
-    VersionMismatch,
-    error_payload,
-)
+from ..errors import EnvironmentClosed, NoSuchAttribute, ProtocolError, VersionMismatch
 from ..wire import codec
 from ..wire.benchmarks import rebuild_benchmark
 from ..wire.dacvalues import lower, restore
+from ..wire.replies import error_payload, error_reply
 from .batched import BatchedEnvs
 from .envs import create_env, environment_of, first_seed, seed_global_rngs
 
 Pyro5.api.config.SERIALIZER = "json"
 # Control calls are few; a handful of threads serve several clients.
 Pyro5.api.config.THREADPOOL_SIZE_MIN = 2
-
-
-def error_reply(exc: BaseException, kind: str | None = None, **extra: Any) -> dict:
-    """The control-call reply for a failure: {"ok": False, "error": its payload}.
-
-    The payload's kind (see errors.ERROR_KINDS) comes from `exc`'s class unless `kind` is given.
-    """
-    return {"ok": False, "error": error_payload(exc, kind, **extra)}
 
 
 def _ok(value, root: str = "value") -> dict:

@@ -9,9 +9,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ..errors import ProtocolError, error_payload
+from ..errors import ProtocolError
 from ..wire import codec
 from ..wire.channel import ChannelClosed, FrameWaiter, recv_frame, send_frame
+from ..wire.replies import error_payload
 
 
 class RequestHandler(Protocol):

@@ -15,7 +15,8 @@ from .. import __version__
 from .._sys.sockets import DATA_SUFFIX, remove_socket_files
 from ..wire import codec
 from ..wire.channel import RUNNER_OBJECT_ID
-from .control import RemoteRunnerServer, error_reply
+from ..wire.replies import error_reply
+from .control import RemoteRunnerServer
 from .data_channel import DataChannelServer
 
 

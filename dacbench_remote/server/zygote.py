@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .._sys.procfs import die_with_parent, terminate_then_kill
 from .._sys.sockets import remove_socket_files
+from ..wire.replies import error_reply
 from .serve import serve
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}\Z")
@@ -163,7 +164,7 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
         _send(conn, {"ok": True, "pid": pid, "socket": Path(child_socket).name})
         return pid, child_socket
     except Exception as exc:  # a bad request, or a module that fails to import
-        _send(conn, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        _send(conn, error_reply(exc))
         return 0, ""
     finally:
         for fd in fds:

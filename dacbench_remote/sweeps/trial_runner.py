@@ -27,7 +27,7 @@ from .._sys.procfs import (
     tree,
 )
 from .._sys.sockets import is_socket_id, remove_socket_files, socket_dir
-from ..host.zygote_client import ZygoteError
+from ..errors import ZygoteError
 from ..runtimes.base import SERVER_MODULE
 from .sweepdir import SweepDir, read_json, read_jsonl
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome

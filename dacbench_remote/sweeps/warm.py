@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from .._sys.sockets import DATA_SUFFIX
+from ..errors import ZygoteError, ZygoteUnsupported
 from ..host.runner import RemoteRunner
-from ..host.zygote_client import WarmServer, ZygoteError, ZygoteUnsupported, request_fork
+from ..host.zygote_client import WarmServer, request_fork
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, ZYGOTE_ENV
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .._sys.files import atomic_write_json, atomic_write_text
 from .._sys.procfs import die_with_parent, hostname
+from ..wire.replies import error_payload
 from .sweepdir import read_json
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
@@ -91,11 +92,7 @@ def run_worker(trial_dir: Path, run_id: str) -> int:
     try:
         run(trial_dir, run_id)
     except BaseException as exc:
-        atomic_write_json(trial_dir / "error.json", {
-            "type": type(exc).__name__,
-            "message": str(exc),
-            "traceback": traceback.format_exc(),
-        })
+        atomic_write_json(trial_dir / "error.json", error_payload(exc))
         traceback.print_exc()
         if stopped_by:
             # Errors while unwinding (a server already gone) must not read as the trial failing.
