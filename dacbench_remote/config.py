@@ -118,12 +118,20 @@ def _env_table(file: Path, value: Any) -> dict[str, str]:
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """A TOML file's table; BadConfig naming the file (a `what` file) when it cannot be read."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadConfig(f"{path}: not valid TOML: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BadConfig(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadConfig(f"{path}: cannot read {what}: {exc}") from exc
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, name: str) -> dict[str, Any]:
+    """TOML text's table; BadConfig naming where it came from (`name`) when it is not TOML."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadConfig(f"{name}: not valid TOML: {exc}") from exc
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from dacbench_remote.sweeps import (
     run_sweep,
     status,
 )
-from dacbench_remote.sweeps.executors import EXECUTORS, make_executor, prefetch_images
+from dacbench_remote.sweeps.driver import make_executor
+from dacbench_remote.sweeps.executors import EXECUTORS, prefetch_images
 from dacbench_remote.sweeps.slurm_executor import SlurmExecutor
 from dacbench_remote.sweeps.spec import LocalOptions, SlurmOptions
 from dacbench_remote.sweeps.sweepdir import atomic_write_json, read_jsonl

@@ -19,9 +19,10 @@ from .._sys.files import atomic_write_json, atomic_write_text, locked
 from .._sys.procfs import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from ..errors import BadConfig, SweepAlreadyRunning
 from ..host.results import append_record
-from .executors import EXECUTORS, RunContext, make_executor
-from .slurm_executor import live_tasks, scancel
-from .spec import load_spec
+from .executors import EXECUTORS, Executor, RunContext
+from .local_executor import LocalExecutor
+from .slurm_executor import SlurmExecutor, live_tasks, scancel
+from .spec import LocalOptions, SlurmOptions, load_spec
 from .sweepdir import SweepDir, read_json
 from .tables import write_tables
 from .trial import DONE, FAILED, TIMED_OUT, TrialOutcome
@@ -152,6 +153,19 @@ def run_sweep(
             append_record(layout.runs, {"event": "end", "run_id": run_id, "time": time.time(),
                                         "interrupted": interrupted, **result.counts})
     return result
+
+
+def make_executor(kind: str, local: LocalOptions, slurm: SlurmOptions,
+                  workers: int | None = None) -> Executor:
+    """The executor named `kind`, set up from the spec's `[executor.KIND]` table.
+
+    `workers` overrides the local executor's worker count; the Slurm executor ignores it.
+    """
+    if kind == "local":
+        return LocalExecutor(local, workers)
+    if kind == "slurm":
+        return SlurmExecutor(slurm)
+    raise BadConfig(f"executor {kind!r} is not known; use one of {', '.join(EXECUTORS)}")
 
 
 def _forget(layout: SweepDir, trials, resume: bool, retry_failed: bool) -> None:

@@ -1,8 +1,9 @@
 """Executors, where trials run: the `Executor` interface, the names of the executors, and what they
 share (the `RunContext` of a sweep run, fetching each image once before any trial starts).
 
-Each executor lives in the module of its name, `sweeps/local.py` and `sweeps/slurm.py`; both call
-the same `run_trial` (sweeps/trial_runner.py) and differ only in who calls it and where.
+Each executor lives in its own module, `sweeps/local_executor.py` and `sweeps/slurm_executor.py`;
+both call the same `run_trial` (sweeps/trial_runner.py) and differ only in who calls it and
+where. The driver picks one by name (`driver.make_executor`).
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from ..config import CONTAINER_RUNTIMES
-from ..errors import BadConfig
+from ..images.resolve import resolve_image
+from ..runtimes.rootfs import default_rootfs_cache, image_sha256
+from .sweepdir import SweepDir
 from .trial import Trial, TrialOutcome
 
-if TYPE_CHECKING:
-    from .spec import LocalOptions, SlurmOptions
-    from .sweepdir import SweepDir
-
 # The executors, by the name `[executor] kind` and `sweep run --executor` take; executor NAME is
-# the Executor subclass in sweeps/NAME.py. The one list of them.
+# the Executor subclass in sweeps/NAME_executor.py. The one list of them.
 EXECUTORS = ("local", "slurm")
 
 
@@ -52,23 +51,6 @@ class Executor(ABC):
         """
 
 
-def make_executor(kind: str, local: LocalOptions, slurm: SlurmOptions,
-                  workers: int | None = None) -> Executor:
-    """The executor named `kind`, set up from the spec's `[executor.KIND]` table.
-
-    `workers` overrides the local executor's worker count; the Slurm executor ignores it.
-    """
-    if kind == "local":
-        from .local_executor import LocalExecutor
-
-        return LocalExecutor(local, workers)
-    if kind == "slurm":
-        from .slurm_executor import SlurmExecutor
-
-        return SlurmExecutor(slurm)
-    raise BadConfig(f"executor {kind!r} is not known; use one of {', '.join(EXECUTORS)}")
-
-
 # -- images ----------------------------------------------------------------------------------
 
 
@@ -79,8 +61,6 @@ def fetch_image(benchmark: str, experiment: str | None) -> tuple[str, dict]:
     found in the cache nor downloaded. Returns the image path and its provenance (sha256,
     experiment id, origin) for the results.
     """
-    from ..images.resolve import resolve_image
-
     path, provenance = resolve_image(benchmark, experiment, build=True)
     return str(path), provenance
 
@@ -93,8 +73,6 @@ def prefetch_images(trials: list[Trial], fetch: Fetch | None = None) -> list[Tri
 
     An image that cannot be had stops the sweep here, before any trial starts.
     """
-    from ..runtimes.rootfs import default_rootfs_cache, image_sha256
-
     fetch = fetch or fetch_image
     fetched: dict[tuple[str, str | None], tuple[str, dict]] = {}
     hashed: dict[str, str] = {}

@@ -11,22 +11,16 @@ import itertools
 import json
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RUNTIME_NAMES
+from ..config import RUNTIME_NAMES, parse_toml
 from ..errors import BadConfig
 from ..runtimes.base import parse_bind
 from .executors import EXECUTORS
 from .trial import RuntimeOptions, Trial
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 DEFAULT_TIME_LIMIT = 3600.0
 
@@ -124,10 +118,7 @@ def parse_spec(text: str, path: str | Path = "sweep.toml") -> SweepSpec:
     """Check a spec given as TOML text; relative paths in it are taken from `path`'s directory."""
     path = Path(path)
     where = _Where(path.name)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadConfig(f"{path.name}: not valid TOML: {exc}") from exc
+    data = parse_toml(text, path.name)
     base = path.resolve().parent
     _check_keys(data, _TOP_KEYS, where, "")
 
