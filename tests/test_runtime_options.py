@@ -19,6 +19,22 @@ def test_the_runner_takes_every_runtime_setting_from_options(tmp_path):
     assert (runner.startup_timeout, runner.call_timeout) == (7.0, 9.0)
 
 
+def test_every_runtime_option_is_a_runner_keyword_with_the_same_default():
+    import dataclasses
+    import inspect
+
+    from dacbench_remote.host.runner import _RUNTIME_KEYWORDS
+
+    fields = {f.name: f for f in dataclasses.fields(RuntimeOptions)}
+    assert set(_RUNTIME_KEYWORDS.values()) == set(fields) - {"provenance"}
+    parameters = inspect.signature(RemoteRunner.__init__).parameters
+    for keyword, option in _RUNTIME_KEYWORDS.items():
+        if keyword in ("runtime", "env"):  # None: the config's default_runtime / no variables
+            assert parameters[keyword].default is None
+            continue
+        assert parameters[keyword].default == fields[option].default, keyword
+
+
 def test_options_and_the_same_keywords_together_are_refused():
     with pytest.raises(BadConfig, match=r"either in options= or as keywords.*: call_timeout, "
                                         r"runtime given with options="):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import inspect
 import json
 import signal
 import sys
@@ -139,19 +140,10 @@ class RemoteRunner:
         # The same arguments start the extra servers of get_vector_environment(servers=K).
         self._arguments = {key: value for key, value in locals().items() if key != "self"}
         if options is not None:
-            given = {"runtime": runtime, "image": image, "python": python, "binds": tuple(binds),
-                     "env": env, "gpu": gpu, "startup_timeout": startup_timeout,
-                     "call_timeout": call_timeout}
-            defaults = {"runtime": None, "image": None, "python": None, "binds": (),
-                        "env": None, "gpu": False, "startup_timeout": 60.0,
-                        "call_timeout": DEFAULT_CALL_TIMEOUT}
-            both = sorted(key for key, value in given.items() if value != defaults[key])
-            if both:
-                raise BadConfig(f"runtime settings go either in options= or as keywords, not "
-                                f"both: {', '.join(both)} given with options=")
-            runtime, image, python = options.kind, options.image, options.python
-            binds, env, gpu = options.binds, dict(options.env), options.gpu
-            startup_timeout, call_timeout = options.startup_timeout, options.call_timeout
+            given = _from_options(options, self._arguments)
+            runtime, image, python = given["runtime"], given["image"], given["python"]
+            binds, env, gpu = given["binds"], given["env"], given["gpu"]
+            startup_timeout, call_timeout = given["startup_timeout"], given["call_timeout"]
         # A benchmark object is described (and checked) once, here, as DACBench serialises it.
         self.benchmark_description: dict | None = None
         self._object_record: dict = {}
@@ -504,6 +496,30 @@ class RemoteRunner:
             if self.results_path is not None:
                 append_record(self.results_path, result.to_record())
         return results
+
+
+# RemoteRunner's keywords that RuntimeOptions holds, and the option each one is.
+_RUNTIME_KEYWORDS = {"runtime": "kind", "image": "image", "python": "python", "binds": "binds",
+                     "env": "env", "gpu": "gpu", "startup_timeout": "startup_timeout",
+                     "call_timeout": "call_timeout"}
+
+
+def _from_options(options: RuntimeOptions, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The runtime keywords' values taken from `options`; BadConfig if a keyword was given as
+    well (it differs from its default in RemoteRunner's signature)."""
+    parameters = inspect.signature(RemoteRunner.__init__).parameters
+    both = sorted(keyword for keyword in _RUNTIME_KEYWORDS
+                  if _normal(arguments[keyword]) != _normal(parameters[keyword].default))
+    if both:
+        raise BadConfig(f"runtime settings go either in options= or as keywords, not both: "
+                        f"{', '.join(both)} given with options=")
+    values = {keyword: getattr(options, option) for keyword, option in _RUNTIME_KEYWORDS.items()}
+    values["env"] = dict(values["env"])
+    return values
+
+
+def _normal(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def run_episode(environment, agent, episode: int, seed: int | None) -> EpisodeResult:
