@@ -94,7 +94,7 @@ def test_an_unknown_operation_is_a_protocol_error_and_the_env_stays_usable(conne
     env = connection.make_env("tests.envs:make_counting_env")
     env.reset(seed=0)
     with pytest.raises(ProtocolError, match="unknown data-channel operation 'jump'"):
-        env._request(["jump"])
+        env.exchange(["jump"])
     assert env.step(0.0)[4] == {"t": 1}
 
 
@@ -142,9 +142,9 @@ def test_another_wire_version_is_refused_naming_both():
 
 def test_vector_envs_step_in_process_too(connection):
     part = connection.make_vector_part(2, "NextStep", "gymnasium:CartPole-v1")
-    observations, _ = part._request(["reset", 0, None])
+    observations, _ = part.exchange(["reset", 0, None])
     assert observations.shape == (2, 4)
-    observations, rewards, *_ = part._request(["step", np.array([0, 1])])
+    observations, rewards, *_ = part.exchange(["step", np.array([0, 1])])
     assert rewards.tolist() == [1.0, 1.0]
 
 

@@ -193,7 +193,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
         self.spec = gymnasium.envs.registration.EnvSpec.from_json(info["spec"]) if info["spec"] else None
         self._channel: DataChannel = connection.open_channel()
         try:
-            self._request(["hello"], frame={"env": env_id})
+            self._exchange(["hello"], frame={"env": env_id})
         except BaseException:
             self._channel.close()
             raise
@@ -217,7 +217,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
             ConnectionBroken, EnvironmentClosed: see dacbench_remote.errors.
         """
         super().reset(seed=seed)  # keeps self.np_random seeded as gymnasium's checker expects
-        return self._request(["reset", seed, options])
+        return self._exchange(["reset", seed, options])
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the remote env with `action`.
@@ -230,7 +230,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
             env stays usable. TypeError, ServerCrashed, CallTimeout, ConnectionBroken,
             EnvironmentClosed: as for reset().
         """
-        return self._request(["step", action])
+        return self._exchange(["step", action])
 
     def render(self) -> Any:
         """The env's render() result (e.g. an rgb_array frame), through the control channel."""
@@ -336,16 +336,42 @@ class RemoteEnvironmentClient(gymnasium.Env):
         if self._broken is not None:
             raise self._broken
 
-    # Where the data channel's last exchange stands (channel.IDLE, SENDING, ...), and the socket
-    # channel's FrameWaiter (vector envs turn its polling off).
+    # -- the data channel, for RemoteVectorEnv (reset and step above go through it too) ------
+
+    def exchange(self, request: list) -> Any:
+        """Send one data-channel request (`["step", action]`, `["reset", seed, options]`, ...)
+        and return its reply's value; raises as reset() and step() do."""
+        return self._exchange(request)
+
+    def send_request(self, request: list) -> int:
+        """Send one data-channel request without waiting for the reply; returns the number to
+        pass to `receive_reply`. A vector env sends to all its servers before it waits for any."""
+        return self._send(request)
+
+    def receive_reply(self, operation: str, seq: int) -> Any:
+        """Wait for the reply to request `seq` (an `operation` request) and return its value, or
+        raise its error."""
+        ok, value = self._guarded(operation,
+                                  lambda: codec.decode_message(self._channel.receive(seq)))
+        if ok:
+            return value
+        raise error_from_payload(value)
+
+    def stop_polling(self) -> None:
+        """Wait for replies by blocking at once, without polling first: polling only pays while
+        the server and this process each have a core of their own."""
+        waiter = getattr(self._channel, "waiter", None)  # in-process channels never wait
+        if waiter is not None:
+            waiter.spin = 0.0
+
+    # Where the data channel's last exchange stands (channel.IDLE, SENDING, ...).
     _phase = property(lambda self: self._channel.phase)
-    _waiter = property(lambda self: self._channel.waiter)
 
-    def _request(self, request: list, frame: Any = None) -> Any:
-        return self._finish(request[0], self._begin(request, frame))
+    def _exchange(self, request: list, frame: Any = None) -> Any:
+        return self.receive_reply(request[0], self._send(request, frame))
 
-    def _begin(self, request: list, frame: Any = None) -> int:
-        """Send a request frame without waiting (vector envs send to K servers, then collect)."""
+    def _send(self, request: list, frame: Any = None) -> int:
+        """Send `request` (or `frame` in its place: the greeting), checking the env is usable."""
         operation = request[0]
         self._check_open(operation)
         if self._channel.phase in MID_FRAME:  # interrupted before the handler below recorded it
@@ -353,14 +379,6 @@ class RemoteEnvironmentClient(gymnasium.Env):
             raise self._broken
         body = _encode_request(request if frame is None else frame)  # TypeError: nothing sent
         return self._guarded(operation, self._channel.send, body)
-
-    def _finish(self, operation: str, seq: int) -> Any:
-        """Wait for the reply to request `seq` and return its value (or raise its error)."""
-        ok, value = self._guarded(operation,
-                                  lambda: codec.decode_message(self._channel.receive(seq)))
-        if ok:
-            return value
-        raise error_from_payload(value)
 
     def _guarded(self, operation: str, function: Callable, *args: Any) -> Any:
         """Run a send or receive step, turning deadlines, crashes and interrupts into state."""

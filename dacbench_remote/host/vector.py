@@ -47,7 +47,7 @@ class RemoteVectorEnv(VectorEnv):
         if len(self.parts) + 1 > (os.cpu_count() or 1):
             # Polling for replies only pays while every server and this process have a core.
             for part in self.parts:
-                part._waiter.spin = 0.0
+                part.stop_polling()
         self.num_envs = sum(self.counts)
         self.autoreset_mode = _MODES[autoreset_value(autoreset_mode)]
         self._on_close = on_close
@@ -173,9 +173,10 @@ class RemoteVectorEnv(VectorEnv):
     def _exchange_all(self, requests: list[list]) -> list:
         """Send every server its request before waiting for any, then collect replies in order."""
         if len(self.parts) == 1:
-            return [self.parts[0]._request(requests[0])]
-        sent = [part._begin(request) for part, request in zip(self.parts, requests, strict=True)]
-        return [part._finish(request[0], seq)
+            return [self.parts[0].exchange(requests[0])]
+        sent = [part.send_request(request)
+                for part, request in zip(self.parts, requests, strict=True)]
+        return [part.receive_reply(request[0], seq)
                 for part, request, seq in zip(self.parts, requests, sent, strict=True)]
 
     def _infos(self, parts: list[dict]) -> dict:
