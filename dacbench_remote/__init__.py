@@ -30,7 +30,8 @@ _ERRORS = [  # the tree is drawn in errors.py
     "ServerTimeout", "StartupTimeout", "CallTimeout", "ZygoteError", "ZygoteUnsupported",
     "RuntimeUnavailable", "UnsafeDirectory",
     "ImageError", "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError",
-    "RegistryError", "RegistryAuthError", "RecipeError", "BuildError",
+    "RegistryError", "RegistryAuthError", "RecipeError", "BuildError", "ImageChanged",
+    "UnrunnableImage", "UnpackError",
     "SweepAlreadyRunning", "ResultsWriteError",
 ]
 _EXPORTS.update({name: "errors" for name in _ERRORS})

@@ -26,6 +26,9 @@ table, `ERROR_KINDS`. The tree (with `ERROR_KINDS` names):
     │   ├── ImageNotFound
     │   ├── CorruptImage
     │   ├── ChecksumMismatch
+    │   ├── ImageChanged
+    │   ├── UnrunnableImage
+    │   ├── UnpackError
     │   ├── DownloadError
     │   │   └── RegistryError
     │   │       └── RegistryAuthError
@@ -195,6 +198,18 @@ class ChecksumMismatch(ImageError):
             f"sha256 mismatch for {path}: expected {expected}, got {actual}. "
             "The file was removed; try again, or check the catalog entry and the source."
         )
+
+
+class ImageChanged(ImageError):
+    """An image is not, or cannot be shown to be, the one a recorded run used (sha256)."""
+
+
+class UnrunnableImage(ImageError):
+    """A readable image lacks what starting a server needs (a shell, a runscript)."""
+
+
+class UnpackError(ImageError):
+    """An image's root filesystem could not be unpacked (disk full, or a damaged image)."""
 
 
 class DownloadError(ImageError):

@@ -138,3 +138,18 @@ def test_an_error_reply_is_unwrapped_into_its_class_on_the_host():
     assert reply["ok"] is False and reply["error"]["pid"] == 7
     with pytest.raises(BadConfig, match="Luby rejected its config"):
         unwrap_reply(reply)
+
+
+def test_image_problems_are_raised_as_their_precise_class():
+    """`except ImageNotFound` (or any other subclass) must catch what it names: ImageError itself
+    is only a base to catch them all, never raised bare."""
+    import ast
+    from pathlib import Path
+
+    bare = []
+    for path in Path(errors.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+                    and getattr(node.exc.func, "id", None) == "ImageError"):
+                bare.append(f"{path.name}:{node.lineno}")
+    assert bare == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import BadConfig, ImageError, ImageNotFound
+from dacbench_remote.errors import BadConfig, ImageChanged, ImageNotFound
 from dacbench_remote.host import repeat
 
 
@@ -82,7 +82,7 @@ def test_a_changed_image_file_is_refused_with_both_digests(tmp_path, runner_call
     image, digest = write_image(tmp_path)
     path = results_file(tmp_path, image_path=str(image), image_sha256=digest)
     image.write_bytes(b"rebuilt since")
-    with pytest.raises(ImageError) as caught:
+    with pytest.raises(ImageChanged) as caught:
         repeat.repeat_run(path)
     message = str(caught.value)
     assert f"the image {image} changed since run r1 in {path} was recorded" in message
@@ -104,7 +104,7 @@ def test_a_missing_image_file_is_named(tmp_path, runner_calls):
 
 def test_an_image_without_a_recorded_digest_cannot_be_checked(tmp_path, runner_calls):
     image, _ = write_image(tmp_path)
-    with pytest.raises(ImageError, match=rf"names the image {image} but not its sha256"):
+    with pytest.raises(ImageChanged, match=rf"names the image {image} but not its sha256"):
         repeat.repeat_run(results_file(tmp_path, image_path=str(image)))
     assert runner_calls == []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import BadConfig, ImageError, RuntimeUnavailable
+from dacbench_remote.errors import BadConfig, ImageNotFound, RuntimeUnavailable
 from dacbench_remote.runtimes.bwrap import (
     CONTAINER_SOCKET_DIR,
     BwrapRuntime,
@@ -202,5 +202,5 @@ def test_missing_bwrap_binary_says_what_to_install(tmp_path):
 def test_missing_image_is_named(tmp_path):
     need_tools("bwrap")
     runtime = BwrapRuntime(tmp_path / "absent.sif")
-    with pytest.raises(ImageError, match=r"absent\.sif does not exist or is not a file"):
+    with pytest.raises(ImageNotFound, match=r"absent\.sif does not exist or is not a file"):
         runtime.prepare()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import ImageError
+from dacbench_remote.errors import UnpackError
 from dacbench_remote.images.sif import SifImage, write_sif
 from dacbench_remote.runtimes import rootfs
 from dacbench_remote.runtimes.rootfs import (
@@ -96,7 +96,7 @@ def test_leftovers_of_a_killed_extraction_are_removed(image, tmp_path):
 
 def test_failed_extraction_names_the_image_and_leaves_nothing(image, tmp_path):
     cache = tmp_path / "cache"
-    with pytest.raises(ImageError, match=r"unpacking .*img\.sif into .*cache failed "
+    with pytest.raises(UnpackError, match=r"unpacking .*img\.sif into .*cache failed "
                                          r"\(unsquashfs exit code \d+\)"):
         extract_rootfs(image, 12345, "a" * 64, cache)  # not where the squashfs starts
     assert sorted(p.name for p in cache.iterdir()) == ["a" * 64 + ".lock"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadConfig, ImageError, ImageNotFound
+from ..errors import BadConfig, ImageChanged, ImageNotFound
 from ..runtimes.options import RuntimeOptions
 from .results import read_run
 from .runner import RemoteRunner
@@ -27,7 +27,7 @@ def repeat_run(path: Path, *, run_id: str | None = None, results_path: Path | No
     """Run again with the recorded benchmark, config, agent, seeds, image and runtime.
 
     Raises BadConfig when the run cannot be rebuilt from its record (an agent object), and
-    ImageError when its image is gone or is no longer the recorded one.
+    ImageNotFound when its image is gone, ImageChanged when it is no longer the recorded one.
     """
     records = read_run(path, run_id)
     first = records[0]
@@ -44,7 +44,7 @@ def repeat_run(path: Path, *, run_id: str | None = None, results_path: Path | No
         now = runner.provenance(first["base_seed"], "", first["agent"]).get("image_sha256")
         recorded_digest = first.get("image_sha256")
         if recorded_digest and now and recorded_digest != now:
-            raise ImageError(
+            raise ImageChanged(
                 f"the image differs from the recorded one: recorded sha256 {recorded_digest}, "
                 f"the cached image has {now}; fetch the published image for "
                 f"{first.get('experiment')} (dacbench-remote pull) instead of a local build"
@@ -88,11 +88,11 @@ def recorded_image(record: dict, path: Path) -> str | None:
                             "to repeat the run")
     recorded = record.get("image_sha256")
     if not recorded:
-        raise ImageError(f"{where} names the image {image} but not its sha256, so it cannot be "
+        raise ImageChanged(f"{where} names the image {image} but not its sha256, so it cannot be "
                          "checked to be the same image; run it again to record both")
     now = sha256_file(Path(image))
     if now != recorded:
-        raise ImageError(f"the image {image} changed since {where} was recorded: recorded "
+        raise ImageChanged(f"the image {image} changed since {where} was recorded: recorded "
                          f"sha256 {recorded}, now {now}. Put the recorded image back at that "
                          "path to repeat the run, or start a new run with this image")
     return image

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .._sys.apptainer import find_apptainer
-from ..errors import BadConfig, ImageError, RuntimeUnavailable
+from ..errors import BadConfig, ImageNotFound, RuntimeUnavailable
 from ..images.sif import SifImage
 from .base import Runtime, check_env_names, parse_bind
 
@@ -74,7 +74,7 @@ class ApptainerRuntime(Runtime):
                 raise RuntimeUnavailable(f"{exc}, {ALTERNATIVE}") from None
             self.version = apptainer_version(self.binary)
         if not self.image.is_file():
-            raise ImageError(f"image {self.image} does not exist or is not a file")
+            raise ImageNotFound(f"image {self.image} does not exist or is not a file")
         SifImage.open(self.image)
         for src, _dst, _ro in self.binds:
             if not os.path.exists(src):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from ..errors import BadConfig, ImageError, RuntimeUnavailable
+from ..errors import BadConfig, ImageNotFound, RuntimeUnavailable, UnrunnableImage
 from ..images.sif import SifImage
 from .base import Launch, Runtime, check_env_names, parse_bind
 from .rootfs import (
@@ -172,7 +172,7 @@ class BwrapRuntime(Runtime):
             if problem:
                 raise RuntimeUnavailable(f"bubblewrap cannot create a sandbox here: {problem}")
             if not self.image.is_file():
-                raise ImageError(f"image {self.image} does not exist or is not a file")
+                raise ImageNotFound(f"image {self.image} does not exist or is not a file")
             self._partition_offset = SifImage.open(self.image).primary_partition().offset
             want_fuse = fuse_usable() if self.use_fuse is None else self.use_fuse
             if want_fuse:
@@ -327,9 +327,9 @@ def check_image_root(root: Path, image: Path) -> None:
     """The image must be one we can start: a shell and an executable runscript."""
     runscript = root / RUNSCRIPT.lstrip("/")
     if not os.path.lexists(root / "bin/sh"):
-        raise ImageError(f"image {image} has no /bin/sh; it is not a runnable root filesystem")
+        raise UnrunnableImage(f"image {image} has no /bin/sh; it is not a runnable root filesystem")
     if not os.path.lexists(runscript):
-        raise ImageError(
+        raise UnrunnableImage(
             f"image {image} has no {RUNSCRIPT}; build it from a recipe whose %runscript starts "
             "`python3 -m dacbench_remote.server \"$@\"`"
         )

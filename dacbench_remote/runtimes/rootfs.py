@@ -21,7 +21,7 @@ from pathlib import Path
 from .._sys.files import atomic_write_text, locked, private_dir, sha256_file, user_runtime_dir
 from .._sys.procfs import descendants
 from ..config import default_cache_dir
-from ..errors import ImageError, RuntimeUnavailable
+from ..errors import RuntimeUnavailable, UnpackError
 from ..images.unsquash import unsquashfs
 
 TMP_PREFIX = ".tmp-"
@@ -100,7 +100,7 @@ def extract_rootfs(image: Path, offset: int, digest: str, cache: Path) -> Extrac
             target = work / "rootfs"
             code, problems = unsquashfs(Path(image), target, offset=offset)
             if problems:
-                raise ImageError(
+                raise UnpackError(
                     f"unpacking {image} into {cache} failed (unsquashfs exit code {code}); is "
                     "the disk full or the image damaged?\n" + "\n".join(problems[-15:]))
             os.rename(target, final)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote._sys.sockets import new_socket_path
-from dacbench_remote.errors import BadConfig, CorruptImage, ImageError
+from dacbench_remote.errors import BadConfig, CorruptImage, UnrunnableImage
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 from dacbench_remote.runtimes.rootfs import force_rmtree
 from tests.needs import need_fuse, need_tools
@@ -287,7 +287,7 @@ def test_squashfuse_kill_9_of_host_leaves_no_mount(standin_image, tmp_path):
 def test_image_without_runscript_is_refused(tmp_path):
     image = build_tiny_image(tmp_path, with_runscript=False)
     runtime = BwrapRuntime(image, use_fuse=False, extract_cache=tmp_path / "cache")
-    with pytest.raises(ImageError, match=r"tiny\.sif has no /\.singularity\.d/runscript; build "
+    with pytest.raises(UnrunnableImage, match=r"tiny\.sif has no /\.singularity\.d/runscript; build "
                                          r"it from a recipe whose %runscript starts"):
         runtime.start(new_socket_path("norun"))
 
