@@ -1,45 +1,135 @@
 """dacbench-remote: DACBench benchmarks and gymnasium envs in rootless containers, as local envs.
 
-The names users import live here. They load lazily, because the server imports this package
-inside minimal images that have neither the runner's nor the CLI's dependencies.
+The names users import live here. The error classes are plain imports. The rest load on first
+use, through the one `__getattr__` below: the server imports this package inside minimal images
+that have neither the runner's nor the command line's dependencies (Stable-Baselines3 is
+imported only when `to_sb3` is called). Type checkers see the real names through the
+TYPE_CHECKING imports.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (  # the tree is drawn in errors.py
+    BadConfig,
+    BuildError,
+    CallTimeout,
+    ChecksumMismatch,
+    ConnectionBroken,
+    CorruptImage,
+    DacbenchRemoteError,
+    DownloadError,
+    EnvironmentClosed,
+    ImageChanged,
+    ImageError,
+    ImageNotFound,
+    NoSuchAttribute,
+    ProtocolError,
+    RecipeError,
+    RegistryAuthError,
+    RegistryError,
+    RemoteError,
+    ResultsWriteError,
+    RuntimeUnavailable,
+    ServerCrashed,
+    ServerError,
+    ServerTimeout,
+    StartupTimeout,
+    SweepAlreadyRunning,
+    UnknownBenchmark,
+    UnpackError,
+    UnrunnableImage,
+    UnsafeDirectory,
+    UnsendableResult,
+    VersionMismatch,
+    ZygoteError,
+    ZygoteUnsupported,
+)
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "RemoteRunner": "host.runner",
-    "EpisodeResult": "host.runner",
-    "RemoteEnvironmentClient": "host.client",
-    "ServerConnection": "host.client",
-    "RandomAgent": "host.agents",
-    "StaticAgent": "host.agents",
-    "make_agent": "host.agents",
-    "read_run": "host.results",
-    "list_runs": "host.results",
-    "to_sb3": "host.sb3",  # imports Stable-Baselines3 only when called
+if TYPE_CHECKING:
+    from .host.agents import RandomAgent, StaticAgent, make_agent
+    from .host.client import RemoteEnvironmentClient, ServerConnection
+    from .host.results import list_runs, read_run
+    from .host.runner import EpisodeResult, RemoteRunner
+    from .host.sb3 import to_sb3
+    from .host.vector import RemoteVectorEnv
+
+# The other public names, each with the module that defines it, imported on first use.
+_LAZY = {
+    "RemoteRunner": ".host.runner",
+    "EpisodeResult": ".host.runner",
+    "RemoteEnvironmentClient": ".host.client",
+    "ServerConnection": ".host.client",
+    "RemoteVectorEnv": ".host.vector",
+    "RandomAgent": ".host.agents",
+    "StaticAgent": ".host.agents",
+    "make_agent": ".host.agents",
+    "read_run": ".host.results",
+    "list_runs": ".host.results",
+    "to_sb3": ".host.sb3",
 }
-_ERRORS = [  # the tree is drawn in errors.py
+
+__all__ = [
+    "BadConfig",
+    "BuildError",
+    "CallTimeout",
+    "ChecksumMismatch",
+    "ConnectionBroken",
+    "CorruptImage",
     "DacbenchRemoteError",
-    "RemoteError", "UnsendableResult", "EnvironmentClosed", "ProtocolError", "NoSuchAttribute",
-    "UnknownBenchmark", "BadConfig",
-    "ServerError", "ServerCrashed", "ConnectionBroken", "VersionMismatch",
-    "ServerTimeout", "StartupTimeout", "CallTimeout", "ZygoteError", "ZygoteUnsupported",
-    "RuntimeUnavailable", "UnsafeDirectory",
-    "ImageError", "ImageNotFound", "CorruptImage", "ChecksumMismatch", "DownloadError",
-    "RegistryError", "RegistryAuthError", "RecipeError", "BuildError", "ImageChanged",
-    "UnrunnableImage", "UnpackError",
-    "SweepAlreadyRunning", "ResultsWriteError",
+    "DownloadError",
+    "EnvironmentClosed",
+    "EpisodeResult",
+    "ImageChanged",
+    "ImageError",
+    "ImageNotFound",
+    "NoSuchAttribute",
+    "ProtocolError",
+    "RandomAgent",
+    "RecipeError",
+    "RegistryAuthError",
+    "RegistryError",
+    "RemoteEnvironmentClient",
+    "RemoteError",
+    "RemoteRunner",
+    "RemoteVectorEnv",
+    "ResultsWriteError",
+    "RuntimeUnavailable",
+    "ServerConnection",
+    "ServerCrashed",
+    "ServerError",
+    "ServerTimeout",
+    "StartupTimeout",
+    "StaticAgent",
+    "SweepAlreadyRunning",
+    "UnknownBenchmark",
+    "UnpackError",
+    "UnrunnableImage",
+    "UnsafeDirectory",
+    "UnsendableResult",
+    "VersionMismatch",
+    "ZygoteError",
+    "ZygoteUnsupported",
+    "__version__",
+    "list_runs",
+    "make_agent",
+    "read_run",
+    "to_sb3",
 ]
-_EXPORTS.update({name: "errors" for name in _ERRORS})
-__all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'dacbench_remote' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dacbench_remote import RemoteRunner
+from dacbench_remote.config import CONTAINER_RUNTIMES, RUNTIME_NAMES
 from dacbench_remote.errors import BadConfig
-from dacbench_remote.runtimes import CONTAINER_RUNTIMES, RUNTIME_NAMES, RuntimeOptions
-from dacbench_remote.sweeps import RuntimeOptions as SweepRuntimeOptions
+from dacbench_remote.runtimes.options import RuntimeOptions
+from dacbench_remote.sweeps.trial import Trial
 
 
 def test_the_runner_takes_every_runtime_setting_from_options(tmp_path):
@@ -53,7 +54,7 @@ def test_a_verified_image_is_recorded_from_options_without_hashing_it(tmp_path):
 
 def test_one_list_of_runtime_names_and_one_options_type():
     assert set(CONTAINER_RUNTIMES) < set(RUNTIME_NAMES) and "local" not in CONTAINER_RUNTIMES
-    assert SweepRuntimeOptions is RuntimeOptions
+    assert type(Trial("Luby", "random", 0, 1).runtime) is RuntimeOptions
     plain, fetched = RuntimeOptions(kind="bwrap"), RuntimeOptions(kind="bwrap",
                                                                   provenance={"sha256": "x"})
     assert plain.key() == fetched.key() != RuntimeOptions(kind="local").key()

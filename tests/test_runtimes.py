@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dacbench_remote.config import RUNTIME_NAMES
 from dacbench_remote.errors import BadConfig, RuntimeUnavailable
-from dacbench_remote.runtimes import RUNTIME_NAMES, auto_runtime_name, make_runtime
+from dacbench_remote.runtimes import auto_runtime_name, make_runtime
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime
 from dacbench_remote.runtimes.bwrap import BwrapRuntime, bwrap_problem
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.errors import BadConfig, DacbenchRemoteError, SweepAlreadyRunning
+from dacbench_remote.runtimes.options import RuntimeOptions
 from dacbench_remote.sweeps import (
-    RuntimeOptions,
     SweepDir,
     Trial,
     TrialOutcome,
@@ -493,21 +493,10 @@ def test_sockets_of_killed_servers_are_removed_only_inside_the_socket_dir(tmp_pa
     assert outside.exists()
 
 
-def test_dacbench_remote_sweep_is_an_alias_of_the_sweeps_package():
-    import dacbench_remote.sweep as alias
-    import dacbench_remote.sweeps as sweeps
-
-    assert alias.__all__ == sweeps.__all__
-    assert all(getattr(alias, name) is getattr(sweeps, name) for name in sweeps.__all__)
-    assert sweeps.report.__module__ == "dacbench_remote.sweeps.reporting"
-
-
-def test_public_names_load_their_modules_on_first_use():
-    """The command's parser (it lists the executors) and a trial's worker load only what they use."""
-    code = ("import sys; from dacbench_remote.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in sys.modules if m.startswith('dacbench_remote.')))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout
-    assert "dacbench_remote.sweeps.executors" in loaded
-    for heavy in ("dacbench_remote.sweeps.driver", "dacbench_remote.runner"):
-        assert heavy not in loaded
+def test_the_worker_entry_point_runs_under_the_eagerly_imported_package():
+    """The sweeps package imports its modules at once; none of them may import the worker, or
+    `python -m dacbench_remote.sweeps.worker` would run a second copy of it (runpy warns)."""
+    result = subprocess.run([sys.executable, "-W", "error", "-m", "dacbench_remote.sweeps.worker"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("usage: python -m dacbench_remote.sweeps.worker TRIAL_DIR")

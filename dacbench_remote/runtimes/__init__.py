@@ -10,16 +10,14 @@ import os
 from typing import Any
 
 from .._sys.apptainer import apptainer_available
-from ..config import CONTAINER_RUNTIMES, RUNTIME_NAMES
+from ..config import RUNTIME_NAMES
 from ..errors import BadConfig, RuntimeUnavailable
 from .apptainer import ApptainerRuntime
-from .base import Runtime, ServerProcess
+from .base import Runtime
 from .bwrap import BwrapRuntime, bwrap_problem
 from .local import LocalRuntime
-from .options import RuntimeOptions
 
-__all__ = ["CONTAINER_RUNTIMES", "RUNTIME_NAMES", "Runtime", "RuntimeOptions", "ServerProcess",
-           "auto_runtime_name", "make_runtime"]
+__all__ = ["auto_runtime_name", "make_runtime"]
 
 
 def auto_runtime_name() -> str:

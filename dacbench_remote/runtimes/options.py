@@ -6,17 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import CONTAINER_RUNTIMES, RUNTIME_NAMES
-
-__all__ = ["CONTAINER_RUNTIMES", "RUNTIME_NAMES", "RuntimeOptions"]
-
 
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How a server is started; results never depend on it (so it is no part of a trial id).
 
     Args:
-        kind: one of RUNTIME_NAMES.
+        kind: one of config.RUNTIME_NAMES.
         image: a .sif to run instead of the catalog's (container runtimes).
         python: the interpreter of the local runtime.
         binds: `src[:dst[:ro|rw]]` binds into the container.

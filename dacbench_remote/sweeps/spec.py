@@ -19,8 +19,9 @@ from typing import Any
 from ..config import RUNTIME_NAMES, parse_toml
 from ..errors import BadConfig
 from ..runtimes.base import parse_bind
+from ..runtimes.options import RuntimeOptions
 from .executors import EXECUTORS
-from .trial import RuntimeOptions, Trial
+from .trial import Trial
 
 DEFAULT_TIME_LIMIT = 3600.0
 
