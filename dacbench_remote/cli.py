@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
-from .config import RUNTIME_NAMES
-from .errors import BadConfig, DacbenchRemoteError
+from ._sys.files import sha256_file
+from .config import RUNTIME_NAMES, load_config
+from .errors import BadConfig, CorruptImage, DacbenchRemoteError, RecipeError
+from .host.repeat import repeat_run
+from .host.runner import RemoteRunner
+from .host.servers import cleanup_stale, list_servers
+from .images.build import build_image
+from .images.cache import ImageCache
+from .images.catalog import Catalog
+from .images.manifest import MANIFEST_NAME, package_versions
+from .images.publish import publish
+from .images.recipe import parse_recipe, template_variables
+from .images.sif import SifImage
+from .images.verify import default_build, report_lines, verify_version
+from .sweeps import cancel, report, run_sweep, status
+from .sweeps.executors import EXECUTORS
 
 SWEEP_DIR_HELP = "the directory `sweep run` writes (the spec's `dir`, else its `name`, beside it)"
 
@@ -233,7 +249,6 @@ def _add_ps_and_cleanup(commands) -> None:
 
 def _add_sweep(commands) -> None:
     """`sweep run|status|report|cancel`, and the top-level aliases `status`/`report`."""
-    from .sweeps.executors import EXECUTORS
 
     sweep = commands.add_parser(
         "sweep", help="run many trials from a sweep.toml, locally or as a Slurm job array",
@@ -309,7 +324,6 @@ def _seed_argument(text: str) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .host.runner import RemoteRunner
 
     if args.repeat:
         return cmd_repeat(args)
@@ -339,7 +353,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_repeat(args: argparse.Namespace) -> int:
     """Re-run a recorded run with its recorded parameters and compare episode by episode."""
-    from .host.repeat import repeat_run
 
     outcome = repeat_run(args.repeat, run_id=args.run_id, results_path=args.out / "results.jsonl")
     rows = [[o["episode"], o["seed"], f"{o['recorded']:.6g}", f"{o['repeated']:.6g}",
@@ -354,9 +367,6 @@ def cmd_repeat(args: argparse.Namespace) -> int:
 
 
 def _catalog_and_cache():
-    from .config import load_config
-    from .images.cache import ImageCache
-    from .images.catalog import Catalog
 
     config = load_config()
     return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir)
@@ -388,9 +398,6 @@ def _version_labels(version, cached: Path | None) -> dict[str, str]:
 
     The cached image is what would run; the recipe says what a build would give.
     """
-    from .errors import CorruptImage, RecipeError
-    from .images.recipe import parse_recipe, template_variables
-    from .images.sif import SifImage
 
     try:
         if cached is not None:
@@ -450,7 +457,6 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .images.build import build_image
 
     if args.verify:
         if args.recipe or args.output:
@@ -478,7 +484,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .images.verify import default_build, report_lines, verify_version
 
     benchmark, _, experiment = args.verify.partition("@")
     build = default_build(args.workdir, lambda message: print(message, file=sys.stderr,
@@ -490,7 +495,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .images.publish import publish
 
     pushed = publish(args.image, args.reference, experiment=args.experiment,
                      catalog=args.catalog, insecure=args.insecure, progress=sys.stderr.isatty())
@@ -503,10 +507,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import datetime
 
-    from ._sys.files import sha256_file
-    from .images.sif import SifImage
 
     image = SifImage.open(args.image)
     labels = image.labels()
@@ -528,9 +529,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _print_manifest(image, *, packages: bool) -> None:
-    import datetime
 
-    from .images.manifest import MANIFEST_NAME, package_versions
 
     manifest = image.json_object(MANIFEST_NAME)
     if manifest is None:
@@ -553,9 +552,7 @@ def _print_manifest(image, *, packages: bool) -> None:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    import time
 
-    from .host.servers import list_servers
 
     servers = list_servers()
     rows = [[s.pid, s.runtime, s.socket_id or "-", f"{time.time() - s.started:.0f}s",
@@ -566,7 +563,6 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .host.servers import cleanup_stale
 
     report = cleanup_stale()
     print("\n".join(report.lines()))
@@ -574,7 +570,6 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
-    from .sweeps import run_sweep
 
     result = run_sweep(args.spec, executor=args.executor, workers=args.workers,
                        resume=not args.no_resume, retry_failed=args.retry_failed,
@@ -584,28 +579,24 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_cancel(args: argparse.Namespace) -> int:
-    from .sweeps import cancel
 
     print(cancel(args.sweep_dir))
     return 0
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
-    from .sweeps import status
 
     print(status(args.sweep_dir))
     return 0
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
-    from .sweeps import report
 
     print(report(args.sweep_dir, plot=not args.no_plot))
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .config import load_config
 
     print(load_config().describe())
     return 0

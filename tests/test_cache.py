@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -276,12 +275,6 @@ def test_missing_recipe_is_named(tmp_path):
     resolved = resolved_image(tmp_path, sha256="", recipe=tmp_path / "recipes" / "nope.def")
     with pytest.raises(BuildError, match=r"recipe .*nope\.def .* does not exist"):
         ImageCache(tmp_path / "cache", builder=TinyBuilder()).fetch(resolved, build=True)
-
-
-def test_default_builder_without_the_build_module(tmp_path, recipe, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dacbench_remote.images.build", None)
-    with pytest.raises(BuildError, match="the image builder is not available"):
-        default_builder(recipe, tmp_path / "out.sif", False)
 
 
 def test_provenance_of_an_unknown_file_is_an_error(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._sys.files import sha256_file
 from ..errors import BadConfig, ImageChanged, ImageNotFound
 from ..runtimes.options import RuntimeOptions
 from .results import read_run
@@ -80,7 +81,6 @@ def recorded_image(record: dict, path: Path) -> str | None:
     image = record.get("image_path")
     if not image:
         return None
-    from .._sys.files import sha256_file
 
     where = f"run {record['run_id']} in {path}"
     if not Path(image).is_file():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .._sys.files import sha256_file
 from .._sys.sockets import DATA_SUFFIX, new_socket_path, socket_id_of, socket_path_for_id
 from ..config import load_config
 from ..errors import (
@@ -25,6 +26,8 @@ from ..errors import (
     StartupTimeout,
     UnknownBenchmark,
 )
+from ..images.resolve import resolve_image
+from ..runtimes import auto_runtime_name, make_runtime
 from ..runtimes.base import Runtime, ServerProcess
 from ..runtimes.options import RuntimeOptions
 from ..wire.benchmarks import benchmark_name, describe_benchmark, is_benchmark_object
@@ -32,6 +35,7 @@ from .agents import make_agent
 from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection
 from .compat import choose_container, parse_bind_str, parse_env_str
 from .results import append_record
+from .vector import RemoteVectorEnv, autoreset_value
 
 if TYPE_CHECKING:
     from .vector import RemoteVectorEnv
@@ -279,7 +283,6 @@ class RemoteRunner:
     def _make_runtime(self) -> Runtime:
         if isinstance(self.runtime_spec, Runtime):
             return self.runtime_spec
-        from ..runtimes import auto_runtime_name, make_runtime
 
         name = auto_runtime_name() if self.runtime_spec == "auto" else self.runtime_spec
         options = dict(binds=self.binds, env=self.env, gpu=self.gpu)
@@ -296,7 +299,6 @@ class RemoteRunner:
 
     def _resolve_image(self) -> Path:
         """The cached, verified image for this benchmark and experiment (fetched or built)."""
-        from ..images.resolve import resolve_image
 
         try:
             path, self.image_provenance = resolve_image(
@@ -397,7 +399,6 @@ class RemoteRunner:
             BadConfig: servers out of range, servers > 1 on an attached runner, or an image
             with gymnasium < 1.0. And what start() and make_environment() raise.
         """
-        from .vector import RemoteVectorEnv, autoreset_value
 
         mode = autoreset_value(autoreset_mode)
         if not isinstance(servers, int) or not 1 <= servers <= num_envs:
@@ -456,7 +457,6 @@ class RemoteRunner:
         }
         record.update(self._object_record)
         if self.image is not None and not record["image_sha256"]:
-            from .._sys.files import sha256_file
 
             record["image_sha256"] = sha256_file(self.image)
         return record

@@ -7,11 +7,14 @@ neither SB3 nor torch.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
 
 from ..errors import BadConfig, RemoteError
 
@@ -76,7 +79,6 @@ class _Adapter:
     """
 
     def __init__(self, vector_env: Any):
-        from gymnasium.vector import AutoresetMode
 
         mode = getattr(vector_env, "metadata", {}).get("autoreset_mode", AutoresetMode.NEXT_STEP)
         value = getattr(mode, "value", mode)
@@ -173,7 +175,6 @@ class _Adapter:
     def get_images(self) -> Sequence[np.ndarray | None]:
         """Each env's render() frame (render_mode "rgb_array"), for SB3's render()."""
         if self.render_mode != "rgb_array":
-            import warnings
 
             warnings.warn(f"The render mode is {self.render_mode}, but this method assumes it is "
                           "`rgb_array` to obtain images.", stacklevel=2)
@@ -212,7 +213,6 @@ class _Adapter:
 
     def _observations(self, observations: Any) -> Any:
         """The batch as SB3's DummyVecEnv returns it (writable arrays it owns)."""
-        from gymnasium import spaces
 
         space = self.observation_space
         if isinstance(space, spaces.Dict):

@@ -20,6 +20,15 @@ from pathlib import Path
 from .._sys.files import locked
 from .._sys.procfs import ProcessRecord, argv_of, descendants, is_running, stat_fields, stop_records
 from .._sys.sockets import DATA_SUFFIX, is_socket_id, remove_socket_files, socket_answers, socket_dir
+from ..runtimes.base import SERVER_MODULE
+from ..runtimes.rootfs import (
+    TMP_PREFIX,
+    default_rootfs_cache,
+    force_rmtree,
+    lazy_unmount,
+    mount_base_dir,
+    mountinfo_entries,
+)
 
 LAUNCHER_NAME = "dacbench-remote-launcher"  # argv[0] of our shell inside bwrap containers
 # An empty server directory this recent may belong to a server that is still starting (the
@@ -117,7 +126,6 @@ def _option(argv: tuple[str, ...], name: str) -> str | None:
 
 def _classify(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
     """(runtime, host socket path) if argv starts one of our servers, else None."""
-    from ..runtimes.base import SERVER_MODULE
 
     if not argv or "--socket" not in argv:
         return None
@@ -277,7 +285,6 @@ def _remove_empty_server_dir(directory: str, just_emptied: bool) -> None:
 
 
 def _remove_stale_mounts(report: CleanupReport) -> None:
-    from ..runtimes.rootfs import lazy_unmount, mount_base_dir, mountinfo_entries
 
     base = mount_base_dir(create=False)
     if not base.is_dir():
@@ -299,7 +306,6 @@ def _remove_stale_mounts(report: CleanupReport) -> None:
 
 
 def _remove_unfinished_extractions(cache: Path, report: CleanupReport) -> None:
-    from ..runtimes.rootfs import TMP_PREFIX, force_rmtree
 
     if not cache.is_dir():
         return
@@ -341,7 +347,6 @@ def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
     _remove_dead_sockets(live, report)
     _remove_stale_mounts(report)
     if rootfs_cache is None:
-        from ..runtimes.rootfs import default_rootfs_cache
 
         rootfs_cache = default_rootfs_cache()
     _remove_unfinished_extractions(rootfs_cache, report)

@@ -32,8 +32,11 @@ from ..errors import (
     ImageError,
     ImageNotFound,
 )
+from .build import build_image
 from .catalog import ResolvedImage
 from .download import SourceFailed
+from .manifest import MANIFEST_NAME
+from .sif import SifImage
 from .sources import fetch_source
 
 logger = logging.getLogger(__name__)
@@ -51,14 +54,7 @@ BUILD_CONTEXT = Path(__file__).resolve().parents[2]
 
 
 def default_builder(recipe: Path, output: Path, progress: bool) -> str | None:
-    """Build with dacbench_remote.images.build; imported late so the cache works without it."""
-    try:
-        from .build import build_image
-    except ImportError as exc:
-        raise BuildError(
-            f"the image builder is not available ({exc}); cannot build {recipe}"
-        ) from exc
-
+    """Build with images.build (the builder a cache uses unless given another)."""
     def report(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
@@ -129,8 +125,6 @@ def _now() -> str:
 
 def _built_inputs(image: Path) -> str:
     """The inputs digest a build recorded in its manifest ("" for builders that record none)."""
-    from .manifest import MANIFEST_NAME
-    from .sif import SifImage
 
     try:
         manifest = SifImage.open(image).json_object(MANIFEST_NAME) or {}

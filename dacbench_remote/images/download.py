@@ -13,12 +13,12 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
+
+import requests
+from tqdm import tqdm
 
 from .._sys.files import hash_file, sha256_file
-
-if TYPE_CHECKING:
-    import requests
 
 CHUNK = 1 << 20
 # Network reads are smaller: bytes of an unfinished read are lost when a connection breaks.
@@ -51,7 +51,6 @@ class Progress:
 
     def __init__(self, label: str, total: int | None, *, enabled: bool = True,
                  stream: IO[str] | None = None):
-        from tqdm import tqdm
 
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled and self.stream.isatty()
@@ -97,8 +96,6 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
 
 
 def _describe(exc: requests.RequestException) -> str:
-    import requests
-
     if isinstance(exc, requests.ConnectTimeout):
         return "connect timed out"
     if isinstance(exc, requests.ReadTimeout) or "Read timed out" in str(exc):
@@ -132,7 +129,6 @@ def _stream_once(url: str, part: Path, timeout: tuple[float, float], label: str,
     headers = {**(headers or {}), "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    import requests
 
     get = session.get if session is not None else requests.get
     with get(url, headers=headers, stream=True, timeout=timeout) as response:
@@ -182,10 +178,6 @@ def download_http(url: str, part: Path, *, connect_timeout: float = 15.0,
     gives up on this source at once. The `.part` is kept after a failure so that a later call
     (or the next source with the same file) resumes it.
     """
-    # Imported here: requests costs ~0.5 s of startup, and most fetches find the image cached
-    # (think of a 500-task job array that all start at once).
-    import requests
-
     label = label or url.rsplit("/", 1)[-1]
     reason = "no attempt made"
     for _ in range(max(1, attempts)):

@@ -14,15 +14,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urljoin, urlsplit
+
+import requests
 
 from ..errors import RegistryAuthError, RegistryError
 from .credentials import PASSWORD_ENV, USERNAME_ENV, Credentials, find_credentials
 from .download import Fetched, download_http
-
-if TYPE_CHECKING:
-    import requests
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.sylabs.sif.config.v1+json"
@@ -155,7 +154,6 @@ class RegistryClient:
 
     def __init__(self, ref: Reference, *, credentials: Credentials | None = None,
                  insecure: bool = False, timeout: tuple[float, float] = (15.0, 60.0)):
-        import requests
 
         self.ref = ref
         self.insecure = insecure or _configured_insecure(ref.registry)
@@ -199,7 +197,6 @@ class RegistryClient:
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send once; on 401 answer the challenge and send once more."""
-        import requests
 
         url = self.url(url)
         self.check_url(url)

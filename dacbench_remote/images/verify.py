@@ -14,9 +14,10 @@ from pathlib import Path
 from .._sys.files import sha256_file
 from ..config import load_config
 from ..errors import BadConfig, ImageError
+from .build import build_image
 from .cache import BUILD_CONTEXT, ImageCache
 from .catalog import Catalog, ResolvedImage
-from .compare import ImageDifference, compare_images
+from .compare import ImageDifference, compare_images, describe
 from .manifest import MANIFEST_NAME
 from .sif import SifImage
 
@@ -104,7 +105,6 @@ def report_lines(result: Verification) -> list[str]:
                      + result.pinned_unavailable.splitlines()[0])
         lines.append("  to list the differing files, pass a copy of it: --against PINNED.sif")
     elif result.difference is not None:
-        from .compare import describe
 
         files = len(result.difference.files)
         lines.append(f"differences ({files} file{'s' if files != 1 else ''}):")
@@ -115,7 +115,6 @@ def report_lines(result: Verification) -> list[str]:
 def default_build(workdir: Path | None, progress: Callable[[str], None]
                   ) -> Callable[[Path, Path], str]:
     """A build function for verify_version: our builder, with the packaged build context."""
-    from .build import build_image
 
     def build(recipe: Path, output: Path) -> str:
         return build_image(recipe, output, context=BUILD_CONTEXT, progress=progress,

@@ -11,6 +11,9 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from spython.main import Client
+from spython.utils import run_command
+
 from .._sys.apptainer import find_apptainer
 from ..errors import BadConfig, ImageNotFound, RuntimeUnavailable
 from ..images.sif import SifImage
@@ -22,7 +25,6 @@ ALTERNATIVE = "or use runtime='bwrap' (apt-get install bubblewrap squashfs-tools
 
 def apptainer_version(binary: str) -> str:
     """`BINARY --version` through spython (e.g. "apptainer version 1.3.4")."""
-    from spython.utils import run_command
 
     result = run_command([binary, "--version"], quiet=True)
     message = result.get("message") or []
@@ -82,7 +84,6 @@ class ApptainerRuntime(Runtime):
 
     def run_argv(self, binary: str, socket_path: Path) -> list[str]:
         """The exact command line for `binary` (no I/O, so tests can check it)."""
-        from spython.main import Client
 
         socket_path = Path(socket_path)
         flags = []

@@ -30,6 +30,7 @@ import select
 import signal
 import socket
 import sys
+import traceback
 from pathlib import Path
 
 from .._sys.procfs import die_with_parent, terminate_then_kill
@@ -198,7 +199,6 @@ def _become_server(listener, conn, child_socket: str, run) -> None:
         run()  # exits the process itself
         code = 0
     except BaseException:
-        import traceback
 
         traceback.print_exc()
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .._sys.files import atomic_output
 from .._sys.procfs import ProcessRecord, boot_id, hostname
+from .slurm_executor import live_tasks
 from .sweepdir import SweepDir, read_json, read_jsonl
 from .tables import PENDING, episode_rows, write_tables
 from .trial import DONE, FAILED, TIMED_OUT, Trial
@@ -164,7 +165,6 @@ class SweepStatus:
 
 def status(sweep_dir: str | Path) -> SweepStatus:
     """How far a (possibly running) sweep is; cheap enough to call every few seconds."""
-    from .slurm_executor import live_tasks
 
     layout = SweepDir(sweep_dir)
     trials = layout.trials()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from .._sys.files import atomic_output, atomic_write_text
@@ -70,7 +71,6 @@ def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        import json
 
         return json.dumps(value, sort_keys=True)
     return str(value)

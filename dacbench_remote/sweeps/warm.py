@@ -19,8 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-from .._sys.sockets import DATA_SUFFIX
+from .._sys.sockets import DATA_SUFFIX, socket_answers
 from ..errors import ZygoteError, ZygoteUnsupported
+from ..host.client import ServerConnection
 from ..host.runner import RemoteRunner
 from ..host.zygote_client import WarmServer, request_fork
 from .trial import Trial
@@ -113,8 +114,6 @@ class ForkedRunner(RemoteRunner):
         self._lifeline: int | None = None
 
     def _attach(self) -> None:
-        from .._sys.sockets import socket_answers
-        from ..host.client import ServerConnection
 
         started = time.monotonic()
         name = f"t-{secrets.token_hex(4)}"

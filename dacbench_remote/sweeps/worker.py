@@ -18,10 +18,14 @@ from pathlib import Path
 
 from .._sys.files import atomic_write_json, atomic_write_text
 from .._sys.procfs import die_with_parent, hostname
+from ..host import agents, runner  # noqa: F401 - what every trial imports, imported once
+from ..host.runner import RemoteRunner
 from ..wire.replies import error_payload
+from . import warm  # noqa: F401
 from .sweepdir import read_json
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
+from .warm import ForkedRunner
 
 
 def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[dict]:
@@ -57,8 +61,6 @@ def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[d
 
 def run(trial_dir: Path, run_id: str) -> None:
     """Start the trial's server, run its episodes, and write episodes.jsonl (complete lines)."""
-    from ..host.runner import RemoteRunner
-    from .warm import ForkedRunner
 
     trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
 
@@ -107,8 +109,6 @@ def host() -> int:
     Answers `{"pid": PID}` once the trial's worker is forked and `{"exit": CODE}` when it ended
     (CODE as subprocess reports it: negative for a signal). Exits when stdin closes.
     """
-    from ..host import agents, runner  # noqa: F401 - what every trial imports, imported once
-    from . import warm  # noqa: F401
 
     for line in sys.stdin.buffer:
         request = json.loads(line)

@@ -13,7 +13,7 @@ import functools
 import importlib
 from typing import Any
 
-from ..errors import BadConfig
+from ..errors import BadConfig, UnknownBenchmark
 from . import codec
 from .dacvalues import lower, restore
 
@@ -91,7 +91,6 @@ def _import(class_path: str) -> Any:
         for part in qualname.split("."):
             value = getattr(value, part)
     except (ImportError, AttributeError) as exc:
-        from ..errors import UnknownBenchmark
 
         raise UnknownBenchmark(f"{class_path} does not exist where the server runs: {exc}") from exc
     return value

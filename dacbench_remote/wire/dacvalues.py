@@ -12,6 +12,7 @@ such an object comes back as a `RemoteRecord` with the same attributes.
 from __future__ import annotations
 
 import importlib
+import json
 import types
 from typing import Any
 
@@ -130,7 +131,6 @@ def _restore_numpy_type(node: dict) -> type:
 def _configspace_to_dict(space: Any) -> dict:
     if hasattr(space, "to_serialized_dict"):  # ConfigSpace >= 1.0
         return space.to_serialized_dict()
-    import json
 
     from ConfigSpace.read_and_write import json as cs_json
 
@@ -144,7 +144,6 @@ def _restore_configspace(node: dict) -> Any:
         return node["value"]
     if hasattr(ConfigurationSpace, "from_serialized_dict"):
         return ConfigurationSpace.from_serialized_dict(node["value"])
-    import json
 
     from ConfigSpace.read_and_write import json as cs_json
 
