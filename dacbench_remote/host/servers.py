@@ -21,6 +21,7 @@ from .._sys.files import locked
 from .._sys.procfs import ProcessRecord, argv_of, descendants, is_running, stat_fields, stop_records
 from .._sys.sockets import DATA_SUFFIX, is_socket_id, remove_socket_files, socket_answers, socket_dir
 from ..runtimes.base import SERVER_MODULE
+from ..runtimes.bwrap import LAUNCHER_NAME
 from ..runtimes.rootfs import (
     TMP_PREFIX,
     default_rootfs_cache,
@@ -30,7 +31,6 @@ from ..runtimes.rootfs import (
     mountinfo_entries,
 )
 
-LAUNCHER_NAME = "dacbench-remote-launcher"  # argv[0] of our shell inside bwrap containers
 # An empty server directory this recent may belong to a server that is still starting (the
 # directory is made before the image is unpacked): cleanup leaves it alone.
 EMPTY_DIR_GRACE = 600.0

@@ -38,6 +38,8 @@ from .rootfs import (
 CONTAINER_SOCKET_DIR = "/tmp/dacbench-remote"
 _TMPFS_DIRS = ("/tmp", "/run")
 RUNSCRIPT = "/.singularity.d/runscript"
+# argv[0] of our shell inside the container: `dacbench-remote ps` finds bwrap servers by it.
+LAUNCHER_NAME = "dacbench-remote-launcher"
 ENV_DIR = "/.singularity.d/env"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # How long start() waits for the container to take hold of a squashfuse mount before detaching.
@@ -236,7 +238,7 @@ class BwrapRuntime(Runtime):
         for name, value in self._container_environment().items():
             argv += ["--setenv", name, value]
         argv += [
-            "/bin/sh", "-c", _launcher_script(self.env), "dacbench-remote-launcher",
+            "/bin/sh", "-c", _launcher_script(self.env), LAUNCHER_NAME,
             "--socket", f"{inside}/{socket_path.name}", "--exit-on-stdin-close",
         ]
         return argv
