@@ -9,17 +9,18 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__
 from ._sys.files import sha256_file
 from .config import RUNTIME_NAMES, load_config
-from .errors import BadConfig, CorruptImage, DacbenchRemoteError, RecipeError
+from .errors import BadConfig, CorruptImage, DacbenchRemoteError, ImageNotFound, RecipeError
 from .host.repeat import repeat_run
 from .host.runner import RemoteRunner
 from .host.servers import cleanup_stale, list_servers
 from .images.build import build_image
-from .images.cache import ImageCache
-from .images.catalog import Catalog
+from .images.cache import BUILT_LOCALLY, ImageCache
+from .images.catalog import Catalog, ImageVersion
 from .images.manifest import MANIFEST_NAME, package_versions
 from .images.publish import publish
 from .images.recipe import parse_recipe, template_variables
@@ -32,7 +33,7 @@ SWEEP_DIR_HELP = "the directory `sweep run` writes (the spec's `dir`, else its `
 
 EPILOG_RUN = """examples:
   dacbench-remote run FunctionApproximation --episodes 3       # in its image, rootless
-  dacbench-remote run Luby --experiment exp:0.01 --no-build    # only a cached/published image
+  dacbench-remote run Luby --experiment exp:0.01 --no-build    # only a cached or downloadable image
   dacbench-remote run gymnasium:CartPole-v1 --runtime local --episodes 5 --seed 1
   dacbench-remote run Luby --config '{"cutoff": 50}' --out results/
 
@@ -127,7 +128,10 @@ def _add_list(commands) -> None:
     listing = commands.add_parser(
         "list", help="benchmarks in the catalog, their experiment versions and what is cached",
         description="List every benchmark of the catalog (packaged plus your catalog_dirs) with "
-        "its experiment identifiers, the default one, and whether the image is in the cache.")
+        "its experiment identifiers, the default one, where its image comes from (the source "
+        "it downloads from; else build,pinned: built from its recipe and checked against the "
+        "pinned sha256; build,unpinned: built locally, no pin) and whether it is in the cache "
+        "(and built here).")
     listing.set_defaults(handler=cmd_list)
 
 
@@ -385,12 +389,39 @@ def cmd_list(args: argparse.Namespace) -> int:
             stack = [labels.get(f"org.dacbench-remote.{name}", "-") for name in STACK_LABELS]
             stack[0] = version.dacbench or stack[0]
             rows.append([benchmark, version.experiment, "yes" if version.default else "",
-                         version.family, *stack,
-                         "published" if version.published else "build only",
-                         str(cached) if cached else "-"])
+                         version.family, *stack, image_origin(version),
+                         _cached_entry(cache, cached)])
     print_table(["benchmark", "experiment", "default", "family", "dacbench", "numpy",
                  "gymnasium", "image", "cached"], rows)
     return 0
+
+
+def image_origin(version: ImageVersion) -> str:
+    """Where the version's image comes from, as the catalog says: the source it downloads from
+    (scheme and host; +N more), else a build from its recipe, checked against the pinned sha256
+    ("build,pinned") or not ("build,unpinned")."""
+    if not version.sources:
+        return "build,pinned" if version.sha256 else "build,unpinned"
+    first = version.sources[0]
+    parts = urlsplit(first)
+    url = parts.scheme and parts.netloc
+    name = f"{parts.scheme}://{parts.netloc}" if url else f"file:{Path(first).name}"
+    more = len(version.sources) - 1
+    return f"{name}+{more}" if more else name
+
+
+def _cached_entry(cache: ImageCache, cached: Path | None) -> str:
+    """The cached image's path, and whether it was built here (reproducing the pin, or not)."""
+    if cached is None:
+        return "-"
+    try:
+        record = cache.provenance(cached)
+    except ImageNotFound:
+        return str(cached)
+    if record.get("origin") != BUILT_LOCALLY:
+        return str(cached)
+    reproduced = ", reproducing the pin" if record.get("reproduces_pin") else ""
+    return f"{cached} (built locally{reproduced})"
 
 
 def _version_labels(version, cached: Path | None) -> dict[str, str]:

@@ -220,7 +220,7 @@ def test_unwritable_cache_dir_is_a_config_error(tmp_path, source):
 
 def test_unpublished_image_needs_build(tmp_path, recipe):
     resolved = resolved_image(tmp_path, sha256="", recipe=recipe)
-    with pytest.raises(ImageNotFound, match=r"Luby exp:0\.01 has no published image .*--build"):
+    with pytest.raises(ImageNotFound, match=r"Luby exp:0\.01 has no pinned image .*--build"):
         ImageCache(tmp_path / "cache", builder=TinyBuilder()).fetch(resolved)
 
 

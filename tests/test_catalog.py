@@ -159,14 +159,14 @@ def test_explicit_experiment_pins_exactly_that_image(catalog_root):
     catalog = load(catalog_root / "benchmarks")
     resolved = catalog.resolve("Luby", "exp:0.01")
     assert (resolved.image, resolved.sha256, resolved.dacbench) == ("toy-0.01.sif", A, "0.5.6")
-    assert resolved.published
+    assert resolved.pinned
     # Relative recipe and local sources are relative to the catalog root.
     assert resolved.recipe == catalog_root / "recipes" / "toy.def"
     assert resolved.sources == ("https://example.invalid/toy-0.01.sif",
                                 str(catalog_root / "images" / "toy-0.01.sif"))
     assert catalog.resolve("Luby", "0.01") == resolved  # "exp:" may be left out
     unpublished = catalog.resolve("luby", "exp:0.03-rc")
-    assert not unpublished.published and unpublished.sha256 == ""
+    assert not unpublished.pinned and unpublished.sha256 == ""
     assert resolved.provenance() == {
         "benchmark": "Luby", "family": "toy", "experiment": "exp:0.01", "image": "toy-0.01.sif",
         "catalog_sha256": A, "dacbench": "0.5.6",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dacbench_remote.cli import main
 
 
@@ -25,3 +27,45 @@ def test_list_reads_the_versions_from_each_versions_recipe(capsys, monkeypatch, 
     assert rows[("Luby", "exp:0.01")][4:7] == ["0.5.6", "2.4.6", "1.4.0"]
     assert rows[("CMAES", "exp:0.01")][4:7] == ["0.5.6", "2.4.6", "1.4.0"]
     assert rows[("Theory", "exp:0.01")][4:7] == ["0.5.6", "2.4.6", "1.4.0"]
+
+
+def test_list_says_where_each_image_comes_from(capsys, monkeypatch, tmp_path):
+    # The packaged versions list no source: their images are built and checked against the pin.
+    rows = listing(capsys, monkeypatch, tmp_path)
+    assert rows[("Luby", "exp:0.01")][7] == "build,pinned"
+    assert rows[("Luby", "exp:dacbench-0.3.0")][6] == "build,pinned"  # no "default" column
+
+
+def test_image_origin_names_the_source_or_the_build():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from dacbench_remote.cli import image_origin
+    from dacbench_remote.images.catalog import ImageVersion
+
+    version = ImageVersion("exp:1", "x.sif", "ab" * 32, (), True, "0.5.6", Path("c.toml"))
+    assert image_origin(version) == "build,pinned"
+    assert image_origin(replace(version, sha256="")) == "build,unpinned"
+    sources = ("oras://ghcr.io/org/x:1", "https://example.invalid/x.sif")
+    assert image_origin(replace(version, sources=sources)) == "oras://ghcr.io+1"
+    assert image_origin(replace(version, sources=("/srv/images/x.sif",))) == "file:x.sif"
+
+
+def test_a_cached_image_built_here_says_so(tmp_path):
+    import json
+
+    from dacbench_remote.cli import _cached_entry
+    from dacbench_remote.images.cache import ImageCache
+
+    cache = ImageCache(tmp_path)
+    downloaded, built, reproduced = (tmp_path / f"{name}.sif" for name in ("d", "b", "r"))
+    records = {downloaded: {"origin": "https://example.invalid/d.sif"},
+               built: {"origin": "built-locally", "reproduces_pin": False},
+               reproduced: {"origin": "built-locally", "reproduces_pin": True}}
+    for path, record in records.items():
+        path.write_bytes(b"sif")
+        Path(f"{path}.json").write_text(json.dumps({"image": path.name, "sha256": "", **record}))
+    assert _cached_entry(cache, downloaded) == str(downloaded)
+    assert _cached_entry(cache, built) == f"{built} (built locally)"
+    assert _cached_entry(cache, reproduced) == f"{reproduced} (built locally, reproducing the pin)"
+    assert _cached_entry(cache, None) == "-"

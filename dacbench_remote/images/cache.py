@@ -6,7 +6,7 @@ Layout of the cache directory, per image file NAME:
   NAME.json     provenance: origin (URL, path or "built-locally"), sha256, fetched_at
   NAME.part     an interrupted download, kept to resume (never used as an image)
   NAME.lock     flock target that makes concurrent processes fetch NAME once
-Locally built images of published versions live under `STEM.local.sif`, next to the published one.
+Locally built images of pinned versions live under `STEM.local.sif`, next to the pinned one.
 """
 
 from __future__ import annotations
@@ -162,13 +162,13 @@ class ImageCache:
     # -- names ---------------------------------------------------------------------------------
 
     def path_for(self, resolved: ResolvedImage) -> Path:
-        """Where the image lives in the cache (the local build if nothing is published)."""
-        if resolved.published:
+        """Where the image lives in the cache (the local build if nothing is pinned)."""
+        if resolved.pinned:
             return self.root / resolved.image
         return self.local_build_path(resolved)
 
     def local_build_path(self, resolved: ResolvedImage) -> Path:
-        """Where a locally built image of this version lives (never confused with the published)."""
+        """Where a locally built image of this version lives (never confused with the pinned)."""
         name = Path(resolved.image)
         return self.root / f"{name.stem}.local{name.suffix or '.sif'}"
 
@@ -190,12 +190,12 @@ class ImageCache:
 
     def is_cached(self, resolved: ResolvedImage) -> bool:
         """Whether `fetch` would return at once (cheap check: recorded digest, size and mtime)."""
-        if resolved.published:
+        if resolved.pinned:
             return self._cheap_ok(self.path_for(resolved), resolved.sha256)
         return self._cheap_ok(self.path_for(resolved), None)
 
     def cached_path(self, resolved: ResolvedImage) -> Path | None:
-        """The verified published image if cached, else a verified local build, else None."""
+        """The verified pinned image if cached, else a verified local build, else None."""
         if self.is_cached(resolved):
             return self.path_for(resolved)
         local = self.local_build_path(resolved)
@@ -244,14 +244,14 @@ class ImageCache:
         Concurrent callers (threads or processes, also on a shared filesystem with working
         flock) download once; the others wait and reuse the verified file.
         """
-        if not resolved.published:
+        if not resolved.pinned:
             local = self.local_build_path(resolved)
             if self._cheap_ok(local, None):
                 return local
             if not build:
                 recipe = f" from {resolved.recipe}" if resolved.recipe else ""
                 raise ImageNotFound(
-                    f"{resolved.benchmark} {resolved.experiment} has no published image (empty "
+                    f"{resolved.benchmark} {resolved.experiment} has no pinned image (empty "
                     f"sha256 in {resolved.catalog_file}); build it locally{recipe} with --build "
                     "(build=True)"
                 )
@@ -393,15 +393,15 @@ class ImageCache:
                 facts = dict(recipe=str(recipe), recipe_sha256=sha256_file(recipe),
                              catalog_sha256=resolved.sha256, experiment=resolved.experiment,
                              inputs_sha256=_built_inputs(part), pinned_inputs=resolved.inputs)
-                if resolved.published and actual == resolved.sha256:
-                    published = self.path_for(resolved)
-                    with self._locked(published, progress=progress):
-                        self._install(part, published, actual, BUILT_LOCALLY,
+                if resolved.pinned and actual == resolved.sha256:
+                    pinned = self.path_for(resolved)
+                    with self._locked(pinned, progress=progress):
+                        self._install(part, pinned, actual, BUILT_LOCALLY,
                                       reproduces_pin=True, **facts)
-                    return published
+                    return pinned
                 self._install(part, target, actual, BUILT_LOCALLY,
-                              reproduces_pin=False if resolved.published else None, **facts)
-                if resolved.published:
+                              reproduces_pin=False if resolved.pinned else None, **facts)
+                if resolved.pinned:
                     logger.warning("%s", not_reproduced_message(resolved, actual,
                                                                 facts["inputs_sha256"]))
             finally:

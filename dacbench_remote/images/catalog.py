@@ -63,7 +63,8 @@ def benchmark_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class ImageVersion:
-    """One published (or to-be-built) image of a family, pinned by its experiment id."""
+    """One image of a family, named by its experiment id: pinned by its sha256 (downloadable from
+    its sources, or reproducible from its recipe), or without a pin (built locally)."""
 
     experiment: str
     image: str
@@ -97,7 +98,7 @@ class ResolvedImage:
     family: str
     experiment: str
     image: str
-    sha256: str  # "" means: no published image, only a local build can provide it
+    sha256: str  # "" means: no pinned image, only a local build can provide it
     sources: tuple[str, ...]
     recipe: Path | None
     dacbench: str
@@ -106,8 +107,8 @@ class ResolvedImage:
     inputs: str = ""  # inputs digest the pinned sha256 was built from ("" = not recorded)
 
     @property
-    def published(self) -> bool:
-        """True if the catalog pins a digest, so the image can be downloaded and verified."""
+    def pinned(self) -> bool:
+        """True if the catalog pins a digest: a download or a build is verified against it."""
         return bool(self.sha256)
 
     def provenance(self) -> dict[str, Any]:
