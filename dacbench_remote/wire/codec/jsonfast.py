@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from json import encoder
 from typing import Any
 
 
@@ -14,8 +15,6 @@ def _not_json(obj: Any) -> Any:
 
 def _make_json_writer() -> Callable[[Any], str]:
     """Strict compact JSON; the C encoder built once (json.dumps rebuilds it on every call)."""
-    from json import encoder
-
     c_make = getattr(encoder, "c_make_encoder", None)
     if c_make is not None:
         try:
