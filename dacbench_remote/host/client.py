@@ -1,4 +1,4 @@
-"""The host side: a connection to a server, and the gymnasium.Env facade the agent holds."""
+"""A connection to a server, and the gymnasium.Env facade the agent holds (RemoteEnvironmentClient)."""
 
 from __future__ import annotations
 

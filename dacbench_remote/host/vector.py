@@ -1,6 +1,6 @@
 """RemoteVectorEnv: N copies of a benchmark in one or more servers, one round trip per batch.
 
-Each server holds its share of the N envs in gymnasium's SyncVectorEnv (see vector_server), so
+Each server holds its share of the N envs in gymnasium's SyncVectorEnv (see server/batched.py), so
 results equal an in-process SyncVectorEnv's exactly; with K servers the host sends every share
 before it waits for any reply, so the K servers step at the same time.
 """

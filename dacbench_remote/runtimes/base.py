@@ -45,7 +45,7 @@ class Runtime(ABC):
     """
 
     name: str = "abstract"
-    # Appended to every server command: e.g. ("--zygote",) starts a zygote (see zygote.py).
+    # Appended to every server command: e.g. ("--zygote",) starts a zygote (see server/zygote.py).
     server_args: tuple[str, ...] = ()
     # Containers get the server's socket directory bound in whole: it must be private to it.
     binds_socket_dir: bool = False

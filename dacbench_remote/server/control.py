@@ -137,7 +137,7 @@ class RemoteEnvironmentServer:
             except Exception as exc:  # a value the wire cannot carry; the codec names where
                 return error_reply(exc, "encode")
 
-    # Data channel: one request in, one reply out (data_server frames them).
+    # Data channel: one request in, one reply out (data_channel frames them).
     def handle(self, request: list) -> list:
         """[True, result] of the env's reset or step, or [False, error payload]; never raises."""
         op = request[0]
@@ -185,7 +185,7 @@ class RemoteRunnerServer:
         return _ok(facts)
 
     def make_env(self, target: str, config_tree: Any = None, kwargs_tree: Any = None) -> dict:
-        """Create an environment from `target` (see server_envs.create_env).
+        """Create an environment from `target` (see envs.create_env).
 
         Returns its id and Pyro5 URI, or an error reply (UnknownBenchmark, BadConfig, or what
         the benchmark raised).
@@ -203,7 +203,7 @@ class RemoteRunnerServer:
     def make_vector_env(self, count: int, autoreset_mode: str, target: str | None,
                         config_tree: Any = None, kwargs_tree: Any = None,
                         description_tree: Any = None) -> dict:
-        """Create `count` envs stepped together (see vector_server); returns id and URI, or an
+        """Create `count` envs stepped together (see batched); returns id and URI, or an
         error reply (BadConfig for what the image or the arguments cannot serve)."""
         def make_one():
             if description_tree is not None:

@@ -228,7 +228,7 @@ class SocketChannel:
 
 class LoopbackChannel:
     """A DataChannel to a server end in this process: `answer` turns a request body into the
-    reply's buffers (data_server.DataSession.answer), so no socket and no thread is involved.
+    reply's buffers (server.data_channel.DataSession.answer), so no socket and no thread is involved.
 
     Bodies still cross as bytes, so the codec and framing are exercised as over a socket.
     """
