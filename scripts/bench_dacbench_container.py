@@ -80,6 +80,7 @@ def dacbench_container(target: str, steps: int) -> tuple[float, str]:
     with tempfile.TemporaryDirectory(prefix="dacbr-bench-") as directory:
         env = DacbenchContainerEnv(target, Path(directory))
         try:
+            env.reset()
             observation = env.step(actions_for(create_env(target), 1)[0])[0]
             per_step = drive(env.step, env.reset, actions_for(create_env(target), steps))
         finally:
