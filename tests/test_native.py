@@ -25,9 +25,10 @@ def base_recipe():
 
 def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path: Path):
     stage = tmp_path / "stage"
-    command = native.mmdebstrap_command(base_recipe, stage, tmp_path / "out")
+    command = native.mmdebstrap_command(base_recipe, stage, tmp_path / "out", "amd64")
     assert command[0] == "mmdebstrap"
     assert "--variant=minbase" in command and "--format=null" in command
+    assert "--architectures=amd64" in command
     assert "--include=python3,libstdc++6,python3-pip-whl" in command
     hooks = [arg.removeprefix("--customize-hook=") for arg in command
              if arg.startswith("--customize-hook=")]
@@ -38,7 +39,7 @@ def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path:
         f"sync-in {stage} /{native.STAGE_DIR}",
         f'sh "$1/{native.STAGE_DIR}/{native.HOOK_NAME}" "$1"',
         f"copy-out /{native.OUT_DIR}/{native.SQUASHFS_NAME} /{native.OUT_DIR}/{native.EPOCH_NAME} "
-        f"{tmp_path / 'out'}",
+        f"/{native.OUT_DIR}/{native.INSPECT_DIR} {tmp_path / 'out'}",
         f"echo {native.PHASE_MARKER}cleanup"]
     assert command[-3:] == ["bookworm", "/dev/null", "http://mirror.invalid/debian"]
 
@@ -46,7 +47,7 @@ def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path:
 def test_stage_holds_the_singularity_files_and_the_post_script(base_recipe, tmp_path: Path):
     cert = tmp_path / "host-ca.pem"
     cert.write_text("CERT\n")
-    labels = layout.labels_for(base_recipe)
+    labels = layout.labels_for(base_recipe, arch="amd64")
     hook = native.write_stage(
         base_recipe, tmp_path / "stage", labels, context=REPO, compressor="gzip", run_test=True,
         pip_settings={"index-url": "https://index.invalid/simple", "cert": str(cert)},
@@ -96,9 +97,9 @@ def test_no_test_phase_without_run_test(base_recipe, tmp_path: Path):
 
 def test_build_directory_with_whitespace_is_refused(base_recipe, tmp_path: Path):
     with pytest.raises(BuildError, match="contains whitespace"):
-        native.mmdebstrap_command(base_recipe, tmp_path / "stage", tmp_path / "my out")
+        native.mmdebstrap_command(base_recipe, tmp_path / "stage", tmp_path / "my out", "amd64")
     with pytest.raises(BuildError, match="contains whitespace"):
-        native.mmdebstrap_command(base_recipe, tmp_path / "my stage", tmp_path / "out")
+        native.mmdebstrap_command(base_recipe, tmp_path / "my stage", tmp_path / "out", "amd64")
 
 
 def test_unreadable_pip_certificate_is_named(base_recipe, tmp_path: Path):

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ..errors import BadConfig, ImageError, RuntimeUnavailable
-from ..images.sif import SifImage
+from ..images.sif import SifImage, check_runnable
 from .base import Launch, Runtime, check_env_names, parse_bind
 from .rootfs import (
     SquashfuseMount,
@@ -173,7 +173,9 @@ class BwrapRuntime(Runtime):
                 raise RuntimeUnavailable(f"bubblewrap cannot create a sandbox here: {problem}")
             if not self.image.is_file():
                 raise ImageError(f"image {self.image} does not exist or is not a file")
-            self._partition_offset = SifImage.open(self.image).primary_partition().offset
+            sif = SifImage.open(self.image)
+            self._partition_offset = sif.squashfs_partition().offset
+            check_runnable(sif)
             want_fuse = fuse_usable() if self.use_fuse is None else self.use_fuse
             if want_fuse:
                 self._mode = "squashfuse"
