@@ -180,3 +180,64 @@ def test_compressor_prefers_zstd_where_mksquashfs_has_it():
     help_text = subprocess.run(["mksquashfs", "-help"], capture_output=True, text=True)
     expected = "zstd" if "zstd" in help_text.stdout + help_text.stderr else "gzip"
     assert native.squashfs_compressor().startswith(expected)
+
+
+# --- %files under Apptainer and under our builder give the same tree ----------------------------
+
+FAMILY_RECIPES = sorted(p for p in (REPO / "recipes").glob("dacbench-*.def"))
+FILES_BLOCK_START = "# Files as dacbench-remote's own builder copies them."
+
+
+def _files_block(recipe_path: Path) -> str:
+    """The recipe's %post lines that undo what Apptainer's %files copy brings in."""
+    lines = parse_recipe(recipe_path, {**MIRROR, "torch_index_url": ""}).post.splitlines()
+    start = next(i for i, line in enumerate(lines) if FILES_BLOCK_START in line)
+    end = next(i for i in range(start, len(lines)) if "chmod -R" in lines[i])
+    return "\n".join(lines[start:end + 1])
+
+
+def _tree(top: Path) -> dict[str, tuple]:
+    """Every path under `top`: (kind, mode, content) — what an image would hold."""
+    tree = {}
+    for path in sorted(top.rglob("*")):
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+        content = path.read_bytes() if kind == "file" else b""
+        tree[str(path.relative_to(top))] = (kind, oct(mode), content)
+    return tree
+
+
+@pytest.mark.parametrize("recipe_path", FAMILY_RECIPES, ids=lambda p: p.name)
+def test_apptainers_files_copy_ends_as_ours(recipe_path: Path, tmp_path: Path):
+    # A checkout made under umask 077, with bytecode the host compiled, and the catalog links.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    subprocess.run(["sh", "-c", 'umask 077; cp -R --no-preserve=mode "$@" "$0"', str(checkout),
+                    *(str(REPO / name) for name in ("dacbench_remote", "recipes", "benchmarks"))],
+                   check=True)
+    package = checkout / "dacbench_remote"
+    for name in ("packaged/__pycache__", "__pycache__"):
+        pyc = package / ("images" if "packaged" in name else "") / name / "x.cpython-311.pyc"
+        pyc.parent.mkdir(parents=True, exist_ok=True)
+        pyc.write_bytes(b"host bytecode")
+    (package / "stray.pyc").write_bytes(b"host bytecode")
+    assert (package / "images" / "packaged" / "benchmarks").is_symlink()
+    assert stat.S_IMODE((package / "server.py").stat().st_mode) == 0o600
+
+    # Apptainer: `cp -fLr SRC DST` under umask 002 (internal/pkg/build/files/copy.go and the
+    # Umask(0o002) in internal/pkg/build/build.go), then the recipe's %post lines.
+    apptainer_root = tmp_path / "apptainer"
+    (apptainer_root / "opt" / "dacbench-remote").mkdir(parents=True)
+    target = apptainer_root / "opt" / "dacbench-remote" / "dacbench_remote"
+    subprocess.run(["sh", "-c", 'umask 002; cp -fLr "$0" "$1"', str(package), str(target)],
+                   check=True)
+    assert (target / "images" / "packaged" / "benchmarks" / "dacbench-base.toml").is_file()
+    block = _files_block(recipe_path).replace(" /opt/", f" {apptainer_root}/opt/")
+    subprocess.run(["sh", "-c", "set -eu\n" + block], check=True)
+
+    # Ours: the stage's copy (host-only files left out, modes normalised).
+    recipe = parse_recipe(recipe_path, {**MIRROR, "torch_index_url": ""})
+    native._stage_files(recipe, tmp_path / "files", checkout)
+    ours = tmp_path / "files" / "0" / "dacbench_remote"
+    assert _tree(target) == _tree(ours)
+    assert "images/packaged" not in _tree(target) and "__pycache__" not in _tree(target)
