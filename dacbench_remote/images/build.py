@@ -265,7 +265,7 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
         arch = host_arch()  # what mmdebstrap installs, and so what the SIF must say
         native.write_stage(
             recipe, stage, layout.labels_for(recipe, arch=arch, builder=builder), context=context,
-            compressor=native.squashfs_compressor(), run_test=run_test,
+            compressor=native.SQUASHFS_COMPRESSION, run_test=run_test,
             pip_settings=hostconfig.pip_settings(), extra_env=hostconfig.proxy_environment(),
             source_date_epoch=source_date_epoch())
         command = native.mmdebstrap_command(recipe, stage, out_dir, arch)
