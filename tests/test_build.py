@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,12 +13,15 @@ import pytest
 from dacbench_remote import cli
 from dacbench_remote.errors import BuildError, RecipeError
 from dacbench_remote.images import build as build_module
-from dacbench_remote.images import hostconfig
+from dacbench_remote.images import hostconfig, layout, native
 from dacbench_remote.images.build import (
     apptainer_build_command,
     build_image,
+    parse_version,
     resolve_build_args,
+    templating_problem,
 )
+from dacbench_remote.images.sif import SifImage
 from tests.needs import need_apptainer, need_module, need_root, need_tools
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,3 +183,195 @@ def test_command_line_rejects_malformed_build_args(tmp_path: Path, capsys):
     assert status == 1
     assert "expected NAME=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "x.sif").exists()
+
+
+# --- what `apptainer build` is asked, checked against a FAKE binary (no Apptainer here) --------
+
+FAKE_APPTAINER_BUILD = """#!/bin/sh
+# FAKE apptainer for tests, NOT Apptainer: prints the version it is told to, records each call,
+# and for `build` writes a placeholder where the image should go.
+echo "$*" >> "{log}"
+if [ "$1" = --version ]; then echo "{version}"; exit 0; fi
+[ "$1" = build ] || exit 98
+for last; do :; done
+eval "output=\\${{$(($# - 1))}}"
+echo fake-sif > "$output"
+"""
+
+
+def fake_apptainer(tmp_path: Path, monkeypatch, version: str) -> Path:
+    """A FAKE `apptainer` first on PATH; returns the file its calls are recorded in."""
+    log = tmp_path / "calls.log"
+    binary = tmp_path / "fakebin" / "apptainer"
+    binary.parent.mkdir()
+    binary.write_text(FAKE_APPTAINER_BUILD.format(log=log, version=version))
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{binary.parent}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+TEMPLATED = "Bootstrap: docker\nFrom: debian:{{ tag }}\n%post\n    echo {{ who }}\n"
+
+
+def test_templated_build_command_line_with_fake_apptainer_binary(tmp_path: Path, monkeypatch):
+    # A recipe only Apptainer can build (Bootstrap: docker): only the templating is checked here.
+    log = fake_apptainer(tmp_path, monkeypatch, "apptainer version 1.2.0")
+    recipe = tmp_path / "r.def"
+    recipe.write_text(TEMPLATED)
+    out = tmp_path / "out.sif"
+    result = build_image(recipe, out, builder="apptainer", context=tmp_path, run_test=False,
+                         build_args={"tag": "bookworm", "who": "me"}, workdir=tmp_path / "w")
+    assert out.read_text() == "fake-sif\n" and result.builder == "apptainer"
+    calls = log.read_text().splitlines()
+    assert calls[0] == "--version"
+    words = calls[1].split()
+    partial = words[-2]  # the temporary file that is renamed into place
+    assert partial.startswith(str(tmp_path)) and partial != str(out)
+    fakeroot = ["--fakeroot"] if os.geteuid() != 0 else []
+    assert words == ["build", "--force", *fakeroot, "--notest", "--tmpdir", str(tmp_path / "w"),
+                     "--build-arg", "tag=bookworm", "--build-arg", "who=me",
+                     partial, str(recipe)]
+    assert (tmp_path / "w").is_dir()
+
+
+@pytest.mark.parametrize("version", ["apptainer version 1.1.9", "singularity version 3.8.7",
+                                     "singularity-ce version 3.11.4", "garbage"])
+def test_build_args_on_an_old_fake_apptainer_binary_are_refused(tmp_path: Path, monkeypatch,
+                                                                 version: str):
+    log = fake_apptainer(tmp_path, monkeypatch, version)
+    recipe = tmp_path / "r.def"
+    recipe.write_text(TEMPLATED)
+    with pytest.raises(BuildError) as caught:
+        build_image(recipe, tmp_path / "o.sif", builder="apptainer",
+                    build_args={"tag": "x", "who": "y"})
+    message = str(caught.value)
+    assert "need Apptainer 1.2 or newer" in message and version in message
+    assert "--builder native" in message
+    assert log.read_text().splitlines() == ["--version"]  # never asked to build
+    assert not (tmp_path / "o.sif").exists()
+
+
+def test_old_fake_apptainer_binary_still_builds_recipes_without_templates(tmp_path: Path,
+                                                                          monkeypatch):
+    log = fake_apptainer(tmp_path, monkeypatch, "singularity version 3.8.7")
+    recipe = tmp_path / "plain.def"
+    recipe.write_text("Bootstrap: docker\nFrom: debian\n")
+    build_image(recipe, tmp_path / "o.sif", builder="apptainer")
+    assert log.read_text().splitlines()[0].startswith("build --force")
+
+
+@pytest.mark.parametrize("builder", ["apptainer", "native"])
+def test_unused_build_args_are_fatal_as_in_apptainer(tmp_path: Path, monkeypatch, builder):
+    # cmd/internal/cli/build_linux.go: Fatalf("unused build args: ...") unless
+    # --warn-unused-build-args; a recipe must build the same with both builders.
+    log = fake_apptainer(tmp_path, monkeypatch, "apptainer version 1.4.0")
+    recipe = tmp_path / "r.def"
+    recipe.write_text("Bootstrap: debootstrap\nOSVersion: bookworm\nMirrorURL: {{ mirror }}\n"
+                      "%post\n    # {{ typo }} in a comment does not count\n")
+    with pytest.raises(RecipeError, match=r"unused build args: typo \(apptainer build refuses "
+                                          r"them too\)"):
+        build_image(recipe, tmp_path / "o.sif", builder=builder,
+                    build_args={"mirror": "http://m.invalid/d", "typo": "1"})
+    assert not log.exists()  # refused before Apptainer was asked anything
+
+
+def test_templates_in_comments_need_apptainer_1_3(tmp_path: Path, monkeypatch):
+    # Apptainer 1.2 replaced {{ }} in comments too (comment skipping came in 1.3.0).
+    log = fake_apptainer(tmp_path, monkeypatch, "apptainer version 1.2.5")
+    recipe = tmp_path / "r.def"
+    recipe.write_text("Bootstrap: docker\nFrom: debian\n# set {{ later }}\n")
+    with pytest.raises(BuildError, match=r"Apptainer 1\.3 and newer leave alone"):
+        build_image(recipe, tmp_path / "o.sif", builder="apptainer")
+    assert log.read_text().splitlines() == ["--version"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("apptainer version 1.3.4-1.el8", ("apptainer", (1, 3))),
+    ("singularity-ce version 4.1.0-jammy\n", ("singularity-ce", (4, 1))),
+    ("singularity version 3.8.7-1.el7", ("singularity", (3, 8))),
+    ("no version here", None),
+])
+def test_version_lines_are_read(text, expected):
+    assert parse_version(text) == expected
+
+
+@pytest.mark.parametrize(("version", "commented", "ok"), [
+    ("apptainer version 1.1.9", False, False), ("apptainer version 1.2.0", False, True),
+    ("apptainer version 1.2.5", True, False), ("apptainer version 1.3.0", True, True),
+    ("singularity-ce version 4.0.0", False, True), ("singularity-ce version 4.3.0", True, False),
+    ("singularity version 3.8.7", False, False),
+])
+def test_templating_version_gate(version, commented, ok):
+    assert (templating_problem(version, commented_templates=commented) is None) == ok
+
+
+def test_a_mirror_named_only_in_a_comment_is_not_supplied(tmp_path: Path):
+    # Apptainer >= 1.3 skips {{ mirror }} in a comment, so passing mirror would be "unused".
+    recipe = tmp_path / "fixed.def"
+    recipe.write_text("# MirrorURL: {{ mirror }} once\nBootstrap: debootstrap\n"
+                      "OSVersion: bookworm\nMirrorURL: http://x.invalid/\n")
+    assert resolve_build_args(recipe, "bookworm", None) == {}
+
+
+# --- the native builder on another architecture, with a FAKE mmdebstrap run -------------------
+
+ARCH_RECIPE = """Bootstrap: debootstrap
+OSVersion: bookworm
+MirrorURL: http://m.invalid/debian
+
+%environment
+    export A=1
+
+%runscript
+    exec echo run "$@"
+
+%help
+    Some help.
+"""
+
+
+def test_native_build_on_aarch64_says_arm64_everywhere(tmp_path: Path, monkeypatch):
+    """platform.machine() is monkeypatched to aarch64: mmdebstrap is asked for arm64 packages,
+    the labels and the SIF say arm64 (sif arch code "04"), and the inspect metadata is what the
+    hook copied out of the root. mmdebstrap itself is FAKED (it would bootstrap for real): it
+    stands in for the hook by squashing the stage and copying its /.singularity.d files out."""
+    need_tools("mksquashfs")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(native, "missing_tools", lambda: {})
+    seen = {}
+
+    def fake_mmdebstrap(command, *, tmpdir, env, progress, log_path):
+        seen["command"] = command
+        hooks = [arg.removeprefix("--customize-hook=") for arg in command]
+        stage = Path(next(h for h in hooks if h.startswith("sync-in ")).split()[1])
+        out_dir = Path(next(h for h in hooks if h.startswith("copy-out ")).split()[-1])
+        singularity_d = stage / "singularity.d"
+        seen["labels"] = (singularity_d / "labels.json").read_text()
+        inspect = out_dir / native.INSPECT_DIR
+        (inspect / "env").mkdir(parents=True)
+        for name in ["labels.json", *layout.INSPECT_FILES.values()]:
+            if (singularity_d / name).is_file():
+                shutil.copy(singularity_d / name, inspect / name)
+        shutil.copy(singularity_d / "env" / "90-environment.sh", inspect / "env")
+        subprocess.run(["mksquashfs", str(stage), str(out_dir / native.SQUASHFS_NAME),
+                        "-noappend", "-quiet", "-no-progress"], check=True,
+                       stdout=subprocess.DEVNULL)
+        (out_dir / native.EPOCH_NAME).write_text("1700000000\n")
+        return {"bootstrap": 0.0}
+
+    monkeypatch.setattr(native, "run_mmdebstrap", fake_mmdebstrap)
+    recipe = tmp_path / "arch.def"
+    recipe.write_text(ARCH_RECIPE)
+    out = tmp_path / "arch.sif"
+    build_image(recipe, out, builder="native", context=tmp_path)
+    assert "--architectures=arm64" in seen["command"]
+    assert '"org.label-schema.build-arch": "arm64"' in seen["labels"]
+    assert out.read_bytes()[45:48] == b"04\x00"
+    image = SifImage.open(out)
+    assert image.primary_partition().arch == "arm64"
+    metadata = image.inspect_metadata()["data"]["attributes"]
+    assert metadata["runscript"] == '#!/bin/sh\n\n    exec echo run "$@"'
+    assert metadata["helpfile"] == "    Some help."
+    assert "export A=1" in metadata["environment"]["/.singularity.d/env/90-environment.sh"]
+    assert metadata["deffile"] == ARCH_RECIPE.rstrip("\n")
+    assert image.labels()["org.label-schema.build-arch"] == "arm64"

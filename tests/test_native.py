@@ -12,7 +12,6 @@ import pytest
 from dacbench_remote.errors import BuildError, RecipeError
 from dacbench_remote.images import layout, native
 from dacbench_remote.images.recipe import parse_recipe, parse_recipe_text
-from tests.needs import need_tools
 
 REPO = Path(__file__).resolve().parent.parent
 MIRROR = {"mirror": "http://mirror.invalid/debian"}
@@ -25,9 +24,10 @@ def base_recipe():
 
 def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path: Path):
     stage = tmp_path / "stage"
-    command = native.mmdebstrap_command(base_recipe, stage, tmp_path / "out")
+    command = native.mmdebstrap_command(base_recipe, stage, tmp_path / "out", "amd64")
     assert command[0] == "mmdebstrap"
     assert "--variant=minbase" in command and "--format=null" in command
+    assert "--architectures=amd64" in command
     assert "--include=python3,libstdc++6,python3-pip-whl" in command
     hooks = [arg.removeprefix("--customize-hook=") for arg in command
              if arg.startswith("--customize-hook=")]
@@ -38,7 +38,7 @@ def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path:
         f"sync-in {stage} /{native.STAGE_DIR}",
         f'sh "$1/{native.STAGE_DIR}/{native.HOOK_NAME}" "$1"',
         f"copy-out /{native.OUT_DIR}/{native.SQUASHFS_NAME} /{native.OUT_DIR}/{native.EPOCH_NAME} "
-        f"{tmp_path / 'out'}",
+        f"/{native.OUT_DIR}/{native.INSPECT_DIR} {tmp_path / 'out'}",
         f"echo {native.PHASE_MARKER}cleanup"]
     assert command[-3:] == ["bookworm", "/dev/null", "http://mirror.invalid/debian"]
 
@@ -46,7 +46,7 @@ def test_mmdebstrap_command_bootstraps_the_recipes_debian(base_recipe, tmp_path:
 def test_stage_holds_the_singularity_files_and_the_post_script(base_recipe, tmp_path: Path):
     cert = tmp_path / "host-ca.pem"
     cert.write_text("CERT\n")
-    labels = layout.labels_for(base_recipe)
+    labels = layout.labels_for(base_recipe, arch="amd64")
     hook = native.write_stage(
         base_recipe, tmp_path / "stage", labels, context=REPO, compressor="gzip", run_test=True,
         pip_settings={"index-url": "https://index.invalid/simple", "cert": str(cert)},
@@ -97,9 +97,9 @@ def test_no_test_phase_without_run_test(base_recipe, tmp_path: Path):
 
 def test_build_directory_with_whitespace_is_refused(base_recipe, tmp_path: Path):
     with pytest.raises(BuildError, match="contains whitespace"):
-        native.mmdebstrap_command(base_recipe, tmp_path / "stage", tmp_path / "my out")
+        native.mmdebstrap_command(base_recipe, tmp_path / "stage", tmp_path / "my out", "amd64")
     with pytest.raises(BuildError, match="contains whitespace"):
-        native.mmdebstrap_command(base_recipe, tmp_path / "my stage", tmp_path / "out")
+        native.mmdebstrap_command(base_recipe, tmp_path / "my stage", tmp_path / "out", "amd64")
 
 
 def test_unreadable_pip_certificate_is_named(base_recipe, tmp_path: Path):
@@ -175,8 +175,72 @@ exit 3
     assert "No matching distribution found for numpy==0.0.0" in message
 
 
-def test_compressor_prefers_zstd_where_mksquashfs_has_it():
-    need_tools("mksquashfs")
-    help_text = subprocess.run(["mksquashfs", "-help"], capture_output=True, text=True)
-    expected = "zstd" if "zstd" in help_text.stdout + help_text.stderr else "gzip"
-    assert native.squashfs_compressor().startswith(expected)
+def test_images_are_squashed_with_gzip_as_apptainer_builds_them(base_recipe, tmp_path: Path):
+    # Every kernel and squashfuse reads gzip; zstd needs Linux >= 4.14 and a squashfuse built
+    # with it (Apptainer: "Non-gzip squashfs compression might not work with some installations").
+    assert native.SQUASHFS_COMPRESSION.split()[0] == "gzip"
+    hook = native.write_stage(base_recipe, tmp_path / "stage", {}, context=REPO,
+                              compressor=native.SQUASHFS_COMPRESSION, run_test=False,
+                              pip_settings={}, extra_env={})
+    assert "-comp gzip -Xcompression-level 6 " in hook.read_text()
+
+
+# --- %files under Apptainer and under our builder give the same tree ----------------------------
+
+FAMILY_RECIPES = sorted(p for p in (REPO / "recipes").glob("dacbench-*.def"))
+FILES_BLOCK_START = "# Files as dacbench-remote's own builder copies them."
+
+
+def _files_block(recipe_path: Path) -> str:
+    """The recipe's %post lines that undo what Apptainer's %files copy brings in."""
+    lines = parse_recipe(recipe_path, {**MIRROR, "torch_index_url": ""}).post.splitlines()
+    start = next(i for i, line in enumerate(lines) if FILES_BLOCK_START in line)
+    end = next(i for i in range(start, len(lines)) if "chmod -R" in lines[i])
+    return "\n".join(lines[start:end + 1])
+
+
+def _tree(top: Path) -> dict[str, tuple]:
+    """Every path under `top`: (kind, mode, content) — what an image would hold."""
+    tree = {}
+    for path in sorted(top.rglob("*")):
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+        content = path.read_bytes() if kind == "file" else b""
+        tree[str(path.relative_to(top))] = (kind, oct(mode), content)
+    return tree
+
+
+@pytest.mark.parametrize("recipe_path", FAMILY_RECIPES, ids=lambda p: p.name)
+def test_apptainers_files_copy_ends_as_ours(recipe_path: Path, tmp_path: Path):
+    # A checkout made under umask 077, with bytecode the host compiled, and the catalog links.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    subprocess.run(["sh", "-c", 'umask 077; cp -R --no-preserve=mode "$@" "$0"', str(checkout),
+                    *(str(REPO / name) for name in ("dacbench_remote", "recipes", "benchmarks"))],
+                   check=True)
+    package = checkout / "dacbench_remote"
+    for name in ("packaged/__pycache__", "__pycache__"):
+        pyc = package / ("images" if "packaged" in name else "") / name / "x.cpython-311.pyc"
+        pyc.parent.mkdir(parents=True, exist_ok=True)
+        pyc.write_bytes(b"host bytecode")
+    (package / "stray.pyc").write_bytes(b"host bytecode")
+    assert (package / "images" / "packaged" / "benchmarks").is_symlink()
+    assert stat.S_IMODE((package / "server" / "serve.py").stat().st_mode) == 0o600
+
+    # Apptainer: `cp -fLr SRC DST` under umask 002 (internal/pkg/build/files/copy.go and the
+    # Umask(0o002) in internal/pkg/build/build.go), then the recipe's %post lines.
+    apptainer_root = tmp_path / "apptainer"
+    (apptainer_root / "opt" / "dacbench-remote").mkdir(parents=True)
+    target = apptainer_root / "opt" / "dacbench-remote" / "dacbench_remote"
+    subprocess.run(["sh", "-c", 'umask 002; cp -fLr "$0" "$1"', str(package), str(target)],
+                   check=True)
+    assert (target / "images" / "packaged" / "benchmarks" / "dacbench-base.toml").is_file()
+    block = _files_block(recipe_path).replace(" /opt/", f" {apptainer_root}/opt/")
+    subprocess.run(["sh", "-c", "set -eu\n" + block], check=True)
+
+    # Ours: the stage's copy (host-only files left out, modes normalised).
+    recipe = parse_recipe(recipe_path, {**MIRROR, "torch_index_url": ""})
+    native._stage_files(recipe, tmp_path / "files", checkout)
+    ours = tmp_path / "files" / "0" / "dacbench_remote"
+    assert _tree(target) == _tree(ours)
+    assert "images/packaged" not in _tree(target) and "__pycache__" not in _tree(target)

@@ -3,6 +3,7 @@ the SIGTERM-then-SIGKILL stop."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,8 +12,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from dacbench_remote._sys.procfs import terminate_then_kill
-from dacbench_remote.host.servers import CleanupReport, ServerInfo, _classify, _in_socket_dir
-from dacbench_remote.runtimes.apptainer import ApptainerRuntime
+from dacbench_remote.host.servers import (
+    EMPTY_DIR_GRACE,
+    CleanupReport,
+    ServerInfo,
+    _classify,
+    _in_socket_dir,
+    _remove_stale_workdirs,
+)
+from dacbench_remote.runtimes.apptainer import WORKDIR_ENV, ApptainerRuntime, default_work_root
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 
 
@@ -28,6 +36,13 @@ def test_bwrap_server_maps_its_socket_back_to_the_host(tmp_path):
 def test_apptainer_and_local_servers():
     argv = ApptainerRuntime("/i.sif").run_argv("/usr/bin/apptainer", Path("/tmp/d/s.sock"))
     assert _classify(tuple(argv)) == ("apptainer", "/tmp/d/s.sock")
+    for host_socket in ("/run/user/1000/dacbench-remote/srv-00000003/ctl.sock",
+                        "/home/u/s/srv-00000004/ctl.sock"):  # bound at /tmp/dacbench-remote/ID
+        for containall in (True, False):
+            runtime = ApptainerRuntime("/i.sif", binds=["/data:/tmp/dacbench-remote"],
+                                       containall=containall, cleanenv=containall)
+            argv = runtime.run_argv("apptainer", Path(host_socket), Path("/w/x"))
+            assert _classify(tuple(argv)) == ("apptainer", host_socket)
     local = ("/usr/bin/python3", "-m", "dacbench_remote.server", "--socket", "/tmp/d/l.sock",
              "--exit-on-stdin-close")
     assert _classify(local) == ("local", "/tmp/d/l.sock")
@@ -98,3 +113,19 @@ def test_the_zygote_and_processes_import_nothing_host_only():
                  "dacbench_remote.sweeps", "dacbench_remote.host"}
     assert [name for name in loaded if {name.split(".")[0], ".".join(name.split(".")[:2])}
             & host_only] == []
+
+
+def test_work_directories_of_gone_servers_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv(WORKDIR_ENV, str(tmp_path))
+    root = default_work_root()
+    gone, young, live, other = (root / name for name in (
+        "srv-0000000a", "srv-0000000b", "srv-0000000c", "not-a-server"))
+    for directory in (gone, young, live, other):
+        (directory / "tmp").mkdir(parents=True)
+    old = time.time() - EMPTY_DIR_GRACE - 60
+    for directory in (gone, live, other):
+        os.utime(directory, (old, old))
+    report = CleanupReport()
+    _remove_stale_workdirs({"srv-0000000c"}, report)
+    assert report.removed_workdirs == [str(gone)] and not gone.exists()
+    assert young.is_dir() and live.is_dir() and other.is_dir()

@@ -13,7 +13,14 @@ except ModuleNotFoundError:  # Python 3.10: the backport dacbench-remote depends
     import tomli as tomllib
 
 from dacbench_remote.errors import RecipeError
-from dacbench_remote.images.recipe import parse_recipe, parse_recipe_text, template_variables
+from dacbench_remote.images.recipe import (
+    apply_templates,
+    apptainer_argument_defaults,
+    has_commented_templates,
+    parse_recipe,
+    parse_recipe_text,
+    template_variables,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted((REPO / "recipes").glob("*.def"))
@@ -212,7 +219,6 @@ def test_sgd_torch_index_is_a_build_argument_with_an_empty_default():
     (MINIMAL + "%arguments\n    a=1\n    a=2\n", 6, ["argument 'a' is defined twice"]),
     (MINIMAL + "%post\n    echo {{ undefined_thing }}\n", 5,
      ["undefined_thing", "--build-arg undefined_thing=VALUE"]),
-    (MINIMAL + "%post\n    echo {{ broken\n", 5, ["malformed template expression"]),
 ])
 def test_unsupported_or_bad_lines_name_file_line_and_feature(text: str, line: int,
                                                             words: list[str]):
@@ -249,3 +255,70 @@ def test_unreadable_recipe_names_the_path(tmp_path: Path):
 def test_template_variables_lists_what_a_recipe_uses():
     assert template_variables(Path("x.def"), MINIMAL + "%post\n {{a}} {{ b }}\n") == {
         "mirror", "a", "b"}
+
+
+# --- templating as Apptainer's internal/pkg/build/args/reader.go does it (read at 1.5.3+) -------
+
+# The comment case of Apptainer's own reader test (args_test.go, "ok case with variables defined
+# in comment lines"), byte for byte: {{ }} after a `#` that is not a shebang's is left alone.
+APPTAINER_COMMENT_CASE_IN = (
+    "\n\t\t\t%arguments\n"
+    "\t\t\t\tOS_VER=1 #  comment line {{ OS_VER }}\n"
+    "\t\t\t%post\n"
+    "\t\t\t    \t# comment\n"
+    "\t\t\t\t#an\n"
+    "\t\t\t\t#!/bin/{{ BASH }}\n"
+    "\t\t\t\tapt install {{ OS_VER }}#comment {{ OS_VER }}\n"
+    "\t\t\t\t#some other comment {{ OS_VER }}\n"
+    "\t\t\t\t#should not be replaced as well \n"
+    "\t\t\t")
+APPTAINER_COMMENT_CASE_OUT = (APPTAINER_COMMENT_CASE_IN
+                              .replace("#!/bin/{{ BASH }}", "#!/bin/csh")
+                              .replace("apt install {{ OS_VER }}#", "apt install 1#"))
+
+
+def test_templates_in_comments_are_left_as_apptainers_reader_leaves_them():
+    templated = apply_templates(APPTAINER_COMMENT_CASE_IN, "t.def", {},
+                                {"OS_VER": "1", "BASH": "csh"})
+    assert templated.text == APPTAINER_COMMENT_CASE_OUT
+    assert templated.unused_build_args == ()
+    assert has_commented_templates(APPTAINER_COMMENT_CASE_IN)
+
+
+def test_an_undefined_name_in_a_comment_is_no_error_and_uses_nothing():
+    text = MINIMAL + "%post\n    # {{ mirror }} and {{ never_defined }}\n    echo '#x' {{ quirk }}\n"
+    recipe = parse(text)
+    assert recipe.post == "    # {{ mirror }} and {{ never_defined }}\n    echo '#x' {{ quirk }}"
+    # Only the header's {{ mirror }} counts; `'#x'` before {{ quirk }} reads as a comment to
+    # Apptainer too (its regexp searches the whole text before the braces).
+    assert template_variables(Path("t.def"), text) == {"mirror"}
+    assert template_variables(Path("t.def"), "# only a comment {{ mirror }}\n") == set()
+
+
+def test_a_hash_right_before_the_braces_or_a_shebang_is_no_comment():
+    assert apply_templates("#{{ a }}\n#!{{ a }}\n", "t.def", {}, {"a": "1"}).text == "#1\n#!1\n"
+
+
+def test_argument_values_name_other_arguments_and_are_templated_in_place():
+    text = MINIMAL + "%arguments\n    outer={{ inner }}-x\n%post\n    echo {{ outer }}\n"
+    # The %arguments line is part of the text Apptainer templates, so `inner` is used there;
+    # `outer` gets its default with the nested name replaced once.
+    templated = apply_templates(text, "t.def", {"outer": "{{ inner }}-x"},
+                                {"mirror": "m", "inner": "v", "spare": "s"})
+    assert "    outer=v-x\n" in templated.text and "echo v-x" in templated.text
+    assert templated.unused_build_args == ("spare",)
+
+
+def test_names_may_start_with_a_digit_as_go_word_characters_allow():
+    assert apply_templates("{{ 1st }} {{ é }}", "t.def", {"1st": "one"}, {}).text == "one {{ é }}"
+
+
+def test_malformed_braces_are_left_alone_as_apptainer_leaves_them():
+    recipe = parse(MINIMAL + "%post\n    docker inspect --format '{{.Id}}' x; echo {{ broken\n")
+    assert recipe.post == "    docker inspect --format '{{.Id}}' x; echo {{ broken"
+
+
+def test_argument_defaults_as_apptainer_reads_them_for_recipes_only_it_builds():
+    text = ("Bootstrap: docker\nFrom: debian\n%setup\n    a=b\n%arguments\n    v = 1 \n"
+            "    # c=d\n    not a pair\n%post\n    x=y\n")
+    assert apptainer_argument_defaults(text) == {"v": "1"}

@@ -16,13 +16,16 @@ from dacbench_remote.images.download import SourceFailed
 from dacbench_remote.images.publish import manifest_for, publish, push_sif, read_chunks
 from dacbench_remote.images.registry import (
     CONFIG_TYPE,
+    DOCKER_MANIFEST_TYPE,
     LAYER_TYPE,
+    LEGACY_LAYER_TYPE,
     MANIFEST_TYPE,
     Reference,
     RegistryClient,
     is_loopback,
     parse_challenge,
     parse_reference,
+    platform_entry,
     validate_manifest,
 )
 from dacbench_remote.images.sources import fetch_source
@@ -209,13 +212,24 @@ def test_manifest_is_what_apptainer_push_writes():
     assert (layer.sha256, layer.size, layer.title) == (SHA_A, 1234, "base.sif")
 
 
+@pytest.mark.parametrize("change", [
+    # internal/pkg/client/oras/oras.go (1.5.3+): "We *don't* check the image config mediaType
+    # as prior versions of Apptainer have not been consistent in setting this".
+    {"config": {"mediaType": "application/vnd.unknown.config.v1+json"}},  # Apptainer 1.0-1.2
+    {"config": {"mediaType": "application/vnd.oci.image.config.v1+json"}},
+    {"mediaType": DOCKER_MANIFEST_TYPE},  # Apptainer 1.3.0 (fixed in 1.3.1)
+    {"layers": [{"mediaType": LEGACY_LAYER_TYPE, "digest": f"sha256:{SHA_A}", "size": 1234}]},
+])
+def test_manifests_apptainer_pull_accepts_are_accepted(change):
+    assert validate_manifest(REF, _manifest(**change)).sha256 == SHA_A
+
+
 @pytest.mark.parametrize("change, problem", [
-    ({"mediaType": "application/vnd.docker.distribution.manifest.v2+json"},
-     "not a SIF pushed by `apptainer push`"),
-    ({"config": {"mediaType": "application/vnd.oci.image.config.v1+json"}}, "not a SIF image"),
-    ({"layers": []}, "exactly one layer"),
+    ({"mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws"},
+     "neither an OCI nor a Docker v2 image manifest"),
+    ({"layers": []}, "has 0"),
     ({"layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                  "digest": f"sha256:{SHA_A}", "size": 1}]}, "exactly one layer"),
+                  "digest": f"sha256:{SHA_A}", "size": 1}]}, "not a SIF's"),
     ({"layers": [{"mediaType": LAYER_TYPE, "digest": "md5:x", "size": 1}]}, "no valid sha256"),
 ])
 def test_invalid_manifests_are_refused_with_the_reason(change, problem):
@@ -224,10 +238,20 @@ def test_invalid_manifests_are_refused_with_the_reason(change, problem):
     assert str(REF) in str(info.value)
 
 
+def test_an_index_is_resolved_to_this_machines_platform():
+    index = {"manifests": [
+        {"digest": f"sha256:{SHA_A}", "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": f"sha256:{SHA_B}", "platform": {"os": "linux", "architecture": "arm64"}}]}
+    assert platform_entry(REF, index, "arm64") == f"sha256:{SHA_B}"
+    with pytest.raises(RegistryError, match=r"no linux/ppc64le image \(it offers: linux/amd64, "
+                                            r"linux/arm64\)"):
+        platform_entry(REF, index, "ppc64le")
+
+
 def test_two_sif_layers_are_refused():
     manifest = _manifest()
     manifest["layers"] = manifest["layers"] * 2
-    with pytest.raises(RegistryError, match="exactly one layer"):
+    with pytest.raises(RegistryError, match="a SIF image has a single layer"):
         validate_manifest(REF, manifest)
 
 

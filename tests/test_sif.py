@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from dacbench_remote.errors import BuildError, CorruptImage, ImageNotFound
+from dacbench_remote.errors import BuildError, CorruptImage, ImageError, ImageNotFound
+from dacbench_remote.images import sif as sif_module
 from dacbench_remote.images.sif import (
     DATA_DEFFILE,
     DATA_GENERIC_JSON,
@@ -19,6 +21,9 @@ from dacbench_remote.images.sif import (
     DATA_PARTITION,
     INSPECT_METADATA_NAME,
     SifImage,
+    check_runnable,
+    host_arch,
+    inspect_metadata,
     write_sif,
 )
 from tests.needs import need_tools
@@ -233,13 +238,17 @@ def test_labels_that_are_not_json_name_the_object(tmp_path, squashfs):
         SifImage.open(image).labels()
 
 
-def test_non_squashfs_primary_partition_cannot_run(tmp_path, squashfs):
+def test_non_squashfs_primary_partition_opens_but_cannot_run_without_apptainer(tmp_path,
+                                                                               squashfs):
     image = tmp_path / "ext3.sif"
     siftool("new", str(image))
     siftool("add", str(image), str(squashfs), "--datatype", "4", "--parttype", "2",
             "--partfs", "2", "--partarch", "2")
-    with pytest.raises(CorruptImage, match="primary system partition is Ext3, only squashfs"):
-        SifImage.open(image)
+    sif = SifImage.open(image)  # Apptainer starts ext3 partitions: opening is no refusal
+    assert sif.primary_partition().fstype == 2
+    with pytest.raises(CorruptImage, match="primary system partition is Ext3; only plain "
+                                           "squashfs partitions can be run without Apptainer"):
+        sif.squashfs_partition()
 
 
 def test_the_same_inputs_write_the_same_bytes(tmp_path, squashfs):
@@ -263,3 +272,146 @@ def test_created_defaults_to_source_date_epoch(tmp_path, squashfs, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1600000000")
     write_sif(tmp_path / "dated.sif", deffile=None, labels=None, squashfs_path=squashfs)
     assert SifImage.open(tmp_path / "dated.sif").created == 1_600_000_000
+
+
+# --- the checks Apptainer makes before it starts an image (pkg/image/sif.go, read at 1.5.3+) ----
+
+@pytest.fixture
+def machine(monkeypatch, tmp_path):
+    """Set what platform.machine() says; binfmt_misc is an empty (enabled) directory."""
+    binfmt = tmp_path / "binfmt_misc"
+    binfmt.mkdir()
+    (binfmt / "status").write_text("enabled\n")
+    monkeypatch.setattr(sif_module, "BINFMT_MISC", binfmt)
+
+    def set_machine(name: str) -> Path:
+        monkeypatch.setattr(sif_module.platform, "machine", lambda: name)
+        return binfmt
+    return set_machine
+
+
+@pytest.mark.parametrize(("uname", "goarch", "code"), [
+    ("x86_64", "amd64", b"02"), ("aarch64", "arm64", b"04"), ("ppc64le", "ppc64le", b"06"),
+    ("s390x", "s390x", b"11"), ("riscv64", "riscv64", b"12"), ("loongarch64", "loong64", b"13"),
+])
+def test_the_host_arch_gets_the_sif_librarys_arch_code(machine, tmp_path, squashfs, uname,
+                                                       goarch, code):
+    # Codes from apptainer/sif pkg/sif/arch.go (hdrArchAMD64 "02", hdrArchARM64 "04", ...).
+    machine(uname)
+    assert host_arch() == goarch
+    image = tmp_path / "host.sif"
+    write_sif(image, deffile=None, labels=None, squashfs_path=squashfs, arch=host_arch())
+    raw = image.read_bytes()
+    assert raw[45:48] == code + b"\x00"  # the header's arch, after launch(32)+magic(10)+version(3)
+    partition = SifImage.open(image).primary_partition()
+    assert partition.arch == goarch
+    check_runnable(SifImage.open(image))  # Apptainer on this host would start it
+
+
+def test_siftool_reads_arm64_as_what_we_wrote(machine, tmp_path, squashfs):
+    machine("aarch64")
+    image = tmp_path / "arm.sif"
+    write_sif(image, deffile=None, labels=None, squashfs_path=squashfs, arch=host_arch())
+    # siftool is the sif library's own reader: both the header and the partition say arm64.
+    assert siftool_fields("header", str(image))["Primary Architecture"] == "arm64"
+    assert siftool_fields("info", "2", str(image))["Architecture"] == "arm64"
+    assert siftool_list(image)[-1]["type"] == "FS (Squashfs/*System/arm64)"
+
+
+def test_an_image_of_another_arch_is_refused_as_apptainer_refuses_it(machine, tmp_path,
+                                                                      squashfs):
+    machine("aarch64")
+    image = tmp_path / "amd.sif"
+    write_sif(image, deffile=None, labels=None, squashfs_path=squashfs, arch="amd64")
+    with pytest.raises(ImageError, match=r"the image's architecture \(amd64\) could not run on "
+                                         r"the host's \(arm64\)"):
+        check_runnable(SifImage.open(image))
+
+
+def test_an_emulated_arch_runs_as_apptainer_lets_it(machine, tmp_path, squashfs):
+    binfmt = machine("x86_64")
+    image = tmp_path / "arm.sif"
+    write_sif(image, deffile=None, labels=None, squashfs_path=squashfs, arch="arm64")
+    # A qemu-user entry as binfmt_misc shows it; the magic is machine.go's arm64 ElfMagic.
+    entry = ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: {flags}\n"
+             "offset 0\nmagic 7f454c460201010000000000000000000200b700\n"
+             "mask ffffffffffffff00fffffffffffffffffeffffff\n")
+    (binfmt / "qemu-aarch64").write_text(entry.format(flags="POC"))
+    with pytest.raises(ImageError, match="could not run"):  # without F, Apptainer refuses
+        check_runnable(SifImage.open(image))
+    (binfmt / "qemu-aarch64").write_text(entry.format(flags="POCF"))
+    check_runnable(SifImage.open(image))
+
+
+@pytest.mark.parametrize(("arch", "host"), [("386", "x86_64"), ("arm", "aarch64")])
+def test_compatible_arches_run_natively(machine, tmp_path, squashfs, arch, host):
+    machine(host)
+    image = tmp_path / "compat.sif"
+    write_sif(image, deffile=None, labels=None, squashfs_path=squashfs, arch=arch)
+    check_runnable(SifImage.open(image))
+
+
+def test_unknown_arch_code_passes(machine, tmp_path, squashfs):
+    machine("aarch64")
+    image = tmp_path / "unknown.sif"
+    write_sif(image, deffile=None, labels=None, squashfs_path=squashfs, arch="amd64")
+    raw = image.read_bytes()  # siftool refuses arch 0: set the partition's code to "00" by hand
+    extra = struct.pack("<ii3s", 1, 2, b"02\x00")  # squashfs, primary, amd64
+    assert raw.count(extra) == 1
+    image.write_bytes(raw.replace(extra, struct.pack("<ii3s", 1, 2, b"00\x00")))
+    assert SifImage.open(image).primary_partition().arch == "unknown"
+    check_runnable(SifImage.open(image))
+
+
+def _partition_image(tmp_path: Path, content: Path, fstype: int) -> SifImage:
+    image = tmp_path / f"fs{fstype}.sif"
+    siftool("new", str(image))
+    siftool("add", str(image), str(content), "--datatype", "4", "--parttype", "2",
+            "--partfs", str(fstype), "--partarch", "2")
+    return SifImage.open(image)
+
+
+@pytest.mark.parametrize("fstype", [4, 5, 6])  # raw, encrypted squashfs, gocryptfs squashfs
+def test_filesystems_apptainer_starts_pass_unchecked(machine, tmp_path, fstype):
+    machine("x86_64")
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"\x00" * 8192)  # Apptainer reads no header for these
+    check_runnable(_partition_image(tmp_path, blob, fstype))
+
+
+def test_ext3_needs_its_superblock_magic(machine, tmp_path):
+    machine("x86_64")
+    blob = tmp_path / "ext3"
+    data = bytearray(8192)
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="claims ext3 but has no ext3 superblock"):
+        check_runnable(_partition_image(tmp_path, blob, 2))
+    data[1080:1082] = b"\x53\xef"
+    blob.write_bytes(bytes(data))
+    (tmp_path / "fs2.sif").unlink()
+    check_runnable(_partition_image(tmp_path, blob, 2))
+
+
+def test_squashfs_without_its_magic_and_unknown_filesystems_are_refused(machine, tmp_path):
+    machine("x86_64")
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"not squashfs" * 100)
+    with pytest.raises(ImageError, match="claims squashfs but has no squashfs header"):
+        check_runnable(_partition_image(tmp_path, blob, 1))
+    with pytest.raises(ImageError, match="unknown filesystem type 3"):
+        check_runnable(_partition_image(tmp_path, blob, 3))
+
+
+def test_inspect_metadata_is_go_json_of_apptainers_metadata_struct():
+    # pkg/inspect/metadata.go: {"data":{"attributes":{...}},"type":"container"}, fields in
+    # struct order, omitempty, maps sorted; encoding/json escapes <, > and & in strings.
+    attributes = {"startscript": "#!/bin/sh", "labels": {"z": "1", "a": "x<y>&"},
+                  "deffile": "Bootstrap: x", "environment": {"/e/91": "B", "/e/90": "A"},
+                  "runscript": "#!/bin/sh\n\nexec x", "test": "", "helpfile": "Help."}
+    assert inspect_metadata(attributes) == (
+        b'{"data":{"attributes":{"environment":{"/e/90":"A","/e/91":"B"},'
+        b'"labels":{"a":"x\\u003cy\\u003e\\u0026","z":"1"},"runscript":"#!/bin/sh\\n\\nexec x",'
+        b'"helpfile":"Help.","deffile":"Bootstrap: x","startscript":"#!/bin/sh"}},'
+        b'"type":"container"}')
+    with pytest.raises(ValueError, match="not Apptainer inspect attributes: runscripts"):
+        inspect_metadata({"runscripts": "typo"})

@@ -4,6 +4,7 @@ runtime, the builder and `apptainer pull` alike."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 from ..errors import RuntimeUnavailable
 
@@ -34,3 +35,20 @@ def find_apptainer(binary: str | None = None) -> str:
 def apptainer_available() -> bool:
     """True when find_apptainer() finds a binary."""
     return any(shutil.which(name) for name in BINARY_NAMES)
+
+
+def apptainer_version(binary: str) -> str:
+    """What `BINARY --version` prints (e.g. "apptainer version 1.3.4").
+
+    Raises:
+        RuntimeUnavailable: the binary cannot run, or says it failed.
+    """
+    try:
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                timeout=60, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeUnavailable(f"{binary} --version failed: {exc}") from exc
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()[:300] or "no output"
+        raise RuntimeUnavailable(f"{binary} --version failed (exit {result.returncode}): {output}")
+    return result.stdout.strip()

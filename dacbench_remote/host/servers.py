@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import stat
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from .._sys.files import locked
 from .._sys.procfs import ProcessRecord, argv_of, descendants, is_running, stat_fields, stop_records
 from .._sys.sockets import DATA_SUFFIX, is_socket_id, remove_socket_files, socket_answers, socket_dir
+from ..runtimes.apptainer import default_work_root
 from ..runtimes.base import SERVER_MODULE
 from ..runtimes.bwrap import LAUNCHER_NAME
 from ..runtimes.rootfs import (
@@ -65,6 +67,7 @@ class CleanupReport:
     removed_sockets: list[str] = field(default_factory=list)
     unmounted: list[str] = field(default_factory=list)
     removed_dirs: list[str] = field(default_factory=list)
+    removed_workdirs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -73,6 +76,8 @@ class CleanupReport:
         out += [f"removed dead socket {path}" for path in self.removed_sockets]
         out += [f"unmounted stale mount {path}" for path in self.unmounted]
         out += [f"removed unfinished extraction {path}" for path in self.removed_dirs]
+        out += [f"removed the work directory of a gone server {path}"
+                for path in self.removed_workdirs]
         out += [f"could not clean up: {problem}" for problem in self.problems]
         return out or ["nothing to clean up"]
 
@@ -139,6 +144,14 @@ def _classify(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
                          if argv[i] == "--bind" and argv[i + 2] == inside), None)
         return "bwrap", str(Path(host_dir) / Path(socket_arg).name) if host_dir else None
     if program in ("apptainer", "singularity") and "run" in argv:
+        if not socket_arg:
+            return "apptainer", None
+        inside = os.path.dirname(socket_arg)  # bound as HOST (same path) or HOST:INSIDE
+        for index, arg in enumerate(argv[:-1]):
+            bind = argv[index + 1]
+            if arg == "--bind" and (bind == inside or bind.endswith(f":{inside}")):
+                host_dir = bind if bind == inside else bind[:-len(inside) - 1]
+                return "apptainer", str(Path(host_dir) / Path(socket_arg).name)
         return "apptainer", socket_arg
     if SERVER_MODULE in argv:
         return "local", socket_arg
@@ -324,6 +337,25 @@ def _remove_unfinished_extractions(cache: Path, report: CleanupReport) -> None:
                 report.problems.append(f"removing {work}: {exc}")
 
 
+def _remove_stale_workdirs(live_ids: set[str | None], report: CleanupReport) -> None:
+    """Remove the apptainer runtime's per-server work directories whose server is gone (its
+    host was killed before it could remove them); young ones may belong to a server starting."""
+    try:
+        entries = list(os.scandir(default_work_root()))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name in live_ids or not is_socket_id(entry.name):
+            continue
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < EMPTY_DIR_GRACE:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        report.removed_workdirs.append(entry.path)
+
+
 def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
     """Stop orphaned servers; remove dead sockets, stale squashfuse mounts, broken extractions.
 
@@ -332,7 +364,8 @@ def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
     report = CleanupReport()
     live: set[str] = set()
     directory = socket_dir()
-    for server in list_servers():
+    servers = list_servers()
+    for server in servers:
         # Servers of another socket directory (DACBENCH_REMOTE_SOCKET_DIR) are another setup's.
         ours = _in_socket_dir(server.socket, directory)
         if server.orphaned and ours:
@@ -345,9 +378,10 @@ def cleanup_stale(rootfs_cache: Path | None = None) -> CleanupReport:
         elif server.socket:
             live.add(server.socket)
     _remove_dead_sockets(live, report)
+    _remove_stale_workdirs({server.socket_id for server in servers if server.pid not in
+                            report.stopped}, report)
     _remove_stale_mounts(report)
     if rootfs_cache is None:
-
         rootfs_cache = default_rootfs_cache()
     _remove_unfinished_extractions(rootfs_cache, report)
     return report

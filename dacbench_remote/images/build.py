@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,15 +19,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from .._sys.apptainer import apptainer_available, find_apptainer
+from .._sys.apptainer import apptainer_available, apptainer_version, find_apptainer
 from .._sys.files import atomic_output, sha256_file
-from ..errors import BuildError
+from ..errors import BuildError, RecipeError
 from . import hostconfig, layout, manifest, native
-from .recipe import Recipe, parse_recipe, template_variables
-from .sif import write_sif
+from .recipe import (
+    Recipe,
+    apply_templates,
+    apptainer_argument_defaults,
+    has_commented_templates,
+    parse_recipe,
+    template_variables,
+)
+from .sif import host_arch, write_sif
 
 BUILDERS = ("auto", "apptainer", "native")
 MIRROR_ARG = "mirror"
+# The first versions whose `build` knows --build-arg and {{ }} templating (Apptainer 1.2.0's and
+# SingularityCE 4.0.0's changelogs); older ones would build the braces literally. Apptainer
+# leaves {{ }} in comment lines alone since 1.3.0 (args/reader.go); 1.2 and SingularityCE
+# replace them too, so recipes with such comments need 1.3.
+TEMPLATING_SINCE = {"apptainer": (1, 2), "singularity-ce": (4, 0)}
+COMMENT_SKIPPING_SINCE = {"apptainer": (1, 3)}
+_VERSION_RE = re.compile(r"^(\S+) version (\d+)\.(\d+)")
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -42,19 +57,57 @@ class BuildResult:
     def seconds(self) -> float:
         return sum(self.phases.values())
 
+
 def apptainer_build_command(binary: str, recipe: Path, output: Path,
                             build_args: dict[str, str] | None = None, *,
-                            fakeroot: bool | None = None) -> list[str]:
+                            fakeroot: bool | None = None, tmpdir: Path | None = None,
+                            run_test: bool = True) -> list[str]:
     """The `apptainer build` call: what spython's Client.build runs, with our options.
 
     --fakeroot (by default when not root) so it works without root on clusters that allow it;
-    --force because we build into a fresh temporary file that exists already.
+    --force because we build into a fresh temporary file that exists already; --tmpdir (the
+    flag behind $APPTAINER_TMPDIR, in `build` since Singularity 3) for the build's workdir, so
+    the root filesystem is not unpacked into a login node's small /tmp.
     """
     fakeroot = os.geteuid() != 0 if fakeroot is None else fakeroot
     command = [binary, "build", "--force", *(["--fakeroot"] if fakeroot else [])]
+    if not run_test:
+        command.append("--notest")
+    if tmpdir is not None:
+        command += ["--tmpdir", str(tmpdir)]
     for key, value in sorted((build_args or {}).items()):
         command += ["--build-arg", f"{key}={value}"]
     return [*command, str(output), str(recipe)]
+
+
+def parse_version(text: str) -> tuple[str, tuple[int, int]] | None:
+    """("apptainer", (1, 3)) from `apptainer version 1.3.4-1.el8`; None if unreadable."""
+    match = _VERSION_RE.match(text.strip())
+    if match is None:
+        return None
+    return match.group(1).lower(), (int(match.group(2)), int(match.group(3)))
+
+
+def templating_problem(version_text: str, *, commented_templates: bool = False) -> str | None:
+    """Why this `--version` output cannot build a templated recipe, or None if it can.
+
+    `commented_templates`: the recipe has {{ }} in comment lines, which only Apptainer >= 1.3
+    skips as our builder does.
+    """
+    since = COMMENT_SKIPPING_SINCE if commented_templates else TEMPLATING_SINCE
+    parsed = parse_version(version_text)
+    if parsed is not None:
+        flavour, version = parsed
+        if flavour in since and version >= since[flavour]:
+            return None
+    if commented_templates:
+        need = ("{{ }} in comment lines, which Apptainer 1.3 and newer leave alone (older ones "
+                "and SingularityCE replace them)")
+    else:
+        need = "build arguments ({{ }} templates), which need Apptainer 1.2 or newer (or " \
+               "SingularityCE 4.0 or newer)"
+    return f"the recipe uses {need}, and this one reports {version_text.strip()!r}"
+
 
 def resolve_build_args(recipe_path: Path, os_version: str | None,
                        build_args: dict[str, str] | None) -> dict[str, str]:
@@ -105,32 +158,54 @@ def build_image(
     if not recipe.is_file():
         raise BuildError(f"recipe {recipe} does not exist")
     args = resolve_build_args(recipe, _os_version(recipe), build_args)
-    parsed = parse_recipe(recipe, args)
-    for name in parsed.unused_build_args:
-        report(f"warning: build argument {name!r} is not used by {recipe.name}")
-
     wants = builder in ("auto", "apptainer") and apptainer_available()
     binary = find_apptainer() if wants else None
     if builder == "apptainer" and binary is None:
         raise BuildError("builder 'apptainer' asked for, but neither apptainer nor singularity "
                          "is on PATH; install Apptainer or use the native builder")
+    if binary is None:
+        parsed = parse_recipe(recipe, args)
+        _refuse_unused(recipe, parsed.unused_build_args)
+    else:
+        # Apptainer builds what our builder cannot (other bootstraps, %setup, ...): only the
+        # templating is checked here, the way `apptainer build` does it.
+        text = recipe.read_text()
+        defaults = apptainer_argument_defaults(text)
+        _refuse_unused(recipe, apply_templates(text, recipe, defaults, args).unused_build_args)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     if binary is not None:
         return _build_with_apptainer(binary, recipe, output, args, context=context,
-                                     progress=report, run_test=run_test)
+                                     progress=report, run_test=run_test, workdir=workdir)
     return _build_native(parsed, output, context=context, progress=report, workdir=workdir,
                          run_test=run_test)
 
+
+def _refuse_unused(recipe: Path, unused: tuple[str, ...]) -> None:
+    """Unused build arguments are fatal, as in `apptainer build` (cmd/internal/cli/build_linux.go):
+    a recipe must build the same with either builder."""
+    if unused:
+        raise RecipeError(
+            f"{recipe}: unused build args: {' '.join(unused)} (apptainer build refuses them too); "
+            "remove them, or use them in the recipe as {{ name }} outside comment lines")
+
 def _build_with_apptainer(binary: str, recipe: Path, output: Path, args: dict[str, str], *,
                           context: Path, progress: Callable[[str], None],
-                          run_test: bool) -> BuildResult:
+                          run_test: bool, workdir: Path | None) -> BuildResult:
     # Not spython's Client.build: it hard-codes the `singularity` name and cannot set the working
     # directory, which Apptainer resolves relative %files sources against. The argv is the same.
+    text = recipe.read_text()
+    if args or template_variables(recipe, text) or has_commented_templates(text):
+        problem = templating_problem(apptainer_version(binary),
+                                     commented_templates=has_commented_templates(text))
+        if problem:
+            raise BuildError(f"cannot build {recipe} with {binary}: {problem}; update Apptainer "
+                             "(on clusters try `module load apptainer`) or pass --builder native")
     started = time.monotonic()
     with atomic_output(output, durable=False) as tmp:
-        command = apptainer_build_command(binary, recipe, tmp, args)
-        if not run_test:
-            command.insert(2, "--notest")
+        command = apptainer_build_command(binary, recipe, tmp, args, run_test=run_test,
+                                          tmpdir=Path(workdir).resolve() if workdir else None)
         progress("apptainer: " + " ".join(command))
         tail: collections.deque[str] = collections.deque(maxlen=native.LOG_TAIL_LINES)
         with subprocess.Popen(command, cwd=context, stdout=subprocess.PIPE,
@@ -158,8 +233,6 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
             "no Apptainer here, and dacbench-remote's own builder needs "
             f"{', '.join(sorted(missing))}: apt-get install {' '.join(sorted(set(missing.values())))}")
     native.check_files(recipe, context)
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix="dacbench-remote-build-", dir=workdir))
     try:
         # Rootless (unshare) mode keeps its chroot in here (TMPDIR), owned by a subuid that must
@@ -170,12 +243,13 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
         out_dir = temp / "out"
         out_dir.mkdir()
         builder = f"dacbench-remote {__version__}"
+        arch = host_arch()  # what mmdebstrap installs, and so what the SIF must say
         native.write_stage(
-            recipe, stage, layout.labels_for(recipe, builder=builder), context=context,
-            compressor=native.squashfs_compressor(), run_test=run_test,
+            recipe, stage, layout.labels_for(recipe, arch=arch, builder=builder), context=context,
+            compressor=native.SQUASHFS_COMPRESSION, run_test=run_test,
             pip_settings=hostconfig.pip_settings(), extra_env=hostconfig.proxy_environment(),
             source_date_epoch=source_date_epoch())
-        command = native.mmdebstrap_command(recipe, stage, out_dir)
+        command = native.mmdebstrap_command(recipe, stage, out_dir, arch)
         phases = native.run_mmdebstrap(command, tmpdir=temp, env={}, progress=progress,
                                        log_path=temp / "build.log")
         started = time.monotonic()
@@ -184,9 +258,10 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
         squashfs = out_dir / native.SQUASHFS_NAME
         build_manifest = manifest.build_manifest(recipe, context, squashfs, epoch=epoch,
                                                  builder=builder)
-        labels = layout.labels_for(recipe, builder=builder, build_date=layout.build_date(epoch))
-        digest = write_sif(output, deffile=recipe.text.encode(), labels=labels,
-                           squashfs_path=squashfs, arch="amd64", created=epoch,
+        # The inspect metadata (labels included) is read from the image, as Apptainer does.
+        digest = write_sif(output, deffile=recipe.text.encode(), labels=None,
+                           squashfs_path=squashfs, arch=arch, created=epoch,
+                           attributes=layout.inspect_attributes(out_dir / native.INSPECT_DIR),
                            json_objects={manifest.MANIFEST_NAME:
                                          manifest.manifest_bytes(build_manifest)})
         phases["sif"] = time.monotonic() - started

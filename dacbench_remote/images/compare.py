@@ -95,7 +95,7 @@ def _package_differences(left: SifImage, right: SifImage) -> list[str]:
 
 
 def _unpack(image: SifImage, target: Path) -> Path:
-    _, problems = unsquashfs(image.path, target, offset=image.primary_partition().offset)
+    _, problems = unsquashfs(image.path, target, offset=image.squashfs_partition().offset)
     if problems:
         raise CorruptImage(f"cannot unpack {image.path} to compare it: "
                            + "\n".join(problems[-15:]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from .recipe import Recipe
 
@@ -29,13 +30,25 @@ ACTIONS = {
     "test": f"#!/bin/sh\n{_LOAD_ENVIRONMENT}exec /bin/sh /.singularity.d/test \"$@\"\n",
 }
 ENV_BASE = "#!/bin/sh\n# Base environment, as in Apptainer's 01-base.sh.\n"
-ENV_PATH = (
-    "#!/bin/sh\n"
-    "if [ -z \"${PATH:-}\" ]; then\n"
-    "    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-    "fi\n"
-    "export PATH\n"
-)
+# Apptainer's own 99-base.sh (internal/pkg/build/sources/99-base.sh): --nv and --rocm bind the
+# host's GPU libraries into /.singularity.d/libs, which must be on the library path. PATH is
+# set only where nothing set it (Apptainer and bwrap both do).
+ENV_BASE_99 = """#!/bin/sh
+# As Apptainer's 99-base.sh: GPU libraries bound by --nv/--rocm live in /.singularity.d/libs.
+if [ -z "${LD_LIBRARY_PATH:-}" ]; then
+    LD_LIBRARY_PATH="/.singularity.d/libs"
+else
+    LD_LIBRARY_PATH="$LD_LIBRARY_PATH:/.singularity.d/libs"
+fi
+
+if [ -z "${PS1:-}" ]; then
+    PS1="Apptainer> "
+fi
+if [ -z "${PATH:-}" ]; then
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+fi
+export LD_LIBRARY_PATH PS1 PATH
+"""
 NO_RUNSCRIPT = 'echo "There is no runscript defined for this container"\n'
 # Directories and empty files runtimes bind over; a bind needs its mount point in a read-only root.
 MOUNT_DIRS = ("proc", "sys", "dev", "tmp", "var/tmp", "home", "root", "etc", "mnt", "opt", "srv")
@@ -59,7 +72,7 @@ def build_date(epoch: int) -> str:
     return time.strftime("%A_%-d_%B_%Y_%H:%M:%S_UTC", time.gmtime(epoch))
 
 
-def labels_for(recipe: Recipe, *, arch: str = "amd64", builder: str = "",
+def labels_for(recipe: Recipe, *, arch: str, builder: str = "",
                build_date: str = BUILD_DATE_PLACEHOLDER) -> dict[str, str]:
     """The image's labels: the recipe's %labels plus the label-schema ones Apptainer adds."""
     labels = {
@@ -87,7 +100,7 @@ def singularity_files(recipe: Recipe, labels: dict[str, str]) -> dict[str, tuple
         "env/90-environment.sh": (
             "#!/bin/sh\n# Custom environment shell code should follow\n\n"
             + (recipe.environment + "\n" if recipe.environment else ""), 0o755),
-        "env/99-base.sh": (ENV_PATH, 0o755),
+        "env/99-base.sh": (ENV_BASE_99, 0o755),
     }
     for name, script in ACTIONS.items():
         files[f"actions/{name}"] = (script, 0o755)
@@ -96,3 +109,35 @@ def singularity_files(recipe: Recipe, labels: dict[str, str]) -> dict[str, tuple
     if recipe.test:
         files["test"] = (SCRIPT_HEADER + recipe.test + "\n", 0o755)
     return files
+
+
+# What `apptainer inspect --all` reads from /.singularity.d (cmd/internal/cli/inspect.go), in the
+# order of the Attributes struct (pkg/inspect/metadata.go) that inspect-metadata.json encodes.
+INSPECT_FILES = {"runscript": "runscript", "test": "test", "helpfile": "runscript.help",
+                 "deffile": "Singularity", "startscript": "startscript"}
+INSPECT_ENV_GLOBS = ("10-docker*.sh", "9*-environment.sh")
+
+
+def inspect_attributes(singularity_d: Path) -> dict:
+    """Apptainer's inspect attributes of an image whose /.singularity.d is (a copy) at
+    `singularity_d`: what `apptainer build` stores as inspect-metadata.json, so that
+    `apptainer inspect --runscript/--environment` and `run-help` work on our images.
+
+    As inspect's shell snippet and setAttribute: each file's text without trailing newlines,
+    empty ones left out; the environment keyed by the files' paths inside the image.
+    """
+    def text(path: Path) -> str:
+        return path.read_text(errors="replace").rstrip("\n")
+
+    environment = {}
+    for pattern in INSPECT_ENV_GLOBS:
+        for path in sorted((singularity_d / "env").glob(pattern)):
+            if path.is_file():
+                environment[f"/.singularity.d/env/{path.name}"] = text(path)
+    labels_file = singularity_d / "labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
+    attributes: dict = {"environment": environment, "labels": labels}
+    for key, name in INSPECT_FILES.items():
+        if (singularity_d / name).is_file():
+            attributes[key] = text(singularity_d / name)
+    return attributes

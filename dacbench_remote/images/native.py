@@ -28,29 +28,23 @@ BUILD_DIR = f"{STAGE_DIR}/build"  # what %post reads: env.sh, post.sh, pip.conf,
 OUT_DIR = ".dacbench-remote-out"  # inside the rootfs, holds the squashfs until copy-out
 SQUASHFS_NAME = "rootfs.squashfs"
 EPOCH_NAME = "build-epoch"  # the epoch the hook chose, copied out beside the squashfs
+INSPECT_DIR = "inspect"  # copies of what `apptainer inspect` reads from /.singularity.d
 HOOK_NAME = "customize.sh"
 BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REQUIRED_TOOLS = {"mmdebstrap": "mmdebstrap", "mksquashfs": "squashfs-tools", "chroot": "coreutils"}
 LOG_TAIL_LINES = 40
-# zstd level 3 vs the default 15, base image on this 2-core machine: 3 s vs 220 s, 242 vs 213 MB.
-ZSTD_LEVEL = 3
+# gzip, as `apptainer build` writes (internal/pkg/build/assemblers/sif.go: "Non-gzip squashfs
+# compression might not work with some installations": old kernels and squashfuse builds lack
+# zstd). Level 6, not mksquashfs' 9: measured on the base image by
+# scripts/bench_squashfs_compression.py against zstd level 3 (the former choice): 0.98x the
+# size, 3.6x the squash time (9 s), 1.26x the unsquashfs time, +0.3 s of imports from a fresh
+# mount; level 9 was 0.7% smaller and took 47 s.
+SQUASHFS_COMPRESSION = "gzip -Xcompression-level 6"
 
 
 def missing_tools() -> dict[str, str]:
     """Tools the native builder needs that are not on PATH, mapped to their Debian package."""
     return {tool: package for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None}
-
-
-def squashfs_compressor() -> str:
-    """mksquashfs -comp arguments: zstd where available (fast to read), else gzip, which all have."""
-    try:
-        listing = subprocess.run(["mksquashfs", "-help"], capture_output=True, text=True,
-                                 timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "gzip"
-    if "zstd" in listing.stdout + listing.stderr:
-        return f"zstd -Xcompression-level {ZSTD_LEVEL}"
-    return "gzip"
 
 
 def check_files(recipe: Recipe, context: Path) -> None:
@@ -65,8 +59,25 @@ def check_files(recipe: Recipe, context: Path) -> None:
                 f"{context})")
 
 
-def mmdebstrap_command(recipe: Recipe, stage: Path, out_dir: Path) -> list[str]:
+# Go's architecture names (the image's SIF arch) -> Debian's (what mmdebstrap installs).
+DEBIAN_ARCH = {"amd64": "amd64", "arm64": "arm64", "ppc64le": "ppc64el", "s390x": "s390x",
+               "riscv64": "riscv64", "386": "i386", "arm": "armhf", "loong64": "loong64",
+               "mips64le": "mips64el", "ppc64": "ppc64"}
+
+
+def debian_arch(goarch: str) -> str:
+    """The Debian architecture whose packages run as `goarch` (amd64 -> amd64, ppc64le -> ppc64el)."""
+    try:
+        return DEBIAN_ARCH[goarch]
+    except KeyError:
+        raise BuildError(f"no Debian architecture is known for {goarch!r}") from None
+
+
+def mmdebstrap_command(recipe: Recipe, stage: Path, out_dir: Path, arch: str) -> list[str]:
     """The mmdebstrap call that bootstraps the recipe's Debian and runs our hook inside it.
+
+    `arch` (Go's name, as the SIF records it) is passed on, so the packages and the image's
+    arch code come from one decision: this machine's architecture.
 
     minbase matches debootstrap's variant under Apptainer (it has apt, so %post may apt-get);
     format "null" because only the hook's squashfs leaves. The stage (see `write_stage`) goes in
@@ -78,14 +89,15 @@ def mmdebstrap_command(recipe: Recipe, stage: Path, out_dir: Path) -> list[str]:
         if any(ch.isspace() for ch in str(path)):
             raise BuildError(f"the build directory {path} contains whitespace, which mmdebstrap's "
                              "copy hooks cannot take; pass another workdir")
-    command = ["mmdebstrap", "--mode=auto", "--variant=minbase", "--format=null"]
+    command = ["mmdebstrap", "--mode=auto", "--variant=minbase", "--format=null",
+               f"--architectures={debian_arch(arch)}"]
     if recipe.include:
         command.append("--include=" + ",".join(recipe.include))
     command += [f"--customize-hook=mkdir \"$1/{STAGE_DIR}\"",
                 f"--customize-hook=sync-in {stage} /{STAGE_DIR}",
                 f"--customize-hook=sh \"$1/{STAGE_DIR}/{HOOK_NAME}\" \"$1\"",
                 f"--customize-hook=copy-out /{OUT_DIR}/{SQUASHFS_NAME} /{OUT_DIR}/{EPOCH_NAME} "
-                f"{out_dir}",
+                f"/{OUT_DIR}/{INSPECT_DIR} {out_dir}",
                 f"--customize-hook=echo {PHASE_MARKER}cleanup",
                 recipe.os_version, "/dev/null", recipe.mirror_url]
     return command
@@ -250,8 +262,9 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool,
         lines += [f': > "$root/{name}"', f'chmod 644 "$root/{name}"']
     lines += [
         "phase squashfs",
-        f'mkdir -p "$root/{OUT_DIR}"',
+        f'mkdir -p "$root/{OUT_DIR}/{INSPECT_DIR}/env"',
         f'echo "$epoch" > "$root/{OUT_DIR}/{EPOCH_NAME}"',
+        *_inspect_copy_lines(),
         # SOURCE_DATE_EPOCH makes mksquashfs clamp every newer timestamp and date the image.
         # /proc, /sys and /dev are mounted by mmdebstrap during hooks: keep only the mount points,
         # as root's (rootless, the mounted proc and sysfs show up owned by nobody).
@@ -261,6 +274,23 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool,
         f"-wildcards -e 'proc/*' 'sys/*' 'dev/*' 'tmp/*' 'var/tmp/*' '{OUT_DIR}'",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _inspect_copy_lines() -> list[str]:
+    """Shell that copies what `apptainer inspect --all` reads out of the finished root, from
+    which the host writes inspect-metadata.json (as `apptainer build` does from its sandbox)."""
+    singularity_d = '"$root/.singularity.d"'
+    target = f'"$root/{OUT_DIR}/{INSPECT_DIR}"'
+    names = " ".join(["labels.json", *layout.INSPECT_FILES.values()])
+    globs = " ".join(f"{singularity_d}/env/{pattern}" for pattern in layout.INSPECT_ENV_GLOBS)
+    return [
+        f"for name in {names}; do",
+        f'    if [ -f {singularity_d}/"$name" ]; then cp {singularity_d}/"$name" {target}/; fi',
+        "done",
+        f"for file in {globs}; do",
+        f'    if [ -f "$file" ]; then cp "$file" {target}/env/; fi',
+        "done",
+    ]
 
 
 # Files that record when or on which host a build ran (mmdebstrap removes the same ones when it

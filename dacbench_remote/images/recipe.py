@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +24,11 @@ KNOWN_UNSUPPORTED_SECTIONS = ("setup", "pre", "startscript", "appinstall", "appf
 SUPPORTED_BOOTSTRAP = "debootstrap"
 
 _SECTION_RE = re.compile(r"^%([A-Za-z]\w*)(.*)$")
-_TEMPLATE_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+# Apptainer's templating (internal/pkg/build/args/reader.go): `{{ name }}` with an ASCII word as
+# name, skipped where the text before it on its line holds a `#` followed by a character other
+# than `!` (a comment; a shebang is not one). Go's regexp.Match searches, it does not anchor.
+_TEMPLATE_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}", re.ASCII)
+_COMMENT_RE = re.compile(r"\s*[#][^!]\s*.*")
 _VAR_NAME_RE = re.compile(r"^[A-Za-z_]\w*$")
 
 
@@ -73,9 +78,73 @@ class Recipe:
 
 
 def template_variables(path: Path, text: str | None = None) -> set[str]:
-    """Names used as `{{ name }}` in a recipe, so a builder can supply defaults (e.g. `mirror`)."""
+    """Names used as `{{ name }}` outside comments, so a builder can supply defaults (`mirror`)."""
     text = path.read_text() if text is None else text
-    return set(_TEMPLATE_RE.findall(text))
+    return {match.group(1) for match, comment in _template_matches(text) if not comment}
+
+
+def has_commented_templates(text: str) -> bool:
+    """True if a `{{ name }}` sits in a comment, where Apptainer >= 1.3 leaves it (1.2 did not)."""
+    return any(comment for _, comment in _template_matches(text))
+
+
+def _template_matches(text: str) -> Iterator[tuple[re.Match, bool]]:
+    """Each `{{ name }}` and whether Apptainer skips it as part of a comment line.
+
+    As reader.go: the text checked for a comment runs from the last newline before the match,
+    but not back past the end of the last match that was substituted.
+    """
+    substituted_end = 0
+    for match in _TEMPLATE_RE.finditer(text):
+        newline = text.rfind("\n", substituted_end, match.start() + 1)
+        segment = text[newline if newline >= 0 else substituted_end:match.start()]
+        comment = _COMMENT_RE.search(segment) is not None
+        if not comment:
+            substituted_end = match.end()
+        yield match, comment
+
+
+@dataclass(frozen=True)
+class Templated:
+    """A recipe's text after templating, and the build arguments nothing used."""
+
+    text: str
+    unused_build_args: tuple[str, ...]
+
+
+def apply_templates(text: str, path: Path | str, defaults: dict[str, str],
+                    build_args: dict[str, str]) -> Templated:
+    """Replace `{{ name }}` as `apptainer build` does (args/reader.go), raising RecipeError for
+    an undefined name.
+
+    A build argument wins over the %arguments default; a value may itself name other arguments
+    (replaced once, left as written if undefined). Only names replaced directly count as used:
+    Apptainer's fatal "unused build args" check counts the same way.
+    """
+    pieces, used, position = [], set(), 0
+    for match, comment in _template_matches(text):
+        if comment:
+            continue
+        name = match.group(1)
+        value = build_args.get(name, defaults.get(name))
+        if value is None:
+            line = text.count("\n", 0, match.start()) + 1
+            raise RecipeError(
+                f"{path}:{line}: template variable {{{{ {name} }}}} is defined neither in "
+                f"%arguments nor by a build argument (pass --build-arg {name}=VALUE)")
+        pieces += [text[position:match.start()], _nested(value, defaults, build_args)]
+        used.add(name)
+        position = match.end()
+    pieces.append(text[position:])
+    return Templated("".join(pieces), tuple(sorted(set(build_args) - used)))
+
+
+def _nested(value: str, defaults: dict[str, str], build_args: dict[str, str]) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        return build_args.get(name, defaults.get(name, match.group(0)))
+
+    return _TEMPLATE_RE.sub(replace, value)
 
 
 def parse_recipe(path: Path | str, build_args: dict[str, str] | None = None) -> Recipe:
@@ -98,16 +167,11 @@ def parse_recipe_text(text: str, path: Path | str,
             raise RecipeError(f"{path}: build argument name {name!r} is not a valid identifier")
         if "\n" in value:
             raise RecipeError(f"{path}: build argument {name!r} contains a newline")
-    lines = text.splitlines()
-    arguments = _parse_arguments(path, lines)
-    variables = {**arguments, **build_args}
-    used: set[str] = set()
-    templated = [_substitute(path, number, line, variables, used)
-                 for number, line in enumerate(lines, start=1)]
-    header, sections = _split(path, templated)
-    recipe = _build(path, text, header, sections, arguments, variables)
-    unused = tuple(sorted(set(build_args) - used))
-    return replace(recipe, unused_build_args=unused)
+    arguments = _parse_arguments(path, text.splitlines())
+    templated = apply_templates(text, path, arguments, build_args)
+    header, sections = _split(path, templated.text.splitlines())
+    recipe = _build(path, text, header, sections, arguments, {**arguments, **build_args})
+    return replace(recipe, unused_build_args=templated.unused_build_args)
 
 
 def _section_header(path: Path, number: int, line: str) -> str | None:
@@ -131,6 +195,23 @@ def _section_header(path: Path, number: int, line: str) -> str | None:
     return name
 
 
+def apptainer_argument_defaults(text: str) -> dict[str, str]:
+    """The `%arguments` defaults as `apptainer build` reads them (args.ReadDefaults): NAME=VALUE
+    lines of any stage, other lines skipped; for recipes only Apptainer builds (no checks)."""
+    defaults: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("%"):
+            current = line[1:].split(maxsplit=1)[0].lower() if line[1:].strip() else ""
+            continue
+        stripped = line.strip()
+        if current == "arguments" and stripped and not stripped.startswith("#"):
+            name, sep, value = stripped.partition("=")
+            if sep and name.strip():
+                defaults[name.strip()] = value.strip()
+    return defaults
+
+
 def _parse_arguments(path: Path, lines: list[str]) -> dict[str, str]:
     """The `%arguments` defaults, read before templating (they feed it)."""
     arguments: dict[str, str] = {}
@@ -150,24 +231,6 @@ def _parse_arguments(path: Path, lines: list[str]) -> dict[str, str]:
             raise RecipeError(f"{path}:{number}: argument {name!r} is defined twice")
         arguments[name] = value.strip()
     return arguments
-
-
-def _substitute(path: Path, number: int, line: str, variables: dict[str, str],
-                used: set[str]) -> str:
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in variables:
-            raise RecipeError(
-                f"{path}:{number}: template variable {{{{ {name} }}}} is defined neither in "
-                f"%arguments nor by a build argument (pass --build-arg {name}=VALUE)")
-        used.add(name)
-        return variables[name]
-
-    result = _TEMPLATE_RE.sub(replace, line)
-    if "{{" in _TEMPLATE_RE.sub("", line):
-        raise RecipeError(f"{path}:{number}: malformed template expression in {line.strip()!r} "
-                          "(expected {{ name }})")
-    return result
 
 
 def _split(path: Path, lines: list[str]) -> tuple[dict[str, tuple[int, str]],

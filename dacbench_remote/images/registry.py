@@ -1,7 +1,10 @@
 """Talking to an OCI registry over its HTTP API: references, authentication, SIF manifests, pulls.
 
-What `apptainer push`/`pull oras://` write and read: an OCI image manifest with a
-`application/vnd.sylabs.sif.config.v1+json` config and one `...sif.layer.v1.sif` layer, the SIF.
+What `apptainer push` writes: a manifest with one `...sif.layer.v1.sif` layer, the SIF. Pulls
+accept what `apptainer pull oras://` accepts (internal/pkg/client/oras/oras.go): an OCI or
+Docker v2 manifest (Apptainer 1.3.0 pushed the latter) whose single layer is the SIF, under
+today's layer type or Singularity < 3.7's misspelt one, whatever the config's type (Apptainer
+pushed several over the years); an image index is resolved to its linux/<this arch> entry.
 """
 
 from __future__ import annotations
@@ -22,15 +25,21 @@ import requests
 from ..errors import RegistryAuthError, RegistryError
 from .credentials import PASSWORD_ENV, USERNAME_ENV, Credentials, find_credentials
 from .download import Fetched, download_http
+from .sif import host_arch
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_TYPE = "application/vnd.sylabs.sif.config.v1+json"
+DOCKER_MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_TYPES = (MANIFEST_TYPE, DOCKER_MANIFEST_TYPE)
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+               "application/vnd.docker.distribution.manifest.list.v2+json")
+CONFIG_TYPE = "application/vnd.sylabs.sif.config.v1+json"  # what we push; pulls ignore it
 LAYER_TYPE = "application/vnd.sylabs.sif.layer.v1.sif"
+# The layer type of Singularity < 3.7's pushes, typo included (SifLayerMediaTypeProto).
+LEGACY_LAYER_TYPE = "appliciation/vnd.sylabs.sif.layer.tar"
+SIF_LAYER_TYPES = (LAYER_TYPE, LEGACY_LAYER_TYPE)
 TITLE = "org.opencontainers.image.title"
 INSECURE_ENV = "DACBENCH_REMOTE_INSECURE_REGISTRIES"
-# Other manifest kinds, only so that the error can say what was found instead.
-_ACCEPT = ", ".join([MANIFEST_TYPE, "application/vnd.oci.image.index.v1+json",
-                     "application/vnd.docker.distribution.manifest.v2+json"])
+_ACCEPT = ", ".join([*MANIFEST_TYPES, *INDEX_TYPES])
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -119,30 +128,51 @@ class Layer:
 
 
 def validate_manifest(ref: Reference, manifest: Any, content_type: str = "") -> Layer:
-    """The one SIF layer of a manifest; RegistryError naming what is wrong otherwise."""
+    """The one SIF layer of a manifest; RegistryError naming what is wrong otherwise.
+
+    As `apptainer pull`: the config's media type is not checked ("prior versions of Apptainer
+    have not been consistent in setting this"); the single layer must have a SIF layer type.
+    """
     if not isinstance(manifest, dict):
         raise RegistryError(f"{ref}: the manifest is not a JSON object")
-    kind = manifest.get("mediaType") or content_type.split(";")[0].strip()
-    if kind != MANIFEST_TYPE:
+    kind = manifest_kind(manifest, content_type)
+    if kind not in MANIFEST_TYPES:
         raise RegistryError(
-            f"{ref}: the manifest has media type {kind or '(none)'!r}, not {MANIFEST_TYPE}: it "
-            "is not a SIF pushed by `apptainer push` or `dacbench-remote publish` (a Docker/OCI "
-            "container image needs docker:// and Apptainer)")
-    config = manifest.get("config") or {}
-    if config.get("mediaType") != CONFIG_TYPE:
-        raise RegistryError(f"{ref}: the config has media type {config.get('mediaType')!r}, not "
-                            f"{CONFIG_TYPE}: not a SIF image; publish it with "
-                            "`dacbench-remote publish` or `apptainer push`")
+            f"{ref}: the manifest has media type {kind or '(none)'!r}, neither an OCI nor a "
+            "Docker v2 image manifest: it is not a SIF pushed by `apptainer push` or "
+            "`dacbench-remote publish`")
     layers = manifest.get("layers") or []
-    types = [layer.get("mediaType") for layer in layers if isinstance(layer, dict)]
-    if len(layers) != 1 or types != [LAYER_TYPE]:
-        raise RegistryError(f"{ref}: expected exactly one layer of media type {LAYER_TYPE}, "
-                            f"found {types or 'none'}; republish the image")
-    layer = layers[0]
+    if len(layers) != 1:
+        raise RegistryError(f"{ref}: a SIF image has a single layer (the SIF file), this one has "
+                            f"{len(layers)}; a Docker/OCI container image needs docker:// and "
+                            "Apptainer, not oras://")
+    layer = layers[0] if isinstance(layers[0], dict) else {}
+    if layer.get("mediaType") not in SIF_LAYER_TYPES:
+        raise RegistryError(f"{ref}: the layer has media type {layer.get('mediaType')!r}, not a "
+                            f"SIF's ({' or '.join(SIF_LAYER_TYPES)}); republish the image")
     digest, size = layer.get("digest", ""), layer.get("size")
     if not _DIGEST.fullmatch(str(digest)) or not isinstance(size, int) or size < 0:
         raise RegistryError(f"{ref}: the SIF layer has no valid sha256 digest and size")
     return Layer(digest, size, str((layer.get("annotations") or {}).get(TITLE, "")))
+
+
+def manifest_kind(manifest: dict, content_type: str = "") -> str:
+    """The manifest's media type: its own field, else the Content-Type it was served with."""
+    return str(manifest.get("mediaType") or content_type.split(";")[0].strip())
+
+
+def platform_entry(ref: Reference, index: dict, arch: str) -> str:
+    """The digest of an index's linux/`arch` manifest (as Apptainer's pull picks it)."""
+    entries = [entry for entry in index.get("manifests") or [] if isinstance(entry, dict)]
+    for entry in entries:
+        platform = entry.get("platform") or {}
+        if platform.get("os") == "linux" and platform.get("architecture") == arch \
+                and _DIGEST.fullmatch(str(entry.get("digest", ""))):
+            return str(entry["digest"])
+    offered = ", ".join(f"{(e.get('platform') or {}).get('os')}/"
+                        f"{(e.get('platform') or {}).get('architecture')}" for e in entries)
+    raise RegistryError(f"{ref}: the image index has no linux/{arch} image (it offers: "
+                        f"{offered or 'nothing'}); push one for this machine's architecture")
 
 
 class RegistryClient:
@@ -304,20 +334,33 @@ def _configured_insecure(host: str) -> bool:
 
 
 def fetch_manifest(client: RegistryClient) -> tuple[Layer, str]:
-    """The validated SIF layer of the reference's manifest, and the manifest's digest."""
+    """The validated SIF layer of the reference's manifest, and the manifest's digest; an index
+    is resolved to its entry for linux and this machine's architecture."""
     ref = client.ref
-    response = client.request("GET", f"manifests/{ref.reference}", headers={"Accept": _ACCEPT})
+    manifest, content_type, digest = _get_manifest(client, ref.reference, ref.digest)
+    if manifest_kind(manifest, content_type) in INDEX_TYPES:
+        entry = platform_entry(ref, manifest, host_arch())
+        manifest, content_type, digest = _get_manifest(client, entry, entry)
+    return validate_manifest(ref, manifest, content_type), digest
+
+
+def _get_manifest(client: RegistryClient, reference: str, expected: str) -> tuple[Any, str, str]:
+    """(JSON, Content-Type, digest) of one manifest; refused if it is not the `expected` digest."""
+    ref = client.ref
+    response = client.request("GET", f"manifests/{reference}", headers={"Accept": _ACCEPT})
     if response.status_code != 200:
         raise client.fail(response, "manifest")
     digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
-    if ref.digest and digest != ref.digest:
-        raise RegistryError(f"{ref}: the registry sent a manifest with digest {digest}; "
-                            "refusing it (the registry or a proxy altered it)")
+    if expected and digest != expected:
+        raise RegistryError(f"{ref}: the registry sent a manifest with digest {digest} for "
+                            f"{expected}; refusing it (the registry or a proxy altered it)")
     try:
         manifest = json.loads(response.content)
     except ValueError:
         raise RegistryError(f"{ref}: the manifest is not JSON") from None
-    return validate_manifest(ref, manifest, response.headers.get("Content-Type", "")), digest
+    if not isinstance(manifest, dict):
+        raise RegistryError(f"{ref}: the manifest is not a JSON object")
+    return manifest, response.headers.get("Content-Type", ""), digest
 
 
 def pull_sif(uri: str, part: Path, *, credentials: Credentials | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import struct
 import time
 import uuid
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._sys.files import atomic_output
-from ..errors import BuildError, CorruptImage, ImageNotFound
+from ..errors import BuildError, CorruptImage, ImageNotFound, UnrunnableImage
 
 # --- constants from the SIF spec (sylabs/sif pkg/sif/sif.go) -----------------------------------
 
@@ -52,18 +53,28 @@ DATATYPE_NAMES = {
     DATA_OCI_BLOB: "OCI.Blob",
 }
 
-FS_SQUASH, FS_EXT3, FS_IMMUOBJ, FS_RAW, FS_ENCRYPTED_SQUASH = 1, 2, 3, 4, 5
-FSTYPE_NAMES = {1: "Squashfs", 2: "Ext3", 3: "Archive", 4: "Raw", 5: "Encrypted squashfs"}
+FS_SQUASH, FS_EXT3, FS_IMMUOBJ, FS_RAW, FS_ENCRYPTED_SQUASH, FS_GOCRYPTFS_SQUASH = 1, 2, 3, 4, 5, 6
+FSTYPE_NAMES = {1: "Squashfs", 2: "Ext3", 3: "Archive", 4: "Raw", 5: "Encrypted squashfs",
+                6: "Gocryptfs squashfs"}
+# The primary partitions Apptainer can start (checkPartitionType in pkg/image/sif.go).
+APPTAINER_FSTYPES = (FS_SQUASH, FS_EXT3, FS_ENCRYPTED_SQUASH, FS_RAW, FS_GOCRYPTFS_SQUASH)
 PART_SYSTEM, PART_PRIMSYS, PART_DATA, PART_OVERLAY = 1, 2, 3, 4
 PARTTYPE_NAMES = {1: "System", 2: "*System", 3: "Data", 4: "Overlay"}
 
-# SIF arch codes ("02" in the header) <-> Go architecture names.
+# SIF arch codes ("02" in the header) <-> Go architecture names (sif's pkg/sif/arch.go).
 ARCH_CODES = {
     "386": "01", "amd64": "02", "arm": "03", "arm64": "04", "ppc64": "05", "ppc64le": "06",
     "mips": "07", "mipsle": "08", "mips64": "09", "mips64le": "10", "s390x": "11",
-    "riscv64": "12",
+    "riscv64": "12", "loong64": "13",
 }
 _ARCH_BY_CODE = {code: name for name, code in ARCH_CODES.items()}
+# `uname -m` -> Go's GOARCH, the name Apptainer compares an image's arch with.
+_GOARCH_OF_MACHINE = {
+    "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+    "ppc64le": "ppc64le", "ppc64": "ppc64", "s390x": "s390x", "riscv64": "riscv64",
+    "loongarch64": "loong64", "i386": "386", "i486": "386", "i586": "386", "i686": "386",
+    "armv6l": "arm", "armv7l": "arm", "armv8l": "arm", "mips64": "mips64",
+}
 
 GROUP_MASK = 0xF0000000
 DEFAULT_GROUP = 1
@@ -136,6 +147,16 @@ class SifHeader:
 
 def _arch_name(raw: bytes) -> str:
     return _ARCH_BY_CODE.get(raw.rstrip(b"\x00").decode("ascii", "replace"), "unknown")
+
+
+def host_arch() -> str:
+    """This machine's architecture as Go (and so the SIF format and Apptainer) names it."""
+    machine = platform.machine()
+    try:
+        return _GOARCH_OF_MACHINE[machine.lower()]
+    except KeyError:
+        raise BuildError(f"this machine's architecture {machine!r} has no SIF arch code "
+                         f"(known: {', '.join(sorted(set(_GOARCH_OF_MACHINE)))})") from None
 
 
 class SifImage:
@@ -265,20 +286,29 @@ class SifImage:
 
     # --- objects -----------------------------------------------------------------------------
     def primary_partition(self) -> Descriptor:
-        """The primary system partition (the root filesystem a runtime starts)."""
+        """The primary system partition (the root filesystem a runtime starts), of any kind."""
         for descriptor in self.descriptors:
             if descriptor.is_primary_partition:
-                if descriptor.fstype != FS_SQUASH:
-                    name = FSTYPE_NAMES.get(descriptor.fstype or 0, str(descriptor.fstype))
-                    raise CorruptImage(
-                        f"{self.path}: the primary system partition is {name}, only squashfs "
-                        "partitions can be run without Apptainer"
-                    )
                 return descriptor
         raise CorruptImage(
             f"{self.path} is a SIF image without a primary system partition (nothing to run); "
             f"it holds: {', '.join(d.kind for d in self.descriptors) or 'no objects'}"
         )
+
+    def squashfs_partition(self) -> Descriptor:
+        """The primary partition, which must be plain squashfs: what we can unpack or mount.
+
+        Apptainer also starts ext3, encrypted and gocryptfs partitions; without it they cannot
+        be opened, so they are refused here (and only here).
+        """
+        descriptor = self.primary_partition()
+        if descriptor.fstype != FS_SQUASH:
+            raise CorruptImage(
+                f"{self.path}: the primary system partition is {fstype_name(descriptor.fstype)}; "
+                "only plain squashfs partitions can be run without Apptainer (use "
+                "runtime='apptainer' for this image)"
+            )
+        return descriptor
 
     def read_object(self, descriptor: Descriptor) -> bytes:
         """The bytes of one data object (meant for the small ones: deffile, labels, metadata)."""
@@ -337,21 +367,124 @@ class SifImage:
         return value
 
 
+def fstype_name(fstype: int | None) -> str:
+    return FSTYPE_NAMES.get(fstype or 0, f"filesystem type {fstype}")
+
+
+# --- what Apptainer checks before it starts an image --------------------------------------------
+
+EXT3_MAGIC_OFFSET = 1080  # s_magic of the ext superblock, which starts at byte 1024
+EXT3_MAGIC = b"\x53\xef"
+
+
+def check_runnable(image: SifImage) -> None:
+    """Raise UnrunnableImage (CorruptImage for a broken header) where Apptainer would refuse to
+    start `image` (pkg/image/sif.go).
+
+    Its primary partition must be of a filesystem Apptainer knows, squashfs and ext3 ones must
+    start with their magic, and its architecture must be this machine's, one this machine runs
+    natively (386 on amd64, arm on arm64) or one binfmt_misc emulates ("unknown" passes).
+    """
+    partition = image.primary_partition()
+    if partition.fstype not in APPTAINER_FSTYPES:
+        known = ", ".join(fstype_name(fstype) for fstype in APPTAINER_FSTYPES)
+        raise UnrunnableImage(f"{image.path}: the primary partition has an unknown filesystem "
+                              f"type {partition.fstype} (Apptainer starts {known})")
+    with open(image.path, "rb") as handle:
+        handle.seek(partition.offset)
+        head = handle.read(EXT3_MAGIC_OFFSET + len(EXT3_MAGIC))
+    if partition.fstype == FS_SQUASH and head[:4] != SQUASHFS_MAGIC:
+        raise CorruptImage(f"{image.path}: the primary partition claims squashfs but has no "
+                           "squashfs header (a corrupt or truncated image)")
+    if partition.fstype == FS_EXT3 and head[EXT3_MAGIC_OFFSET:] != EXT3_MAGIC:
+        raise CorruptImage(f"{image.path}: the primary partition claims ext3 but has no ext3 "
+                           "superblock (a corrupt or truncated image)")
+    arch, host = partition.arch or "unknown", host_arch()
+    if arch != "unknown" and not arch_runs_here(arch, host):
+        raise UnrunnableImage(f"{image.path}: the image's architecture ({arch}) could not run "
+                              f"on the host's ({host}); build or pull the image for {host}")
+
+
+# Architectures a CPU runs natively besides its own (the `Compatible` fields of Apptainer's
+# internal/pkg/util/machine/machine.go).
+_ALSO_RUNS = {"amd64": ("386",), "arm64": ("arm",), "arm64be": ("armbe",),
+              "mips64": ("mips",), "mips64le": ("mipsle",)}
+# ELF class, byte order and e_machine: Apptainer matches binfmt_misc entries on the ELF header
+# these give (the first entry of an architecture in machine.go's table).
+_ELF_OF_ARCH = {
+    "386": (1, "little", 3), "amd64": (2, "little", 0x3E), "arm": (1, "little", 0x28),
+    "arm64": (2, "little", 0xB7), "s390x": (2, "big", 0x16), "ppc64": (2, "big", 0x15),
+    "ppc64le": (2, "little", 0x15), "mips": (1, "big", 8), "mipsle": (1, "little", 8),
+    "mips64": (2, "big", 8), "mips64le": (2, "little", 8), "riscv64": (2, "little", 0xF3),
+    "loong64": (2, "little", 0x102),
+}
+BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
+
+
+def arch_runs_here(arch: str, host: str) -> bool:
+    """Apptainer's machine.CompatibleWith: the same arch, a compatible one, or emulated."""
+    return arch == host or arch in _ALSO_RUNS.get(host, ()) or _emulated(arch)
+
+
+def _emulated(arch: str) -> bool:
+    """An enabled binfmt_misc entry with the F (fix binary) flag for `arch`'s ELF header."""
+    if arch not in _ELF_OF_ARCH:
+        return False
+    elf_class, order, machine = _ELF_OF_ARCH[arch]
+    header = (b"\x7fELF" + bytes([elf_class, 1 if order == "little" else 2, 1]) + bytes(9)
+              + (2).to_bytes(2, order) + machine.to_bytes(2, order))
+    try:
+        if (BINFMT_MISC / "status").read_text() != "enabled\n":
+            return False
+        entries = list(BINFMT_MISC.iterdir())
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            lines = entry.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        fields = dict(line.split(" ", 1) for line in lines if " " in line)
+        if ("enabled" in lines and "F" in fields.get("flags:", "")
+                and fields.get("magic") == header.hex()):
+            return True
+    return False
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 def _aligned(offset: int, alignment: int = ALIGNMENT) -> int:
     return (offset + alignment - 1) // alignment * alignment
 
 
-def _inspect_metadata(deffile: bytes | None, labels: dict | None) -> bytes:
-    """The JSON Apptainer's build stores as inspect-metadata.json (Go field order, compact)."""
-    attributes: dict = {}
-    if labels:
-        attributes["labels"] = {str(k): str(v) for k, v in sorted(labels.items())}
-    if deffile:
-        attributes["deffile"] = deffile.decode("utf-8", "replace")
-    return json.dumps({"data": {"attributes": attributes}, "type": "container"},
-                      separators=(",", ":"), ensure_ascii=False).encode()
+# The fields of Apptainer's inspect.Attributes (pkg/inspect/metadata.go), in their Go order; all
+# are `omitempty`.
+INSPECT_ATTRIBUTES = ("apps", "environment", "labels", "runscript", "test", "helpfile",
+                      "deffile", "startscript")
+# What Go's encoding/json escapes in strings that Python's json leaves as they are.
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+               "\u2029": "\\u2029"}
+
+
+def inspect_metadata(attributes: dict) -> bytes:
+    """inspect-metadata.json as `apptainer build` writes it: json.Marshal of inspect.Metadata.
+
+    Compact, struct fields in Go's order, map keys sorted, empty fields left out, and <, >, &
+    escaped as Go does.
+    """
+    ordered = {}
+    for key in INSPECT_ATTRIBUTES:
+        value = attributes.get(key)
+        if value:
+            ordered[key] = dict(sorted(value.items())) if isinstance(value, dict) else value
+    unknown = set(attributes) - set(INSPECT_ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"not Apptainer inspect attributes: {', '.join(sorted(unknown))}")
+    text = json.dumps({"data": {"attributes": ordered}, "type": "container"},
+                      separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in _GO_ESCAPES.items():
+        text = text.replace(char, escaped)
+    return text.encode()
 
 
 def write_sif(
@@ -363,14 +496,17 @@ def write_sif(
     arch: str = "amd64",
     created: int | None = None,
     json_objects: dict[str, bytes] | None = None,
+    attributes: dict | None = None,
 ) -> str:
     """Write a SIF image the way `apptainer build` lays it out, and return its sha256.
 
-    Objects, all in group 1 and aligned to 4096 bytes: the definition file (Def.FILE), the
-    labels inside Apptainer's inspect metadata (JSON.Generic "inspect-metadata.json"), any
-    `json_objects` (name -> JSON bytes, e.g. the build manifest), and the squashfs root
-    filesystem as primary system partition for `arch`. The squashfs is streamed, and the file
-    appears at `out_path` only when complete (temp file + atomic rename).
+    Objects, all in group 1 and aligned to 4096 bytes: the definition file (Def.FILE),
+    Apptainer's inspect metadata (JSON.Generic "inspect-metadata.json") made of `attributes`
+    (runscript, environment, labels, ... as layout.inspect_attributes reads them from the
+    image; by default just the labels and the definition file), any `json_objects` (name -> JSON
+    bytes, e.g. the build manifest), and the squashfs root filesystem as primary system
+    partition for `arch`. The squashfs is streamed, and the file appears at `out_path` only when
+    complete (temp file + atomic rename).
 
     The same inputs give the same bytes: the header and descriptor times are `created`
     (default: $SOURCE_DATE_EPOCH, else now) and the image id is derived from the content.
@@ -394,7 +530,10 @@ def write_sif(
         objects: list[tuple[int, bytes | None, int, str, bytes]] = []
         if deffile is not None:
             objects.append((DATA_DEFFILE, deffile, len(deffile), "", b""))
-        metadata = _inspect_metadata(deffile, labels)
+        if attributes is None:
+            attributes = {"labels": {str(k): str(v) for k, v in (labels or {}).items()},
+                          "deffile": (deffile or b"").decode("utf-8", "replace")}
+        metadata = inspect_metadata(attributes)
         objects.append((DATA_GENERIC_JSON, metadata, len(metadata), INSPECT_METADATA_NAME, b""))
         for name, data in sorted((json_objects or {}).items()):
             objects.append((DATA_GENERIC_JSON, data, len(data), name, b""))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._sys.procfs import terminate_then_kill, wait_until
@@ -26,14 +27,33 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Printed by `ps` so that `dacbench-remote ps/cleanup` can find our servers.
 SERVER_MODULE = "dacbench_remote.server"
+# Where a container runtime binds the server's socket directory (as CONTAINER_SOCKET_DIR/<id>)
+# when it cannot appear at its host path: /tmp is the one place a mount point can always be made
+# inside (a tmpfs under bwrap; Apptainer's session or workdir /tmp, even without overlay).
+CONTAINER_SOCKET_DIR = "/tmp/dacbench-remote"
+# Variables a container's environment cannot be given: Apptainer drops HOME, UID, GID and its
+# own shell/app variables from APPTAINERENV_* with at most a warning (internal/pkg/util/env/
+# create.go alwaysOmitKeys; process_linux.go injectEnvHandler), so they are refused for every
+# container runtime alike.
+UNSETTABLE_ENV = {
+    "HOME": "the container's HOME is set by the runtime (Apptainer drops APPTAINERENV_HOME with "
+            "only a warning); point your code at another variable, e.g. MY_DATA_DIR",
+    "UID": "Apptainer never injects UID", "GID": "Apptainer never injects GID",
+    "APPTAINER_SHELL": "Apptainer does not let it be overridden",
+    "APPTAINER_APPNAME": "Apptainer does not let it be overridden",
+    "SINGULARITY_SHELL": "Apptainer does not let it be overridden",
+    "SINGULARITY_APPNAME": "Apptainer does not let it be overridden",
+}
 
 
 @dataclass
 class Launch:
-    """One start in progress: the command, and (once started) its server."""
+    """One start in progress: the command, (once started) its server, and what to undo when
+    that server stops (e.g. remove its work directory)."""
 
     argv: list[str]
     server: ServerProcess | None = None
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Runtime(ABC):
@@ -68,6 +88,10 @@ class Runtime(ABC):
         """Facts recorded with results (runtime name, image, interpreter, ...)."""
         return {"runtime": self.name}
 
+    def explain_output(self, output: str) -> str | None:
+        """A hint for a server's last output, when the runtime knows what it means."""
+        return None
+
     @contextlib.contextmanager
     def launch(self, socket_path: Path) -> Iterator[Launch]:
         """Surround one start: yields its command; the server is set on it once started."""
@@ -79,7 +103,7 @@ class Runtime(ABC):
             check_private_socket_dir(socket_path)
         self.prepare()
         with self.launch(socket_path) as launch:
-            launch.server = ServerProcess(launch.argv, socket_path, self)
+            launch.server = ServerProcess(launch.argv, socket_path, self, on_stop=launch.on_stop)
         return launch.server
 
 
@@ -90,10 +114,12 @@ class ServerProcess:
     any reason, even `kill -9`, the pipe closes and the server shuts itself down.
     """
 
-    def __init__(self, argv: Sequence[str], socket_path: Path, runtime: Runtime):
+    def __init__(self, argv: Sequence[str], socket_path: Path, runtime: Runtime, *,
+                 on_stop: Sequence[Callable[[], None]] = ()):
         self.argv = [*argv, *runtime.server_args]
         self.socket_path = Path(socket_path)
         self.runtime = runtime
+        self._on_stop = list(on_stop)
         # Closed with this object: the output tail is read from it after the server is gone.
         self._log = tempfile.TemporaryFile(prefix="dacbench-remote-server-")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -122,7 +148,9 @@ class ServerProcess:
             text = self._log.read().decode(errors="replace")
         except (OSError, ValueError):
             return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
+        tail = "\n".join(text.rstrip().splitlines()[-lines:])
+        hint = self.runtime.explain_output(text)
+        return f"{tail}\n({hint})" if hint else tail
 
     def stop(self, grace: float = 3.0) -> None:
         """Stop the server (lifeline, then SIGTERM, then SIGKILL), remove sockets and mounts."""
@@ -139,6 +167,8 @@ class ServerProcess:
             self._signal_group(signal.SIGKILL)
         finally:
             remove_socket_files(self.socket_path)
+            for undo in self._on_stop:
+                undo()
             self.runtime.cleanup()
 
     def _signal_group(self, sig: int) -> int:
@@ -166,6 +196,11 @@ def parse_bind(spec: str | tuple) -> tuple[str, str, bool]:
         raise BadConfig(f"bind {spec!r}: the option must be 'ro' or 'rw', not {mode!r}")
     if not os.path.isabs(src) or not os.path.isabs(dst):
         raise BadConfig(f"bind {spec!r}: source and destination must be absolute paths")
+    if "," in src or "," in dst:
+        # Apptainer's --bind takes a comma-separated list (ParseBindPath in
+        # pkg/runtime/engine/apptainer/config/bind.go): a comma would split this bind in two.
+        raise BadConfig(f"bind {spec!r}: paths with commas cannot be bound (Apptainer's --bind "
+                        "splits on commas); rename the directory or bind a parent of it")
     return os.path.normpath(src), os.path.normpath(dst), mode == "ro"
 
 
@@ -174,3 +209,19 @@ def check_env_names(env: Mapping[str, str]) -> dict[str, str]:
         if not _ENV_NAME.match(name):
             raise BadConfig(f"environment variable name {name!r} is not a valid shell name")
     return {str(k): str(v) for k, v in env.items()}
+
+
+def check_container_env(env: Mapping[str, str]) -> dict[str, str]:
+    """check_env_names, and refuse what no container runtime can set (UNSETTABLE_ENV)."""
+    for name in env:
+        if name in UNSETTABLE_ENV:
+            raise BadConfig(f"env={{{name!r}: ...}} cannot be set in a container: "
+                            f"{UNSETTABLE_ENV[name]}")
+    return check_env_names(env)
+
+
+def prepend_python_path(value: str) -> str:
+    """Shell text (for an image's environment after %environment ran) that puts `value` in
+    front of the image's own PYTHONPATH, which holds the server package: a PYTHONPATH given
+    in env= adds to it instead of hiding it. Quoted for sh, apart from the expansion."""
+    return shlex.quote(value) + '"${PYTHONPATH:+:$PYTHONPATH}"'

@@ -21,8 +21,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ..errors import BadConfig, ImageNotFound, RuntimeUnavailable, UnrunnableImage
-from ..images.sif import SifImage
-from .base import Launch, Runtime, check_env_names, parse_bind
+from ..images.sif import SifImage, check_runnable
+from .base import (
+    CONTAINER_SOCKET_DIR,
+    Launch,
+    Runtime,
+    check_container_env,
+    parse_bind,
+    prepend_python_path,
+)
 from .rootfs import (
     SquashfuseMount,
     default_rootfs_cache,
@@ -31,11 +38,10 @@ from .rootfs import (
     image_sha256,
 )
 
-# Where the server's socket directory appears inside the container (as CONTAINER_SOCKET_DIR/<id>)
-# when it cannot appear at its own path (the server's Pyro5 URIs name its socket path, so the
-# same path on both sides is best). A bind's mount point must exist or be creatable, and the
-# image's root is read-only: /tmp and /run are tmpfs inside, where bwrap creates it.
-CONTAINER_SOCKET_DIR = "/tmp/dacbench-remote"
+# The server's socket directory appears inside at its own path where it can (the server's Pyro5
+# URIs name its socket path, so the same path on both sides is best), else as
+# CONTAINER_SOCKET_DIR/<id>. A bind's mount point must exist or be creatable, and the image's
+# root is read-only: /tmp and /run are tmpfs inside, where bwrap creates it.
 _TMPFS_DIRS = ("/tmp", "/run")
 RUNSCRIPT = "/.singularity.d/runscript"
 # argv[0] of our shell inside the container: `dacbench-remote ps` finds bwrap servers by it.
@@ -48,6 +54,11 @@ MOUNT_HOLD_TIMEOUT = 30.0
 
 # Seconds a server may take to shut down after its lifeline closed before it is killed.
 LIFELINE_GRACE = 10
+
+
+def python_path_or_value(name: str, value: str) -> str:
+    """The shell word that sets `name`: PYTHONPATH goes in front of the image's own."""
+    return prepend_python_path(value) if name == "PYTHONPATH" else shlex.quote(value)
 
 
 def _launcher_script(env: Mapping[str, str]) -> str:
@@ -65,7 +76,8 @@ def _launcher_script(env: Mapping[str, str]) -> str:
         f"for script in {ENV_DIR}/*.sh; do",
         '  if [ -f "$script" ]; then . "$script"; fi',
         "done",
-        *(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())),
+        *(f"export {name}={python_path_or_value(name, value)}"
+          for name, value in sorted(env.items())),
         # Background jobs of a non-interactive shell get /dev/null as stdin before their own
         # redirections: hand the lifeline over on fd 3 instead.
         "exec 3<&0",
@@ -146,7 +158,7 @@ class BwrapRuntime(Runtime):
     ):
         self.image = Path(image).absolute()
         self.binds = [parse_bind(spec) for spec in binds]
-        self.env = check_env_names(dict(env or {}))
+        self.env = check_container_env(dict(env or {}))
         self.network = network
         self.extract_cache = Path(extract_cache) if extract_cache else default_rootfs_cache()
         self.use_fuse = use_fuse
@@ -175,7 +187,9 @@ class BwrapRuntime(Runtime):
                 raise RuntimeUnavailable(f"bubblewrap cannot create a sandbox here: {problem}")
             if not self.image.is_file():
                 raise ImageNotFound(f"image {self.image} does not exist or is not a file")
-            self._partition_offset = SifImage.open(self.image).primary_partition().offset
+            sif = SifImage.open(self.image)
+            self._partition_offset = sif.squashfs_partition().offset
+            check_runnable(sif)
             want_fuse = fuse_usable() if self.use_fuse is None else self.use_fuse
             if want_fuse:
                 self._mode = "squashfuse"

@@ -37,10 +37,11 @@ class LocalRuntime(Runtime):
                 "--exit-on-stdin-close"]
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        # The interpreter may be another venv: let it find this very copy of the server.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
-        env.update(self.extra_env)
+        env = {**os.environ, **self.extra_env}
+        # The interpreter may be another venv: let it find this very copy of the server. A
+        # PYTHONPATH given in env= comes first, as in the container runtimes, but adds to it.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+            self.extra_env.get("PYTHONPATH"), _PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
         return env
 
     def describe(self) -> dict:

@@ -14,9 +14,9 @@ import pytest
 
 from dacbench_remote._sys.apptainer import apptainer_available
 from dacbench_remote.errors import BuildError
-from dacbench_remote.images import native
+from dacbench_remote.images import layout, native
 from dacbench_remote.images.build import build_image
-from dacbench_remote.images.sif import SifImage
+from dacbench_remote.images.sif import SifImage, check_runnable, host_arch, inspect_metadata
 from tests.needs import need_fuse, need_tools
 
 from ..conftest import run_as
@@ -60,7 +60,7 @@ def test_siftool_sees_an_apptainer_shaped_image(base_image: Path):
                              text=True, check=True).stdout
     assert "Def.FILE" in listing
     assert "JSON.Generic" in listing
-    assert "FS (Squashfs/*System/amd64)" in listing
+    assert f"FS (Squashfs/*System/{host_arch()})" in listing
     deffile = subprocess.run(["siftool", "dump", "1", str(base_image)], capture_output=True,
                              check=True).stdout
     assert deffile.decode() == BASE_RECIPE.read_text()
@@ -71,7 +71,9 @@ def test_sif_reader_finds_labels_and_deffile(base_image: Path, base_image_info: 
     labels = image.labels()
     assert labels["org.dacbench-remote.benchmarks"] == "FunctionApproximation,Luby,ToySGD"
     assert labels["org.dacbench-remote.dacbench-version"] == "0.5.6"
-    assert image.arch == "amd64"
+    assert image.arch == image.primary_partition().arch == host_arch()
+    assert labels["org.label-schema.build-arch"] == host_arch()
+    check_runnable(image)  # what Apptainer checks before it starts an image (pkg/image/sif.go)
     assert image.deffile() == BASE_RECIPE.read_text()
     assert oct(base_image.stat().st_mode & 0o777)[-1] in "45"  # world-readable
 
@@ -110,6 +112,29 @@ def test_image_layout_matches_apptainers(extracted_root: Path):
     assert not (extracted_root / native.STAGE_DIR).exists()
     assert not (extracted_root / ".dacbench-remote-build").exists()  # the stage's former name
     assert not any((extracted_root / "var" / "lib" / "apt" / "lists").glob("*Packages*"))
+
+
+def test_inspect_metadata_is_what_apptainer_inspect_reads_from_the_root(base_image: Path,
+                                                                        extracted_root: Path):
+    # `apptainer inspect` trusts the stored object: it must hold what the root holds.
+    stored = SifImage.open(base_image).inspect_metadata()
+    expected = inspect_metadata(layout.inspect_attributes(extracted_root / ".singularity.d"))
+    assert stored == json.loads(expected)
+    attributes = stored["data"]["attributes"]
+    assert "dacbench_remote.server" in attributes["runscript"]
+    assert "DACBench" in attributes["helpfile"] and "import dacbench" in attributes["test"]
+    assert "export PYTHONPATH=/opt/dacbench-remote" in \
+        attributes["environment"]["/.singularity.d/env/90-environment.sh"]
+    assert attributes["deffile"] == BASE_RECIPE.read_text().rstrip("\n")
+    assert attributes["labels"]["org.dacbench-remote.family"] == "base"
+
+
+def test_images_99_base_puts_the_gpu_library_dir_on_the_library_path(extracted_root: Path):
+    script = extracted_root / ".singularity.d" / "env" / "99-base.sh"
+    shown = subprocess.run(["env", "-i", "/bin/sh", "-c", f'. "{script}"; printf %s "$LD_LIBRARY_PATH"'],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == "/.singularity.d/libs"
+    assert (extracted_root / ".singularity.d" / "libs").is_dir()  # where --nv binds them
 
 
 def bwrap_in(root: Path, *argv: str) -> list[str]:

@@ -31,7 +31,7 @@ from dacbench_remote.images.credentials import Credentials
 from dacbench_remote.images.publish import publish, push_sif
 from dacbench_remote.images.registry import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, pull_sif
 from dacbench_remote.images.resolve import resolve_image
-from dacbench_remote.images.sif import write_sif
+from dacbench_remote.images.sif import host_arch, write_sif
 from tests.conftest import SHARED_DIR, run_as
 from tests.integration.registry_server import (
     TokenServer,
@@ -357,6 +357,89 @@ def test_unknown_repository_and_tag_are_404(open_registry, image, tmp_path, clea
         assert not (tmp_path / "x.part").exists()
 
 
+# --- what each version of Apptainer/Singularity pushed, pulled back -------------------------------
+# Shapes read from apptainer/apptainer's history (go JSON field order: mediaType, digest, size,
+# annotations): Singularity 3.5-3.6 (deislabs/oras 0.8: config from /dev/null with the sif config
+# type, the misspelt layer type, manifest without a mediaType field), Apptainer 1.0-1.2 (oras-go
+# 1.x GenerateManifestAndConfig: `{}` config of type application/vnd.unknown.config.v1+json),
+# Apptainer 1.3.0 (go-containerregistry, a Docker v2 manifest type by mistake), 1.3.1-1.5.x (an
+# OCI manifest), and main after 1.5 (config data inline and a created annotation).
+SIF_CONFIG = "application/vnd.sylabs.sif.config.v1+json"
+PUSH_SHAPES = {
+    "singularity-3.6": dict(config=b"", config_type=SIF_CONFIG,
+                            layer_type="appliciation/vnd.sylabs.sif.layer.tar"),
+    "apptainer-1.2": dict(config=b"{}", config_type="application/vnd.unknown.config.v1+json"),
+    "apptainer-1.3.0": dict(config=b"{}", config_type=SIF_CONFIG,
+                            manifest_type="application/vnd.docker.distribution.manifest.v2+json"),
+    "apptainer-1.3.1": dict(config=b"{}", config_type=SIF_CONFIG, manifest_type=MANIFEST_TYPE),
+    "apptainer-main": dict(config=b"{}", config_type=SIF_CONFIG, manifest_type=MANIFEST_TYPE,
+                           config_data=True, created="2026-06-01T10:00:00Z"),
+}
+
+
+def push_shaped(registry, repository: str, tag: str, image: Path, *, config: bytes,
+                config_type: str, layer_type: str = LAYER_TYPE, manifest_type: str = "",
+                config_data: bool = False, created: str = "") -> str:
+    """Upload `image` and a manifest as that version pushed them; returns the layer digest."""
+    base = registry.url(repository)
+    digests = []
+    for blob in (config, image.read_bytes()):
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        start = requests.post(f"{base}/blobs/uploads/", timeout=10)
+        requests.put(start.headers["Location"], params={"digest": digest}, data=blob,
+                     timeout=30).raise_for_status()
+        digests.append(digest)
+    config_descriptor = {"mediaType": config_type, "digest": digests[0], "size": len(config)}
+    if config_data:
+        config_descriptor["data"] = base64.b64encode(config).decode()
+    manifest = {"schemaVersion": 2, **({"mediaType": manifest_type} if manifest_type else {}),
+                "config": config_descriptor,
+                "layers": [{"mediaType": layer_type, "digest": digests[1],
+                            "size": image.stat().st_size,
+                            "annotations": {"org.opencontainers.image.title": image.name}}]}
+    if created:
+        manifest["annotations"] = {"org.opencontainers.image.created": created}
+    requests.put(f"{base}/manifests/{tag}", data=json.dumps(manifest, separators=(",", ":")),
+                 headers={"Content-Type": manifest_type or MANIFEST_TYPE},
+                 timeout=10).raise_for_status()
+    return digests[1]
+
+
+@pytest.mark.parametrize("shape", list(PUSH_SHAPES))
+def test_pushes_of_every_apptainer_version_are_pulled(open_registry, image, tmp_path, clean_env,
+                                                      shape):
+    layer = push_shaped(open_registry, f"dacbench/shape-{shape}", "1", image,
+                        **PUSH_SHAPES[shape])
+    served = requests.get(open_registry.url(f"dacbench/shape-{shape}/manifests/1"),
+                          headers={"Accept": ", ".join([MANIFEST_TYPE, PUSH_SHAPES[
+                              "apptainer-1.3.0"]["manifest_type"]])}, timeout=10)
+    assert served.headers["Content-Type"] == (PUSH_SHAPES[shape].get("manifest_type")
+                                              or MANIFEST_TYPE)
+    part = tmp_path / f"{shape}.part"
+    fetched = pull_sif(f"oras://{open_registry.host}/dacbench/shape-{shape}:1", part,
+                       progress=False, expected_sha256=layer.removeprefix("sha256:"))
+    # Verification stays the layer's sha256: the SIF's own, whatever the manifest looked like.
+    assert fetched.sha256 == hashlib.sha256(image.read_bytes()).hexdigest() == \
+        layer.removeprefix("sha256:")
+    assert part.read_bytes() == image.read_bytes()
+
+
+def test_an_index_resolves_to_this_machines_image(open_registry, image, tmp_path, clean_env):
+    layer = push_shaped(open_registry, "dacbench/indexed", "amd", image, **PUSH_SHAPES[
+        "apptainer-1.3.1"])
+    base = open_registry.url("dacbench/indexed")
+    child = requests.get(f"{base}/manifests/amd", headers={"Accept": MANIFEST_TYPE}, timeout=10)
+    index_type = "application/vnd.oci.image.index.v1+json"
+    index = {"schemaVersion": 2, "mediaType": index_type, "manifests": [
+        {"mediaType": MANIFEST_TYPE, "digest": child.headers["Docker-Content-Digest"],
+         "size": len(child.content), "platform": {"os": "linux", "architecture": host_arch()}}]}
+    requests.put(f"{base}/manifests/multi", data=json.dumps(index),
+                 headers={"Content-Type": index_type}, timeout=10).raise_for_status()
+    fetched = pull_sif(f"oras://{open_registry.host}/dacbench/indexed:multi",
+                       tmp_path / "i.part", progress=False)
+    assert "sha256:" + fetched.sha256 == layer
+
+
 def test_a_container_image_manifest_is_refused(open_registry, tmp_path, clean_env):
     config = b'{"architecture":"amd64","os":"linux"}'
     base = open_registry.url("dacbench/docker")
@@ -369,7 +452,8 @@ def test_a_container_image_manifest_is_refused(open_registry, tmp_path, clean_en
                            "digest": digest, "size": len(config)}, "layers": []}
     requests.put(f"{base}/manifests/1", json=manifest, headers={"Content-Type": MANIFEST_TYPE},
                  timeout=10).raise_for_status()
-    with pytest.raises(RegistryError, match=r"application/vnd\.oci\.image\.config\.v1\+json.*not a SIF"):
+    with pytest.raises(RegistryError, match=r"a SIF image has a single layer .* this one has 0; a "
+                                            r"Docker/OCI container image needs docker://"):
         pull_sif(f"oras://{open_registry.host}/dacbench/docker:1", tmp_path / "x.part",
                  progress=False)
 
