@@ -9,12 +9,8 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.errors import BadConfig, ImageNotFound, RuntimeUnavailable
-from dacbench_remote.runtimes.bwrap import (
-    CONTAINER_SOCKET_DIR,
-    BwrapRuntime,
-    container_socket_dir,
-    parse_bind,
-)
+from dacbench_remote.runtimes.base import CONTAINER_SOCKET_DIR, parse_bind
+from dacbench_remote.runtimes.bwrap import BwrapRuntime, container_socket_dir
 from tests.needs import need_tools
 
 

@@ -23,7 +23,7 @@ from spython.main import Client
 from .._sys.apptainer import apptainer_version, find_apptainer
 from ..errors import BadConfig, ImageNotFound, RuntimeUnavailable, UnsafeDirectory
 from ..images.sif import EXT3_MAGIC, EXT3_MAGIC_OFFSET, SQUASHFS_MAGIC, SifImage, check_runnable
-from .base import CONTAINER_SOCKET_DIR, Launch, Runtime, check_container_env, parse_bind
+from .base import CONTAINER_SOCKET_DIR, ContainerRuntime, Launch
 
 # What else to do when Apptainer is missing, added to find_apptainer's advice.
 ALTERNATIVE = "or use runtime='bwrap' (apt-get install bubblewrap squashfs-tools)"
@@ -130,7 +130,7 @@ def check_image(path: Path) -> None:
     check_runnable(SifImage.open(path))
 
 
-class ApptainerRuntime(Runtime):
+class ApptainerRuntime(ContainerRuntime):
     """Start the server with `apptainer run --containall --cleanenv IMAGE --socket PATH`.
 
     Only the server's own socket directory is bound, and the apptainer process gets a scrubbed
@@ -142,8 +142,6 @@ class ApptainerRuntime(Runtime):
     """
 
     name = "apptainer"
-    binds_socket_dir = True
-
     def __init__(
         self,
         image: str | os.PathLike,
@@ -161,9 +159,7 @@ class ApptainerRuntime(Runtime):
             raise BadConfig("cleanenv=False has no effect with containall=True (Apptainer's "
                             "--containall implies --cleanenv); pass containall=False as well "
                             "to let the host's environment in")
-        self.image = Path(image).absolute()
-        self.binds = [parse_bind(spec) for spec in binds]
-        self.env = check_container_env(dict(env or {}))
+        super().__init__(image, binds=binds, env=env)
         self.gpu = gpu
         self.containall = containall
         self.cleanenv = cleanenv

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +105,20 @@ class Runtime(ABC):
         with self.launch(socket_path) as launch:
             launch.server = ServerProcess(launch.argv, socket_path, self, on_stop=launch.on_stop)
         return launch.server
+
+
+class ContainerRuntime(Runtime):
+    """A runtime that runs an image in a container. What every container runtime takes (the
+    image, binds, environment variables for inside) is checked here, once; the server's socket
+    directory is bound in whole, so it must be private to the server."""
+
+    binds_socket_dir = True
+
+    def __init__(self, image: str | os.PathLike, *, binds: Iterable = (),
+                 env: Mapping[str, str] | None = None):
+        self.image = Path(image).absolute()
+        self.binds = [parse_bind(spec) for spec in binds]
+        self.env = check_container_env(dict(env or {}))
 
 
 class ServerProcess:

@@ -24,10 +24,8 @@ from ..errors import BadConfig, ImageNotFound, RuntimeUnavailable, UnrunnableIma
 from ..images.sif import SifImage, check_runnable
 from .base import (
     CONTAINER_SOCKET_DIR,
+    ContainerRuntime,
     Launch,
-    Runtime,
-    check_container_env,
-    parse_bind,
     prepend_python_path,
 )
 from .rootfs import (
@@ -133,7 +131,7 @@ def bwrap_problem() -> str | None:
     return namespace_problem()
 
 
-class BwrapRuntime(Runtime):
+class BwrapRuntime(ContainerRuntime):
     """Start the server from a .sif image with bubblewrap: rootless, no Apptainer needed.
 
     `use_fuse`: None picks squashfuse when /dev/fuse is usable and falls back to extraction;
@@ -142,8 +140,6 @@ class BwrapRuntime(Runtime):
     """
 
     name = "bwrap"
-    binds_socket_dir = True
-
     def __init__(
         self,
         image: str | os.PathLike,
@@ -156,9 +152,7 @@ class BwrapRuntime(Runtime):
         image_sha256: str | None = None,
         bwrap: str = "bwrap",
     ):
-        self.image = Path(image).absolute()
-        self.binds = [parse_bind(spec) for spec in binds]
-        self.env = check_container_env(dict(env or {}))
+        super().__init__(image, binds=binds, env=env)
         self.network = network
         self.extract_cache = Path(extract_cache) if extract_cache else default_rootfs_cache()
         self.use_fuse = use_fuse
