@@ -18,10 +18,10 @@ from dacbench_remote.images.build import build_image, find_apptainer
 from dacbench_remote.images.sif import SifImage
 from tests.needs import need_fuse, need_tools
 
-from ..conftest import run_as
+from ..conftest import IMAGE_TIMEOUT, run_as
 from .conftest import BASE_RECIPE, REPO, host_apt_lists
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]  # builds images
 
 
 def test_base_image_build_is_recorded(base_image_info: dict, record_property):

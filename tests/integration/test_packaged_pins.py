@@ -14,8 +14,9 @@ import pytest
 from dacbench_remote.images.catalog import Catalog
 from dacbench_remote.images.manifest import MANIFEST_NAME
 from dacbench_remote.images.sif import SifImage
+from tests.conftest import IMAGE_TIMEOUT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]  # builds images
 
 # The versions the suite builds (dacbench-sgd needs torch and torchvision, not reachable here).
 PINNED = [("Luby", "exp:0.01"), ("Luby", "exp:dacbench-0.3.0"), ("CMAES", "exp:0.01"),

@@ -17,10 +17,11 @@ from dacbench_remote.images.download import sha256_file
 from dacbench_remote.images.layout import build_date
 from dacbench_remote.images.manifest import MANIFEST_NAME, package_versions
 from dacbench_remote.images.sif import SifImage
+from tests.conftest import IMAGE_TIMEOUT
 
 from .conftest import BASE_RECIPE, REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]  # builds images
 
 ALTERED_LINE = "    echo 'an altered recipe' > /opt/dacbench-remote/ALTERED\n"
 

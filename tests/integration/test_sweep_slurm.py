@@ -17,6 +17,7 @@ import pytest
 from dacbench_remote.processes import ProcessRecord, wait_gone
 from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv, run_sweep
 from dacbench_remote.sweeps.slurm import live_tasks
+from tests.conftest import IMAGE_TIMEOUT
 from tests.integration.runtime_images import build_standin_image
 from tests.needs import need_module, need_root, need_tools
 
@@ -77,6 +78,7 @@ def runtime_table(request) -> str:
     return f'kind = "bwrap"\nimage = "{image}"'
 
 
+@pytest.mark.timeout(IMAGE_TIMEOUT)  # runtime_table may build the base image
 def test_slurm_array_gives_the_same_trials_and_returns_as_the_local_executor(
         tmp_path: Path, slurm_cluster, sweep_env, runtime_table: str):
     spec_path = tmp_path / "sweep.toml"
