@@ -72,6 +72,44 @@ def make_server_killing_env():
     return ServerKillingEnv()
 
 
+def _record_global_draws(path: str, who: str) -> None:
+    """Append '<who> <numpy draw> <random draw> <pid>': unseeded draws from the global RNGs."""
+    import random
+
+    import numpy as np
+
+    line = f"{who} {np.random.random()!r} {random.random()!r} {os.getpid()}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def global_draws_agent(env, seed):
+    """A seeded random agent that first draws, unseeded, from the worker's global RNGs."""
+    _record_global_draws(os.environ[COUNTER_ENV], "agent")
+    return RandomAgent(env, seed)
+
+
+def make_global_draws_env(record: str):
+    """CartPole, built after an unseeded draw from the server's global RNGs (recorded in
+    `record`): no seed reaches them before the env is built."""
+    import gymnasium
+
+    _record_global_draws(record, "env")
+    return gymnasium.make("CartPole-v1")
+
+
+def global_draws(path: Path) -> dict[str, list[tuple[float, float, int]]]:
+    """The draws recorded in `path`, by who drew them: (numpy draw, random draw, pid) each."""
+    found: dict[str, list[tuple[float, float, int]]] = {}
+    for line in path.read_text().splitlines():
+        who, numpy_draw, random_draw, pid = line.split()
+        found.setdefault(who, []).append((float(numpy_draw), float(random_draw), int(pid)))
+    return found
+
+
 # A module global that a trial's agent changes: a warm trial's worker, forked from a host that
 # never ran a trial, must always find it untouched.
 AGENTS_MADE = [0]

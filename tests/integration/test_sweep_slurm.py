@@ -200,3 +200,33 @@ def test_cancel_scancels_the_array_and_stops_its_servers(tmp_path: Path, slurm_c
     assert live_tasks(array_id) == []
     assert wait_gone([s for s in servers if s is not None], timeout=15), "a server survived"
     assert not list(layout.path.glob("trials/*/done.json"))  # they run again on resume
+
+
+def test_unseeded_global_draws_differ_in_every_slurm_task(tmp_path: Path, slurm_cluster,
+                                                          sweep_env, monkeypatch):
+    """Each array task's worker and server draw fresh numbers from the global RNGs."""
+    from tests.integration.sweep_helpers import COUNTER_ENV, global_draws
+
+    counter = tmp_path / "draws.txt"
+    monkeypatch.setenv(COUNTER_ENV, str(counter))  # array tasks inherit the environment
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent(f"""
+        name = "draws-on-slurm"
+        episodes = 1
+        time_limit = 120
+        [runtime]
+        kind = "local"
+        [grid]
+        agents = ["{HELPERS}:global_draws_agent"]
+        seeds = [0, 1, 2, 3]
+        [[grid.benchmarks]]
+        benchmark = "{HELPERS}:make_global_draws_env"
+        kwargs = {{ record = "{counter}" }}
+    """))
+    result = run_sweep(spec_path, executor="slurm")
+    assert result.ok, [o.error for o in result.outcomes]
+    draws = global_draws(counter)
+    for who in ("agent", "env"):
+        assert len(draws[who]) == 4, draws
+        assert len({numpy_draw for numpy_draw, _, _ in draws[who]}) == 4, (who, draws[who])
+        assert len({random_draw for _, random_draw, _ in draws[who]}) == 4, (who, draws[who])
