@@ -64,7 +64,22 @@ class RemoteVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Reset all envs; env i gets seed+i (or seed[i] for a list), as SyncVectorEnv does."""
+        """Reset the envs, as SyncVectorEnv does.
+
+        Args:
+            seed: env i gets seed + i (or seed[i] for a list; None: unseeded).
+            options: passed to every env's reset, except `reset_mask` (a bool array, one per
+                env: reset only those; gymnasium's way in autoreset mode "Disabled"), which
+                each server gets its share of. Every other option reaches every env whole,
+                as SyncVectorEnv passes it (an array is not split even if its length is N).
+
+        Returns:
+            (observations, infos): the envs not reset keep their observation and add no info.
+
+        Raises:
+            ValueError, TypeError: a seed list or reset_mask that does not fit (gymnasium's
+            messages). And what the envs' resets raise.
+        """
         if isinstance(seed, (list, tuple)):
             if len(seed) != self.num_envs:
                 raise ValueError(f"reset() got {len(seed)} seeds for {self.num_envs} "
@@ -74,7 +89,8 @@ class RemoteVectorEnv(VectorEnv):
             seeds = [None] * len(self.parts)
         else:
             seeds = [seed + start for start, _ in self._slices()]
-        replies = self._exchange_all([["reset", s, options] for s in seeds])
+        shares = _option_shares(options, self.num_envs, self._slices())
+        replies = self._exchange_all([["reset", s, o] for s, o in zip(seeds, shares, strict=True)])
         observations = _join([reply[0] for reply in replies])
         return observations, self._infos([reply[1] for reply in replies])
 
@@ -183,6 +199,26 @@ class RemoteVectorEnv(VectorEnv):
         return infos[0] if len(infos) == 1 else _merge_infos(infos, self.counts)
 
 
+def _option_shares(options: dict | None, num_envs: int, slices: list[tuple[int, int]]) -> list:
+    """Each server's reset options: its share of `reset_mask` (checked as gymnasium checks it),
+    everything else as given. The caller's dict is never changed."""
+    if options is None or "reset_mask" not in options or len(slices) == 1:
+        return [options] * len(slices)
+    mask = options["reset_mask"]
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
+    if mask.shape != (num_envs,):
+        raise ValueError(f"`options['reset_mask']` must have shape `({num_envs},)`, "
+                         f"got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
+    if not mask.any():
+        raise ValueError("`options['reset_mask']` must contain a boolean array with at least "
+                         f"one True value, got reset_mask={mask}")
+    # A share without True resets nothing there: the server answers with its observations.
+    return [{**options, "reset_mask": mask[start:start + count]} for start, count in slices]
+
+
 def _share(actions: Any, start: int, count: int) -> Any:
     """The actions of envs start..start+count of a batch (composite spaces: per sub-space)."""
     if isinstance(actions, dict):
@@ -205,7 +241,9 @@ def _join(batches: list) -> Any:
 
 
 def _merge_infos(infos: list[dict], counts: list[int]) -> dict:
-    """One vector info dict from the servers' ones, filling keys a server lacks as gymnasium does."""
+    """One vector info dict from the servers' ones, exactly as one SyncVectorEnv over all envs
+    batches them: a key's array has the type of the first env that reports it (the first
+    server's), envs without the key hold that type's blank (0, or None in object arrays)."""
     keys: dict = {}
     for info in infos:
         keys.update(dict.fromkeys(info))
@@ -215,9 +253,36 @@ def _merge_infos(infos: list[dict], counts: list[int]) -> dict:
         if isinstance(present, dict):
             merged[key] = _merge_infos([info.get(key, {}) for info in infos], counts)
             continue
-        merged[key] = np.concatenate([info[key] if key in info else _blank(present, count)
-                                      for info, count in zip(infos, counts, strict=True)])
+        merged[key] = np.concatenate([
+            _into(info[key], present.dtype) if key in info else _blank(present, count)
+            for info, count in zip(infos, counts, strict=True)])
+    for key, value in merged.items():
+        mask = merged.get(f"_{key}")
+        if isinstance(value, np.ndarray) and value.dtype.kind == "O" and mask is not None:
+            value[~mask] = None  # a server that batched the key as numbers put 0 there
     return merged
+
+
+# The dtypes gymnasium's _add_info gives Python bool, int and float values.
+PYTHON_DTYPES = (np.dtype(bool), np.dtype(int), np.dtype(float))
+
+
+def _into(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """One server's batch of a key in the dtype the first server gave it (gymnasium assigns
+    each env's value into the first reporter's array: numbers are cast, objects kept)."""
+    if values.dtype == dtype:
+        return values
+    if dtype.kind != "O":
+        return values.astype(dtype, casting="unsafe")
+    items = np.empty(len(values), dtype=object)
+    for i, item in enumerate(values):
+        if values.ndim > 1:
+            items[i] = np.array(item)
+        elif values.dtype in PYTHON_DTYPES:
+            items[i] = item.item()  # batched from a Python number
+        else:
+            items[i] = item
+    return items
 
 
 def _blank(like: np.ndarray, count: int) -> np.ndarray:
