@@ -7,16 +7,18 @@ before it waits for any reply, so the K servers step at the same time.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector.utils import batch_space, iterate
 
 from .client import RemoteEnvironmentClient
-from .errors import BadConfig
+from .errors import BadConfig, ServerCrashed
 from .vector_server import unpack_objects
 
 _MODES = {mode.value: mode for mode in AutoresetMode}
@@ -41,13 +43,22 @@ class RemoteVectorEnv(VectorEnv):
 
     def __init__(self, parts: Sequence[RemoteEnvironmentClient], counts: Sequence[int],
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-                 on_close: Callable[[], None] | None = None):
+                 on_close: Callable[[], None] | None = None,
+                 replacements: Sequence[Callable[[], RemoteEnvironmentClient]] | None = None):
         self.parts = list(parts)
         self.counts = list(counts)
-        if len(self.parts) + 1 > (os.cpu_count() or 1):
-            # Polling for replies only pays while every server and this process have a core.
+        # Polling for replies only pays while every server and this process have a core.
+        self._polling = len(self.parts) + 1 <= (os.cpu_count() or 1)
+        if not self._polling:
             for part in self.parts:
                 part._waiter.spin = 0.0
+        # With restarts on (restart_crashed): per server, what makes its share of the envs again
+        # in a new server; the last observations (they end the episodes a crash cuts short);
+        # in mode NextStep, the reset results the next step returns for a replaced share.
+        self._replacements = list(replacements) if replacements is not None else None
+        self.restarts = 0  # servers replaced after they died
+        self._last_observations: list[Any] = [None] * len(self.parts)
+        self._autoresets: dict[int, Any] = {}
         self.num_envs = sum(self.counts)
         self.autoreset_mode = _MODES[autoreset_value(autoreset_mode)]
         self._on_close = on_close
@@ -90,7 +101,14 @@ class RemoteVectorEnv(VectorEnv):
         else:
             seeds = [seed + start for start, _ in self._slices()]
         shares = _option_shares(options, self.num_envs, self._slices())
-        replies = self._exchange_all([["reset", s, o] for s, o in zip(seeds, shares, strict=True)])
+        requests = [["reset", s, o] for s, o in zip(seeds, shares, strict=True)]
+        self._autoresets.clear()
+        replies = self._exchange_all(requests)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, ServerCrashed):  # its envs again in a new server, reset once
+                self._replace_part(i)
+                replies[i] = self.parts[i]._request(requests[i])
+        self._last_observations = [reply[0] for reply in replies]
         observations = _join([reply[0] for reply in replies])
         return observations, self._infos([reply[1] for reply in replies])
 
@@ -101,7 +119,15 @@ class RemoteVectorEnv(VectorEnv):
             shares = [actions]
         else:
             shares = [_share(actions, start, count) for start, count in self._slices()]
-        replies = self._exchange_all([["step", share] for share in shares])
+        # A share replaced after a crash in mode NextStep is not stepped: it autoresets.
+        replies = self._exchange_all([None if i in self._autoresets else ["step", share]
+                                      for i, share in enumerate(shares)])
+        for i, reply in enumerate(replies):
+            if i in self._autoresets:
+                replies[i] = self._autoreset_reply(i)
+            elif isinstance(reply, ServerCrashed):
+                replies[i] = self._crash_reply(i)
+        self._last_observations = [reply[0] for reply in replies]
         observations = _join([reply[0] for reply in replies])
         rewards, terminations, truncations = (
             np.concatenate([reply[k] for reply in replies]) for k in (1, 2, 3))
@@ -186,13 +212,64 @@ class RemoteVectorEnv(VectorEnv):
                 f"one action per environment, a batch of shape {expected} (action_space: "
                 f"{self.action_space})")
 
-    def _exchange_all(self, requests: list[list]) -> list:
-        """Send every server its request before waiting for any, then collect replies in order."""
-        if len(self.parts) == 1:
+    def _exchange_all(self, requests: list[list | None]) -> list:
+        """Send every server its request (None: none) before waiting for any, then collect the
+        replies in order. With restarts on, a dead server's reply is its ServerCrashed."""
+        if len(self.parts) == 1 and self._replacements is None:
             return [self.parts[0]._request(requests[0])]
-        sent = [part._begin(request) for part, request in zip(self.parts, requests, strict=True)]
-        return [part._finish(request[0], seq)
+        sent = [None if request is None else self._unless_crashed(part._begin, request)
+                for part, request in zip(self.parts, requests, strict=True)]
+        return [seq if request is None or isinstance(seq, ServerCrashed)
+                else self._unless_crashed(part._finish, request[0], seq)
                 for part, request, seq in zip(self.parts, requests, sent, strict=True)]
+
+    def _unless_crashed(self, function: Callable, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except ServerCrashed as exc:
+            if self._replacements is None:
+                raise
+            return exc
+
+    def _replace_part(self, index: int) -> None:
+        """The envs of server `index`, which died, made again in a new server."""
+        assert self._replacements is not None
+        dead, self.parts[index] = self.parts[index], self._replacements[index]()
+        if not self._polling:
+            self.parts[index]._waiter.spin = 0.0
+        self.restarts += 1
+        with contextlib.suppress(Exception):
+            dead.close()
+
+    def _crash_reply(self, index: int) -> tuple:
+        """The step result of the envs of server `index`, which died mid-step: their episodes
+        end, truncated, with info["dacbench_remote"]["crashed"]; each env then goes on as
+        the autoreset mode says, in a new server."""
+        count, last = self.counts[index], self._last_observations[index]
+        self._replace_part(index)
+        rewards = np.zeros(count, dtype=np.float64)  # SyncVectorEnv's reward dtype
+        terminated, truncated = np.zeros(count, dtype=np.bool_), np.ones(count, dtype=np.bool_)
+        every = np.ones(count, dtype=np.bool_)
+        crashed = {"dacbench_remote": {"crashed": every.copy(), "_crashed": every.copy()},
+                   "_dacbench_remote": every.copy()}  # crash_info() of each env, batched
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            observations, infos = self.parts[index]._request(["reset", None, None])
+            final = np.empty(count, dtype=object)
+            for i, observation in enumerate(iterate(self.single_observation_space, last)):
+                final[i] = copy.deepcopy(observation)
+            return observations, rewards, terminated, truncated, {
+                **infos, "final_info": crashed, "_final_info": every.copy(),
+                "final_obs": final, "_final_obs": every.copy()}
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._autoresets[index] = self.parts[index]._request(["reset", None, None])
+        return last, rewards, terminated, truncated, crashed
+
+    def _autoreset_reply(self, index: int) -> tuple:
+        """Mode NextStep, the step after a crash: the replaced envs' reset, as an autoreset."""
+        observations, infos = self._autoresets.pop(index)
+        count = self.counts[index]
+        return (observations, np.zeros(count, dtype=np.float64), np.zeros(count, dtype=np.bool_),
+                np.zeros(count, dtype=np.bool_), infos)
 
     def _infos(self, parts: list[dict]) -> dict:
         infos = [unpack_objects(info) for info in parts]

@@ -285,3 +285,23 @@ class OddInfoEnv(gymnasium.Env):
 
 def make_odd_info_env():
     return OddInfoEnv()
+
+
+
+def make_segfaulting_env(at_step: int = 3):
+    """CartPole whose server process segfaults (a real SIGSEGV, as a crashing C extension
+    would) in step number `at_step` of each episode."""
+    import ctypes
+
+    class Segfaulting(gymnasium.Wrapper):
+        def reset(self, **kwargs):
+            self.steps = 0
+            return self.env.reset(**kwargs)
+
+        def step(self, action):
+            self.steps += 1
+            if self.steps == at_step:
+                ctypes.string_at(0)  # reads address 0: SIGSEGV
+            return self.env.step(action)
+
+    return Segfaulting(gymnasium.make("CartPole-v1"))
