@@ -110,6 +110,30 @@ def global_draws(path: Path) -> dict[str, list[tuple[float, float, int]]]:
     return found
 
 
+def server_killing_agent(env, seed):
+    """SIGKILLs its env's server (local runtime: a real pid) the first time any trial makes
+    it, as the OOM killer would; the marker file next to $DACBR_TEST_COUNTER says it happened.
+    Every creation is counted in the counter file."""
+    counter = Path(os.environ[COUNTER_ENV])
+    with open(counter, "a") as handle:
+        handle.write(f"{os.environ.get('DACBR_SWEEP_TRIAL', '?')}\n")
+    marker = counter.with_suffix(".server-killed")
+    if not marker.exists():
+        marker.write_text(str(env.connection.server_facts["pid"]))
+        os.kill(env.connection.server_facts["pid"], signal.SIGKILL)
+    return RandomAgent(env, seed)
+
+
+def supervisor_killing_agent_once(env, seed):
+    """supervisor_killing_agent the first time (marker next to $DACBR_TEST_COUNTER), then a
+    random agent: a node that died once."""
+    marker = Path(os.environ[COUNTER_ENV]).with_suffix(".task-killed")
+    if marker.exists():
+        return RandomAgent(env, seed)
+    marker.write_text("killed")
+    return supervisor_killing_agent(env, seed)
+
+
 # A module global that a trial's agent changes: a warm trial's worker, forked from a host that
 # never ran a trial, must always find it untouched.
 AGENTS_MADE = [0]

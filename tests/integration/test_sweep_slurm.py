@@ -230,3 +230,36 @@ def test_unseeded_global_draws_differ_in_every_slurm_task(tmp_path: Path, slurm_
         assert len(draws[who]) == 4, draws
         assert len({numpy_draw for numpy_draw, _, _ in draws[who]}) == 4, (who, draws[who])
         assert len({random_draw for _, random_draw, _ in draws[who]}) == 4, (who, draws[who])
+
+
+def test_a_task_lost_with_its_node_is_submitted_again_with_retries(tmp_path: Path, slurm_cluster,
+                                                                    sweep_env, monkeypatch):
+    """The first task's process dies as with a node failure; with retries = 1 the trial is
+    submitted again (a second array job), completes, and the lost attempt is recorded."""
+    from tests.integration.sweep_helpers import COUNTER_ENV
+
+    monkeypatch.setenv(COUNTER_ENV, str(tmp_path / "counter.txt"))
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent(f"""
+        name = "lost-and-retried"
+        time_limit = 120
+        retries = 1
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["{HELPERS}:supervisor_killing_agent_once", "random"]
+        seeds = [0]
+    """))
+    spec = load_spec(spec_path)
+    result = run_sweep(spec_path, executor="slurm")
+    assert len(result.job_ids) == 2  # the array, then the lost trial alone
+    by_id = {o.trial_id: o for o in result.outcomes}
+    lost, other = spec.trials
+    assert sorted(by_id) == sorted([lost.id, other.id])
+    assert by_id[lost.id].status == "done" and by_id[other.id].status == "done"
+    [retry] = by_id[lost.id].retries
+    assert re.fullmatch(r"Slurm task \S+ ended without recording an outcome; see \S+",
+                        retry["error"]), retry
+    assert by_id[other.id].retries == []
+    assert len(read_results_csv(SweepDir(spec.dir).results_csv)) == 2
