@@ -327,3 +327,56 @@ def test_retries_must_be_a_count(tmp_path: Path):
         """)
         with pytest.raises(BadConfig, match=f"sweep.toml: retries: {problem}"):
             load_spec(spec_path)
+
+
+def test_luby_sweep_returns_equal_in_process_run_episode(tmp_path: Path, sweep_env, base_image):
+    """The sweep's results.csv against DACBench's Luby in this process: `run_episode` with the
+    agent spec "random" and the trial's seeds, the global RNGs seeded as the server documents."""
+    import random
+
+    import gymnasium
+    import numpy as np
+
+    from dacbench_remote.agents import make_agent
+    from dacbench_remote.runner import run_episode
+    from tests.needs import need_module
+
+    benchmarks = need_module("dacbench.benchmarks")
+
+    class GlobalSeeding(gymnasium.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            if seed is not None:
+                random.seed(seed)
+                np.random.seed(seed)
+            return self.env.reset(seed=seed, options=options)
+
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "luby-reference"
+        episodes = 3
+        time_limit = 300
+        [runtime]
+        kind = "bwrap"
+        image = "{base_image}"
+        [grid]
+        benchmarks = ["Luby"]
+        agents = ["random"]
+        seeds = [0, 1, 2]
+    """)
+    result = run_sweep(spec_path, workers=1)
+    assert result.ok, [o.error for o in result.outcomes]
+    rows = read_results_csv(SweepDir(load_spec(spec_path).dir).results_csv)
+    swept = {(r["seed"], r["episode"]): (r["return"], r["length"]) for r in rows}
+    in_process = {}
+    for seed in (0, 1, 2):
+        benchmark = benchmarks.LubyBenchmark()
+        config_seed = benchmark.config.get("seed")
+        if isinstance(config_seed, int):
+            random.seed(config_seed)
+            np.random.seed(config_seed)
+        env = GlobalSeeding(benchmark.get_environment())
+        agent = make_agent("random", env, seed)
+        for episode in range(3):
+            done = run_episode(env, agent, episode, seed + episode)
+            in_process[(seed, episode)] = (done.return_, done.length)
+    assert len(swept) == 9 and swept == in_process
+    assert len({value for value, _ in in_process.values()}) > 1
