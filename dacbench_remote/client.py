@@ -220,7 +220,8 @@ class RemoteEnvironmentClient(gymnasium.Env):
         Raises:
             RemoteError: the env raised (with the remote traceback). TypeError: an argument
             that cannot be sent (nothing was sent). ServerCrashed, CallTimeout,
-            ConnectionBroken, EnvironmentClosed: see dacbench_remote.errors.
+            ConnectionBroken, EnvironmentClosed: see dacbench_remote.errors. (With the
+            runner's restart_crashed, a dead server is replaced and the reset retried once.)
         """
         super().reset(seed=seed)  # keeps self.np_random seeded as gymnasium's checker expects
         try:
@@ -242,7 +243,9 @@ class RemoteEnvironmentClient(gymnasium.Env):
         Raises:
             RemoteError: the env raised (a wrong action, say), with the remote traceback; the
             env stays usable. TypeError, ServerCrashed, CallTimeout, ConnectionBroken,
-            EnvironmentClosed: as for reset().
+            EnvironmentClosed: as for reset(). With the runner's restart_crashed, a dead
+            server is not raised: the env is made again in a new server and this step ends
+            the episode (the last observation, 0.0, False, True, crash_info()).
         """
         try:
             result = self._request(["step", action])

@@ -38,7 +38,10 @@ class RemoteVectorEnv(VectorEnv):
     """A gymnasium 1.x VectorEnv whose envs run in servers (one data frame each way per batch).
 
     `parts` are the servers' batched envs (RemoteEnvironmentClient over a BatchedEnvs), in
-    order; `counts` says how many envs each holds. Env i is reset with seed+i.
+    order; `counts` says how many envs each holds. Env i is reset with seed+i. With
+    `replacements` (one per part: makes its envs again in a new server), a server that dies
+    ends only its envs' episodes (see RemoteRunner.get_vector_environment's restart_crashed)
+    and `restarts` counts them.
     """
 
     def __init__(self, parts: Sequence[RemoteEnvironmentClient], counts: Sequence[int],
