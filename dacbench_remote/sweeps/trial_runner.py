@@ -22,6 +22,7 @@ from ..processes import (
     argv_of,
     boot_id,
     descendants,
+    holds_lifeline,
     hostname,
     stop_records,
     tree,
@@ -194,9 +195,11 @@ class _Watch:
         fresh = [r for r in tree(self.worker.pid) if r not in known]
         for record in fresh:
             self.sockets.update(_socket_arguments(record.pid))
-        # A warm trial's server is the zygote's child (one trial per zygote at a time); its
-        # argv is the zygote's, and the zygote removes a killed child's sockets.
-        fresh += [r for r in forked_children(self.zygote_pid) if r not in known]
+        # A warm trial's server is the zygote's child whose lifeline the worker holds (the
+        # zygote's other child is the spare server forked ahead for the next trial: not ours to
+        # stop); its argv is the zygote's, and the zygote removes a killed child's sockets.
+        fresh += [r for r in forked_children(self.zygote_pid)
+                  if r not in known and holds_lifeline(self.worker.pid, r.pid)]
         if fresh or not self.path.exists():
             self.records += fresh
             atomic_write_json(self.path, {**self.header, "sockets": sorted(self.sockets),

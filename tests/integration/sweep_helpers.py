@@ -134,6 +134,14 @@ def supervisor_killing_agent_once(env, seed):
     return supervisor_killing_agent(env, seed)
 
 
+def server_socket_agent(env, seed):
+    """Records the name of its server's control socket in $DACBR_TEST_COUNTER, then acts
+    slowly enough ($DACBR_TEST_ACT_DELAY) that its supervisor looks at the processes."""
+    with open(os.environ[COUNTER_ENV], "a") as handle:
+        handle.write(f"{Path(env.connection.socket_path).name}\n")
+    return _SlowRandomAgent(env, seed, float(os.environ.get(ACT_DELAY_ENV, "0")))
+
+
 # A module global that a trial's agent changes: a warm trial's worker, forked from a host that
 # never ran a trial, must always find it untouched.
 AGENTS_MADE = [0]

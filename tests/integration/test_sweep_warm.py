@@ -276,3 +276,19 @@ def test_cmaes_warm_fresh_and_in_process_episodes_are_equal(tmp_path: Path, reci
     assert episodes[True] == in_process, (episodes[True], in_process)
     assert episodes[False] == in_process
     assert len({total for total, _ in in_process.values()}) > 1  # episodes that differ
+
+
+def test_the_spare_server_outlives_the_trial_before_it(tmp_path: Path, sweep_env,  # noqa: F811
+                                                        monkeypatch):
+    """The zygote forks the next trial's server ahead; the running trial's supervisor must stop
+    only its own server (the one whose lifeline its worker holds), not that spare: trials after
+    the first run on spares (sockets z*.sock), forked while the trial before them ran."""
+    from tests.integration.sweep_helpers import ACT_DELAY_ENV
+
+    monkeypatch.setenv(ACT_DELAY_ENV, "0.15")  # 10 steps: longer than the 1 s snapshot interval
+    result = run_sweep(agent_spec(tmp_path / "s", "server_socket_agent", "[0, 1, 2]"),
+                       workers=1)
+    assert result.ok, [o.error for o in result.outcomes]
+    sockets = Path(sweep_env["DACBR_TEST_COUNTER"]).read_text().split()
+    assert len(sockets) == 3 and len(set(sockets)) == 3
+    assert all(name.startswith("z") for name in sockets[1:]), sockets
