@@ -15,10 +15,12 @@ import contextlib
 import ctypes
 import errno
 import os
+import random
 import shutil
 import signal
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,6 +199,21 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
         pause = min(0.05, pause * 2)
 
 
+def fresh_global_rngs() -> None:
+    """In a forked child: fresh OS entropy for the process-global RNGs, as a new process has.
+
+    CPython reseeds `random` after os.fork() itself, but numpy's legacy global RNG
+    (`numpy.random.random()` and friends) is copied from the parent: without this, every trial
+    forked from one parent draws the same "random" numbers. numpy is reseeded only when it is
+    imported already (a later import seeds itself from entropy anyway). A benchmark's or trial's
+    seed is applied after this (server_envs.seed_global_rngs), so seeded runs still repeat.
+    """
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send `sig` to this process when the thread that started it exits."""
     try:
@@ -354,6 +371,13 @@ def _holds_for_writing(pid: int, pipe: str) -> bool:
         if int(flags, 8) & os.O_ACCMODE == os.O_WRONLY:
             return True
     return False
+
+
+def holds_lifeline(holder: int, server: int) -> bool:
+    """True if process `holder` holds the write end of the pipe that is `server`'s stdin (the
+    lifeline of a server started or forked for it)."""
+    lifeline = _pipe_of(server, 0)
+    return lifeline is not None and _holds_for_writing(holder, lifeline)
 
 
 def _orphaned(pid: int, processes: dict[int, _Proc]) -> bool:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from .errors import ServerError
-from .processes import die_with_parent, terminate_then_kill
+from .processes import die_with_parent, fresh_global_rngs, terminate_then_kill
 from .sockets import remove_socket_files
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}\Z")
@@ -300,6 +300,7 @@ def _become_server(listener, conn, child_socket: str, serve) -> None:
     try:
         # SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets.
         die_with_parent(signal.SIGTERM)
+        fresh_global_rngs()  # not the zygote's RNG state, which every sibling shares
         listener.close()
         if conn is not None:
             conn.close()

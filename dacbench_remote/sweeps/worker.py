@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from ..files import atomic_write_json, atomic_write_text
-from ..processes import die_with_parent, hostname
+from ..processes import die_with_parent, fresh_global_rngs, hostname
 from .sweepdir import read_json
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
@@ -133,6 +133,7 @@ def _hosted_worker(request: dict, host_pid: int) -> int:
         die_with_parent()
         if os.getppid() != host_pid:
             return 3  # the host died before we could ask to die with it
+        fresh_global_rngs()  # as a worker started afresh: not the host's RNG state
         trial_dir = Path(request["trial_dir"])
         log = os.open(trial_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
