@@ -43,7 +43,7 @@ extras="slurm"
 [ "$want_tests" = 1 ] && extras="slurm,test"
 "${pip[@]}" -e ".[$extras]"
 if [ "$want_tests" = 1 ]; then
-  # Stable-Baselines3, for the tests of the SB3 adapter (dacbench_remote.sb3; SB3 is no
+  # Stable-Baselines3, for the tests of the SB3 adapter (dacbench_remote.host.sb3; SB3 is no
   # dependency of the package), in a venv of its own with this package: .venv/sb3. Not in .venv:
   # DACBench there (installed without its dependencies) imports its SGD benchmark, which needs
   # torchvision, as soon as torch is importable. The CPU build of torch avoids gigabytes of

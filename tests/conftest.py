@@ -30,6 +30,20 @@ SHARED_DIR = Path("/var/tmp/dacbench-remote-tests")
 # The package's own dependencies (as pyproject.toml declares them), and what installs it.
 USER_VENV_PACKAGES = [*tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
                       ["dependencies"], "setuptools>=64"]
+# pytest-timeout's limit (pyproject.toml: 600 s) for tests that may build images (about a minute
+# each, several on a cold cache) or venvs of an image's pins: marked here by the fixtures they
+# use, or with `pytest.mark.timeout(IMAGE_TIMEOUT)` where they build them themselves.
+IMAGE_TIMEOUT = 1800
+IMAGE_FIXTURES = {"base_image", "base_image_info", "recipe_image", "recipe_image_info",
+                  "standin_image"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give tests that use an image fixture the longer time limit, unless they set their own."""
+    for item in items:
+        uses_images = IMAGE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_images and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(IMAGE_TIMEOUT))
 
 
 def _source_digest(packages: list[str] = ()) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import gymnasium
@@ -223,3 +224,84 @@ _MARK = 4242
 
 def make_leaky_env():
     return LeakyEnv()
+
+
+class GlobalDrawsEnv(gymnasium.Env):
+    """Draws from the process-global RNGs (numpy's legacy one and `random`) when it is built,
+    without any seed, and reports the draws in every reset's info: a server's inherited RNG
+    state shows there."""
+
+    observation_space = gymnasium.spaces.Box(0, 1, (1,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def __init__(self):
+        self.draws = {"numpy": float(np.random.random()), "random": random.random(),
+                      "pid": os.getpid()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), dict(self.draws)
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, True, False, dict(self.draws)
+
+
+def make_global_draws_env():
+    return GlobalDrawsEnv()
+
+
+class OddInfoEnv(gymnasium.Env):
+    """Episodes of 2 + seed % 3 steps; only an env reset with an odd seed (env i of a vector env
+    reset with seed 0) reports extra info keys, and only on the step that terminates: a float,
+    an int array and a nested dict. A reset reports its `tag` option, whole, when given one."""
+
+    observation_space = gymnasium.spaces.Box(-10, 10, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(3)
+
+    def __init__(self):
+        self.odd, self.length, self.t = False, 2, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.odd, self.length = seed % 2 == 1, 2 + seed % 3
+        self.t = 0
+        info = {"t": 0}
+        if options and "tag" in options:
+            info["tag"] = options["tag"]
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), info
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.t >= self.length
+        info: dict = {"t": self.t}
+        if terminated and self.odd:
+            info["odd_score"] = float(action) + 0.5
+            info["odd_counts"] = np.array([self.t, int(action)], dtype=np.int32)
+            info["odd_nested"] = {"action": int(action), "flag": True}
+        obs = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return obs, float(action), terminated, False, info
+
+
+def make_odd_info_env():
+    return OddInfoEnv()
+
+
+
+def make_segfaulting_env(at_step: int = 3):
+    """CartPole whose server process segfaults (a real SIGSEGV, as a crashing C extension
+    would) in step number `at_step` of each episode."""
+    import ctypes
+
+    class Segfaulting(gymnasium.Wrapper):
+        def reset(self, **kwargs):
+            self.steps = 0
+            return self.env.reset(**kwargs)
+
+        def step(self, action):
+            self.steps += 1
+            if self.steps == at_step:
+                ctypes.string_at(0)  # reads address 0: SIGSEGV
+            return self.env.step(action)
+
+    return Segfaulting(gymnasium.make("CartPole-v1"))

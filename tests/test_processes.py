@@ -4,6 +4,7 @@ the SIGTERM-then-SIGKILL stop."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dacbench_remote._sys.procfs import terminate_then_kill
+import numpy as np
+
+from dacbench_remote._sys.procfs import fresh_global_rngs, terminate_then_kill
 from dacbench_remote.host.servers import (
     EMPTY_DIR_GRACE,
     CleanupReport,
@@ -129,3 +132,31 @@ def test_work_directories_of_gone_servers_are_removed(tmp_path, monkeypatch):
     _remove_stale_workdirs({"srv-0000000c"}, report)
     assert report.removed_workdirs == [str(gone)] and not gone.exists()
     assert young.is_dir() and live.is_dir() and other.is_dir()
+def _draws_of_forked_children(reseed: bool, children: int = 3) -> list[tuple[float, float]]:
+    """What `children` forked children draw first from numpy's legacy RNG and `random`."""
+    draws = []
+    for _ in range(children):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            if reseed:
+                fresh_global_rngs()
+            os.write(write_end, f"{np.random.random()!r} {random.random()!r}".encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            numpy_draw, random_draw = pipe.read().split()
+        os.waitpid(pid, 0)
+        draws.append((float(numpy_draw), float(random_draw)))
+    return draws
+
+
+def test_forked_children_share_numpys_global_rng_unless_reseeded():
+    np.random.seed(7)  # a parent whose state its children inherit
+    plain = _draws_of_forked_children(reseed=False)
+    assert len({numpy_draw for numpy_draw, _ in plain}) == 1  # what os.fork() leaves
+    assert len({random_draw for _, random_draw in plain}) == 3  # CPython reseeds `random`
+    fresh = _draws_of_forked_children(reseed=True)
+    assert len({numpy_draw for numpy_draw, _ in fresh}) == 3
+    assert len({random_draw for _, random_draw in fresh}) == 3

@@ -38,6 +38,7 @@ FULL = """
 name = "demo"
 episodes = 4
 time_limit = "10m"
+retries = 2
 
 [runtime]
 kind = "bwrap"
@@ -59,6 +60,7 @@ seed_offset = [0, 1]
 benchmark = "gymnasium:CartPole-v1"
 episodes = 2
 time_limit = 30
+retries = 0
 image = "images/cartpole.sif"
 
 [[trials]]
@@ -98,10 +100,10 @@ def test_full_spec_expands_grid_and_explicit_trials(tmp_path: Path):
     assert {json.dumps(t.config, sort_keys=True) for t in luby} == {
         '{"cutoff": 50, "seed_offset": 0}', '{"cutoff": 50, "seed_offset": 1}'}
     assert {t.seed for t in luby} == {10, 11, 12}
-    assert all(t.episodes == 4 and t.time_limit == 600.0 for t in luby)
+    assert all(t.episodes == 4 and t.time_limit == 600.0 and t.retries == 2 for t in luby)
     assert all(t.runtime.kind == "bwrap" and t.runtime.binds == ("/data:/data:ro",) for t in luby)
     cartpole = [t for t in spec.trials if t.benchmark == "gymnasium:CartPole-v1"]
-    assert all(t.episodes == 2 and t.time_limit == 30.0 for t in cartpole)
+    assert all(t.episodes == 2 and t.time_limit == 30.0 and t.retries == 0 for t in cartpole)
     assert all(t.runtime.image == str(tmp_path / "images/cartpole.sif") for t in cartpole)
     explicit = [t for t in spec.trials if t.benchmark.startswith("tests.envs")]
     assert [t.seed for t in explicit] == [7, 8]
@@ -121,7 +123,7 @@ def test_trial_id_is_stable_and_depends_only_on_result_defining_parameters():
     canonical = ('{"agent":"random","benchmark":"gymnasium:CartPole-v1","config":{},"episodes":3,'
                  '"experiment":null,"kwargs":{},"seed":0,"v":1}')
     assert trial.id == hashlib.sha256(canonical.encode()).hexdigest()[:12] == "10c55b288a1e"
-    same = Trial("gymnasium:CartPole-v1", "random", 0, 3, time_limit=5,
+    same = Trial("gymnasium:CartPole-v1", "random", 0, 3, time_limit=5, retries=3,
                  runtime=RuntimeOptions(kind="bwrap", image="/x.sif"))
     assert same.id == trial.id
     for other in (Trial("gymnasium:CartPole-v1", "random", 1, 3),

@@ -78,6 +78,34 @@ def test_children_do_not_see_each_others_globals(zygote):
     assert seen == [[1, 0, 0]] * 3
 
 
+def _global_draws(child: Path) -> dict:
+    assert _wait_for(lambda: Path(str(child) + ".data").exists())
+    connection = ServerConnection(child, timeout=30)
+    try:
+        env = connection.make_env("tests.envs:make_global_draws_env")
+        _, info = env.reset()  # no seed: the server leaves the global RNGs as they are
+        env.close()
+        return info
+    finally:
+        connection.close()
+
+
+def test_each_child_and_spare_draws_fresh_numbers_from_the_global_rngs(zygote):
+    """numpy's legacy global RNG is not reseeded by os.fork(): the children must do it, as a
+    new process would (the second and later children are the zygote's spare servers)."""
+    _proc, path = zygote
+    draws = []
+    for n in range(4):
+        child, _pid, lifeline = request_fork(path, f"r{n}", ["tests.envs"])
+        try:
+            draws.append(_global_draws(child))
+        finally:
+            os.close(lifeline)
+    assert len({d["pid"] for d in draws}) == 4
+    assert len({d["numpy"] for d in draws}) == 4, draws
+    assert len({d["random"] for d in draws}) == 4, draws
+
+
 def test_a_second_env_in_one_child_does_see_the_leak(zygote):
     """The leak detector works: within one process the leaks are visible."""
     _proc, path = zygote

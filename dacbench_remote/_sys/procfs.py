@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,6 +181,21 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(pause)
         pause = min(0.05, pause * 2)
+
+
+def fresh_global_rngs() -> None:
+    """In a forked child: fresh OS entropy for the process-global RNGs, as a new process has.
+
+    CPython reseeds `random` after os.fork() itself, but numpy's legacy global RNG
+    (`numpy.random.random()` and friends) is copied from the parent: without this, every trial
+    forked from one parent draws the same "random" numbers. numpy is reseeded only when it is
+    imported already (a later import seeds itself from entropy anyway). A benchmark's or trial's
+    seed is applied after this (server.envs.seed_global_rngs), so seeded runs still repeat.
+    """
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

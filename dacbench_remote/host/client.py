@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable
@@ -197,6 +198,11 @@ class RemoteEnvironmentClient(gymnasium.Env):
         except BaseException:
             self._channel.close()
             raise
+        # With restarts on (RemoteRunner(restart_crashed=True)): a function that recreates this
+        # env in a new server when its server died, and the last observation, which ends the
+        # episode that was in flight.
+        self._replace: Callable[[], RemoteEnvironmentClient] | None = None
+        self._last_observation: Any = None
         self._remote_ready = True  # from now on, unknown public attributes are the remote env's
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -214,10 +220,19 @@ class RemoteEnvironmentClient(gymnasium.Env):
         Raises:
             RemoteError: the env raised (with the remote traceback). TypeError: an argument
             that cannot be sent (nothing was sent). ServerCrashed, CallTimeout,
-            ConnectionBroken, EnvironmentClosed: see dacbench_remote.errors.
+            ConnectionBroken, EnvironmentClosed: see dacbench_remote.errors. (With the
+            runner's restart_crashed, a dead server is replaced and the reset retried once.)
         """
         super().reset(seed=seed)  # keeps self.np_random seeded as gymnasium's checker expects
-        return self._exchange(["reset", seed, options])
+        try:
+            result = self._exchange(["reset", seed, options])
+        except ServerCrashed:
+            if self._replace is None:
+                raise
+            self._rebind(self._replace())
+            result = self._exchange(["reset", seed, options])  # once; a second crash raises
+        self._last_observation = result[0]
+        return result
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the remote env with `action`.
@@ -228,9 +243,21 @@ class RemoteEnvironmentClient(gymnasium.Env):
         Raises:
             RemoteError: the env raised (a wrong action, say), with the remote traceback; the
             env stays usable. TypeError, ServerCrashed, CallTimeout, ConnectionBroken,
-            EnvironmentClosed: as for reset().
+            EnvironmentClosed: as for reset(). With the runner's restart_crashed, a dead
+            server is not raised: the env is made again in a new server and this step ends
+            the episode (the last observation, 0.0, False, True, crash_info()).
         """
-        return self._exchange(["step", action])
+        try:
+            result = self._exchange(["step", action])
+        except ServerCrashed:
+            if self._replace is None:
+                raise
+            # The episode in flight is lost with its server: it ends here, truncated, and the
+            # next reset() starts one in the new server.
+            self._rebind(self._replace())
+            return self._last_observation, 0.0, False, True, crash_info()
+        self._last_observation = result[0]
+        return result
 
     def render(self) -> Any:
         """The env's render() result (e.g. an rgb_array frame), through the control channel."""
@@ -330,6 +357,16 @@ class RemoteEnvironmentClient(gymnasium.Env):
         finally:
             self.connection.release(self._control)
 
+    def _rebind(self, replacement: RemoteEnvironmentClient) -> None:
+        """Drive `replacement`'s remote env from now on (made in a new server after a crash)."""
+        old_connection, old_control, old_channel = self.connection, self._control, self._channel
+        self.connection, self.env_id = replacement.connection, replacement.env_id
+        self._control, self._channel = replacement._control, replacement._channel
+        self._broken = None
+        old_channel.close()
+        with contextlib.suppress(Exception):  # the dead server's proxy
+            old_connection.release(old_control)
+
     def _check_open(self, operation: str) -> None:
         if self._closed:
             raise EnvironmentClosed(f"{operation}() on a closed remote environment")
@@ -414,6 +451,12 @@ class RemoteEnvironmentClient(gymnasium.Env):
             f"{self.env_id} cannot be resynchronised. Close this environment and make a new "
             "one (or start a new RemoteRunner)"
         )
+
+
+def crash_info() -> dict:
+    """The info of a step that ended its episode because the env's server died (and was
+    replaced: RemoteRunner(restart_crashed=True))."""
+    return {"dacbench_remote": {"crashed": True}}
 
 
 def _encode_request(request: list | dict) -> list:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -11,9 +13,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import __version__
 from .._sys.files import sha256_file
@@ -32,13 +35,10 @@ from ..runtimes.base import Runtime, ServerProcess
 from ..runtimes.options import RuntimeOptions
 from ..wire.benchmarks import benchmark_name, describe_benchmark, is_benchmark_object
 from .agents import make_agent
-from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection
+from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection, crash_info
 from .compat import choose_container, parse_bind_str, parse_env_str
 from .results import append_record
 from .vector import RemoteVectorEnv, autoreset_value
-
-if TYPE_CHECKING:
-    from .vector import RemoteVectorEnv
 
 # Where run() records episodes unless told otherwise (relative to the working directory).
 DEFAULT_RESULTS_PATH = Path("results") / "results.jsonl"
@@ -55,6 +55,8 @@ class EpisodeResult:
     wall_time: float
     terminated: bool
     truncated: bool
+    crashed: bool = False  # the server died mid-episode (restart_crashed): ended truncated here
+    server_restarts: int = 0  # servers the run had replaced when this episode ended
     provenance: dict = field(default_factory=dict)
 
     def to_record(self) -> dict:
@@ -104,6 +106,13 @@ class RemoteRunner:
         results_path: JSONL file each episode is appended to (default `results/results.jsonl`
             under the working directory; None records nothing).
         startup_timeout, call_timeout: seconds for the server to answer at start, and per call.
+        restart_crashed: when the server dies (killed, segfault, out of memory), start a new
+            one with the same image, runtime and settings and make the env(s) again there, as
+            RLlib's `restart_failed_sub_environments` does: the episode in flight ends as
+            truncated with `info["dacbench_remote"]["crashed"] = True` (a reset is retried
+            once on the new server), and `runner.restarts` counts the servers replaced (also in
+            every results line: `server_restarts`, per episode `crashed`). Default False: a
+            dead server raises ServerCrashed. Not with socket_id (that server is not ours).
         options: all of the runtime settings above (runtime, image, python, binds, env, gpu,
             timeouts) as one RuntimeOptions, as sweeps and repeats pass them; not together
             with those keywords. Its `provenance` (the image's sha256 as the cache verified
@@ -140,6 +149,7 @@ class RemoteRunner:
         startup_timeout: float = 60.0,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         options: RuntimeOptions | None = None,
+        restart_crashed: bool = False,
     ):
         # The same arguments start the extra servers of get_vector_environment(servers=K).
         self._arguments = {key: value for key, value in locals().items() if key != "self"}
@@ -185,6 +195,12 @@ class RemoteRunner:
         if socket_id is not None and (choice.image or choice.source or runtime is not None):
             raise BadConfig("socket_id= attaches to a running server; image, container_source "
                             "and runtime belong to the server that is already running")
+        if restart_crashed and socket_id is not None:
+            raise BadConfig("restart_crashed=True replaces a dead server with a new one; a "
+                            "runner attached with socket_id= did not start its server and "
+                            "cannot start another")
+        self.restart_crashed = bool(restart_crashed)
+        self.restarts = 0  # servers replaced after they died (restart_crashed)
         # What the cache said about the image (set by _resolve_image, or known from options).
         self.image_provenance: dict = dict(options.provenance) if options is not None else {}
         self.runtime: Runtime | None = None
@@ -374,15 +390,53 @@ class RemoteRunner:
         """
         self.start()
         assert self.connection is not None
-        if self.benchmark_description is not None:
-            environment = self.connection.make_benchmark_env(self.benchmark_description)
-        else:
-            environment = self.connection.make_env(self.benchmark, self.config, self.kwargs)
+        environment = self._make_env(self.connection)
+        if self.restart_crashed:
+            environment._replace = self._replacer(self._make_env)
         self._environments.append(environment)
         return environment
 
+    def _make_env(self, connection: ServerConnection) -> RemoteEnvironmentClient:
+        if self.benchmark_description is not None:
+            return connection.make_benchmark_env(self.benchmark_description)
+        return connection.make_env(self.benchmark, self.config, self.kwargs)
+
+    def _replacer(self, make: Callable[[ServerConnection], Any]) -> Callable[[], Any]:
+        """A function that makes an env again with `make` after its server died: in a new
+        server (each server is replaced once, however many of its envs notice)."""
+        made_in = self.server
+
+        def replacement() -> Any:
+            nonlocal made_in
+            if made_in is self.server:
+                self._replace_server()
+            made_in = self.server
+            assert self.connection is not None
+            return make(self.connection)
+
+        return replacement
+
+    def _replace_server(self) -> None:
+        """Start a new server like the dead one (same runtime, image, settings) and connect."""
+        connection, self.connection = self.connection, None
+        server, self.server = self.server, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+        if server is not None:
+            server.stop()  # reaps it and removes what it left (sockets, mounts)
+        assert self.runtime is not None
+        started = time.monotonic()
+        self.server = self.runtime.start(new_socket_path())
+        self.restarts += 1
+        self.connection = self._connect(started + self.startup_timeout)
+        self.startup_seconds = time.monotonic() - started
+        print(f"dacbench-remote: the server of {self.benchmark} died; restarted it "
+              f"(restart {self.restarts})", file=sys.stderr)
+
     def get_vector_environment(self, num_envs: int, *, autoreset_mode: Any = "NextStep",
-                               servers: int = 1) -> RemoteVectorEnv:
+                               servers: int = 1, restart_crashed: bool | None = None
+                               ) -> RemoteVectorEnv:
         """A gymnasium VectorEnv of `num_envs` copies of the benchmark, stepped in batches.
 
         Args:
@@ -391,6 +445,11 @@ class RemoteRunner:
                 AutoresetMode), as gymnasium 1.x defines them.
             servers: K > 1 starts K - 1 more servers of the same image (closed with the
                 vector env) and splits the envs over them; they step concurrently.
+            restart_crashed: when a server dies, make its envs again in a new one: only those
+                envs' episodes end (truncated, `infos["dacbench_remote"]["crashed"]`; in mode
+                SameStep in `final_info`, with the new envs' reset observations), the others
+                go on; `vector_env.restarts` counts the servers replaced. Default: the runner's
+                `restart_crashed`. Without it a dead server raises ServerCrashed.
 
         Returns:
             A RemoteVectorEnv; one round trip per server per batch.
@@ -407,8 +466,14 @@ class RemoteRunner:
         if servers > 1 and self.attach_to is not None:
             raise BadConfig("servers > 1 starts new servers; a runner attached with socket_id= "
                             "cannot start them (use servers=1)")
+        if restart_crashed is None:
+            restart_crashed = self.restart_crashed
+        elif restart_crashed and self.attach_to is not None:
+            raise BadConfig("restart_crashed=True replaces a dead server with a new one; a "
+                            "runner attached with socket_id= cannot start another")
         counts = [num_envs // servers + (i < num_envs % servers) for i in range(servers)]
-        runners = [self] + [RemoteRunner(**self._arguments) for _ in range(servers - 1)]
+        arguments = {**self._arguments, "restart_crashed": bool(restart_crashed)}
+        runners = [self] + [RemoteRunner(**arguments) for _ in range(servers - 1)]
         extra = runners[1:]
 
         def close_extra() -> None:
@@ -419,17 +484,20 @@ class RemoteRunner:
             for runner, count in zip(runners, counts, strict=True):
                 runner.start()
                 assert runner.connection is not None
-                part = runner.connection.make_vector_part(
-                    count, mode, runner.benchmark, runner.config, runner.kwargs,
-                    runner.benchmark_description)
-                parts.append(part)
+                parts.append(_make_vector_part(runner.connection, runner, count, mode))
         except BaseException:
             for part in parts:
                 part.close()
             close_extra()
             raise
         self._environments.append(parts[0])
-        vector = RemoteVectorEnv(parts, counts, mode, on_close=close_extra)
+        replacements = None
+        if restart_crashed:
+            replacements = [runner._replacer(functools.partial(
+                _make_vector_part, runner=runner, count=count, mode=mode))
+                for runner, count in zip(runners, counts, strict=True)]
+        vector = RemoteVectorEnv(parts, counts, mode, on_close=close_extra,
+                                 replacements=replacements)
         vector.extra_runners = extra  # the runners of servers 2..K, closed with the vector env
         return vector
 
@@ -454,6 +522,7 @@ class RemoteRunner:
             **runtime,
             "dacbench_remote_version": __version__,
             "base_seed": seed,
+            "restart_crashed": self.restart_crashed,
         }
         record.update(self._object_record)
         if self.image is not None and not record["image_sha256"]:
@@ -491,6 +560,7 @@ class RemoteRunner:
         for episode in range(number_of_episodes):
             episode_seed = None if seed is None else seed + episode
             result = run_episode(environment, agent, episode, episode_seed)
+            result.server_restarts = self.restarts
             result.provenance = provenance
             results.append(result)
             if self.results_path is not None:
@@ -522,6 +592,13 @@ def _normal(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _make_vector_part(connection: ServerConnection, runner: RemoteRunner, count: int,
+                      mode: str) -> RemoteEnvironmentClient:
+    """`count` envs of the runner's benchmark stepped together in the server of `connection`."""
+    return connection.make_vector_part(count, mode, runner.benchmark, runner.config,
+                                       runner.kwargs, runner.benchmark_description)
+
+
 def run_episode(environment, agent, episode: int, seed: int | None) -> EpisodeResult:
     """One episode with DACBench's loop: act → step → train until done, then end_episode."""
     started = time.perf_counter()
@@ -529,15 +606,18 @@ def run_episode(environment, agent, episode: int, seed: int | None) -> EpisodeRe
     reward: Any = 0
     total, length = 0.0, 0
     terminated = truncated = False
+    info: Any = {}
     while not (terminated or truncated):
         action = agent.act(state, reward)
-        state, reward, terminated, truncated, _ = environment.step(action)
+        state, reward, terminated, truncated, info = environment.step(action)
         agent.train(state, reward)
         total += float(reward)
         length += 1
     agent.end_episode(state, reward)
+    crashed = isinstance(info, dict) and info.get("dacbench_remote") == crash_info()[
+        "dacbench_remote"]
     return EpisodeResult(episode, seed, total, length, time.perf_counter() - started,
-                         bool(terminated), bool(truncated))
+                         bool(terminated), bool(truncated), crashed=crashed)
 
 
 def _qualified_name(agent: Any) -> str:

@@ -17,13 +17,12 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from ..errors import BadConfig, RemoteError
+from .vector import PYTHON_DTYPES
 
 INSTALL_HINT = "pip install stable-baselines3 (or pip install 'dacbench-remote[sb3]')"
 # gymnasium's SameStep infos of the envs that just finished: the final observation and info
 # (the rest of a finished env's infos is its reset's).
 _FINAL_KEYS = ("final_obs", "final_info")
-# The dtypes gymnasium's _add_info gives Python bool, int and float values.
-_PYTHON_DTYPES = (np.dtype(bool), np.dtype(int), np.dtype(float))
 
 
 def to_sb3(vector_env: Any) -> Any:
@@ -249,7 +248,7 @@ def _element(value: Any, index: int) -> Any:
         return item
     if value.ndim > 1:
         return np.array(item)
-    if value.dtype in _PYTHON_DTYPES:
+    if value.dtype in PYTHON_DTYPES:
         return item.item()
     return item
 

@@ -187,6 +187,13 @@ def _holds_for_writing(pid: int, pipe: str) -> bool:
     return False
 
 
+def holds_lifeline(holder: int, server: int) -> bool:
+    """True if process `holder` holds the write end of the pipe that is `server`'s stdin (the
+    lifeline of a server started or forked for it)."""
+    lifeline = _pipe_of(server, 0)
+    return lifeline is not None and _holds_for_writing(holder, lifeline)
+
+
 def _orphaned(pid: int, processes: dict[int, _Proc]) -> bool:
     """True if the server's stdin is a pipe whose write end nobody outside its tree holds."""
     lifeline = _pipe_of(pid, 0)

@@ -7,15 +7,17 @@ before it waits for any reply, so the K servers step at the same time.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector.utils import batch_space, iterate
 
-from ..errors import BadConfig
+from ..errors import BadConfig, ServerCrashed
 from ..server.batched import unpack_objects
 from .client import RemoteEnvironmentClient
 
@@ -36,18 +38,30 @@ class RemoteVectorEnv(VectorEnv):
     """A gymnasium 1.x VectorEnv whose envs run in servers (one data frame each way per batch).
 
     `parts` are the servers' batched envs (RemoteEnvironmentClient over a BatchedEnvs), in
-    order; `counts` says how many envs each holds. Env i is reset with seed+i.
+    order; `counts` says how many envs each holds. Env i is reset with seed+i. With
+    `replacements` (one per part: makes its envs again in a new server), a server that dies
+    ends only its envs' episodes (see RemoteRunner.get_vector_environment's restart_crashed)
+    and `restarts` counts them.
     """
 
     def __init__(self, parts: Sequence[RemoteEnvironmentClient], counts: Sequence[int],
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-                 on_close: Callable[[], None] | None = None):
+                 on_close: Callable[[], None] | None = None,
+                 replacements: Sequence[Callable[[], RemoteEnvironmentClient]] | None = None):
         self.parts = list(parts)
         self.counts = list(counts)
-        if len(self.parts) + 1 > (os.cpu_count() or 1):
-            # Polling for replies only pays while every server and this process have a core.
+        # Polling for replies only pays while every server and this process have a core.
+        self._polling = len(self.parts) + 1 <= (os.cpu_count() or 1)
+        if not self._polling:
             for part in self.parts:
                 part.stop_polling()
+        # With restarts on (restart_crashed): per server, what makes its share of the envs again
+        # in a new server; the last observations (they end the episodes a crash cuts short);
+        # in mode NextStep, the reset results the next step returns for a replaced share.
+        self._replacements = list(replacements) if replacements is not None else None
+        self.restarts = 0  # servers replaced after they died
+        self._last_observations: list[Any] = [None] * len(self.parts)
+        self._autoresets: dict[int, Any] = {}
         self.num_envs = sum(self.counts)
         self.autoreset_mode = _MODES[autoreset_value(autoreset_mode)]
         self._on_close = on_close
@@ -64,7 +78,22 @@ class RemoteVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Reset all envs; env i gets seed+i (or seed[i] for a list), as SyncVectorEnv does."""
+        """Reset the envs, as SyncVectorEnv does.
+
+        Args:
+            seed: env i gets seed + i (or seed[i] for a list; None: unseeded).
+            options: passed to every env's reset, except `reset_mask` (a bool array, one per
+                env: reset only those; gymnasium's way in autoreset mode "Disabled"), which
+                each server gets its share of. Every other option reaches every env whole,
+                as SyncVectorEnv passes it (an array is not split even if its length is N).
+
+        Returns:
+            (observations, infos): the envs not reset keep their observation and add no info.
+
+        Raises:
+            ValueError, TypeError: a seed list or reset_mask that does not fit (gymnasium's
+            messages). And what the envs' resets raise.
+        """
         if isinstance(seed, (list, tuple)):
             if len(seed) != self.num_envs:
                 raise ValueError(f"reset() got {len(seed)} seeds for {self.num_envs} "
@@ -74,7 +103,15 @@ class RemoteVectorEnv(VectorEnv):
             seeds = [None] * len(self.parts)
         else:
             seeds = [seed + start for start, _ in self._slices()]
-        replies = self._exchange_all([["reset", s, options] for s in seeds])
+        shares = _option_shares(options, self.num_envs, self._slices())
+        requests = [["reset", s, o] for s, o in zip(seeds, shares, strict=True)]
+        self._autoresets.clear()
+        replies = self._exchange_all(requests)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, ServerCrashed):  # its envs again in a new server, reset once
+                self._replace_part(i)
+                replies[i] = self.parts[i].exchange(requests[i])
+        self._last_observations = [reply[0] for reply in replies]
         observations = _join([reply[0] for reply in replies])
         return observations, self._infos([reply[1] for reply in replies])
 
@@ -85,7 +122,15 @@ class RemoteVectorEnv(VectorEnv):
             shares = [actions]
         else:
             shares = [_share(actions, start, count) for start, count in self._slices()]
-        replies = self._exchange_all([["step", share] for share in shares])
+        # A share replaced after a crash in mode NextStep is not stepped: it autoresets.
+        replies = self._exchange_all([None if i in self._autoresets else ["step", share]
+                                      for i, share in enumerate(shares)])
+        for i, reply in enumerate(replies):
+            if i in self._autoresets:
+                replies[i] = self._autoreset_reply(i)
+            elif isinstance(reply, ServerCrashed):
+                replies[i] = self._crash_reply(i)
+        self._last_observations = [reply[0] for reply in replies]
         observations = _join([reply[0] for reply in replies])
         rewards, terminations, truncations = (
             np.concatenate([reply[k] for reply in replies]) for k in (1, 2, 3))
@@ -170,18 +215,88 @@ class RemoteVectorEnv(VectorEnv):
                 f"one action per environment, a batch of shape {expected} (action_space: "
                 f"{self.action_space})")
 
-    def _exchange_all(self, requests: list[list]) -> list:
-        """Send every server its request before waiting for any, then collect replies in order."""
-        if len(self.parts) == 1:
+    def _exchange_all(self, requests: list[list | None]) -> list:
+        """Send every server its request (None: none) before waiting for any, then collect the
+        replies in order. With restarts on, a dead server's reply is its ServerCrashed."""
+        if len(self.parts) == 1 and self._replacements is None:
             return [self.parts[0].exchange(requests[0])]
-        sent = [part.send_request(request)
+        sent = [None if request is None else self._unless_crashed(part.send_request, request)
                 for part, request in zip(self.parts, requests, strict=True)]
-        return [part.receive_reply(request[0], seq)
+        return [seq if request is None or isinstance(seq, ServerCrashed)
+                else self._unless_crashed(part.receive_reply, request[0], seq)
                 for part, request, seq in zip(self.parts, requests, sent, strict=True)]
+
+    def _unless_crashed(self, function: Callable, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except ServerCrashed as exc:
+            if self._replacements is None:
+                raise
+            return exc
+
+    def _replace_part(self, index: int) -> None:
+        """The envs of server `index`, which died, made again in a new server."""
+        assert self._replacements is not None
+        dead, self.parts[index] = self.parts[index], self._replacements[index]()
+        if not self._polling:
+            self.parts[index].stop_polling()
+        self.restarts += 1
+        with contextlib.suppress(Exception):
+            dead.close()
+
+    def _crash_reply(self, index: int) -> tuple:
+        """The step result of the envs of server `index`, which died mid-step: their episodes
+        end, truncated, with info["dacbench_remote"]["crashed"]; each env then goes on as
+        the autoreset mode says, in a new server."""
+        count, last = self.counts[index], self._last_observations[index]
+        self._replace_part(index)
+        rewards = np.zeros(count, dtype=np.float64)  # SyncVectorEnv's reward dtype
+        terminated, truncated = np.zeros(count, dtype=np.bool_), np.ones(count, dtype=np.bool_)
+        every = np.ones(count, dtype=np.bool_)
+        crashed = {"dacbench_remote": {"crashed": every.copy(), "_crashed": every.copy()},
+                   "_dacbench_remote": every.copy()}  # crash_info() of each env, batched
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            observations, infos = self.parts[index].exchange(["reset", None, None])
+            final = np.empty(count, dtype=object)
+            for i, observation in enumerate(iterate(self.single_observation_space, last)):
+                final[i] = copy.deepcopy(observation)
+            return observations, rewards, terminated, truncated, {
+                **infos, "final_info": crashed, "_final_info": every.copy(),
+                "final_obs": final, "_final_obs": every.copy()}
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._autoresets[index] = self.parts[index].exchange(["reset", None, None])
+        return last, rewards, terminated, truncated, crashed
+
+    def _autoreset_reply(self, index: int) -> tuple:
+        """Mode NextStep, the step after a crash: the replaced envs' reset, as an autoreset."""
+        observations, infos = self._autoresets.pop(index)
+        count = self.counts[index]
+        return (observations, np.zeros(count, dtype=np.float64), np.zeros(count, dtype=np.bool_),
+                np.zeros(count, dtype=np.bool_), infos)
 
     def _infos(self, parts: list[dict]) -> dict:
         infos = [unpack_objects(info) for info in parts]
         return infos[0] if len(infos) == 1 else _merge_infos(infos, self.counts)
+
+
+def _option_shares(options: dict | None, num_envs: int, slices: list[tuple[int, int]]) -> list:
+    """Each server's reset options: its share of `reset_mask` (checked as gymnasium checks it),
+    everything else as given. The caller's dict is never changed."""
+    if options is None or "reset_mask" not in options or len(slices) == 1:
+        return [options] * len(slices)
+    mask = options["reset_mask"]
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
+    if mask.shape != (num_envs,):
+        raise ValueError(f"`options['reset_mask']` must have shape `({num_envs},)`, "
+                         f"got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
+    if not mask.any():
+        raise ValueError("`options['reset_mask']` must contain a boolean array with at least "
+                         f"one True value, got reset_mask={mask}")
+    # A share without True resets nothing there: the server answers with its observations.
+    return [{**options, "reset_mask": mask[start:start + count]} for start, count in slices]
 
 
 def _share(actions: Any, start: int, count: int) -> Any:
@@ -206,7 +321,9 @@ def _join(batches: list) -> Any:
 
 
 def _merge_infos(infos: list[dict], counts: list[int]) -> dict:
-    """One vector info dict from the servers' ones, filling keys a server lacks as gymnasium does."""
+    """One vector info dict from the servers' ones, exactly as one SyncVectorEnv over all envs
+    batches them: a key's array has the type of the first env that reports it (the first
+    server's), envs without the key hold that type's blank (0, or None in object arrays)."""
     keys: dict = {}
     for info in infos:
         keys.update(dict.fromkeys(info))
@@ -216,9 +333,36 @@ def _merge_infos(infos: list[dict], counts: list[int]) -> dict:
         if isinstance(present, dict):
             merged[key] = _merge_infos([info.get(key, {}) for info in infos], counts)
             continue
-        merged[key] = np.concatenate([info[key] if key in info else _blank(present, count)
-                                      for info, count in zip(infos, counts, strict=True)])
+        merged[key] = np.concatenate([
+            _into(info[key], present.dtype) if key in info else _blank(present, count)
+            for info, count in zip(infos, counts, strict=True)])
+    for key, value in merged.items():
+        mask = merged.get(f"_{key}")
+        if isinstance(value, np.ndarray) and value.dtype.kind == "O" and mask is not None:
+            value[~mask] = None  # a server that batched the key as numbers put 0 there
     return merged
+
+
+# The dtypes gymnasium's _add_info gives Python bool, int and float values.
+PYTHON_DTYPES = (np.dtype(bool), np.dtype(int), np.dtype(float))
+
+
+def _into(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """One server's batch of a key in the dtype the first server gave it (gymnasium assigns
+    each env's value into the first reporter's array: numbers are cast, objects kept)."""
+    if values.dtype == dtype:
+        return values
+    if dtype.kind != "O":
+        return values.astype(dtype, casting="unsafe")
+    items = np.empty(len(values), dtype=object)
+    for i, item in enumerate(values):
+        if values.ndim > 1:
+            items[i] = np.array(item)
+        elif values.dtype in PYTHON_DTYPES:
+            items[i] = item.item()  # batched from a Python number
+        else:
+            items[i] = item
+    return items
 
 
 def _blank(like: np.ndarray, count: int) -> np.ndarray:

@@ -52,13 +52,21 @@ class BatchedEnvs:
                          if key != "autoreset_mode"}  # an enum; the host adds its own
         self.render_mode = self.vector.render_mode
         self.spec = None
+        self._observations = None  # the last batch returned
 
     def reset(self, *, seed=None, options=None):
+        mask = (options or {}).get("reset_mask")
+        if isinstance(mask, numpy.ndarray) and mask.dtype == numpy.bool_ and not mask.any():
+            # This server's share of a partial reset names none of its envs (the host checked
+            # that the whole mask names some): they keep their observations and add no info.
+            return self._observations, {}
         obs, infos = self.vector.reset(seed=seed, options=options)
+        self._observations = obs
         return obs, pack_objects(infos)
 
     def step(self, actions):
         obs, rewards, terminations, truncations, infos = self.vector.step(actions)
+        self._observations = obs  # SyncVectorEnv's own batch (copy=False), current after each call
         return obs, rewards, terminations, truncations, pack_objects(infos)
 
     def get_attr(self, name: str) -> tuple:

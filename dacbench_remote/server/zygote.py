@@ -33,7 +33,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .._sys.procfs import die_with_parent, terminate_then_kill
+from .._sys.procfs import die_with_parent, fresh_global_rngs, terminate_then_kill
 from .._sys.sockets import remove_socket_files
 from ..wire.replies import error_reply
 from .serve import serve
@@ -185,6 +185,7 @@ def _become_server(listener, conn, child_socket: str, run) -> None:
     try:
         # SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets.
         die_with_parent(signal.SIGTERM)
+        fresh_global_rngs()  # not the zygote's RNG state, which every sibling shares
         listener.close()
         if conn is not None:
             conn.close()

@@ -16,7 +16,7 @@ from .executors import Executor, RunContext, prefetch_images
 from .spec import SlurmOptions
 from .sweepdir import SweepDir
 from .trial import CANCELLED, Trial, TrialOutcome
-from .trial_runner import run_trial
+from .trial_runner import record_retry, recorded_retries, run_trial
 
 CACHE_ENV = "DACBENCH_REMOTE_CACHE"
 
@@ -91,22 +91,44 @@ class SlurmExecutor(Executor):
         self._refuse_if_running(ctx.layout)
         with _cache_dir(self.options.cache_dir):
             trials = prefetch_images(trials)
-            folder = Path(self.options.folder or ctx.layout.slurm_folder)
-            executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-            executor.update_parameters(**self.parameters(trials, ctx.sweep_name))
-            jobs = executor.map_array(
-                slurm_task, [t.to_dict() for t in trials], [str(ctx.layout.path)] * len(trials),
-                [ctx.run_id] * len(trials), [ctx.sweep_name] * len(trials))
-        array_id = jobs[0].job_id.split("_")[0]
-        ctx.layout.add_job_id(array_id)
-        ctx.on_job(array_id)
-        try:
-            return self._wait(trials, jobs, array_id, ctx)
-        except BaseException:
-            ctx.cancel_event.set()
-            scancel([array_id])
-            _wait_until_gone(array_id, timeout=60.0)
-            raise
+        outcomes: list[TrialOutcome] = []
+        while trials:
+            with _cache_dir(self.options.cache_dir):
+                folder = Path(self.options.folder or ctx.layout.slurm_folder)
+                executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+                executor.update_parameters(**self.parameters(trials, ctx.sweep_name))
+                jobs = executor.map_array(
+                    slurm_task, [t.to_dict() for t in trials],
+                    [str(ctx.layout.path)] * len(trials), [ctx.run_id] * len(trials),
+                    [ctx.sweep_name] * len(trials))
+            array_id = jobs[0].job_id.split("_")[0]
+            ctx.layout.add_job_id(array_id)
+            ctx.on_job(array_id)
+            try:
+                done, lost = self._wait(trials, jobs, array_id, ctx)
+            except BaseException:
+                ctx.cancel_event.set()
+                scancel([array_id])
+                _wait_until_gone(array_id, timeout=60.0)
+                raise
+            outcomes += done
+            trials = self._retry_lost(lost, ctx)
+        return outcomes
+
+    def _retry_lost(self, lost: list[tuple[Trial, TrialOutcome]],
+                    ctx: RunContext) -> list[Trial]:
+        """Trials whose task ended without an outcome (its node died, say), to submit again
+        while they have retries left (each recorded); the others are reported as such."""
+        again = []
+        for trial, outcome in lost:
+            trial_dir = ctx.layout.trial_dir(trial.id)
+            if len(recorded_retries(trial_dir, ctx.run_id)) < trial.retries:
+                trial_dir.mkdir(parents=True, exist_ok=True)
+                record_retry(trial_dir, outcome)
+                again.append(trial)
+            else:
+                ctx.on_outcome(outcome)
+        return again
 
     def _refuse_if_running(self, layout: SweepDir) -> None:
         """Two arrays working on the same trial directories would corrupt each other."""
@@ -119,11 +141,15 @@ class SlurmExecutor(Executor):
                     f"`dacbench-remote sweep cancel {layout.path}`"
                 )
 
-    def _wait(self, trials: list[Trial], jobs: list, array_id: str,
-              ctx: RunContext) -> list[TrialOutcome]:
-        """Collect the outcomes the tasks record; `jobs[i]` is the submitit job of `trials[i]`."""
+    def _wait(self, trials: list[Trial], jobs: list, array_id: str, ctx: RunContext
+              ) -> tuple[list[TrialOutcome], list[tuple[Trial, TrialOutcome]]]:
+        """Collect the outcomes the tasks record (passed on as they come); `jobs[i]` is the
+        submitit job of `trials[i]`. Returns them, and the trials whose tasks ended without
+        one, each with the outcome that says so (not passed on)."""
         remaining = {t.id: job for t, job in zip(trials, jobs, strict=True)}
+        by_id = {t.id: t for t in trials}
         outcomes: list[TrialOutcome] = []
+        lost: list[tuple[Trial, TrialOutcome]] = []
         next_check = time.monotonic() + 5.0
         job_gone_since: float | None = None
         while remaining:
@@ -148,11 +174,10 @@ class SlurmExecutor(Executor):
                         outcome = TrialOutcome(trial_id, CANCELLED, ctx.run_id, error=(
                             f"Slurm task {job.job_id} ended without recording an outcome; "
                             f"see {job.paths.stderr}"))
-                        outcomes.append(outcome)
-                        ctx.on_outcome(outcome)
+                        lost.append((by_id[trial_id], outcome))
                     break
             time.sleep(self.options.poll_interval)
-        return outcomes
+        return outcomes, lost
 
 
 def _wait_until_gone(job_id: str, timeout: float) -> None:

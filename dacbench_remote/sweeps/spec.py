@@ -31,12 +31,13 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
 _HMS = re.compile(r"^\s*(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?\s*$")
 _UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
-_TOP_KEYS = {"name", "dir", "episodes", "time_limit", "grid", "trials", "runtime", "executor"}
+_TOP_KEYS = {"name", "dir", "episodes", "time_limit", "retries", "grid", "trials", "runtime",
+             "executor"}
 _GRID_KEYS = {"benchmarks", "agents", "seeds"}
 _BENCH_KEYS = {"benchmark", "experiment", "experiments", "config", "kwargs", "vary",
-               "vary_kwargs", "episodes", "time_limit", "image"}
+               "vary_kwargs", "episodes", "time_limit", "retries", "image"}
 _TRIAL_KEYS = {"benchmark", "experiment", "config", "kwargs", "agent", "seed", "seeds",
-               "episodes", "time_limit", "image"}
+               "episodes", "time_limit", "retries", "image"}
 _RUNTIME_KEYS = {"kind", "image", "python", "binds", "env", "gpu", "startup_timeout",
                  "call_timeout"}
 _EXECUTOR_KEYS = {"kind", "local", "slurm"}
@@ -130,9 +131,11 @@ def parse_spec(text: str, path: str | Path = "sweep.toml") -> SweepSpec:
     sweep_dir = _resolve(base, _string(data, "dir", where) or name)
     episodes = _positive_int(data.get("episodes", 1), where, "episodes")
     time_limit = _duration(data.get("time_limit", DEFAULT_TIME_LIMIT), where, "time_limit")
+    retries = _count(data.get("retries", 0), where, "retries")
     runtime = _runtime(data.get("runtime", {}), where, base)
     executor = _executor(data.get("executor", {}), where, base)
-    defaults = {"episodes": episodes, "time_limit": time_limit, "runtime": runtime}
+    defaults = {"episodes": episodes, "time_limit": time_limit, "retries": retries,
+                "runtime": runtime}
 
     trials: list[Trial] = []
     if "grid" in data:
@@ -243,6 +246,7 @@ def _benchmark_fields(entry: dict, where: _Where, key: str, base: Path, defaults
                                   f"{key}.episodes"),
         "time_limit": _duration(entry.get("time_limit", defaults["time_limit"]), where,
                                 f"{key}.time_limit"),
+        "retries": _count(entry.get("retries", defaults["retries"]), where, f"{key}.retries"),
         "runtime": runtime,
     }
 
@@ -409,6 +413,13 @@ def _int(value: Any, where: _Where, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise where.error(key, f"must be an integer, got {value!r}")
     return value
+
+
+def _count(value: Any, where: _Where, key: str) -> int:
+    number = _int(value, where, key)
+    if number < 0:
+        raise where.error(key, f"must be 0 or more, got {number}")
+    return number
 
 
 def _positive_int(value: Any, where: _Where, key: str) -> int:

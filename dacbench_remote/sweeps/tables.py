@@ -22,7 +22,7 @@ RESULT_COLUMNS = [
 ]
 TRIAL_COLUMNS = [
     "trial_id", "benchmark", "experiment", "config", "kwargs", "agent", "seed", "episodes",
-    "status", "run_id", "mean_return", "wall_time", "host", "error",
+    "status", "run_id", "mean_return", "wall_time", "host", "retries", "error",
 ]
 PENDING = "pending"
 
@@ -52,7 +52,7 @@ def trial_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
         if outcome is not None:
             row.update(status=outcome.status, run_id=outcome.run_id,
                        mean_return=outcome.mean_return, wall_time=round(outcome.wall_time, 3),
-                       host=outcome.host, error=outcome.error)
+                       host=outcome.host, retries=len(outcome.retries), error=outcome.error)
         rows.append(row)
     return rows
 

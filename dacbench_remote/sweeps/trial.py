@@ -42,6 +42,7 @@ class Trial:
     kwargs: dict = field(default_factory=dict)
     time_limit: float = 3600.0
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    retries: int = 0  # attempts more when the server (or node) died; not for the env's errors
 
     def id_params(self) -> dict:
         """What defines this trial's results, and so its id."""
@@ -103,6 +104,7 @@ class TrialOutcome:
     finished: float = 0.0
     host: str = ""
     exit_code: int | None = None
+    retries: list[dict] = field(default_factory=list)  # the attempts before, and why they ended
 
     @property
     def wall_time(self) -> float:

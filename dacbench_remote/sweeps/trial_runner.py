@@ -28,6 +28,7 @@ from .._sys.procfs import (
 )
 from .._sys.sockets import is_socket_id, remove_socket_files, socket_dir
 from ..errors import ZygoteError
+from ..host.servers import holds_lifeline
 from ..runtimes.base import SERVER_MODULE
 from .sweepdir import SweepDir, read_json, read_jsonl
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
@@ -59,7 +60,9 @@ def run_trial(
 
     A trial that already has a done.json is not run again; its recorded outcome is returned.
     With a `worker_host` (sweeps.warm.WorkerHost) the worker process is forked from it instead
-    of started afresh.
+    of started afresh. An attempt whose server died (ServerCrashed: killed, segfault, out of
+    memory) is run again while the trial has `retries` left in this sweep run; an exception
+    of the env or agent is not. Each retry is recorded (RETRIES_FILE, the outcome's `retries`).
     """
     if isinstance(trial, dict):
         trial = Trial.from_dict(trial)
@@ -69,6 +72,57 @@ def run_trial(
         return recorded
     trial_dir = layout.trial_dir(trial.id)
     trial_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        outcome = _attempt(trial, trial_dir, run_id, sweep_name, cancel_event, kill_grace,
+                           zygote, zygote_pid, worker_host)
+        retried = len(recorded_retries(trial_dir, run_id))
+        if outcome.status != FAILED or retried >= trial.retries or not server_died(trial_dir):
+            break
+        record_retry(trial_dir, outcome)
+        print(f"warning: trial {trial.id} lost its server ({outcome.error.splitlines()[0]}); "
+              f"retry {retried + 1} of {trial.retries}", file=sys.stderr)
+    outcome.retries = recorded_retries(trial_dir, run_id)
+    if outcome.status != CANCELLED:
+        atomic_write_json(layout.done_file(trial.id),
+                          {**outcome.to_dict(), "trial": trial.to_dict()})
+    return outcome
+
+
+# What a worker's error.json names when its server died (killed, segfault, out of memory):
+# the trial is run again if it has retries left. The env's own exceptions (RemoteError) are not.
+SERVER_DEATHS = ("ServerCrashed",)
+
+
+RETRIES_FILE = "retries.json"  # this trial's attempts that a dead server or node ended
+
+
+def recorded_retries(trial_dir: Path, run_id: str) -> list[dict]:
+    """The attempts of sweep run `run_id` that ended because the server or node died."""
+    entries = read_json(trial_dir / RETRIES_FILE)
+    return [e for e in entries if e.get("run_id") == run_id] if isinstance(entries, list) else []
+
+
+def record_retry(trial_dir: Path, outcome: TrialOutcome) -> None:
+    """Record an attempt that is run again (`outcome` says how it ended)."""
+    entries = read_json(trial_dir / RETRIES_FILE)
+    entries = entries if isinstance(entries, list) else []
+    attempt = len([e for e in entries if e.get("run_id") == outcome.run_id]) + 1
+    entries.append({"run_id": outcome.run_id, "attempt": attempt, "error": outcome.error,
+                    "exit_code": outcome.exit_code, "started": outcome.started,
+                    "finished": outcome.finished, "host": outcome.host})
+    atomic_write_json(trial_dir / RETRIES_FILE, entries)
+
+
+def server_died(trial_dir: Path) -> bool:
+    """True when the trial's last attempt failed because its server died."""
+    error = read_json(trial_dir / "error.json")
+    return isinstance(error, dict) and error.get("type") in SERVER_DEATHS
+
+
+def _attempt(trial: Trial, trial_dir: Path, run_id: str, sweep_name: str,
+             cancel_event: threading.Event | None, kill_grace: float, zygote: str | None,
+             zygote_pid: int | None, worker_host) -> TrialOutcome:
+    """One run of the trial's worker to its outcome (not recorded yet)."""
     for name in _ATTEMPT_FILES:
         (trial_dir / name).unlink(missing_ok=True)
     atomic_write_json(trial_dir / "trial.json", trial.to_dict(), durable=False)  # rewritten
@@ -96,6 +150,7 @@ def run_trial(
     # Whatever outlived the worker (a server it could not stop) goes too, with its sockets.
     stop_records([r for r in watch.records if r.pid != worker.pid], grace=kill_grace)
     watch.remove_sockets()
+    watch.clear()
 
     outcome = TrialOutcome(trial.id, FAILED, run_id, started=started, finished=time.time(),
                            host=hostname(), exit_code=worker.returncode)
@@ -110,8 +165,6 @@ def run_trial(
         outcome.status = CANCELLED
         outcome.error = ("the trial was stopped before it finished (cancel, Ctrl-C, scancel or "
                          "preemption); it runs again when the sweep is resumed")
-        watch.clear()
-        return outcome
     elif worker.returncode == 0 and len(rows) == trial.episodes:
         outcome.status = DONE
         outcome.episodes = len(rows)
@@ -121,8 +174,6 @@ def run_trial(
                          "episodes")
     else:
         outcome.error = _failure_message(trial_dir, worker.returncode)
-    atomic_write_json(layout.done_file(trial.id), {**outcome.to_dict(), "trial": trial.to_dict()})
-    watch.clear()
     return outcome
 
 
@@ -144,9 +195,11 @@ class _Watch:
         fresh = [r for r in tree(self.worker.pid) if r not in known]
         for record in fresh:
             self.sockets.update(_socket_arguments(record.pid))
-        # A warm trial's server is the zygote's child (one trial per zygote at a time); its
-        # argv is the zygote's, and the zygote removes a killed child's sockets.
-        fresh += [r for r in forked_children(self.zygote_pid) if r not in known]
+        # A warm trial's server is the zygote's child whose lifeline the worker holds (the
+        # zygote's other child is the spare server forked ahead for the next trial: not ours to
+        # stop); its argv is the zygote's, and the zygote removes a killed child's sockets.
+        fresh += [r for r in forked_children(self.zygote_pid)
+                  if r not in known and holds_lifeline(self.worker.pid, r.pid)]
         if fresh or not self.path.exists():
             self.records += fresh
             atomic_write_json(self.path, {**self.header, "sockets": sorted(self.sockets),

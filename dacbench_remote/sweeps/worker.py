@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from .._sys.files import atomic_write_json, atomic_write_text
-from .._sys.procfs import die_with_parent, hostname
+from .._sys.procfs import die_with_parent, fresh_global_rngs, hostname
 from ..host import agents, runner  # noqa: F401 - what every trial imports, imported once
 from ..host.runner import RemoteRunner
 from ..wire.replies import error_payload
@@ -130,6 +130,7 @@ def _hosted_worker(request: dict, host_pid: int) -> int:
         die_with_parent()
         if os.getppid() != host_pid:
             return 3  # the host died before we could ask to die with it
+        fresh_global_rngs()  # as a worker started afresh: not the host's RNG state
         trial_dir = Path(request["trial_dir"])
         log = os.open(trial_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)

@@ -69,17 +69,22 @@ def _prune(directory: Path, stem: str, keep: str) -> None:
             path.unlink(missing_ok=True)
 
 
+# The builder of the test images, named: the one that made the catalog's pins (which
+# test_packaged_pins checks against these images), also where Apptainer is installed.
+TEST_IMAGE_BUILDER = "native"
+NATIVE_BUILDER_NAME = "dacbench-remote"  # what BuildResult.builder says for it
+
+
 def build_recipe_image(recipe: Path) -> dict:
     """Build record of `recipe`'s image: path, sha256, size, phases (s), %test output, built_now.
 
-    Built once per key; concurrent sessions (or developers) wait for one build instead of racing.
+    Built once per key with our native builder; concurrent sessions (or developers) wait for
+    one build instead of racing.
     """
-    from dacbench_remote._sys.apptainer import apptainer_available
     from dacbench_remote.images import build, native
 
-    if not apptainer_available():
-        need_tools(*native.missing_tools())
-        need_root(f"building {recipe.name} with the native builder (mmdebstrap as root)")
+    need_tools(*native.missing_tools())
+    need_root(f"building {recipe.name} with the native builder (mmdebstrap as root)")
     directory = image_cache_dir()
     _make_world_readable_dirs(directory)
     key = image_key(recipe)
@@ -87,15 +92,15 @@ def build_recipe_image(recipe: Path) -> dict:
     record_path = directory / f"{recipe.stem}-{key}.json"
     with open(directory / f".{recipe.stem}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if image.is_file() and record_path.is_file():
-            record = json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if image.is_file() and record.get("builder") == NATIVE_BUILDER_NAME:
             os.utime(image)
             return {**record, "built_now": False}
         messages: list[str] = []
         lists_before = host_apt_lists()
         started = time.monotonic()
         result = build.build_image(recipe, image, context=REPO, progress=messages.append,
-                                   workdir=Path("/var/tmp"))
+                                   workdir=Path("/var/tmp"), builder=TEST_IMAGE_BUILDER)
         image.chmod(0o644)
         record = {
             "path": str(result.path), "sha256": result.sha256, "size": result.size,

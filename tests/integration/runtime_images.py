@@ -201,6 +201,7 @@ def build_standin_image() -> Path:
     key = _digest(base.name, STANDIN_SERVER, RUNSCRIPT, ENV_SCRIPT, DEFFILE, _package_sources())
     image = SHARED_DIR / f"standin-{key}.sif"
     if image.exists():
+        os.utime(image)  # in use: other checkouts' runs prune only images unused for a day
         return image
     with _locked(SHARED_DIR / "standin.lock"):
         if image.exists():
@@ -220,8 +221,12 @@ def build_standin_image() -> Path:
             subprocess.run(["mksquashfs", str(root), str(squashfs), "-noappend", "-quiet",
                             "-no-progress", "-comp", "zstd", "-Xcompression-level", "3"],
                            check=True, stdout=subprocess.DEVNULL)
+            # Other keys' images may belong to another checkout's run going on now: remove
+            # only those unused for a day.
+            cutoff = time.time() - 24 * 3600
             for stale in SHARED_DIR.glob("standin-*.sif"):
-                stale.unlink()
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink(missing_ok=True)
             write_sif(image, deffile=DEFFILE.encode(), squashfs_path=squashfs,
                       labels={"org.dacbench-remote.test-image": "standin"})
         os.chmod(image, 0o644)

@@ -72,6 +72,76 @@ def make_server_killing_env():
     return ServerKillingEnv()
 
 
+def _record_global_draws(path: str, who: str) -> None:
+    """Append '<who> <numpy draw> <random draw> <pid>': unseeded draws from the global RNGs."""
+    import random
+
+    import numpy as np
+
+    line = f"{who} {np.random.random()!r} {random.random()!r} {os.getpid()}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def global_draws_agent(env, seed):
+    """A seeded random agent that first draws, unseeded, from the worker's global RNGs."""
+    _record_global_draws(os.environ[COUNTER_ENV], "agent")
+    return RandomAgent(env, seed)
+
+
+def make_global_draws_env(record: str):
+    """CartPole, built after an unseeded draw from the server's global RNGs (recorded in
+    `record`): no seed reaches them before the env is built."""
+    import gymnasium
+
+    _record_global_draws(record, "env")
+    return gymnasium.make("CartPole-v1")
+
+
+def global_draws(path: Path) -> dict[str, list[tuple[float, float, int]]]:
+    """The draws recorded in `path`, by who drew them: (numpy draw, random draw, pid) each."""
+    found: dict[str, list[tuple[float, float, int]]] = {}
+    for line in path.read_text().splitlines():
+        who, numpy_draw, random_draw, pid = line.split()
+        found.setdefault(who, []).append((float(numpy_draw), float(random_draw), int(pid)))
+    return found
+
+
+def server_killing_agent(env, seed):
+    """SIGKILLs its env's server (local runtime: a real pid) the first time any trial makes
+    it, as the OOM killer would; the marker file next to $DACBR_TEST_COUNTER says it happened.
+    Every creation is counted in the counter file."""
+    counter = Path(os.environ[COUNTER_ENV])
+    with open(counter, "a") as handle:
+        handle.write(f"{os.environ.get('DACBR_SWEEP_TRIAL', '?')}\n")
+    marker = counter.with_suffix(".server-killed")
+    if not marker.exists():
+        marker.write_text(str(env.connection.server_facts["pid"]))
+        os.kill(env.connection.server_facts["pid"], signal.SIGKILL)
+    return RandomAgent(env, seed)
+
+
+def supervisor_killing_agent_once(env, seed):
+    """supervisor_killing_agent the first time (marker next to $DACBR_TEST_COUNTER), then a
+    random agent: a node that died once."""
+    marker = Path(os.environ[COUNTER_ENV]).with_suffix(".task-killed")
+    if marker.exists():
+        return RandomAgent(env, seed)
+    marker.write_text("killed")
+    return supervisor_killing_agent(env, seed)
+
+
+def server_socket_agent(env, seed):
+    """Records the name of its server's control socket in $DACBR_TEST_COUNTER, then acts
+    slowly enough ($DACBR_TEST_ACT_DELAY) that its supervisor looks at the processes."""
+    with open(os.environ[COUNTER_ENV], "a") as handle:
+        handle.write(f"{Path(env.connection.socket_path).name}\n")
+    return _SlowRandomAgent(env, seed, float(os.environ.get(ACT_DELAY_ENV, "0")))
+
+
 # A module global that a trial's agent changes: a warm trial's worker, forked from a host that
 # never ran a trial, must always find it untouched.
 AGENTS_MADE = [0]

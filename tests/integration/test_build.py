@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from dacbench_remote._sys.apptainer import apptainer_available
 from dacbench_remote.errors import BuildError
 from dacbench_remote.images import layout, native
 from dacbench_remote.images.build import build_image
 from dacbench_remote.images.sif import SifImage, check_runnable, host_arch, inspect_metadata
 from tests.needs import need_fuse, need_tools
 
-from ..conftest import run_as
-from .conftest import BASE_RECIPE, REPO, host_apt_lists
+from ..conftest import IMAGE_TIMEOUT, run_as
+from .conftest import BASE_RECIPE, NATIVE_BUILDER_NAME, REPO, host_apt_lists
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]  # builds images
 
 
 def test_base_image_build_is_recorded(base_image_info: dict, record_property):
@@ -34,9 +33,9 @@ def test_base_image_build_is_recorded(base_image_info: dict, record_property):
           f"{base_image_info['builder']}; phases (s): "
           + ", ".join(f"{k} {v:.1f}" for k, v in base_image_info["phases"].items()))
     assert Path(base_image_info["path"]).stat().st_size == base_image_info["size"]
-    if base_image_info["builder"] == "dacbench-remote":
-        assert list(base_image_info["phases"]) == [
-            "bootstrap", "files", "post", "metadata", "test", "squashfs", "cleanup", "sif"]
+    assert base_image_info["builder"] == NATIVE_BUILDER_NAME  # named, even beside Apptainer
+    assert list(base_image_info["phases"]) == [
+        "bootstrap", "files", "post", "metadata", "test", "squashfs", "cleanup", "sif"]
 
 
 def test_root_mode_build_left_the_hosts_apt_lists_alone(base_image_info: dict):
@@ -45,11 +44,7 @@ def test_root_mode_build_left_the_hosts_apt_lists_alone(base_image_info: dict):
 
 
 def test_recipe_test_section_passed_inside(base_image_info: dict):
-    if base_image_info["builder"] == "dacbench-remote":
-        output = "\n".join(base_image_info["test_output"])
-    else:  # Apptainer's builds keep no %test output: run the section again
-        output = subprocess.run([base_image_info["builder"], "test", base_image_info["path"]],
-                                capture_output=True, text=True, check=True).stdout
+    output = "\n".join(base_image_info["test_output"])
     for benchmark in ("FunctionApproximationBenchmark", "LubyBenchmark", "ToySGDBenchmark"):
         assert f"{benchmark}: one step ok" in output
 
@@ -194,13 +189,28 @@ def test_failing_post_names_the_phase_and_leaves_nothing(tmp_path: Path, base_im
 
 def _need_rootless_build(user: str) -> None:
     """The native builder's tools, newuidmap, and a subuid range (useradd gives one)."""
-    if not apptainer_available():
-        need_tools(*native.missing_tools())
+    need_tools(*native.missing_tools())
     need_tools("newuidmap")
     subuids = Path("/etc/subuid").read_text() if Path("/etc/subuid").exists() else ""
     if not any(line.startswith(f"{user}:") for line in subuids.splitlines()):
         pytest.fail(f"{user} has no /etc/subuid range (needed for unshare mode); Debian's "
                     "useradd gives new users one", pytrace=False)
+
+
+# `python -m dacbench_remote ARGS`, its image cache building with the native builder.
+NATIVE_CLI = """
+import sys
+from dacbench_remote.images import build, cache
+
+def native_builder(recipe, output, progress):
+    report = (lambda message: print(message, file=sys.stderr, flush=True)) if progress else None
+    return build.build_image(recipe, output, progress=report, context=cache.BUILD_CONTEXT,
+                             builder="native").sha256
+
+cache.default_builder = native_builder
+from dacbench_remote.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 MINIMAL_RECIPE = """\
@@ -285,9 +295,11 @@ def test_unprivileged_user_builds_the_packaged_base_image(unprivileged_user: str
 
         def as_user(*argv: str) -> subprocess.CompletedProcess:
             # runuser resets HOME; a restrictive umask must not keep the subuid from the stage.
+            # The builder under test is named: the native one, even where `pull --build` would
+            # pick Apptainer.
             return run_as(unprivileged_user, ["sh", "-c", 'umask 077; exec "$@"', "sh", "env",
-                                              f"HOME={home}", user_python, "-m",
-                                              "dacbench_remote", *argv], env=environ)
+                                              f"HOME={home}", user_python, "-c", NATIVE_CLI,
+                                              *argv], env=environ)
 
         pulled = as_user("pull", "Luby", "--build")
         assert pulled.returncode == 0, pulled.stdout + pulled.stderr[-5000:]

@@ -14,8 +14,10 @@ import pytest
 from dacbench_remote.images.catalog import Catalog
 from dacbench_remote.images.manifest import MANIFEST_NAME
 from dacbench_remote.images.sif import SifImage
+from tests.conftest import IMAGE_TIMEOUT
+from tests.integration.conftest import NATIVE_BUILDER_NAME
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]  # builds images
 
 # The versions the suite builds (dacbench-sgd needs torch and torchvision, not reachable here).
 PINNED = [("Luby", "exp:0.01"), ("Luby", "exp:dacbench-0.3.0"), ("CMAES", "exp:0.01"),
@@ -29,6 +31,8 @@ def test_the_recipe_reproduces_the_packaged_pin(benchmark: str, experiment: str,
     assert resolved.sha256 and resolved.inputs, (
         f"{resolved.catalog_file}: {experiment} pins no sha256/inputs; run scripts/pin_catalog.py")
     built = recipe_image_info(Path(resolved.recipe).stem)
+    # The pins are made by our native builder (scripts/pin_catalog.py); checked with it, named.
+    assert built["builder"] == NATIVE_BUILDER_NAME, built["builder"]
     manifest = SifImage.open(built["path"]).json_object(MANIFEST_NAME)
     hint = "run `python scripts/pin_catalog.py` as root and commit the catalog"
     assert manifest["inputs_sha256"] == resolved.inputs, (

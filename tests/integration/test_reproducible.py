@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote._sys.files import sha256_file
-from dacbench_remote.images.cache import BUILT_LOCALLY, ImageCache, default_builder
+from dacbench_remote.images.build import build_image
+from dacbench_remote.images.cache import BUILD_CONTEXT, BUILT_LOCALLY, ImageCache
 from dacbench_remote.images.catalog import Catalog
 from dacbench_remote.images.layout import build_date
 from dacbench_remote.images.manifest import MANIFEST_NAME, package_versions
 from dacbench_remote.images.sif import SifImage
+from tests.conftest import IMAGE_TIMEOUT
 
 from .conftest import BASE_RECIPE, REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]  # builds images
 
 ALTERED_LINE = "    echo 'an altered recipe' > /opt/dacbench-remote/ALTERED\n"
 
@@ -74,7 +76,12 @@ def test_a_second_build_of_the_base_recipe_reproduces_the_pin(base_image_info: d
                            inputs=inputs, sources=[])
     resolved = Catalog.load([catalog_dir]).resolve("ReproBase")
     monkeypatch.setenv("TMPDIR", "/var/tmp")
-    cache = ImageCache(tmp_path / "cache", builder=default_builder)
+
+    def native_builder(recipe: Path, output: Path, progress: bool) -> str:
+        # The builder that made the pin, named: `auto` would pick Apptainer where installed.
+        return build_image(recipe, output, context=BUILD_CONTEXT, builder="native").sha256
+
+    cache = ImageCache(tmp_path / "cache", builder=native_builder)
     path = cache.fetch(resolved, build=True, progress=False)
 
     assert sha256_file(path) == base_image_info["sha256"]

@@ -85,14 +85,22 @@ def test_roadmap_example_runs_in_a_container_by_default(
                                  f"{done.stderr[-3000:]}"
     with open(out, "rb") as handle:
         facts = pickle.load(handle)
-    assert facts["runtime"] == "bwrap"  # a container, chosen by default (no Apptainer here)
+    # A container, the one `auto` picks for this user: Apptainer where installed, else bwrap.
+    picked = run_as(unprivileged_user, ["env", "-i", f"HOME={home}",
+                                        "PATH=/usr/local/bin:/usr/bin:/bin", user_python_dacbench,
+                                        "-c", "from dacbench_remote.runtimes import "
+                                        "auto_runtime_name; print(auto_runtime_name())"],
+                    cwd=str(home))
+    assert picked.returncode == 0, picked.stderr
+    assert facts["runtime"] == picked.stdout.strip() and facts["runtime"] in ("apptainer",
+                                                                             "bwrap")
     expected = in_process(name)
     assert len(facts["seen"]) == len(expected) > 20
     assert_identical(expected, facts["seen"], path=name)
     records = facts["records"]
     assert len(records) == 10
     assert {(r["runtime"], r["experiment"], r["image_sha256"]) for r in records} == {
-        ("bwrap", "exp:0.01", published["sha256"])}
+        (facts["runtime"], "exp:0.01", published["sha256"])}
     assert (home / "results" / "results.jsonl").is_file()
     cached = list((home / ".cache" / "dacbench-remote").rglob("test-published-0.01.sif"))
     assert len(cached) == 1 and cached[0].stat().st_uid == os.stat(home).st_uid

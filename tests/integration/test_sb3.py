@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +78,18 @@ def test_render_tiles_the_frames_like_dummy_vec_env():
 def test_ppo_learns_on_remote_cartpole():
     out = run_check("check_ppo_training")
     assert "trained" in out
+
+
+def test_ppo_learns_through_a_killed_server_with_restart_crashed():
+    out = run_check("check_ppo_survives_a_killed_server")
+    assert "survived" in out
+    print(out)
+
+
+def test_a_killed_server_without_restart_crashed_stops_ppo_with_server_crashed():
+    out = run_check("check_killed_server_stops_ppo")
+    assert "ServerCrashed raised" in out
+    print(out)  # the time from the kill to the exception, measured, not asserted
 
 
 def test_get_attr_set_attr_env_method_with_indices():
@@ -298,6 +312,78 @@ def check_ppo_training() -> None:
         assert actions.shape == (2,)
         envs.close()
     print("trained", model.num_timesteps, len(model.ep_info_buffer))
+
+
+def _kill_when(model, runner, timesteps: int, killed: list) -> threading.Thread:
+    """A helper thread: SIGKILL the server of `runner` once `model` has taken `timesteps`."""
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while model.num_timesteps < timesteps and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(runner.connection.server_facts["pid"], signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _ppo(envs):
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", envs, n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu")
+
+
+def check_ppo_survives_a_killed_server() -> None:
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from dacbench_remote import to_sb3
+
+    class CountCrashes(BaseCallback):
+        crashed = 0
+
+        def _on_step(self) -> bool:
+            self.crashed += sum(bool(info.get("dacbench_remote", {}).get("crashed"))
+                                for info in self.locals["infos"])
+            return True
+
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        vector = runner.get_vector_environment(4, autoreset_mode="SameStep", servers=2,
+                                               restart_crashed=True)
+        envs = VecMonitor(to_sb3(vector))
+        model, killed, counter = _ppo(envs), [], CountCrashes()
+        watcher = _kill_when(model, vector.extra_runners[0], 700, killed)
+        model.learn(2048, callback=counter)
+        watcher.join()
+        assert killed, "the helper thread never killed the server"
+        assert model.num_timesteps >= 2048, model.num_timesteps
+        assert vector.restarts == 1 and vector.extra_runners[0].restarts == 1
+        assert counter.crashed == 2  # the two envs of the killed server, once each
+        envs.close()
+    print("survived", model.num_timesteps, "timesteps;", vector.restarts, "restart;",
+          counter.crashed, "episodes ended by the crash")
+
+
+def check_killed_server_stops_ppo() -> None:
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from dacbench_remote import ServerCrashed, to_sb3
+
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        vector = runner.get_vector_environment(4, autoreset_mode="SameStep", servers=2)
+        model, killed = _ppo(VecMonitor(to_sb3(vector))), []
+        watcher = _kill_when(model, vector.extra_runners[0], 300, killed)
+        try:
+            model.learn(100_000)
+        except ServerCrashed:
+            raised = time.monotonic()
+        else:
+            raise AssertionError("learn() finished although a server was killed")
+        watcher.join()
+        vector.close()
+    print(f"ServerCrashed raised {raised - killed[0]:.3f} s after the kill, at "
+          f"{model.num_timesteps} timesteps")
 
 
 def with_raises(error: type, text: str, function: Callable, *args, **kwargs) -> Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -264,3 +265,118 @@ def test_ctrl_c_or_sigterm_on_the_driver_stops_its_trials(tmp_path: Path, sweep_
     assert "KeyboardInterrupt" in driver.stdout.read()
     assert wait_gone([p for p in [server, *workers] if p is not None], timeout=10)
     assert not list(layout.path.glob("trials/*/done.json"))
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "fresh"])
+def test_retries_run_a_trial_again_when_its_server_died_but_not_when_the_env_raised(
+        tmp_path: Path, sweep_env, warm: bool):
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "retries"
+        episodes = 2
+        time_limit = 120
+        retries = 1
+        [runtime]
+        kind = "local"
+        [executor.local]
+        warm = {str(warm).lower()}
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["{HELPERS}:server_killing_agent"]
+        seeds = [0, 1]
+        [[trials]]
+        benchmark = "{HELPERS}:make_failing_env"
+        agent = "random"
+    """)
+    spec = load_spec(spec_path)
+    killed, other, failing = spec.trials
+    assert {t.retries for t in spec.trials} == {1}
+
+    result = run_sweep(spec_path, workers=1)
+
+    outcomes = {o.trial_id: o for o in result.outcomes}
+    assert [outcomes[t.id].status for t in spec.trials] == ["done", "done", "failed"]
+    # The first trial's server was SIGKILLed: recorded, and run again to the end.
+    [retry] = outcomes[killed.id].retries
+    assert retry["attempt"] == 1 and retry["error"].startswith("ServerCrashed: "), retry
+    assert retry["run_id"] == result.run_id
+    created = Path(sweep_env["DACBR_TEST_COUNTER"]).read_text().split()
+    assert Counter(created) == {killed.id: 2, other.id: 1}
+    layout = SweepDir(spec.dir)
+    assert read_json(layout.done_file(killed.id))["retries"] == [retry]
+    # The env's own exception is not retried.
+    assert outcomes[other.id].retries == [] and outcomes[failing.id].retries == []
+    assert "benchmark exploded on purpose" in outcomes[failing.id].error
+    with open(layout.trials_csv, newline="") as handle:
+        assert [row["retries"] for row in csv.DictReader(handle)] == ["1", "0", "0"]
+    rows = read_results_csv(layout.results_csv)
+    assert sorted((r["trial_id"], r["episode"]) for r in rows) == sorted(
+        (t.id, e) for t in (killed, other) for e in (0, 1))
+
+
+def test_retries_must_be_a_count(tmp_path: Path):
+    from dacbench_remote.errors import BadConfig
+
+    for value, problem in [("-1", "must be 0 or more"), ('"2"', "must be an integer")]:
+        spec_path = write_spec(tmp_path / "sweep.toml", f"""
+            name = "bad-retries"
+            retries = {value}
+            [grid]
+            benchmarks = ["gymnasium:CartPole-v1"]
+            agents = ["random"]
+            seeds = [0]
+        """)
+        with pytest.raises(BadConfig, match=f"sweep.toml: retries: {problem}"):
+            load_spec(spec_path)
+
+
+def test_luby_sweep_returns_equal_in_process_run_episode(tmp_path: Path, sweep_env, base_image):
+    """The sweep's results.csv against DACBench's Luby in this process: `run_episode` with the
+    agent spec "random" and the trial's seeds, the global RNGs seeded as the server documents."""
+    import random
+
+    import gymnasium
+    import numpy as np
+
+    from dacbench_remote.host.agents import make_agent
+    from dacbench_remote.host.runner import run_episode
+    from tests.needs import need_module
+
+    benchmarks = need_module("dacbench.benchmarks")
+
+    class GlobalSeeding(gymnasium.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            if seed is not None:
+                random.seed(seed)
+                np.random.seed(seed)
+            return self.env.reset(seed=seed, options=options)
+
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "luby-reference"
+        episodes = 3
+        time_limit = 300
+        [runtime]
+        kind = "bwrap"
+        image = "{base_image}"
+        [grid]
+        benchmarks = ["Luby"]
+        agents = ["random"]
+        seeds = [0, 1, 2]
+    """)
+    result = run_sweep(spec_path, workers=1)
+    assert result.ok, [o.error for o in result.outcomes]
+    rows = read_results_csv(SweepDir(load_spec(spec_path).dir).results_csv)
+    swept = {(r["seed"], r["episode"]): (r["return"], r["length"]) for r in rows}
+    in_process = {}
+    for seed in (0, 1, 2):
+        benchmark = benchmarks.LubyBenchmark()
+        config_seed = benchmark.config.get("seed")
+        if isinstance(config_seed, int):
+            random.seed(config_seed)
+            np.random.seed(config_seed)
+        env = GlobalSeeding(benchmark.get_environment())
+        agent = make_agent("random", env, seed)
+        for episode in range(3):
+            done = run_episode(env, agent, episode, seed + episode)
+            in_process[(seed, episode)] = (done.return_, done.length)
+    assert len(swept) == 9 and swept == in_process
+    assert len({value for value, _ in in_process.values()}) > 1

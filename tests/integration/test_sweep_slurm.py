@@ -17,6 +17,7 @@ import pytest
 from dacbench_remote._sys.procfs import ProcessRecord, wait_gone
 from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv, run_sweep
 from dacbench_remote.sweeps.slurm_executor import live_tasks
+from tests.conftest import IMAGE_TIMEOUT
 from tests.integration.runtime_images import build_standin_image
 from tests.needs import need_module, need_root, need_tools
 
@@ -77,6 +78,7 @@ def runtime_table(request) -> str:
     return f'kind = "bwrap"\nimage = "{image}"'
 
 
+@pytest.mark.timeout(IMAGE_TIMEOUT)  # runtime_table may build the base image
 def test_slurm_array_gives_the_same_trials_and_returns_as_the_local_executor(
         tmp_path: Path, slurm_cluster, sweep_env, runtime_table: str):
     spec_path = tmp_path / "sweep.toml"
@@ -198,3 +200,66 @@ def test_cancel_scancels_the_array_and_stops_its_servers(tmp_path: Path, slurm_c
     assert live_tasks(array_id) == []
     assert wait_gone([s for s in servers if s is not None], timeout=15), "a server survived"
     assert not list(layout.path.glob("trials/*/done.json"))  # they run again on resume
+
+
+def test_unseeded_global_draws_differ_in_every_slurm_task(tmp_path: Path, slurm_cluster,
+                                                          sweep_env, monkeypatch):
+    """Each array task's worker and server draw fresh numbers from the global RNGs."""
+    from tests.integration.sweep_helpers import COUNTER_ENV, global_draws
+
+    counter = tmp_path / "draws.txt"
+    monkeypatch.setenv(COUNTER_ENV, str(counter))  # array tasks inherit the environment
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent(f"""
+        name = "draws-on-slurm"
+        episodes = 1
+        time_limit = 120
+        [runtime]
+        kind = "local"
+        [grid]
+        agents = ["{HELPERS}:global_draws_agent"]
+        seeds = [0, 1, 2, 3]
+        [[grid.benchmarks]]
+        benchmark = "{HELPERS}:make_global_draws_env"
+        kwargs = {{ record = "{counter}" }}
+    """))
+    result = run_sweep(spec_path, executor="slurm")
+    assert result.ok, [o.error for o in result.outcomes]
+    draws = global_draws(counter)
+    for who in ("agent", "env"):
+        assert len(draws[who]) == 4, draws
+        assert len({numpy_draw for numpy_draw, _, _ in draws[who]}) == 4, (who, draws[who])
+        assert len({random_draw for _, random_draw, _ in draws[who]}) == 4, (who, draws[who])
+
+
+def test_a_task_lost_with_its_node_is_submitted_again_with_retries(tmp_path: Path, slurm_cluster,
+                                                                    sweep_env, monkeypatch):
+    """The first task's process dies as with a node failure; with retries = 1 the trial is
+    submitted again (a second array job), completes, and the lost attempt is recorded."""
+    from tests.integration.sweep_helpers import COUNTER_ENV
+
+    monkeypatch.setenv(COUNTER_ENV, str(tmp_path / "counter.txt"))
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent(f"""
+        name = "lost-and-retried"
+        time_limit = 120
+        retries = 1
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["{HELPERS}:supervisor_killing_agent_once", "random"]
+        seeds = [0]
+    """))
+    spec = load_spec(spec_path)
+    result = run_sweep(spec_path, executor="slurm")
+    assert len(result.job_ids) == 2  # the array, then the lost trial alone
+    by_id = {o.trial_id: o for o in result.outcomes}
+    lost, other = spec.trials
+    assert sorted(by_id) == sorted([lost.id, other.id])
+    assert by_id[lost.id].status == "done" and by_id[other.id].status == "done"
+    [retry] = by_id[lost.id].retries
+    assert re.fullmatch(r"Slurm task \S+ ended without recording an outcome; see \S+",
+                        retry["error"]), retry
+    assert by_id[other.id].retries == []
+    assert len(read_results_csv(SweepDir(spec.dir).results_csv)) == 2

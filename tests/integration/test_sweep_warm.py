@@ -190,3 +190,105 @@ def test_a_killed_worker_host_costs_only_the_trial_it_was_running(tmp_path: Path
     resumed = run_sweep(spec_path, workers=1)
     assert [o.status for o in resumed.outcomes] == ["done"]
     assert len(read_results_csv(SweepDir(spec.dir).results_csv)) == 3
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "fresh"])
+def test_unseeded_global_draws_differ_in_every_trial(tmp_path: Path, sweep_env,  # noqa: F811
+                                                     warm: bool):
+    """Workers forked from one worker host and servers forked from one zygote (its spare too)
+    draw fresh numbers from numpy's legacy global RNG and `random`, as new processes would."""
+    from tests.integration.sweep_helpers import global_draws
+
+    counter = Path(sweep_env["DACBR_TEST_COUNTER"])
+    (tmp_path / "s").mkdir()
+    spec_path = write_spec(tmp_path / "s" / "sweep.toml", f"""
+        name = "draws"
+        episodes = 1
+        time_limit = 60
+        [runtime]
+        kind = "local"
+        [executor.local]
+        warm = {str(warm).lower()}
+        [grid]
+        agents = ["{HELPERS}:global_draws_agent"]
+        seeds = [0, 1, 2, 3]
+        [[grid.benchmarks]]
+        benchmark = "{HELPERS}:make_global_draws_env"
+        kwargs = {{ record = "{counter}" }}
+    """)
+    result = run_sweep(spec_path, workers=1)
+    assert result.ok, [o.error for o in result.outcomes]
+    draws = global_draws(counter)
+    for who in ("agent", "env"):
+        assert len(draws[who]) == 4, draws
+        assert len({pid for _, _, pid in draws[who]}) == 4  # a process per trial
+        assert len({numpy_draw for numpy_draw, _, _ in draws[who]}) == 4, (who, draws[who])
+        assert len({random_draw for _, random_draw, _ in draws[who]}) == 4, (who, draws[who])
+
+
+def cmaes_spec(directory: Path, image: Path, warm: bool) -> Path:
+    directory.mkdir()
+    return write_spec(directory / "sweep.toml", f"""
+        name = "cmaes"
+        episodes = 2
+        time_limit = 300
+        [runtime]
+        kind = "bwrap"
+        image = "{image}"
+        [executor.local]
+        warm = {str(warm).lower()}
+        [grid]
+        benchmarks = ["CMAES"]
+        agents = ["random"]
+        seeds = [0, 1, 2]
+    """)
+
+
+def test_cmaes_warm_fresh_and_in_process_episodes_are_equal(tmp_path: Path, recipe_image):
+    """CMAES draws from the global RNGs: with the server's documented seeding, warm trials
+    (forked servers, reseeded from entropy first), fresh servers and an in-process run in a venv
+    of the image's pins give the same episodes, value for value."""
+    import subprocess
+
+    from tests.integration.test_versions import pins_python
+
+    image = recipe_image("dacbench-cmaes")
+    episodes = {}
+    for warm in (True, False):
+        spec_path = cmaes_spec(tmp_path / f"warm-{warm}", image, warm)
+        result = run_sweep(spec_path, workers=1)
+        assert result.ok, [o.error for o in result.outcomes]
+        rows = read_results_csv(SweepDir(load_spec(spec_path).dir).results_csv)
+        assert {r["runtime"] for r in rows} == {"bwrap"}
+        episodes[warm] = {(int(r["seed"]), int(r["episode"])): (float(r["return"]),
+                                                                int(r["length"])) for r in rows}
+    python = pins_python("dacbench-cmaes")
+    script = Path(__file__).resolve().parents[1] / "inprocess_episodes.py"
+    in_process = {}
+    for seed in (0, 1, 2):
+        done = subprocess.run([python, str(script), "CMAES", str(seed), "2"], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"},
+                              cwd=str(tmp_path))
+        assert done.returncode == 0, done.stderr[-3000:]
+        for episode, (total, length) in enumerate(json.loads(done.stdout)):
+            in_process[(seed, episode)] = (total, length)
+    assert len(in_process) == 6
+    assert episodes[True] == in_process, (episodes[True], in_process)
+    assert episodes[False] == in_process
+    assert len({total for total, _ in in_process.values()}) > 1  # episodes that differ
+
+
+def test_the_spare_server_outlives_the_trial_before_it(tmp_path: Path, sweep_env,  # noqa: F811
+                                                        monkeypatch):
+    """The zygote forks the next trial's server ahead; the running trial's supervisor must stop
+    only its own server (the one whose lifeline its worker holds), not that spare: trials after
+    the first run on spares (sockets z*.sock), forked while the trial before them ran."""
+    from tests.integration.sweep_helpers import ACT_DELAY_ENV
+
+    monkeypatch.setenv(ACT_DELAY_ENV, "0.15")  # 10 steps: longer than the 1 s snapshot interval
+    result = run_sweep(agent_spec(tmp_path / "s", "server_socket_agent", "[0, 1, 2]"),
+                       workers=1)
+    assert result.ok, [o.error for o in result.outcomes]
+    sockets = Path(sweep_env["DACBR_TEST_COUNTER"]).read_text().split()
+    assert len(sockets) == 3 and len(set(sockets)) == 3
+    assert all(name.startswith("z") for name in sockets[1:]), sockets

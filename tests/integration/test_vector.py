@@ -13,6 +13,7 @@ from dacbench_remote import RemoteRunner
 from dacbench_remote.errors import ServerCrashed
 from dacbench_remote.server.envs import seed_global_rngs
 from dacbench_remote.testing import assert_identical
+from tests.envs import make_odd_info_env
 from tests.needs import need_module
 from tests.trajectories import make_local_env
 
@@ -210,3 +211,75 @@ def test_per_env_seed_lists_and_calls_on_some_envs_match_sync_vector_env(servers
             remote.set_attr_at([1], "marker", [1, 2])
         remote.close()
     local.close()
+
+
+def record_partial_resets(env, *, steps: int = 40, tag: bool = False) -> list:
+    """Seeded batched actions; in mode "Disabled", the envs that ended are reset alone
+    (options["reset_mask"]) with seeds 10*t + i; `tag` passes an option of length N too."""
+    n = env.num_envs
+
+    def options(**more):  # a new dict each time: gymnasium pops reset_mask from the one given
+        return {**({"tag": np.arange(n) * 1.5} if tag else {}), **more} or None
+
+    env.action_space.seed(3)
+    record = [("reset", env.reset(seed=0, options=options()))]
+    for t in range(1, steps + 1):
+        actions = env.action_space.sample()
+        result = env.step(actions)
+        record.append(("step", actions, result))
+        ended = result[2] | result[3]
+        if env.metadata["autoreset_mode"].value == "Disabled" and ended.any():
+            record.append(("reset", ended,
+                           env.reset(seed=10 * t, options=options(reset_mask=ended.copy()))))
+    return comparable(record)
+
+
+@pytest.mark.parametrize("servers", [2, 3])
+def test_partial_reset_in_disabled_mode_equals_sync_vector_env(servers):
+    local = SyncVectorEnv([lambda: make_local_env("gymnasium:CartPole-v1")] * 5,
+                          autoreset_mode="Disabled")
+    expected = record_partial_resets(local, steps=80)
+    local.close()
+    partial = [step for step in expected if step[0] == "reset" and len(step) == 3]
+    assert any(not step[1].all() for step in partial), "no reset of only some envs happened"
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(5, autoreset_mode="Disabled", servers=servers)
+        actual = record_partial_resets(remote, steps=80)
+        remote.close()
+    assert_identical(expected, actual, path=f"CartPole Disabled K={servers}")
+
+
+def test_reset_mask_problems_are_gymnasiums_errors_and_nothing_is_reset():
+    with RemoteRunner("gymnasium:CartPole-v1", runtime="local") as runner:
+        remote = runner.get_vector_environment(4, autoreset_mode="Disabled", servers=2)
+        remote.reset(seed=0)
+        for mask, error, message in [
+            ([True] * 4, TypeError, "must be a numpy array"),
+            (np.ones(3, dtype=bool), ValueError, r"must have shape `\(4,\)`, got \(3,\)"),
+            (np.ones(4, dtype=np.int64), TypeError, "must have `dtype=np.bool_`"),
+            (np.zeros(4, dtype=bool), ValueError, "at least one True value"),
+        ]:
+            with pytest.raises(error, match=message):
+                remote.reset(options={"reset_mask": mask})
+        options = {"reset_mask": np.array([False, False, True, False])}
+        remote.reset(seed=0, options=options)
+        assert list(options) == ["reset_mask"]  # the caller's dict is left as it was
+        remote.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("servers", [1, 2, 3])
+def test_infos_of_some_envs_only_merge_as_sync_vector_env_does(servers, mode):
+    """Info keys only odd envs report, only when they terminate (a float, an array, a nested
+    dict), with N=5 envs on K=1, 2, 3 servers; an option of length N reaches every env whole."""
+    local = SyncVectorEnv([make_odd_info_env] * 5, autoreset_mode=mode)
+    expected = record_partial_resets(local, steps=12, tag=True)
+    local.close()
+    infos = [step[2][4] for step in expected if step[0] == "step"]
+    infos += [info["final_info"] for info in infos if "final_info" in info]  # SameStep's
+    assert any("odd_score" in info and not info["_odd_score"].all() for info in infos)
+    with RemoteRunner("tests.envs:make_odd_info_env", runtime="local") as runner:
+        remote = runner.get_vector_environment(5, autoreset_mode=mode, servers=servers)
+        actual = record_partial_resets(remote, steps=12, tag=True)
+        remote.close()
+    assert_identical(expected, actual, path=f"odd infos {mode} K={servers}")

@@ -23,9 +23,9 @@ import pytest
 from dacbench_remote.images.sif import SifImage
 from dacbench_remote.testing import assert_identical
 from dacbench_remote.wire import codec
-from tests.conftest import SHARED_DIR, _user_venv, run_as
+from tests.conftest import IMAGE_TIMEOUT, SHARED_DIR, _user_venv, run_as
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]  # builds images
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = [REPO / "tests" / "version_trajectories.py", REPO / "tests" / "wire_values.py"]
 SEED = 0
