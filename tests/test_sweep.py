@@ -502,3 +502,17 @@ def test_the_worker_entry_point_runs_under_the_eagerly_imported_package():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("usage: python -m dacbench_remote.sweeps.worker TRIAL_DIR")
+
+
+def test_a_worker_error_of_a_dead_server_counts_as_one_and_an_env_error_does_not(tmp_path: Path):
+    """Retries read the error payload the worker writes (wire.replies); they key on its type."""
+    from dacbench_remote._sys.files import atomic_write_json
+    from dacbench_remote.errors import RemoteError, ServerCrashed
+    from dacbench_remote.sweeps.trial_runner import server_died
+    from dacbench_remote.wire.replies import error_payload
+
+    atomic_write_json(tmp_path / "error.json", error_payload(ServerCrashed("killed")))
+    assert server_died(tmp_path)
+    atomic_write_json(tmp_path / "error.json",
+                      error_payload(RemoteError("ValueError", "the env raised")))
+    assert not server_died(tmp_path)

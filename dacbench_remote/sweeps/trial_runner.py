@@ -27,9 +27,10 @@ from .._sys.procfs import (
     tree,
 )
 from .._sys.sockets import is_socket_id, remove_socket_files, socket_dir
-from ..errors import ZygoteError
+from ..errors import ServerCrashed, ZygoteError
 from ..host.servers import holds_lifeline
 from ..runtimes.base import SERVER_MODULE
+from ..wire.replies import type_name
 from .sweepdir import SweepDir, read_json, read_jsonl
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 
@@ -88,9 +89,10 @@ def run_trial(
     return outcome
 
 
-# What a worker's error.json names when its server died (killed, segfault, out of memory):
-# the trial is run again if it has retries left. The env's own exceptions (RemoteError) are not.
-SERVER_DEATHS = ("ServerCrashed",)
+# What a worker's error.json (an error payload) names when its server died (killed, segfault,
+# out of memory): the trial is run again if it has retries left. The env's own exceptions
+# (RemoteError) are not.
+SERVER_DEATHS = (type_name(ServerCrashed),)
 
 
 RETRIES_FILE = "retries.json"  # this trial's attempts that a dead server or node ended

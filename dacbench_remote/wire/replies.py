@@ -55,7 +55,7 @@ def error_payload(exc: BaseException, kind: str | None = None, *, message: str |
     never raised (or whose traceback was dropped) sends none.
     """
     cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    name = type_name(cls)
     if message is None:
         try:
             message = str(exc)
@@ -69,6 +69,11 @@ def error_payload(exc: BaseException, kind: str | None = None, *, message: str |
         "message": message,
         "traceback": "".join(traceback.format_exception(cls, exc, trace)) if trace else "",
     }
+
+
+def type_name(cls: type) -> str:
+    """How a payload names an exception class: `KeyError`, `dacbench_remote.errors.BadConfig`."""
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def error_reply(exc: BaseException, kind: str | None = None, **extra: Any) -> dict:
