@@ -26,6 +26,7 @@ from .images.publish import publish
 from .images.recipe import parse_recipe, template_variables
 from .images.sif import SifImage
 from .images.verify import default_build, report_lines, verify_version
+from .images.wheelhouse import PipSources
 from .sweeps import cancel, report, run_sweep, status
 from .sweeps.executors import EXECUTORS
 
@@ -126,12 +127,15 @@ def _add_run(commands) -> None:
 def _add_list(commands) -> None:
     """`list`: the catalog's benchmarks and experiment versions."""
     listing = commands.add_parser(
-        "list", help="benchmarks in the catalog, their experiment versions and what is cached",
+        "list", help="benchmarks and agents in the catalog, their experiment versions and what "
+        "is cached",
         description="List every benchmark of the catalog (packaged plus your catalog_dirs) with "
         "its experiment identifiers, the default one, where its image comes from (the source "
         "it downloads from; else build,pinned: built from its recipe and checked against the "
         "pinned sha256; build,unpinned: built locally, no pin) and whether it is in the cache "
-        "(and built here).")
+        "(and built here). Then the agent images (families of kind \"agent\": RL algorithms "
+        "that `train` runs in their own image) with their Stable-Baselines3, torch and "
+        "gymnasium versions.")
     listing.set_defaults(handler=cmd_list)
 
 
@@ -174,7 +178,10 @@ def _add_build(commands) -> None:
         "writes a SIF with Apptainer's layout. The Debian mirror and pip index come from this "
         "machine's apt and pip configuration unless given with --build-arg.",
         epilog="examples:\n  dacbench-remote build recipes/dacbench-base.def -o dacbench-base.sif\n"
-        "  dacbench-remote build --verify Luby@exp:0.01     # does the pin still reproduce?\n\n"
+        "  dacbench-remote build --verify Luby@exp:0.01     # does the pin still reproduce?\n"
+        "  pip download --no-deps torch==2.13.0+cpu -d wheels/   # a wheelhouse, then:\n"
+        "  dacbench-remote build recipes/agent-sb3.def -o agent-sb3.sif --wheelhouse wheels/\n"
+        "  dacbench-remote build RECIPE -o OUT.sif --wheelhouse wheels/ --offline   # no index\n\n"
         "Our builder is reproducible: the same recipe, files and package versions give the same\n"
         "file, byte for byte (set SOURCE_DATE_EPOCH to choose the build's timestamp; by\n"
         "default it is the newest Debian changelog of the package set).",
@@ -196,6 +203,16 @@ def _add_build(commands) -> None:
                        help="auto: apptainer if installed, else native (default auto)")
     build.add_argument("--workdir", type=Path, help="directory for temporary files (needs ~1 GB)")
     build.add_argument("--notest", action="store_true", help="do not run the recipe's %%test")
+    build.add_argument("--wheelhouse", action="append", type=Path, default=[], metavar="DIR",
+                       help="a directory of wheels that pip in %%post installs from before the "
+                       "package index (repeatable; copied into the build; the wheels that end "
+                       "up in the image are recorded in its manifest by sha256). Also from the "
+                       "config's `wheelhouse`, after these. Make one with `pip download "
+                       "--no-deps PACKAGE==VERSION -d DIR`")
+    build.add_argument("--offline", action=argparse.BooleanOptionalAction, default=None,
+                       help="no package index at all (pip --no-index): everything pip installs "
+                       "must be in the wheelhouse, or the build fails naming what is missing "
+                       "(default: the config's `offline`, else off)")
     build.set_defaults(handler=cmd_build)
 
 
@@ -227,7 +244,8 @@ def _add_inspect(commands) -> None:
         "inspect", help="show what a .sif image holds: benchmarks, versions, labels, size, sha256",
         description="Read a SIF image (pure Python, no Apptainer needed) and print its benchmarks "
         "and versions (from its labels), the build manifest of images our builder made (recipe "
-        "and inputs digests, build epoch, DACBench/numpy/gymnasium versions), all labels, "
+        "and inputs digests, build epoch, DACBench/numpy/gymnasium versions, the wheelhouse's "
+        "wheels it holds), all labels, "
         "objects, size and sha256.")
     inspect.add_argument("image", type=Path, help="path of a .sif file")
     inspect.add_argument("--deffile", action="store_true", help="also print the recipe it was built from")
@@ -373,10 +391,12 @@ def cmd_repeat(args: argparse.Namespace) -> int:
 def _catalog_and_cache():
 
     config = load_config()
-    return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir)
+    return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir,
+                                                         pip_sources=PipSources.of(config))
 
 
 STACK_LABELS = ("dacbench-version", "numpy-version", "gymnasium-version")
+AGENT_LABELS = ("stable-baselines3-version", "torch-version", "gymnasium-version")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -393,6 +413,23 @@ def cmd_list(args: argparse.Namespace) -> int:
                          _cached_entry(cache, cached)])
     print_table(["benchmark", "experiment", "default", "family", "dacbench", "numpy",
                  "gymnasium", "image", "cached"], rows)
+    agent_rows = []
+    for family in catalog.families.values():
+        if family.kind != "agent":
+            continue
+        for version in catalog.agent_versions(family.agents[0]):
+            if version.family != family.name:
+                continue  # a later family serving the same agent lists it
+            cached = cache.cached_path(version)
+            labels = _version_labels(version, cached)
+            stack = [labels.get(f"org.dacbench-remote.{name}", "-") for name in AGENT_LABELS]
+            agent_rows.append([",".join(family.agents), version.experiment,
+                               "yes" if version.default else "", family.name, *stack,
+                               image_origin(version), _cached_entry(cache, cached)])
+    if agent_rows:
+        print("\nagent images (dacbench-remote train --agent NAME --agent-experiment EXPERIMENT):")
+        print_table(["agents", "experiment", "default", "family", "stable-baselines3", "torch",
+                     "gymnasium", "image", "cached"], agent_rows)
     return 0
 
 
@@ -504,14 +541,23 @@ def cmd_build(args: argparse.Namespace) -> int:
         if not sep:
             raise BadConfig(f"--build-arg {item!r}: expected NAME=VALUE")
         build_args[name] = value
+    sources = _pip_sources(args)
     result = build_image(args.recipe, args.output, build_args=build_args,
                          progress=lambda message: print(message, file=sys.stderr, flush=True),
                          workdir=args.workdir, context=args.context, builder=args.builder,
-                         run_test=not args.notest)
+                         run_test=not args.notest, wheelhouse=sources.wheelhouse,
+                         offline=sources.offline)
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
     print(f"built {result.path} ({result.size / 1e6:.1f} MB, sha256 {result.sha256}) with "
           f"{result.builder} in {result.seconds:.0f} s: {phases}")
     return 0
+
+
+def _pip_sources(args: argparse.Namespace) -> PipSources:
+    """--wheelhouse directories, then the config's; --offline/--no-offline, else the config's."""
+    config = PipSources.of(load_config())
+    offline = config.offline if args.offline is None else args.offline
+    return PipSources(tuple(args.wheelhouse), offline).plus(config.wheelhouse)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -520,7 +566,7 @@ def _verify(args: argparse.Namespace) -> int:
     build = default_build(args.workdir, lambda message: print(message, file=sys.stderr,
                                                                 flush=True))
     result = verify_version(benchmark, experiment or None, build=build, workdir=args.workdir,
-                            against=args.against)
+                            against=args.against, sources=_pip_sources(args))
     print("\n".join(report_lines(result)))
     return 0 if result.reproduced else 1
 
@@ -576,6 +622,8 @@ def _print_manifest(image, *, packages: bool) -> None:
           f"{manifest.get('recipe_sha256', '')[:16]}), epoch {epoch} ({when:%Y-%m-%d %H:%M} UTC)")
     print(f"inputs     {manifest.get('inputs_sha256')}")
     print(f"packages   {len(lists.get('debian', []))} Debian, {len(lists.get('python', []))} Python")
+    for wheel in manifest.get("wheelhouse", []):
+        print(f"wheel      {wheel.get('file')} (sha256 {wheel.get('sha256')}), from a wheelhouse")
     if packages:
         for kind in ("debian", "python"):
             for package in lists.get(kind, []):

@@ -10,6 +10,7 @@ from ..config import load_config
 from ..errors import BadConfig
 from .cache import BUILT_LOCALLY, ImageCache
 from .catalog import Catalog, ResolvedImage
+from .wheelhouse import PipSources
 
 
 def resolve_image(benchmark: str, experiment: str | None = None, *, build: bool = False,
@@ -35,7 +36,7 @@ def resolve_image(benchmark: str, experiment: str | None = None, *, build: bool 
             f"container_name={family!r}: {benchmark} {resolved.experiment} lives in image family "
             f"{resolved.family!r} ({resolved.catalog_file}); drop container_name or name that one"
         )
-    cache = ImageCache(config.cache_dir)
+    cache = ImageCache(config.cache_dir, pip_sources=PipSources.of(config))
     cached = cache.cached_path(resolved) is not None
     started = time.monotonic()
     path = cache.fetch(resolved, build=build, progress=progress)
