@@ -18,6 +18,7 @@ from .errors import BadConfig, CorruptImage, DacbenchRemoteError, ImageNotFound,
 from .host.repeat import repeat_run
 from .host.runner import RemoteRunner
 from .host.servers import cleanup_stale, list_servers
+from .host.training import evaluate_agent, train_agent
 from .images.build import build_image
 from .images.cache import BUILT_LOCALLY, ImageCache
 from .images.catalog import Catalog, ImageVersion
@@ -80,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dacbench-remote {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add_command in (_add_run, _add_list, _add_pull, _add_cache, _add_build, _add_publish,
-                        _add_inspect, _add_ps_and_cleanup, _add_sweep, _add_config):
+    for add_command in (_add_run, _add_train_and_evaluate, _add_list, _add_pull, _add_cache,
+                        _add_build, _add_publish, _add_inspect, _add_ps_and_cleanup, _add_sweep,
+                        _add_config):
         add_command(commands)
     return parser
 
@@ -122,6 +124,137 @@ def _add_run(commands) -> None:
                      "experiment and runtime) and compare the returns; BENCHMARK may be omitted")
     run.add_argument("--run-id", help="with --repeat: which run of the file (default: the last)")
     run.set_defaults(handler=cmd_run)
+
+
+EPILOG_TRAIN = """examples:
+  dacbench-remote train Luby --agent PPO --timesteps 20000 --eval-episodes 10
+  dacbench-remote train Luby --agent PPO --timesteps 2048 --seed 3 --num-envs 4 \\
+      --hyperparameters '{"n_steps": 128, "batch_size": 64}' --out results/
+  dacbench-remote evaluate results/train-PPO-Luby-s3-1a2b3c4d --episodes 10
+
+The agent (Stable-Baselines3 on a CPU torch) runs in the agent image's container, the benchmark
+in its own image's container; the two share one private socket directory and nothing else, and
+the host only starts them, relays progress (stderr) and saves the result. Images come from the
+catalog (`dacbench-remote list` shows the agent images) and are built when neither cached nor
+downloadable; the agent image's build needs torch's CPU wheel in a wheelhouse (config
+`wheelhouse`, see docs/recipes.md).
+
+The run directory holds model.zip and provenance.json: both images' sha256s and experiment
+ids, seeds, hyperparameters (given and effective), the SB3/torch/gymnasium versions, the
+model's sha256 and a digest of its parameters, the evaluation episodes. `evaluate` loads the
+model again in the agent image; with the same --seed it gives the same returns.
+"""
+
+
+def _add_train_and_evaluate(commands) -> None:
+    """`train` and `evaluate`: an RL agent in its own image against a benchmark in another."""
+    train = commands.add_parser(
+        "train", help="train an RL agent (Stable-Baselines3) in its own image against a benchmark",
+        description="Train ALGORITHM (--agent) in the agent image for --timesteps steps on "
+        "--num-envs copies of BENCHMARK served from the benchmark's image, then (with "
+        "--eval-episodes) evaluate its deterministic policy. Saves model.zip and "
+        "provenance.json to a new run directory under --out and prints its path.",
+        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("benchmark", help="DACBench name (Luby, ...), gymnasium:ID, or module:attr")
+    train.add_argument("--agent", default="PPO",
+                       help="the Stable-Baselines3 algorithm: PPO, A2C, DQN, SAC, TD3, DDPG "
+                       "(default PPO; DQN needs discrete actions, SAC/TD3/DDPG continuous)")
+    train.add_argument("--timesteps", type=int, required=True, help="environment steps to train")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seeds SB3 (random, numpy, torch) and the envs: env i resets with "
+                       "SEED + i (default 0); the same seed gives the same weights")
+    train.add_argument("--num-envs", type=int, default=1, help="envs stepped together (default 1)")
+    train.add_argument("--hyperparameters", metavar="JSON",
+                       help="the algorithm's keyword arguments: JSON text or a JSON file, e.g. "
+                       "'{\"n_steps\": 64, \"learning_rate\": 0.001}' (\"policy\" picks the "
+                       "policy; default MlpPolicy)")
+    train.add_argument("--eval-episodes", type=int, default=0,
+                       help="episodes of the trained policy afterwards (default 0)")
+    train.add_argument("--eval-seed", type=int,
+                       help="evaluation episode i resets with EVAL_SEED + i (default: --seed)")
+    train.add_argument("--experiment", help="the benchmark image's experiment id (default: the "
+                       "catalog's default), e.g. exp:0.01")
+    train.add_argument("--agent-experiment",
+                       help="the agent image's experiment id (default: the catalog's default)")
+    train.add_argument("--config", help="DACBench config: JSON text or a path to a JSON file")
+    _add_pair_options(train)
+    train.add_argument("--out", type=Path, default=Path("results"),
+                       help="where the run directory is made (default ./results)")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a model `train` saved, in the agent image, against its benchmark",
+        description="Load RUN_DIR/model.zip in the agent image and run --episodes episodes of "
+        "its deterministic policy against the benchmark it was trained on (as its "
+        "provenance.json records: benchmark, config, both images' experiments), served from "
+        "the benchmark's image. Prints the returns and appends them to RUN_DIR/evaluations.jsonl.",
+        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("run_dir", type=Path, help="a run directory written by `train`")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    evaluate.add_argument("--seed", type=int,
+                          help="episode i resets with SEED + i (default: the run's eval seed, "
+                          "so the returns repeat those recorded by train)")
+    _add_pair_options(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+
+def _add_pair_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, help="the benchmark's .sif instead of the catalog's")
+    parser.add_argument("--agent-image", type=Path, help="the agent's .sif instead of the catalog's")
+    parser.add_argument("--runtime", choices=[n for n in RUNTIME_NAMES if n != "local"],
+                        help="the container runtime of both sides (default: the config's "
+                        "default_runtime, auto unless set)")
+    parser.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
+                        help="build an image from its recipe when it is neither cached nor "
+                        "downloadable (default: build)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch's CPU threads in the agent (default 1: repeatable, cheap)")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
+
+
+def _print_progress(message: str) -> None:
+    print(f"dacbench-remote: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    run = train_agent(
+        args.benchmark, args.agent, timesteps=args.timesteps, results_dir=args.out,
+        seed=args.seed, num_envs=args.num_envs,
+        hyperparameters=load_config_argument(args.hyperparameters, "--hyperparameters"),
+        eval_episodes=args.eval_episodes, eval_seed=args.eval_seed, experiment=args.experiment,
+        agent_experiment=args.agent_experiment, config=load_config_argument(args.config),
+        env_image=args.image, agent_image=args.agent_image, runtime=args.runtime,
+        build=args.build, torch_threads=args.torch_threads,
+        startup_timeout=args.startup_timeout, progress=_print_progress)
+    _print_episodes(run.episodes)
+    provenance = run.provenance
+    print(f"{provenance['algorithm']} trained for {provenance['timesteps']} timesteps on "
+          f"{provenance['benchmark']} (seed {provenance['seed']}): {run.model_path}\n"
+          f"parameters sha256 {provenance['parameters_sha256']}; provenance in "
+          f"{run.run_dir / 'provenance.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = evaluate_agent(args.run_dir, episodes=args.episodes, seed=args.seed,
+                         env_image=args.image, agent_image=args.agent_image,
+                         runtime=args.runtime, build=args.build,
+                         torch_threads=args.torch_threads,
+                         startup_timeout=args.startup_timeout, progress=_print_progress)
+    _print_episodes(run.episodes)
+    print(f"evaluated {run.model_path}; appended to {run.run_dir / 'evaluations.jsonl'}")
+    return 0
+
+
+def _print_episodes(episodes: list[dict]) -> None:
+    if not episodes:
+        return
+    print_table(["episode", "seed", "return", "length"],
+                [[e["episode"], e["seed"], f"{e['return']:.6g}", e["length"]] for e in episodes])
+    returns = [e["return"] for e in episodes]
+    spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
+    print(f"\nmean return {statistics.fmean(returns):.6g} ± {spread:.4g} over {len(returns)} "
+          "episodes")
 
 
 def _add_list(commands) -> None:
@@ -323,8 +456,8 @@ def _add_sweep_report(commands, help_text: str) -> None:
     report.set_defaults(handler=cmd_sweep_report)
 
 
-def load_config_argument(text: str | None):
-    """`--config` takes JSON text or the path of a JSON file."""
+def load_config_argument(text: str | None, option: str = "--config"):
+    """`--config` (or `option`) takes JSON text or the path of a JSON file."""
     if text is None:
         return None
     path = Path(text)
@@ -333,7 +466,7 @@ def load_config_argument(text: str | None):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadConfig(f"--config is neither a JSON object nor a JSON file: {exc}") from exc
+        raise BadConfig(f"{option} is neither a JSON object nor a JSON file: {exc}") from exc
 
 
 def _seed_argument(text: str) -> int | None:
