@@ -307,11 +307,16 @@ def _missing_package_hint(output: str, sources: PipSources) -> str:
     """What to do when pip in %post found no distribution for a requirement."""
     if "No matching distribution found" not in output:
         return ""
-    where = (f"the wheelhouse ({', '.join(map(str, sources.wheelhouse))})"
-             if sources.wheelhouse else "no wheelhouse")
-    index = "no index (offline)" if sources.offline else "the package index"
-    return (f"\n(pip in %post found a requirement in neither {where} nor {index}: add its wheel "
-            f"to a wheelhouse and pass --wheelhouse DIR; {HOW_TO_MAKE})")
+    dirs = ", ".join(map(str, sources.wheelhouse))
+    if sources.wheelhouse and sources.offline:
+        where = f"offline, pip in %post looked only in the wheelhouse ({dirs}), which lacks it"
+    elif sources.wheelhouse:
+        where = f"pip in %post found it in neither the wheelhouse ({dirs}) nor the package index"
+    else:
+        where = "pip in %post found it nowhere" + (" (offline, without a wheelhouse)"
+                                                    if sources.offline else " on the package index")
+    return (f"\n({where}: put its wheel into a wheelhouse and pass --wheelhouse DIR; "
+            f"{HOW_TO_MAKE})")
 
 
 def source_date_epoch() -> int | None:
