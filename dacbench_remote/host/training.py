@@ -159,7 +159,7 @@ def train_agent(
     pair = _Pair(target, algorithm, experiment=experiment, agent_experiment=agent_experiment,
                  env_image=env_image, agent_image=agent_image, runtime=runtime, build=build,
                  binds=binds, env=env, agent_binds=agent_binds, agent_env=agent_env,
-                 startup_timeout=startup_timeout, progress=report)
+                 startup_timeout=startup_timeout, progress=report, announce=progress is not None)
     results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
@@ -254,7 +254,7 @@ def evaluate_agent(
     pair = _Pair(target, job.algorithm, experiment=recorded["env_image"].get("experiment"),
                  agent_experiment=recorded["agent_image"].get("experiment"),
                  env_image=env_image, agent_image=agent_image, runtime=runtime, build=build,
-                 startup_timeout=startup_timeout, progress=report)
+                 startup_timeout=startup_timeout, progress=report, announce=progress is not None)
     with _job_dir(run_dir.parent, f"evaluate-{run_dir.name}") as job_dir:
         job.write(job_dir)
         shutil.copyfile(run_dir / MODEL_NAME, job_dir / MODEL_NAME)
@@ -286,7 +286,8 @@ class _Pair:
                  agent_image: str | Path | None, runtime: str | None, build: bool,
                  binds: Sequence[str] = (), env: dict[str, str] | None = None,
                  agent_binds: Sequence[str] = (), agent_env: dict[str, str] | None = None,
-                 startup_timeout: float, progress: Callable[[str], None]):
+                 startup_timeout: float, progress: Callable[[str], None],
+                 announce: bool = False):
         config = load_config()
         name = runtime or config.default_runtime
         self.runtime_name = auto_runtime_name() if name == "auto" else name
@@ -295,10 +296,11 @@ class _Pair:
                             "image: choose a container runtime (auto, apptainer or bwrap), "
                             "not local")
         started = time.monotonic()
+        # Fetching or building an image takes long: say so (on stderr) when progress is wanted.
         self.env_path, self.env_record = _image(env_image, lambda: resolve_image(
-            target, experiment, build=build, progress=False), target, experiment)
+            target, experiment, build=build, progress=announce), target, experiment)
         self.agent_path, self.agent_record = _image(agent_image, lambda: resolve_agent_image(
-            algorithm, agent_experiment, build=build, progress=False), algorithm,
+            algorithm, agent_experiment, build=build, progress=announce), algorithm,
             agent_experiment)
         self.seconds = {"images": time.monotonic() - started}
         progress(f"benchmark image {self.env_path.name} ({self.env_record.get('sha256', '')[:12]}), "

@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_when_stdin_closes() -> None:
+    # The file descriptor, not sys.stdin: a thread blocked in a buffered read would hold the
+    # reader's lock, and the interpreter aborts when it cannot take it at shutdown.
     try:
-        while sys.stdin.buffer.read(65536):
+        while os.read(0, 65536):
             pass
     except OSError:
         pass

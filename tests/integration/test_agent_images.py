@@ -96,8 +96,8 @@ def test_the_agent_image_is_built_from_the_wheelhouse_which_its_manifest_records
     # torch came from the wheelhouse (the index has no +cpu build); the rest from the index.
     assert manifest["wheelhouse"] == [{"file": torch_wheel.name,
                                        "sha256": sha256_file(torch_wheel)}]
-    versions = package_versions(manifest, "torch", "stable_baselines3", "gymnasium", "numpy")
-    assert versions == {"torch": "2.13.0+cpu", "stable_baselines3": "2.9.2",
+    versions = package_versions(manifest, "torch", "stable-baselines3", "gymnasium", "numpy")
+    assert versions == {"torch": "2.13.0+cpu", "stable-baselines3": "2.9.2",
                         "gymnasium": "1.4.0", "numpy": "2.4.6"}
     assert not any(p["name"].startswith("nvidia") for p in manifest["packages"]["python"])
     labels = image.labels()
@@ -225,9 +225,10 @@ def test_neither_container_of_a_pair_sees_another_servers_socket(
         other.stop()
     agent = json.loads((probe / "agent.json").read_text())
     server = json.loads((probe / "server.json").read_text())
-    # Both sides saw the same pair directory, holding only the pair's two sockets.
+    # Both sides saw the same pair directory, holding only the pair's two sockets (the server
+    # looked as it started, before it made them).
     assert agent["own"] == server["own"]
-    assert agent["own_dir"] == server["own_dir"] == ["ctl.sock", "ctl.sock.data"]
+    assert agent["own_dir"] == ["ctl.sock", "ctl.sock.data"] and server["own_dir"] == []
     assert agent["own_connects"] == "connected"  # the probe can connect where it may
     for seen in (agent, server):
         # Of the socket root only the pair's own directory shows; the other server's socket
