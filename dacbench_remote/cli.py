@@ -166,8 +166,8 @@ def _add_train_and_evaluate(commands) -> None:
     train.add_argument("--num-envs", type=int, default=1, help="envs stepped together (default 1)")
     train.add_argument("--hyperparameters", metavar="JSON",
                        help="the algorithm's keyword arguments: JSON text or a JSON file, e.g. "
-                       "'{\"n_steps\": 64, \"learning_rate\": 0.001}' (\"policy\" picks the "
-                       "policy; default MlpPolicy)")
+                       "'{\"n_steps\": 64, \"learning_rate\": 0.001}'; \"policy\" picks the "
+                       "policy (default: MlpPolicy)")
     train.add_argument("--eval-episodes", type=int, default=0,
                        help="episodes of the trained policy afterwards (default 0)")
     train.add_argument("--eval-seed", type=int,
@@ -208,7 +208,8 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
                         help="build an image from its recipe when it is neither cached nor "
                         "downloadable (default: build)")
     parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch's CPU threads in the agent (default 1: repeatable, cheap)")
+                        help="torch's CPU threads in the agent; one keeps runs repeatable and cheap "
+                        "(default 1)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
 
 
