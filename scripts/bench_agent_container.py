@@ -64,7 +64,7 @@ def container_ppo(image: Path, agent_image: Path, timesteps: int, hyperparameter
                           hyperparameters=hyperparameters, env_image=image,
                           agent_image=agent_image, runtime="bwrap", torch_threads=1)
         total = time.perf_counter() - started
-    return run.provenance["seconds"]["train"], total
+    return run.provenance["seconds"]["learn"], total
 
 
 def main() -> int:

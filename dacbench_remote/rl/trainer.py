@@ -59,9 +59,7 @@ def run_job(job: AgentJob, socket_path: str, job_dir: Path,
     try:
         model_path = job_dir / MODEL_NAME
         if job.action == "train":
-            started = time.monotonic()
-            model = _train(job, algorithm, connection, progress)
-            seconds["train"] = time.monotonic() - started
+            model = _train(job, algorithm, connection, progress, seconds)
             with atomic_output(model_path) as tmp, open(tmp, "wb") as handle:
                 model.save(handle)
             progress(f"saved the model ({model_path.stat().st_size / 1e3:.0f} kB)")
@@ -72,7 +70,10 @@ def run_job(job: AgentJob, socket_path: str, job_dir: Path,
         result["model_sha256"] = sha256_file(model_path)
         result["parameters_sha256"] = parameters_digest(model)
         if job.eval_episodes:
+            from stable_baselines3.common.utils import set_random_seed
+
             started = time.monotonic()
+            set_random_seed(job.eval_seed)  # a stochastic policy's samples repeat too
             result["episodes"] = _evaluate(job, model, connection, progress)
             seconds["evaluate"] = time.monotonic() - started
     finally:
@@ -97,9 +98,12 @@ def algorithm_class(name: str) -> type:
 
 
 def _train(job: AgentJob, algorithm: type, connection: ServerConnection,
-           progress: Callable[[str], None]) -> Any:
+           progress: Callable[[str], None], seconds: dict[str, float]) -> Any:
+    """The trained model; `seconds` gets "setup" (the envs in the server, the model) and
+    "learn" (SB3's learn alone: what a step costs, times the timesteps)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
+    started = time.monotonic()
     part = connection.make_vector_part(job.num_envs, "SameStep", job.target, job.config,
                                        job.kwargs, job.description)
     vector = VecMonitor(to_sb3(RemoteVectorEnv([part], [job.num_envs], "SameStep")))
@@ -119,7 +123,10 @@ def _train(job: AgentJob, algorithm: type, connection: ServerConnection,
                         f"{', '.join(accepted)}") from exc
     progress(f"training {algorithm.__name__} for {job.timesteps} timesteps on {job.num_envs} "
              f"env(s) of {job.target}, seed {job.seed}")
+    learning = time.monotonic()
+    seconds["setup"] = learning - started
     model.learn(total_timesteps=job.timesteps, callback=_progress_callback(progress, job))
+    seconds["learn"] = time.monotonic() - learning
     vector.close()
     return model
 
