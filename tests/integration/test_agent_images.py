@@ -196,6 +196,7 @@ PROBE = textwrap.dedent("""
                     return f"<{exc.strerror}>"
         side = "agent" if any("dacbench_remote.rl" in a for a in argv) else "server"
         seen = {"own": own, "own_dir": listing(os.path.dirname(own)),
+                "own_mode": oct(os.stat(os.path.dirname(own)).st_mode & 0o777),
                 "root": listing(os.path.dirname(os.path.dirname(own))),
                 "other": {p: connects(p) for p in os.environ["PROBE_OTHERS"].split(":")}}
         if side == "agent":
@@ -229,6 +230,7 @@ def test_neither_container_of_a_pair_sees_another_servers_socket(
     # looked as it started, before it made them).
     assert agent["own"] == server["own"]
     assert agent["own_dir"] == ["ctl.sock", "ctl.sock.data"] and server["own_dir"] == []
+    assert agent["own_mode"] == server["own_mode"] == "0o700"
     assert agent["own_connects"] == "connected"  # the probe can connect where it may
     for seen in (agent, server):
         # Of the socket root only the pair's own directory shows; the other server's socket
