@@ -110,6 +110,11 @@ def _runtime(where: str, value: Any) -> str:
     return value
 
 
+def _env_paths(value: str) -> list[Path]:
+    """An os.pathsep-separated variable's paths (empty parts skipped), absolute."""
+    return [Path(p).expanduser().absolute() for p in value.split(os.pathsep) if p]
+
+
 def _flag(where: str, value: str) -> bool:
     words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
     if value.strip().lower() not in words:
@@ -205,15 +210,13 @@ def load_config(
         config.cache_dir = Path(environ[CACHE_ENV]).expanduser().absolute()
         source["cache_dir"] = f"env ${CACHE_ENV}"
     if environ.get(CATALOG_ENV):
-        parts = [p for p in environ[CATALOG_ENV].split(os.pathsep) if p]
-        config.catalog_dirs = [Path(p).expanduser().absolute() for p in parts]
+        config.catalog_dirs = _env_paths(environ[CATALOG_ENV])
         source["catalog_dirs"] = f"env ${CATALOG_ENV}"
     if environ.get(RUNTIME_ENV):
         config.default_runtime = _runtime(f"${RUNTIME_ENV}", environ[RUNTIME_ENV])
         source["default_runtime"] = f"env ${RUNTIME_ENV}"
     if environ.get(WHEELHOUSE_ENV):
-        parts = [p for p in environ[WHEELHOUSE_ENV].split(os.pathsep) if p]
-        config.wheelhouse = [Path(p).expanduser().absolute() for p in parts]
+        config.wheelhouse = _env_paths(environ[WHEELHOUSE_ENV])
         source["wheelhouse"] = f"env ${WHEELHOUSE_ENV}"
     if environ.get(OFFLINE_ENV):
         config.offline = _flag(f"${OFFLINE_ENV}", environ[OFFLINE_ENV])
