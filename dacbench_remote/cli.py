@@ -21,7 +21,7 @@ from .host.servers import cleanup_stale, list_servers
 from .host.training import evaluate_agent, train_agent
 from .images.build import build_image
 from .images.cache import BUILT_LOCALLY, ImageCache
-from .images.catalog import Catalog, ImageVersion
+from .images.catalog import Catalog, ImageVersion, benchmark_key
 from .images.manifest import MANIFEST_NAME, package_versions
 from .images.publish import publish
 from .images.recipe import parse_recipe, template_variables
@@ -276,11 +276,14 @@ def _add_list(commands) -> None:
 def _add_pull(commands) -> None:
     """`pull`: fetch (or build) a benchmark's image into the cache."""
     pull = commands.add_parser(
-        "pull", help="fetch a benchmark's image into the cache (download and verify, or build)",
+        "pull", help="fetch a benchmark's (or agent's) image into the cache (download and verify, "
+        "or build)",
         description="Download BENCHMARK's image for EXPERIMENT (default: the catalog's default "
         "version), verify its sha256 and keep it in the cache. With --build, build it from its "
-        "recipe when no verified download exists.")
-    pull.add_argument("target", metavar="BENCHMARK[@EXPERIMENT]", help="e.g. Luby@exp:0.01")
+        "recipe when no verified download exists. An agent's name (PPO, ...) fetches its "
+        "agent image (whose build needs a wheelhouse: docs/recipes.md).")
+    pull.add_argument("target", metavar="BENCHMARK[@EXPERIMENT]",
+                      help="e.g. Luby@exp:0.01, or an agent: PPO@exp:0.01")
     pull.add_argument("--build", action="store_true", help="build from the recipe if needed")
     pull.set_defaults(handler=cmd_pull)
 
@@ -617,7 +620,12 @@ def _version_labels(version, cached: Path | None) -> dict[str, str]:
 def cmd_pull(args: argparse.Namespace) -> int:
     catalog, cache = _catalog_and_cache()
     benchmark, _, experiment = args.target.partition("@")
-    resolved = catalog.resolve(benchmark, experiment or None)
+    agents = {benchmark_key(agent) for agent in catalog.agents()}
+    if benchmark_key(benchmark) in agents and benchmark_key(benchmark) not in {
+            benchmark_key(name) for name in catalog.benchmarks()}:
+        resolved = catalog.resolve_agent(benchmark, experiment or None)  # an agent image
+    else:
+        resolved = catalog.resolve(benchmark, experiment or None)
     path = cache.fetch(resolved, build=args.build, progress=True)
     record = cache.provenance(path)
     print(f"{resolved.benchmark} {resolved.experiment}: {path}\nsha256 {record.get('sha256')} "

@@ -82,3 +82,13 @@ def test_a_cached_image_built_here_says_so(tmp_path):
     assert _cached_entry(cache, built) == f"{built} (built locally)"
     assert _cached_entry(cache, reproduced) == f"{reproduced} (built locally, reproducing the pin)"
     assert _cached_entry(cache, None) == "-"
+
+
+def test_pull_takes_an_agents_name_to_its_agent_image(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("DACBENCH_REMOTE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DACBENCH_REMOTE_CATALOG", raising=False)
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.setenv("DACBENCH_REMOTE_CONFIG", str(tmp_path / "config.toml"))
+    assert main(["pull", "PPO@exp:0.01"]) == 1  # unpinned, and building was not asked for
+    error = capsys.readouterr().err
+    assert "PPO exp:0.01 has no pinned image" in error and "agent-sb3.def with --build" in error
