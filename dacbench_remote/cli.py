@@ -169,7 +169,7 @@ def _add_baselines(commands) -> None:
         epilog=EPILOG_BASELINES, formatter_class=argparse.RawDescriptionHelpFormatter)
     dacbench = baselines.add_argument_group("DACBench's run_baselines options")
     dacbench.add_argument("--outdir", type=Path, default=Path("output"),
-                          help="output directory (default: output)")
+                          help="output directory (default ./output)")
     dacbench.add_argument("--benchmarks", nargs="+", metavar="BENCHMARK",
                           help="e.g. LubyBenchmark (or Luby); default: every DACBench benchmark "
                           "of the catalog at the experiment, skipping those without a "
@@ -179,8 +179,8 @@ def _add_baselines(commands) -> None:
     dacbench.add_argument("--random", action="store_true",
                           help="random policy (DACBench's DynamicRandomAgent); see --fixed_random")
     dacbench.add_argument("--fixed_random", type=int, default=0, metavar="N",
-                          help="keep each random action for N steps (default 0: a new one "
-                          "every step)")
+                          help="keep each random action for N steps (default 0); 0 and 1 "
+                          "draw a new one every step")
     dacbench.add_argument("--static", action="store_true",
                           help="static policy: one run per action of --actions")
     dacbench.add_argument("--actions", nargs="+", type=_action_argument, metavar="A",
@@ -193,7 +193,8 @@ def _add_baselines(commands) -> None:
                           help="dynamic baseline (CMAESBenchmark: CSA; SGDBenchmark: cosine "
                           "annealing)")
     dacbench.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS),
-                          metavar="S", help="one run per seed (default 0 ... 9)")
+                          metavar="S", help="one run per seed (default "
+                          f"{list(DEFAULT_SEEDS)})")
     ours = baselines.add_argument_group("where the benchmarks run")
     ours.add_argument("--experiment", help="experiment identifier that pins the images, e.g. "
                       "exp:0.01 (default: the catalog's default version)")
