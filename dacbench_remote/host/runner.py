@@ -576,7 +576,6 @@ class RemoteRunner:
                 append_record(self.results_path, result.to_record())
         return results
 
-
     def run_baseline(self, spec: str, number_of_episodes: int, seed: int | None = None, *,
                      steps: bool = False, progress: Callable[[int], Any] | None = None
                      ) -> BaselineRun:
