@@ -136,25 +136,33 @@ def _add_run(commands) -> None:
                      help="random, static, static:ACTION_JSON, module:factory, or one of "
                      "DACBench's baselines, run next to the env: dacbench:random[:FIXED], "
                      "dacbench:static:ACTION, dacbench:optimal, dacbench:dynamic (default random)")
-    run.add_argument("--runtime", choices=RUNTIME_NAMES,
-                     help="where the server runs: auto (Apptainer if installed, else bubblewrap), "
-                     "apptainer, bwrap, or local (a plain subprocess, no container); default: "
-                     "default_runtime of `dacbench-remote config` (auto unless set)")
-    run.add_argument("--experiment", help="experiment identifier that pins the image, e.g. exp:0.01")
-    run.add_argument("--image", type=Path, help="use this .sif instead of the catalog's image")
-    run.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
-                     help="build the image from its packaged recipe if it is neither cached nor "
-                     "downloadable (default: build; --no-build forbids it)")
+    _add_server_options(run)
     run.add_argument("--config", help="DACBench config: JSON text or a path to a JSON file")
-    run.add_argument("--python", help="interpreter for the local runtime (e.g. a venv's python)")
     run.add_argument("--out", type=Path, default=Path("results"),
                      help="directory for results.jsonl (default ./results)")
-    run.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
     run.add_argument("--repeat", type=Path, metavar="RESULTS.jsonl",
                      help="repeat a recorded run exactly (same benchmark, config, agent, seeds, "
                      "experiment and runtime) and compare the returns; BENCHMARK may be omitted")
     run.add_argument("--run-id", help="with --repeat: which run of the file (default: the last)")
     run.set_defaults(handler=cmd_run)
+
+
+def _add_server_options(parser) -> None:
+    """Where the servers run and which image: the options of `run` and `baselines`."""
+    parser.add_argument("--runtime", choices=RUNTIME_NAMES,
+                        help="where the server runs: auto (Apptainer if installed, else "
+                        "bubblewrap), apptainer, bwrap, or local (a plain subprocess, no "
+                        "container); default: default_runtime of `dacbench-remote config` (auto "
+                        "unless set)")
+    parser.add_argument("--experiment",
+                        help="experiment identifier that pins the image, e.g. exp:0.01")
+    parser.add_argument("--image", type=Path, help="use this .sif instead of the catalog's image")
+    parser.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
+                        help="build the image from its packaged recipe if it is neither cached "
+                        "nor downloadable (default: build; --no-build forbids it)")
+    parser.add_argument("--python", help="interpreter for the local runtime (e.g. a venv's python)")
+    parser.add_argument("--startup-timeout", type=float, default=60.0,
+                        help="seconds (default 60)")
 
 
 def _add_baselines(commands) -> None:
@@ -195,18 +203,7 @@ def _add_baselines(commands) -> None:
     dacbench.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS),
                           metavar="S", help="one run per seed (default "
                           f"{list(DEFAULT_SEEDS)})")
-    ours = baselines.add_argument_group("where the benchmarks run")
-    ours.add_argument("--experiment", help="experiment identifier that pins the images, e.g. "
-                      "exp:0.01 (default: the catalog's default version)")
-    ours.add_argument("--runtime", choices=RUNTIME_NAMES,
-                      help="auto, apptainer, bwrap or local (default: default_runtime of "
-                      "`dacbench-remote config`)")
-    ours.add_argument("--image", type=Path, help="run every benchmark in this .sif")
-    ours.add_argument("--python", help="interpreter for the local runtime")
-    ours.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
-                      help="build images that are neither cached nor downloadable (default: "
-                      "build; --no-build forbids it)")
-    ours.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
+    _add_server_options(baselines.add_argument_group("where the benchmarks run"))
     baselines.set_defaults(handler=cmd_baselines)
 
 
