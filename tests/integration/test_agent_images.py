@@ -31,7 +31,7 @@ from dacbench_remote.images.manifest import MANIFEST_NAME, package_versions
 from dacbench_remote.images.sif import SifImage
 from dacbench_remote.runtimes.local import LocalRuntime
 
-from .conftest import REPO, agent_wheelhouse
+from .conftest import AGENT_RECIPE, REPO, agent_wheelhouse, build_recipe_image
 from .runtime_images import accepts, wait_until
 
 pytestmark = pytest.mark.integration
@@ -104,6 +104,10 @@ def test_the_agent_image_is_built_from_the_wheelhouse_which_its_manifest_records
     assert labels["org.dacbench-remote.kind"] == "agent"
     assert any("PPO on CartPole-v1: 64 steps ok" in line
                for line in agent_image_info["test_output"])
+    # Cached by content (recipe, package, the wheelhouse's wheels): asked again, not rebuilt.
+    again = build_recipe_image(AGENT_RECIPE, wheelhouse=agent_wheelhouse())
+    assert (again["built_now"], again["sha256"], again["key"]) == (
+        False, agent_image_info["sha256"], agent_image_info["key"])
 
 
 def test_ppo_in_its_image_trains_the_same_weights_twice_and_its_model_evaluates_again(
