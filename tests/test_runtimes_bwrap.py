@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.errors import BadConfig, ImageNotFound, RuntimeUnavailable
+from dacbench_remote.runtimes import bwrap
 from dacbench_remote.runtimes.base import CONTAINER_SOCKET_DIR, parse_bind
 from dacbench_remote.runtimes.bwrap import BwrapRuntime, container_socket_dir
 from tests.needs import need_tools
@@ -200,3 +201,18 @@ def test_missing_image_is_named(tmp_path):
     runtime = BwrapRuntime(tmp_path / "absent.sif")
     with pytest.raises(ImageNotFound, match=r"absent\.sif does not exist or is not a file"):
         runtime.prepare()
+
+
+def test_the_launcher_exits_with_the_status_of_a_runscript_that_fails_at_once(tmp_path):
+    """The launcher's status once its runscript is gone, run by the host's /bin/sh (dash).
+
+    A runscript that exits before the launcher first looks at it used to leave the launcher at
+    status 0 in about half the runs (a server failing at start looked like a clean exit).
+    """
+    runscript = tmp_path / "runscript"
+    runscript.write_text("#!/bin/sh\nexit 3\n")
+    runscript.chmod(0o755)
+    script = bwrap._launcher_script({}).replace(bwrap.RUNSCRIPT, str(runscript))
+    statuses = [subprocess.run(["/bin/sh", "-c", script, "launcher"], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=30).returncode for _ in range(40)]
+    assert statuses == [3] * 40

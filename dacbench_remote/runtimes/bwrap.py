@@ -91,8 +91,9 @@ def _launcher_script(env: Mapping[str, str]) -> str:
         "watchdog=$!",
         "exec 3<&-",
         """trap 'kill -TERM "$server" 2>/dev/null' TERM INT HUP""",
-        "status=0",
-        'while kill -0 "$server" 2>/dev/null; do wait "$server"; status=$?; done',
+        # Wait at least once: a runscript that already exited (and was reaped) must still give
+        # its status; a wait cut short by the trap above is repeated while the server lives.
+        'while :; do wait "$server"; status=$?; kill -0 "$server" 2>/dev/null || break; done',
         # The server is gone: end what it left behind, or bwrap's init would wait for it. Only
         # as PID 1 or 2 of the sandbox's own PID namespace, where -1 means "this sandbox".
         'if [ "$$" -le 2 ]; then kill -KILL -1 2>/dev/null; else kill -TERM "$watchdog" 2>/dev/null; fi',
