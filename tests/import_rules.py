@@ -15,16 +15,16 @@ from pathlib import Path
 PACKAGE = "dacbench_remote"
 # What runs inside images: it must import nothing of the host's side.
 IMAGE_SIDE = ("server", "wire")
-HOST_SIDE = ("host", "runtimes", "images", "sweeps", "cli")
+HOST_SIDE = ("host", "runtimes", "images", "sweeps", "experiments", "cli")
 # images/ builds and stores images: it knows nothing of runtimes, episodes or trials.
-IMAGES_MUST_NOT_REACH = ("host", "runtimes", "sweeps", "server", "cli")
+IMAGES_MUST_NOT_REACH = ("host", "runtimes", "sweeps", "experiments", "server", "cli")
 # Outside the standard library, the image side imports only these ...
 IMAGE_SIDE_PACKAGES = {"numpy", "gymnasium", "Pyro5"}
 # ... and, inside functions, the packages of the benchmark it serves (present where it runs).
 BENCHMARK_PACKAGES = {"dacbench", "ConfigSpace"}
 # Optional dependencies, imported inside the functions that need them, never at module level.
 OPTIONAL = {"matplotlib", "submitit", "pyarrow", "stable_baselines3", "torch", "dacbench",
-            "ConfigSpace"}
+            "ConfigSpace", "optuna", "cmaes", "smac"}
 # gymnasium is optional inside images (the codec and the server run without it): there it may
 # be imported inside functions too.
 OPTIONAL_IN_IMAGES = OPTIONAL | {"gymnasium"}

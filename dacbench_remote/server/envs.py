@@ -79,7 +79,7 @@ def create_env(target: str, config: Any = None, kwargs: dict | None = None):
     if target.startswith("gymnasium:"):
         return _make_gymnasium(target.partition(":")[2], kwargs)
     if ":" in target:
-        obj = _import_target(target)
+        obj = import_target(target)
         if isinstance(obj, type) and hasattr(obj, "get_environment"):
             return _from_benchmark_class(obj, config)
         if not callable(obj):
@@ -104,7 +104,8 @@ def _make_gymnasium(env_id: str, kwargs: dict):
         raise BadConfig(f"gymnasium:{env_id} rejected {kwargs}: {exc}") from exc
 
 
-def _import_target(target: str):
+def import_target(target: str):
+    """The object `module:attr` names, imported here (UnknownBenchmark when it is not there)."""
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -47,6 +47,7 @@ def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[d
             "seed": trial.seed,
             "episode": result.episode,
             "episode_seed": result.seed,
+            "instance": result.instance,
             "return": float(result.return_),
             "length": int(result.length),
             "wall_time": float(result.wall_time),
@@ -73,7 +74,10 @@ def run(trial_dir: Path, run_id: str) -> None:
                               results_path=trial_dir / "runner.jsonl", options=trial.runtime)
     try:
         runner.start()
-        results = runner.run(trial.agent, trial.episodes, seed=trial.seed)
+        if trial.test_set:
+            runner.get_environment().use_test_set()
+        results = runner.run(trial.agent, trial.episodes, seed=trial.seed,
+                             instances=trial.instances or None)
     finally:
         runner.close()
     rows = episode_rows(trial, results, run_id, os.environ.get(SWEEP_ENV, ""))

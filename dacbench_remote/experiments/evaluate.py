@@ -1,0 +1,111 @@
+"""The `evaluate` step: policies (agent specs, tuned ones by reference, DACBench's baselines)
+on the test set or named instances over many seeds; results per instance and per seed."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from .._sys.files import sha256_file
+from ..sweeps.trial import canonical_json
+from .aggregate import bootstrap_ci
+from .containers import episode_rows, failures, image_records, make_trial, run_trials, write_results
+from .step import ANY, Params, StepContext, StepKind
+
+
+class EvaluateStep(StepKind):
+    name = "evaluate"
+    keys = frozenset({"benchmark", "experiment", "config", "kwargs", "policies", "seeds",
+                      "episodes", "use_test_set", "instances"})
+
+    def check(self, params: Params) -> dict:
+        checked = {
+            "benchmark": params.benchmark(),
+            "experiment": params.string("experiment"),
+            "config": params.json_table("config"),
+            "kwargs": params.json_table("kwargs"),
+            "seeds": params.seeds("seeds"),
+            "use_test_set": params.boolean("use_test_set", False),
+            "instances": params.instances(),
+            "policies": _policies(params),
+        }
+        instances = checked["instances"]
+        checked["episodes"] = params.integer(
+            "episodes", len(instances) if isinstance(instances, list) and instances else 1,
+            minimum=1)
+        return checked
+
+    def outputs(self, params: dict) -> dict:
+        return {"kind": ANY, "results": ANY, "results_sha256": ANY, "summary": ANY,
+                "policies": ANY, "best_policy": ANY}
+
+    def images(self, step, params: dict, base: Path) -> list[dict]:
+        return image_records(step, [(params["benchmark"], params["experiment"])])
+
+    def run(self, ctx: StepContext) -> dict:
+        p = ctx.params
+        trials = {}
+        for name, agent in p["policies"].items():
+            for seed in p["seeds"]:
+                trials[(name, seed)] = make_trial(
+                    ctx.step, benchmark=p["benchmark"], experiment=p["experiment"], agent=agent,
+                    config=p["config"], kwargs=p["kwargs"], seed=seed, episodes=p["episodes"],
+                    test_set=p["use_test_set"], instances=p["instances"])
+        outcomes = run_trials(ctx, list(trials.values()))
+        rows = []
+        for (name, _seed), trial in trials.items():
+            rows += episode_rows(ctx, trial, outcomes[trial.id], policy=name,
+                                 parameters=canonical_json({"agent": trial.agent}))
+        results = ctx.dir / "results.csv"
+        write_results(results, rows)
+        failed = failures(outcomes, list(trials.values()))
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(trials)} trials of step {ctx.step.name} "
+                               f"did not finish: {failed[0]}")
+        summary = summarise(rows)
+        best = max(summary, key=lambda name: summary[name]["mean"])
+        return {"kind": self.name, "results": str(results),
+                "results_sha256": sha256_file(results), "summary": summary,
+                "policies": p["policies"], "best_policy": best}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per policy: mean and std of returns, seeds, episodes, and a 95% CI over seed means."""
+    by_policy: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        by_policy.setdefault(row["policy"], {}).setdefault(row["seed"], []).append(row["return"])
+    summary = {}
+    for name, seeds in by_policy.items():
+        returns = [r for values in seeds.values() for r in values]
+        low, high = bootstrap_ci([statistics.fmean(v) for v in seeds.values()])
+        summary[name] = {"mean": statistics.fmean(returns),
+                         "std": statistics.stdev(returns) if len(returns) > 1 else 0.0,
+                         "seeds": len(seeds), "episodes": len(returns),
+                         "ci_low": low, "ci_high": high}
+    return summary
+
+
+def _policies(params: Params) -> dict:
+    """`policies`: agent specs, or tables {name, agent}; name -> agent spec."""
+    params.required("policies")
+    value = params.table["policies"]
+    if not isinstance(value, list) or not value:
+        raise params.error("policies", "must be a non-empty array of agent specs or "
+                                       "{ name = ..., agent = ... } tables")
+    policies: dict[str, str] = {}
+    for index, entry in enumerate(value):
+        key = params.key(f"policies[{index}]")
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - {"name", "agent"})
+            if unknown or "agent" not in entry:
+                raise params.where.error(key, "a policy table has agent (required) and name")
+            name, agent = entry.get("name", entry["agent"]), entry["agent"]
+            if not isinstance(name, str) or not name:
+                raise params.where.error(f"{key}.name", f"must be a non-empty string, got {name!r}")
+        else:
+            name = agent = entry
+        agent = params.agent(agent, key)
+        if name in policies:
+            raise params.where.error(key, f"names policy {name!r} twice; give one a name")
+        policies[name] = agent
+    return policies
