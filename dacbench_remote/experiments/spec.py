@@ -191,7 +191,11 @@ def _check_needs(steps: dict[str, StepSpec], where) -> None:
 def _check_references(spec: ExperimentSpec, where) -> None:
     for step in spec.steps.values():
         before = upstream(spec.needs, step.name)
-        for key, reference in references_in(step.params, step.key):
+        try:
+            found = list(references_in(step.params, step.key))
+        except BadConfig as exc:  # a malformed ${...}: name the file too
+            raise BadConfig(f"{where.filename}: {exc}") from exc
+        for key, reference in found:
             if reference.step not in spec.steps:
                 raise where.error(key, f"{reference} names step {reference.step!r}, which this "
                                        f"experiment does not have (steps: {', '.join(spec.steps)})")
