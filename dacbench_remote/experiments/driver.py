@@ -219,6 +219,8 @@ class _Run:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            steps = self.result.steps  # reported in DAG order, not as they finished
+            self.result.steps = {n: steps[n] for n in self.spec.steps if n in steps}
 
     def _record(self, result: StepResult) -> None:
         self.result.steps[result.name] = result

@@ -1,0 +1,390 @@
+"""Experiments on the local executor with real workers and servers (local runtime: a server
+subprocess per trial): caching, partial reruns, --force, a killed driver, failing steps, the
+run step, the report's figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dacbench_remote._sys.procfs import ProcessRecord, wait_gone
+from dacbench_remote.errors import BadConfig
+from dacbench_remote.experiments import ExperimentDir, report, run_experiment, status
+from dacbench_remote.experiments.report_step import build_figures, report_data
+from dacbench_remote.sweeps.sweepdir import read_json, read_jsonl
+from dacbench_remote.sweeps.tables import read_results_csv
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = "tests.experiment_helpers:make_quadratic_env"
+COUNTING = "tests.experiment_helpers:counting_agent"
+
+
+@pytest.fixture
+def exp_env(monkeypatch, tmp_path: Path) -> dict[str, str]:
+    """Environment for drivers, workers and servers: helpers importable, a private socket dir,
+    a counter of trial executions."""
+    sockets = Path(tempfile.mkdtemp(prefix="dr-", dir="/tmp"))  # short: AF_UNIX path limit
+    values = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "DACBENCH_REMOTE_SOCKET_DIR": str(sockets),
+        "DACBR_TEST_COUNTER": str(tmp_path / "executions.txt"),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield values
+    leftovers = sorted(p.name for p in sockets.iterdir())
+    shutil.rmtree(sockets, ignore_errors=True)
+    assert leftovers == [], f"sockets left behind: {leftovers}"
+
+
+def write_spec(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def executions(counter: str | Path) -> list[tuple[str, str]]:
+    """(run id, trial id) per container trial started, as the counting agent recorded them."""
+    path = Path(counter)
+    return [tuple(line.split()) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+PIPELINE = f"""
+    name = "pipeline"
+    time_limit = 120
+    [runtime]
+    kind = "local"
+    [executor.local]
+    workers = 2
+
+    [steps.tune]
+    kind = "tune"
+    benchmark = "{ENV}"
+    kwargs = {{ x = "{{x}}" }}
+    agent = "{COUNTING}"
+    seeds = [0, 1]
+    episodes = 2
+    sampler = "grid"
+    batch = 3
+    [steps.tune.space]
+    x = {{ type = "int", low = 0, high = 5 }}
+
+    [steps.evaluate]
+    kind = "evaluate"
+    needs = ["tune"]
+    benchmark = "{ENV}"
+    kwargs = {{ x = "${{tune.best.x}}" }}
+    policies = [{{ name = "counting", agent = "{COUNTING}" }}, "static:0"]
+    seeds = [0, 1, 2]
+    episodes = 2
+
+    [steps.report]
+    kind = "report"
+    needs = ["tune", "evaluate"]
+"""
+
+
+def quadratic_objective(x: int, seeds: list[int], episodes: int) -> float:
+    """The tune objective, computed in this process with the env itself (no experiment code)."""
+    from tests.experiment_helpers import QuadraticEnv
+
+    returns = []
+    for seed in seeds:
+        env = QuadraticEnv(x)
+        for episode in range(episodes):
+            env.reset(seed=seed + episode)
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, _ = env.step(0)
+                total += reward
+                done = terminated or truncated
+            returns.append(total)
+    return statistics.fmean(returns)
+
+
+def test_a_pipeline_runs_then_is_cached_and_reruns_only_what_changed(tmp_path: Path, exp_env):
+    spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE)
+    counter = exp_env["DACBR_TEST_COUNTER"]
+
+    first = run_experiment(spec_path)
+    assert first.ok, first
+    assert {n: s.state for n, s in first.steps.items()} == {
+        "tune": "done", "evaluate": "done", "report": "done"}
+    assert (first.steps["tune"].executed, first.steps["evaluate"].executed) == (12, 6)
+    assert len(executions(counter)) == 12 + 3  # the counting policy's trials of evaluate: 3
+    tune = first.steps["tune"].outputs
+    # The grid's best equals an exhaustive search in this process, by objective value.
+    reference = {x: quadratic_objective(x, [0, 1], 2) for x in range(6)}
+    assert tune["best_value"] == max(reference.values())
+    assert tune["best"] == {"x": 3} and tune["trials"] == tune["completed"] == 6
+    told = {r["params"]["x"]: r["value"] for r in read_jsonl(Path(tune["history"]))
+            if r["event"] == "told"}
+    assert told == reference
+    # Every result row carries its provenance.
+    rows = read_results_csv(first.steps["evaluate"].outputs["results"])
+    assert len(rows) == 2 * 3 * 2
+    assert {r["step"] for r in rows} == {"evaluate"}
+    assert {r["experiment_name"] for r in rows} == {"pipeline"}
+    assert {r["policy"] for r in rows} == {"counting", "static:0"}
+    assert {r["seed"] for r in rows} == {0, 1, 2}
+    assert all(r["run_id"] == first.run_id and r["parameters"] and r["runtime"] == "local"
+               for r in rows)
+    assert all(json.loads(r["kwargs"]) == {"x": 3} for r in rows)  # the tuned value went in
+
+    second = run_experiment(spec_path)
+    assert second.ok and second.executed == 0
+    assert {s.state for s in second.steps.values()} == {"cached"}
+    assert len(executions(counter)) == 15  # no container trial started
+
+    # Only the evaluate step changes: it and the report rerun, the tune step is reused.
+    write_spec(spec_path, PIPELINE.replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]"))
+    third = run_experiment(spec_path)
+    assert {n: s.state for n, s in third.steps.items()} == {
+        "tune": "cached", "evaluate": "done", "report": "done"}
+    assert third.steps["evaluate"].executed == 8
+    ran = Counter(trial for run_id, trial in executions(counter) if run_id == third.run_id)
+    assert sum(ran.values()) == 4  # the counting policy over 4 seeds, nothing of tune
+
+    # --force reruns a step and what is downstream of it.
+    forced = run_experiment(spec_path, force=["evaluate"])
+    assert {n: s.state for n, s in forced.steps.items()} == {
+        "tune": "cached", "evaluate": "done", "report": "done"}
+    assert forced.steps["evaluate"].executed == 8
+
+    shown = str(status(spec_path))
+    assert "tune [tune]: cached" in shown and "tune 6/6 told, best so far" in shown
+    assert "evaluate [evaluate] <- tune: done, trials 8/8 finished" in shown
+
+
+def test_the_report_has_the_expected_panels_and_series(tmp_path: Path, exp_env):
+    spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE)
+    result = run_experiment(spec_path)
+    assert result.ok, result
+    outputs = result.steps["report"].outputs
+    for name in ("history", "distributions", "ranking"):
+        png = Path(outputs["figures"][name])
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    markdown = Path(outputs["markdown"]).read_text()
+    assert "## Tuning" in markdown and "## Evaluation: evaluate" in markdown
+    assert "![ranking](ranking.png)" in markdown
+    assert "<img src='history.png'" in Path(outputs["html"]).read_text()
+
+    # The same figures, looked at through matplotlib's objects.
+    layout = ExperimentDir(result.directory)
+    inputs = {n: layout.outputs(n)["outputs"] for n in ("tune", "evaluate")}
+    figures = build_figures(report_data(inputs))
+    assert set(figures) == {"history", "distributions", "ranking"}  # no instances: not DACBench
+    [history] = figures["history"].axes
+    assert len(history.lines) == 2  # each trial's value, the best so far
+    assert list(history.lines[0].get_xdata()) == list(range(6))
+    [ranking] = figures["ranking"].axes
+    assert len(ranking.containers) == 2  # one error bar per policy
+    assert [t.get_text() for t in ranking.get_yticklabels()][-1] == \
+        max(("counting", "static:0"), key=lambda n: inputs["evaluate"]["summary"][n]["mean"])
+    [boxes] = figures["distributions"].axes
+    assert [t.get_text() for t in boxes.get_xticklabels()] == ["counting", "static:0"]
+
+    again = report(spec_path)
+    assert not again.missing and set(again.written) == {"report"}
+
+
+def test_a_failing_step_stops_only_its_dependents(tmp_path: Path, exp_env):
+    spec_path = write_spec(tmp_path / "experiment.toml", f"""
+        name = "failing"
+        time_limit = 120
+        [runtime]
+        kind = "local"
+        [steps.good]
+        kind = "evaluate"
+        benchmark = "{ENV}"
+        policies = ["random"]
+        seeds = [0]
+        [steps.bad]
+        kind = "evaluate"
+        benchmark = "tests.experiment_helpers:make_raising_env"
+        policies = ["random"]
+        seeds = [0]
+        [steps.broken_function]
+        kind = "run"
+        function = "tests.experiment_helpers:raising_function"
+        inputs = {{ a = 1 }}
+        [steps.after_bad]
+        kind = "report"
+        needs = ["bad"]
+        [steps.after_function]
+        kind = "evaluate"
+        needs = ["broken_function"]
+        benchmark = "{ENV}"
+        policies = ["random"]
+        seeds = [0]
+        [steps.after_good]
+        kind = "report"
+        needs = ["good"]
+    """)
+    result = run_experiment(spec_path)
+    states = {n: s.state for n, s in result.steps.items()}
+    assert states == {"good": "done", "bad": "failed", "broken_function": "failed",
+                      "after_bad": "blocked", "after_function": "blocked",
+                      "after_good": "done"}
+    assert not result.ok and sorted(result.failed) == ["bad", "broken_function"]
+    assert "this benchmark raises on purpose" in result.steps["bad"].error
+    assert "the run step's function raises on purpose" in \
+        result.steps["broken_function"].error
+    assert "needs bad" in result.steps["after_bad"].error
+
+    cli = subprocess.run([sys.executable, "-m", "dacbench_remote", "experiment", "run",
+                          str(spec_path)], capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 1
+    assert "step bad failed: RuntimeError" in cli.stdout
+    assert "this benchmark raises on purpose" in cli.stdout
+    assert "step(s) failed: bad, broken_function" in cli.stderr
+
+
+def test_the_run_step_calls_a_function_in_the_image_and_later_steps_use_its_outputs(
+        tmp_path: Path, exp_env):
+    spec_path = write_spec(tmp_path / "experiment.toml", """
+        name = "functions"
+        [runtime]
+        kind = "local"
+        [steps.prepare]
+        kind = "run"
+        function = "tests.experiment_helpers:double"
+        inputs = { values = [1, 2.5], factor = 3 }
+        outputs = ["doubled", "count"]
+        [steps.use]
+        kind = "run"
+        needs = ["prepare"]
+        function = "tests.experiment_helpers:double"
+        inputs = { values = "${prepare.doubled}", factor = "${prepare.count}" }
+        outputs = ["doubled"]
+    """)
+    result = run_experiment(spec_path)
+    assert result.ok, result
+    prepared = result.steps["prepare"].outputs
+    assert prepared["doubled"] == [3, 7.5] and prepared["count"] == 2
+    assert prepared["pid"] != os.getpid()  # it ran in the server, not here
+    assert result.steps["use"].outputs["doubled"] == [6, 15.0]
+
+
+def test_a_reference_of_the_wrong_type_is_refused_before_the_step_starts(tmp_path, exp_env):
+    spec_path = write_spec(tmp_path / "experiment.toml", f"""
+        name = "wrong-type"
+        [runtime]
+        kind = "local"
+        [steps.prepare]
+        kind = "run"
+        function = "tests.experiment_helpers:double"
+        inputs = {{ values = [1] }}
+        outputs = ["count"]
+        [steps.use]
+        kind = "evaluate"
+        needs = ["prepare"]
+        benchmark = "{ENV}"
+        policies = ["{COUNTING}"]
+        seeds = "${{prepare.count}}"
+    """)
+    result = run_experiment(spec_path)
+    assert result.steps["use"].state == "failed"
+    assert "steps.use.seeds" in result.steps["use"].error
+    assert executions(exp_env["DACBR_TEST_COUNTER"]) == []
+
+
+DRIVER = "import sys; from dacbench_remote.experiments import run_experiment; run_experiment(sys.argv[1])"
+
+
+def test_sigkill_of_the_driver_mid_tune_resumes_the_study_and_repeats_no_finished_trial(
+        tmp_path: Path, exp_env):
+    import optuna
+
+    spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE.replace(
+        "batch = 3", "batch = 2"))
+    layout = ExperimentDir(tmp_path / "pipeline")
+    tune_dir = layout.step_dir("tune")
+    env = {**os.environ, **exp_env, "DACBR_TEST_EPISODE_DELAY": "0.4"}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(spec_path)], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # killed while its second batch runs
+            told = [r for r in read_jsonl(tune_dir / "history.jsonl") if r["event"] == "told"]
+            if len(told) >= 2 and list(tune_dir.glob("trials/*/running.json")):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the tune step did not get to its second batch")
+        in_flight = []
+        for path in tune_dir.glob("trials/*/running.json"):
+            in_flight += [ProcessRecord.from_dict(p)
+                          for p in (read_json(path) or {}).get("processes", [])]
+        driver.send_signal(signal.SIGKILL)  # a crash: no cleanup code runs in the driver
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert in_flight, "no trial was running when the driver was killed"
+    assert wait_gone(in_flight, timeout=30), "processes of the killed driver's trials survived"
+    done_before = {p.parent.name for p in tune_dir.glob("trials/*/done.json")}
+    told_before = [r for r in read_jsonl(tune_dir / "history.jsonl") if r["event"] == "told"]
+    assert 2 <= len(told_before) < 6
+    assert layout.state("tune")["state"] == "running"  # what the killed driver left
+    first_run = Counter(t for _, t in executions(exp_env["DACBR_TEST_COUNTER"]))
+
+    result = run_experiment(spec_path)
+    assert result.ok, result
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tune_dir / "study.journal")))
+    [summary] = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    states = Counter(t.state.name for t in study.trials)
+    assert states == {"COMPLETE": 6}  # the study went on: as many trials as requested
+    assert sorted(t.params["x"] for t in study.trials) == list(range(6))
+    all_runs = Counter(t for _, t in executions(exp_env["DACBR_TEST_COUNTER"]))
+    assert all(all_runs[t] == first_run[t] for t in done_before)  # none ran again
+    assert result.steps["tune"].outputs["best"] == {"x": 3}
+    assert result.steps["tune"].executed == 12 - len(done_before)
+
+
+def test_a_second_driver_on_the_same_directory_is_refused(tmp_path: Path, exp_env):
+    from dacbench_remote.errors import SweepAlreadyRunning
+
+    spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE)
+    env = {**os.environ, **exp_env, "DACBR_TEST_EPISODE_DELAY": "0.3"}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(spec_path)], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        layout = ExperimentDir(tmp_path / "pipeline")
+        deadline = time.monotonic() + 60
+        while not layout.driver.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(SweepAlreadyRunning, match="experiment cancel"):
+            run_experiment(spec_path)
+        from dacbench_remote.experiments import cancel
+
+        stopped = cancel(spec_path)
+        assert "stopped" in stopped.driver
+        assert driver.wait(timeout=30) != 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert layout.state("tune")["state"] == "interrupted"
+
+
+def test_force_names_a_step_of_the_experiment(tmp_path: Path):
+    spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE)
+    with pytest.raises(BadConfig, match="no step 'tuning'"):
+        run_experiment(spec_path, force=["tuning"])
