@@ -8,6 +8,7 @@ A trial that has its `done.json` is never run again (a resumed step repeats no f
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from .._sys.files import atomic_write_text
@@ -16,6 +17,7 @@ from ..errors import BadConfig
 from ..runtimes.rootfs import default_rootfs_cache, image_sha256
 from ..sweeps.driver import make_executor
 from ..sweeps.executors import RunContext, fetch_image
+from ..sweeps.slurm_executor import live_tasks
 from ..sweeps.sweepdir import SweepDir, read_jsonl
 from ..sweeps.tables import to_csv
 from ..sweeps.trial import DONE, Trial, TrialOutcome
@@ -55,6 +57,8 @@ def run_trials(ctx: StepContext, trials: list[Trial]) -> dict[str, TrialOutcome]
         with _lock:
             ctx.executed[0] += len(pending)
         options = ctx.step.executor
+        if options.kind == "slurm":
+            _wait_for_earlier_arrays(layout, ctx)
         executor = make_executor(options.kind, options.local, options.slurm)
         run = RunContext(layout, ctx.run_id, ctx.label.replace(".", "-"), ctx.cancel_event,
                          lambda outcome: None, ctx.on_job)
@@ -66,6 +70,17 @@ def run_trials(ctx: StepContext, trials: list[Trial]) -> dict[str, TrialOutcome]
         raise RuntimeError(f"{len(missing)} trial(s) of step {ctx.step.name} ended without an "
                            f"outcome (e.g. {missing[0].label()}); see {layout.trial_dir(missing[0].id)}")
     return outcomes
+
+
+def _wait_for_earlier_arrays(layout: SweepDir, ctx: StepContext, timeout: float = 300.0) -> None:
+    """The step's earlier arrays (a tune step's previous batch) must have left the queue: their
+    tasks recorded their outcomes, but Slurm lists a task until it has completed, and the
+    executor refuses to submit beside a live array of the same directory."""
+    deadline = time.monotonic() + timeout
+    for job_id in layout.job_ids():
+        while live_tasks(job_id) and time.monotonic() < deadline:
+            ctx.check_cancelled()
+            time.sleep(0.5)
 
 
 def _index(layout: SweepDir, trials: list[Trial]) -> None:

@@ -89,7 +89,9 @@ def ranking_figure(rankings: dict[str, Sequence[tuple[str, float, float, float]]
     figure, axes = _panels(len(rankings))
     for ax, (step, ranked) in zip(axes, rankings.items(), strict=True):
         for position, (name, mean, low, high) in enumerate(reversed(ranked)):
-            ax.errorbar([mean], [position], xerr=[[mean - low], [high - mean]], fmt="o",
+            # max(0, ...): a bootstrap interval of equal means may miss the mean by a rounding
+            ax.errorbar([mean], [position], xerr=[[max(0.0, mean - low)], [max(0.0, high - mean)]],
+                        fmt="o",
                         capsize=4, label=name)
         ax.set_yticks(range(len(ranked)), [r[0] for r in reversed(ranked)], fontsize=8)
         ax.set_title(f"{step}: ranking ({confidence:.0%} CI over seeds)", fontsize=9)
