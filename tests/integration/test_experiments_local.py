@@ -37,6 +37,11 @@ COUNTING = "tests.experiment_helpers:counting_agent"
 def exp_env(monkeypatch, tmp_path: Path) -> dict[str, str]:
     """Environment for drivers, workers and servers: helpers importable, a private socket dir,
     a counter of trial executions."""
+    yield from experiment_environment(monkeypatch, tmp_path)
+
+
+def experiment_environment(monkeypatch, tmp_path: Path):
+    """exp_env's body, for other modules' fixtures (no sockets may be left behind)."""
     sockets = Path(tempfile.mkdtemp(prefix="dr-", dir="/tmp"))  # short: AF_UNIX path limit
     values = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
