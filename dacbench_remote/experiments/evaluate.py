@@ -29,6 +29,14 @@ class EvaluateStep(StepKind):
             "instances": params.instances(),
             "policies": _policies(params),
         }
+        config, policies = checked["config"], checked["policies"]
+        if checked["use_test_set"] is True and isinstance(config, dict) and \
+                "test_set_path" not in config and isinstance(policies, dict):
+            baselines = [a for a in policies.values() if str(a).startswith("dacbench:")]
+            if baselines:
+                raise params.error("use_test_set", f"{baselines[0]} runs in the server on an env "
+                                                   "it builds from the config: name the test set "
+                                                   "there (config.test_set_path)")
         instances = checked["instances"]
         checked["episodes"] = params.integer(
             "episodes", len(instances) if isinstance(instances, list) and instances else 1,
@@ -44,13 +52,14 @@ class EvaluateStep(StepKind):
 
     def run(self, ctx: StepContext) -> dict:
         p = ctx.params
+        config, test_set = test_set_config(p["config"], p["use_test_set"])
         trials = {}
         for name, agent in p["policies"].items():
             for seed in p["seeds"]:
                 trials[(name, seed)] = make_trial(
                     ctx.step, benchmark=p["benchmark"], experiment=p["experiment"], agent=agent,
-                    config=p["config"], kwargs=p["kwargs"], seed=seed, episodes=p["episodes"],
-                    test_set=p["use_test_set"], instances=p["instances"])
+                    config=config, kwargs=p["kwargs"], seed=seed, episodes=p["episodes"],
+                    test_set=test_set, instances=p["instances"])
         outcomes = run_trials(ctx, list(trials.values()))
         rows = []
         for (name, _seed), trial in trials.items():
@@ -67,6 +76,18 @@ class EvaluateStep(StepKind):
         return {"kind": self.name, "results": str(results),
                 "results_sha256": sha256_file(results), "summary": summary,
                 "policies": p["policies"], "best_policy": best}
+
+
+def test_set_config(config: dict, use_test_set: bool) -> tuple[dict, bool]:
+    """The trials' config, and whether they call DACBench's use_test_set(): a config that names
+    its test set (`test_set_path`) becomes the instance set itself, which every policy sees
+    (DACBench's baselines too, which build their env in the server from the config); otherwise
+    the env's own test set is switched to before the first episode."""
+    if not use_test_set:
+        return config, False
+    if "test_set_path" in config:
+        return {**config, "instance_set_path": config["test_set_path"]}, False
+    return config, True
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -393,3 +393,79 @@ def test_force_names_a_step_of_the_experiment(tmp_path: Path):
     spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE)
     with pytest.raises(BadConfig, match="no step 'tuning'"):
         run_experiment(spec_path, force=["tuning"])
+
+
+def test_evaluate_on_the_test_set_equals_dacbench_in_process(tmp_path: Path, exp_env):
+    """Both ways to the test set against DACBench in this process: a config naming its test set
+    (it becomes the instance set) and DACBench's use_test_set() on the env's own test set;
+    returns and instance ids per episode, the global RNGs seeded as the server documents."""
+    import random
+
+    import gymnasium
+    import numpy as np
+
+    from dacbench_remote.host.agents import make_agent
+    from dacbench_remote.host.runner import run_episode
+    from tests.needs import need_module
+
+    benchmarks = need_module("dacbench.benchmarks")
+    luby_config = {"instance_set_path": "luby_train.csv", "test_set_path": "luby_test.csv"}
+    spec_path = write_spec(tmp_path / "experiment.toml", """
+        name = "test-set"
+        [runtime]
+        kind = "local"
+        [steps.luby]
+        kind = "evaluate"
+        benchmark = "Luby"
+        config = { instance_set_path = "luby_train.csv", test_set_path = "luby_test.csv" }
+        use_test_set = true
+        policies = ["static:2", "random"]
+        seeds = [0, 1]
+        episodes = 3
+        [steps.fa]
+        kind = "evaluate"
+        benchmark = "FunctionApproximation"
+        use_test_set = true
+        policies = ["random"]
+        seeds = [0, 1]
+        episodes = 3
+    """)
+    result = run_experiment(spec_path)
+    assert result.ok, result
+
+    class GlobalSeeding(gymnasium.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            if seed is not None:
+                random.seed(seed)
+                np.random.seed(seed)
+            return self.env.reset(seed=seed, options=options)
+
+    def in_process(name: str, config: dict, agent_spec: str, seed: int, switch: bool) -> list:
+        benchmark = getattr(benchmarks, f"{name}Benchmark")()
+        for key, value in config.items():
+            benchmark.config[key] = value
+        random.seed(benchmark.config["seed"])
+        np.random.seed(benchmark.config["seed"])
+        env = benchmark.get_environment()
+        if switch:
+            env.use_test_set()
+        env = GlobalSeeding(env)
+        agent = make_agent(agent_spec, env, seed)
+        episodes = []
+        for episode in range(3):
+            done = run_episode(env, agent, episode, seed + episode)
+            episodes.append((done.return_, env.unwrapped.get_inst_id()))
+        return episodes
+
+    luby_test = {**luby_config, "instance_set_path": "luby_test.csv"}
+    for step, name, config, switch in (("luby", "Luby", luby_test, False),
+                                       ("fa", "FunctionApproximation", {}, True)):
+        rows = read_results_csv(result.steps[step].outputs["results"])
+        for policy in {r["policy"] for r in rows}:
+            for seed in (0, 1):
+                remote = [(r["return"], int(r["instance"])) for r in rows
+                          if r["policy"] == policy and r["seed"] == seed]
+                assert remote == in_process(name, config, policy, seed, switch), (step, policy)
+    # The test instances are not the training ones: the same env on its training set differs.
+    train = in_process("Luby", luby_config, "static:2", 0, False)
+    assert train != in_process("Luby", luby_test, "static:2", 0, False)
