@@ -12,15 +12,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .._sys.files import atomic_write_json, atomic_write_text, locked
+from .._sys.files import atomic_write_json, atomic_write_text
 from .._sys.procfs import ProcessRecord, boot_id, hostname, stop_records, wait_gone
-from ..errors import BadConfig, SweepAlreadyRunning
+from ..errors import BadConfig
 from ..host.results import append_record
 from ..sweeps import driver as sweep_driver
 from ..sweeps.executors import EXECUTORS
@@ -126,7 +125,7 @@ def run_experiment(
     layout.path.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda line: None)
     run_id = sweep_driver.new_run_id()
-    with _exclusive(layout):
+    with sweep_driver._exclusive(layout, "experiment"):
         atomic_write_text(layout.spec, spec.text)
         driver = {"run_id": run_id, "host": hostname(), "boot_id": boot_id(),
                   "pid": os.getpid(), "start": ProcessRecord.of(os.getpid()).start}
@@ -149,19 +148,6 @@ def run_experiment(
                                         "failed": run.result.failed,
                                         "executed": run.result.executed})
     return run.result
-
-
-@contextmanager
-def _exclusive(layout: ExperimentDir) -> Iterator[None]:
-    """One driver per experiment directory at a time (the lock dies with the process)."""
-    with locked(layout.lock, blocking=False) as free:
-        if not free:
-            other = read_json(layout.driver) or {}
-            raise SweepAlreadyRunning(
-                f"experiment directory {layout.path} is in use by another run (pid "
-                f"{other.get('pid', '?')} on {other.get('host', '?')}); wait for it, or stop it "
-                f"with `dacbench-remote experiment cancel {layout.path}`")
-        yield
 
 
 def _forget_failed_trials(step_dir: Path) -> None:
