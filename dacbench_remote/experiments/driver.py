@@ -127,14 +127,14 @@ def run_experiment(
     run_id = sweep_driver.new_run_id()
     with sweep_driver._exclusive(layout, "experiment"):
         atomic_write_text(layout.spec, spec.text)
-        driver = {"run_id": run_id, "host": hostname(), "boot_id": boot_id(),
-                  "pid": os.getpid(), "start": ProcessRecord.of(os.getpid()).start}
-        atomic_write_json(layout.driver, driver)
-        append_record(layout.runs, {"event": "start", "run_id": run_id, "time": time.time(),
-                                    "host": hostname(), "pid": os.getpid(), "force": force})
         run = _Run(spec, layout, run_id, downstream(spec.needs, force), say)
         interrupted = False
         try:
+            driver = {"run_id": run_id, "host": hostname(), "boot_id": boot_id(),
+                      "pid": os.getpid(), "start": ProcessRecord.of(os.getpid()).start}
+            atomic_write_json(layout.driver, driver)
+            append_record(layout.runs, {"event": "start", "run_id": run_id, "time": time.time(),
+                                        "host": hostname(), "pid": os.getpid(), "force": force})
             with sweep_driver._sigterm_as_interrupt():
                 run.all()
         except KeyboardInterrupt:

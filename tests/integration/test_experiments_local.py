@@ -373,7 +373,7 @@ def test_a_second_driver_on_the_same_directory_is_refused(tmp_path: Path, exp_en
     try:
         layout = ExperimentDir(tmp_path / "pipeline")
         deadline = time.monotonic() + 60
-        while not layout.driver.exists() and time.monotonic() < deadline:
+        while layout.state("tune")["state"] != "running" and time.monotonic() < deadline:
             time.sleep(0.05)
         with pytest.raises(SweepAlreadyRunning, match="experiment cancel"):
             run_experiment(spec_path)
