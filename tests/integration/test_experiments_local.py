@@ -469,3 +469,35 @@ def test_evaluate_on_the_test_set_equals_dacbench_in_process(tmp_path: Path, exp
     # The test instances are not the training ones: the same env on its training set differs.
     train = in_process("Luby", luby_config, "static:2", 0, False)
     assert train != in_process("Luby", luby_test, "static:2", 0, False)
+
+
+def test_a_sweep_step_runs_the_grid_a_sweep_spec_runs(tmp_path: Path, exp_env):
+    """The same grid as a sweep step and as sweep.toml: the same trials, the same returns."""
+    from dacbench_remote.sweeps import load_spec, run_sweep
+
+    grid = f"""
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1", {{ benchmark = "{ENV}", kwargs = {{ x = 2 }} }}]
+        agents = ["random", "static"]
+        seeds = [0, 1]
+    """
+    sweep_spec = write_spec(tmp_path / "sweep.toml", 'name = "plain"\nepisodes = 2\n'
+                            '[runtime]\nkind = "local"\n' + textwrap.dedent(grid))
+    swept = run_sweep(sweep_spec, workers=2)
+    assert swept.ok
+    spec_path = write_spec(tmp_path / "experiment.toml", """
+        name = "as-step"
+        [runtime]
+        kind = "local"
+        [steps.grid]
+        kind = "sweep"
+        episodes = 2
+    """ + textwrap.dedent(grid).replace("[grid]", "[steps.grid.grid]"))
+    result = run_experiment(spec_path)
+    assert result.ok, result
+    rows = read_results_csv(result.steps["grid"].outputs["results"])
+    plain = read_results_csv(load_spec(sweep_spec).dir / "results.csv")
+    assert len(rows) == len(plain) == 2 * 2 * 2 * 2
+    assert {(r["trial_id"], r["episode"], r["return"]) for r in rows} == \
+        {(r["trial_id"], r["episode"], r["return"]) for r in plain}
+    assert {r["step"] for r in rows} == {"grid"}

@@ -83,3 +83,27 @@ def test_a_killed_slurm_array_fails_its_step_and_the_next_run_resumes_the_study(
     all_runs = Counter(t for _, t in executions(exp_env["DACBR_TEST_COUNTER"]))
     assert all(all_runs[t] == first_run[t] for t in done_before)  # none ran again
     assert result.steps["tune"].outputs["best"] == {"x": 3}
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_run_step_runs_as_a_slurm_job(tmp_path: Path, exp_env):
+    spec = write_spec(tmp_path / "experiment.toml", """
+        name = "function-on-slurm"
+        [runtime]
+        kind = "local"
+        [executor]
+        kind = "slurm"
+        [executor.slurm]
+        poll_interval = 0.5
+        [steps.prepare]
+        kind = "run"
+        function = "tests.experiment_helpers:double"
+        inputs = { values = [1, 2], factor = 2.5 }
+        outputs = ["doubled"]
+    """)
+    result = run_experiment(spec)
+    assert result.ok, result
+    assert result.steps["prepare"].outputs["doubled"] == [2.5, 5.0]
+    [script] = (tmp_path / "function-on-slurm" / "steps" / "prepare" / "slurm").glob(
+        "*_submission.sh")
+    assert "#SBATCH" in script.read_text()
