@@ -23,8 +23,6 @@ from .._sys.files import atomic_write_json
 from ..errors import BadConfig
 from ..sweeps.sweepdir import read_json
 
-STATES = ("waiting", "running", "done", "cached", "failed", "blocked", "interrupted")
-
 
 class ExperimentDir:
     """Paths and state files inside one experiment directory."""

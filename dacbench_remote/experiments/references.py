@@ -64,10 +64,6 @@ def whole_reference(value: Any) -> bool:
     return match is not None and match.group(0) != "$${"
 
 
-def has_reference(value: Any) -> bool:
-    return any(True for _ in references_in(value, ""))
-
-
 def resolve(value: Any, outputs: dict[str, dict], key: str) -> Any:
     """`value` with every reference replaced by the output it names (see the module doc)."""
     if isinstance(value, list):
