@@ -50,6 +50,7 @@ def run_trials(ctx: StepContext, trials: list[Trial]) -> dict[str, TrialOutcome]
     trial's recorded outcome by id. Raises KeyboardInterrupt when the run was stopped."""
     layout = SweepDir(ctx.dir)
     layout.path.mkdir(parents=True, exist_ok=True)
+    trials = list({t.id: t for t in trials}.values())  # two candidates alike: one trial dir
     _index(layout, trials)
     pending = [t for t in trials if layout.outcome(t.id) is None]
     if pending:

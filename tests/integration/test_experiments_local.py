@@ -501,3 +501,32 @@ def test_a_sweep_step_runs_the_grid_a_sweep_spec_runs(tmp_path: Path, exp_env):
     assert {(r["trial_id"], r["episode"], r["return"]) for r in rows} == \
         {(r["trial_id"], r["episode"], r["return"]) for r in plain}
     assert {r["step"] for r in rows} == {"grid"}
+
+
+def test_candidates_alike_in_one_batch_share_their_trials(tmp_path: Path, exp_env):
+    """A space of one point, asked three times at once: one trial per seed runs, not three
+    racing for one trial directory; each candidate is told the same value."""
+    spec_path = write_spec(tmp_path / "experiment.toml", f"""
+        name = "alike"
+        [runtime]
+        kind = "local"
+        [steps.tune]
+        kind = "tune"
+        benchmark = "{ENV}"
+        kwargs = {{ x = "{{x}}" }}
+        agent = "{COUNTING}"
+        seeds = [0, 1]
+        episodes = 1
+        sampler = "random"
+        trials = 3
+        batch = 3
+        [steps.tune.space]
+        x = {{ type = "categorical", choices = [2] }}
+    """)
+    result = run_experiment(spec_path)
+    assert result.ok, result
+    assert len(executions(exp_env["DACBR_TEST_COUNTER"])) == 2
+    told = [r for r in read_jsonl(Path(result.steps["tune"].outputs["history"]))
+            if r["event"] == "told"]
+    assert len(told) == 3 and len({r["value"] for r in told}) == 1
+    assert told[0]["value"] == quadratic_objective(2, [0, 1], 1)
