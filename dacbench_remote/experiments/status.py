@@ -47,8 +47,12 @@ class ExperimentStatus:
     steps: list[StepStatus]
 
     def __str__(self) -> str:
+        """The steps in DAG order, each indented one level deeper than its deepest need."""
         lines = [f"experiment {self.directory}", f"driver: {self.driver}"]
-        lines += [f"  {step.line()}" for step in self.steps]
+        depth: dict[str, int] = {}
+        for step in self.steps:
+            depth[step.name] = 1 + max((depth.get(n, 0) for n in step.needs), default=0)
+            lines.append("  " * depth[step.name] + step.line())
         return "\n".join(lines)
 
 
