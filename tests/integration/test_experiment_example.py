@@ -9,12 +9,15 @@ time of each run is printed (pytest -s shows it); no test asserts on time.
 
 from __future__ import annotations
 
+import os
 import pwd
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -210,3 +213,104 @@ def test_tune_finds_the_best_static_luby_action_of_an_exhaustive_in_process_grid
     recorded = {(int(r["agent"].split(":")[1]), r["seed"], r["episode"]): int(r["instance"])
                 for r in rows}
     assert recorded == instances  # the same instances, in DACBench's order
+
+
+DRIVER = "import sys; from dacbench_remote.experiments import run_experiment; run_experiment(sys.argv[1])"
+
+
+def test_sigkill_of_the_driver_mid_tune_leaves_no_container_socket_or_mount(
+        tmp_path: Path, base_image: Path, monkeypatch):
+    """Luby in bwrap containers (warm zygotes): the driver is SIGKILLed while a tune batch
+    runs; its workers, servers and containers go with it, their sockets and squashfuse mounts
+    too; the next run completes the study without rewriting any finished trial."""
+    import optuna
+
+    from dacbench_remote._sys.procfs import ProcessRecord, wait_gone
+    from dacbench_remote.sweeps.sweepdir import read_json
+
+    sockets = Path(tempfile.mkdtemp(prefix="dr-", dir="/tmp"))
+    env = {**os.environ, "DACBENCH_REMOTE_SOCKET_DIR": str(sockets),
+           "PYTHONPATH": str(REPO)}
+    monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(sockets))
+    spec = tmp_path / "tune.toml"
+    spec.write_text(textwrap.dedent(f"""
+        name = "killed"
+        [runtime]
+        kind = "bwrap"
+        image = "{base_image}"
+        [executor.local]
+        workers = 2
+        [steps.tune]
+        kind = "tune"
+        benchmark = "Luby"
+        agent = "static:{{action}}"
+        seeds = [0, 1, 2]
+        episodes = 20
+        sampler = "grid"
+        batch = 2
+        [steps.tune.space]
+        action = {{ type = "int", low = 0, high = 6 }}
+    """))
+    tune_dir = ExperimentDir(tmp_path / "killed").step_dir("tune")
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(spec)], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            told = [r for r in read_jsonl(tune_dir / "history.jsonl") if r["event"] == "told"]
+            running = list(tune_dir.glob("trials/*/running.json"))
+            if len(told) >= 2 and running:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the tune step did not get to its second batch")
+        in_flight = [ProcessRecord.from_dict(p) for path in running
+                     for p in (read_json(path) or {}).get("processes", [])]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    try:
+        assert in_flight and wait_gone(in_flight, timeout=30), "trial processes survived"
+
+        def ours() -> list[str]:  # bwrap, servers, squashfuse of this image or socket dir
+            found = []
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if str(sockets) in argv or (str(base_image) in argv and "pytest" not in argv):
+                    found.append(f"{proc.name}: {argv[:200]}")
+            return found
+
+        deadline = time.monotonic() + 30
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ours() == [], "processes of the killed run left behind"
+        assert sorted(p.name for p in sockets.iterdir()) == []
+        # squashfuse mounts are detached once their container holds them: with the containers
+        # gone, their squashfuse processes (argv: the image) are gone too (ours() above).
+        mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if str(base_image) in line]
+        assert mounts == [], f"mounts left behind: {mounts}"
+        finished = {p.parent.name: (p.stat().st_mtime_ns, p.read_bytes())
+                    for p in tune_dir.glob("trials/*/done.json")}
+        assert finished
+
+        result = run_experiment(spec)
+        assert result.ok, result
+        assert all((tune_dir / "trials" / t / "done.json").stat().st_mtime_ns == stamp
+                   for t, (stamp, _) in finished.items())  # not one finished trial ran again
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tune_dir / "study.journal")))
+        [summary] = optuna.get_all_study_summaries(storage)
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+        assert sorted(t.params["action"] for t in trials) == list(range(7))
+        assert {t.state.name for t in trials} == {"COMPLETE"}
+    finally:
+        leftovers = sorted(p.name for p in sockets.iterdir())
+        shutil.rmtree(sockets, ignore_errors=True)
+    assert leftovers == []
