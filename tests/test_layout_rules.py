@@ -94,3 +94,10 @@ def test_every_public_name_resolves_to_its_defining_module():
     assert set(dacbench_remote.__all__) <= set(dir(dacbench_remote))
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         dacbench_remote.Nope  # noqa: B018
+
+
+def test_every_directory_of_modules_is_a_regular_package():
+    """setuptools' find_packages (pyproject.toml) ships only directories with an __init__.py."""
+    directories = {path.parent for path in PACKAGE_DIR.rglob("*.py")}
+    assert sorted(str(d.relative_to(PACKAGE_DIR)) for d in directories
+                  if not (d / "__init__.py").is_file()) == []

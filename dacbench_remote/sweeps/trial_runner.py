@@ -295,7 +295,8 @@ def _killed_from_outside(code: int | None) -> bool:
 def _failure_message(trial_dir: Path, code: int | None) -> str:
     error = read_json(trial_dir / "error.json")
     if isinstance(error, dict) and error.get("type"):
-        return f"{error['type']}: {error.get('message', '')}".strip()
+        short = str(error["type"]).rsplit(".", 1)[-1]  # the class, as a traceback's last line
+        return f"{short}: {error.get('message', '')}".strip()
     tail = _tail(trial_dir / "worker.log")
     killed = code is not None and code < 0
     how = f"signal {signal.Signals(-code).name}" if killed else f"code {code}"
