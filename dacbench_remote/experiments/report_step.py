@@ -58,8 +58,11 @@ def report_data(inputs: dict[str, dict], confidence: float = 0.95, resamples: in
             for row in rows:
                 policies.setdefault(row["policy"], []).append(row)
             data["returns"][step] = {n: [r["return"] for r in rs] for n, rs in policies.items()}
-            if any(r.get("instance") for r in rows):
-                data["instances"][step] = {n: _instance_means(rs) for n, rs in policies.items()}
+            # Policies whose episodes record no instance (not a DACBench env) have no line.
+            per_instance = {n: _instance_means(rs) for n, rs in policies.items()
+                            if any(r.get("instance") not in (None, "") for r in rs)}
+            if per_instance:
+                data["instances"][step] = per_instance
             ranked = []
             for name, rs in policies.items():
                 seeds: dict[int, list[float]] = {}
@@ -78,7 +81,8 @@ def report_data(inputs: dict[str, dict], confidence: float = 0.95, resamples: in
 def _instance_means(rows: list[dict]) -> dict[str, float]:
     per: dict[str, list[float]] = {}
     for row in rows:
-        per.setdefault(str(row.get("instance", "")), []).append(row["return"])
+        if row.get("instance") not in (None, ""):
+            per.setdefault(str(row["instance"]), []).append(row["return"])
     return {i: statistics.fmean(v) for i, v in per.items()}
 
 
