@@ -10,7 +10,8 @@ atomically (files.atomic_write_json), so that a crash never leaves one half-done
       slurm/              submitit's scripts and logs
       trials/ID/          trial.json, worker.log, runner.jsonl (per-episode, live),
                           episodes.jsonl (the trial's rows), error.json, running.json,
-                          done.json (written last, atomically: the trial is complete)
+                          done.json (written last, atomically: the trial is complete),
+                          dacbench/ (a DACBench baseline's logs: BENCHMARK/EXPERIMENT_SEED/)
       results.csv         one row per episode across all trials (results.parquet with pyarrow)
       trials.csv          one row per trial with its status and error
       report.png          return per episode per agent, one panel per benchmark
@@ -26,6 +27,9 @@ from .._sys.files import atomic_write_json, atomic_write_text  # noqa: F401  (sw
 from ..errors import BadConfig
 from ..host.results import read_records
 from .trial import FINAL_STATES, Trial, TrialOutcome
+
+# Where a trial of one of DACBench's baselines keeps DACBench's logs, in DACBench's layout.
+DACBENCH_LOGS = "dacbench"
 
 
 def read_json(path: Path) -> Any | None:
