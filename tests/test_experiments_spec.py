@@ -171,6 +171,44 @@ def test_bad_specs_are_refused_before_any_container_starts(tmp_path: Path, monke
     assert not (tmp_path / "demo").exists()  # not even the directory
 
 
+BASELINES = """
+name = "baselines"
+[steps.evaluate]
+kind = "evaluate"
+benchmark = "Luby"
+config = { instance_set_path = "luby_train.csv", test_set_path = "luby_test.csv" }
+use_test_set = true
+policies = ["dacbench:optimal", "dacbench:random:2", { name = "two", agent = "dacbench:static:2" }]
+seeds = [0, 1]
+"""
+
+
+def test_evaluate_takes_dacbench_baseline_specs():
+    evaluate = spec(BASELINES).steps["evaluate"]
+    assert evaluate.params["policies"] == {"dacbench:optimal": "dacbench:optimal",
+                                           "dacbench:random:2": "dacbench:random:2",
+                                           "two": "dacbench:static:2"}
+
+
+def test_dacbench_baselines_that_cannot_run_are_refused_naming_the_policy():
+    # DACBench has no optimal policy for CMA-ES, and no "best" baseline at all.
+    refused(BASELINES.replace('benchmark = "Luby"', 'benchmark = "CMAES"'),
+            "steps.evaluate.policies[0]", "optimal")
+    refused(BASELINES.replace('"dacbench:random:2"', '"dacbench:best"'),
+            "steps.evaluate.policies[1]", "dacbench:optimal")
+    refused(BASELINES.replace('"dacbench:random:2"', '"dacbench:random:x"'),
+            "steps.evaluate.policies[1]", "FIXED")
+    refused(BASELINES.replace('benchmark = "Luby"', 'benchmark = "gymnasium:CartPole-v1"')
+            .replace('config = { instance_set_path = "luby_train.csv", test_set_path = '
+                     '"luby_test.csv" }\nuse_test_set = true\n', ''),
+            "steps.evaluate.policies[0]", "DACBench benchmarks")
+    # The baseline's env is built in the server from the config: the test set is named there.
+    refused(BASELINES.replace(', test_set_path = "luby_test.csv"', ''),
+            "steps.evaluate.use_test_set", "config.test_set_path")
+    refused(BASELINES.replace("seeds = [0, 1]", "seeds = [0, 1]\ninstances = [0, 1]"),
+            "steps.evaluate.instances", "DACBench's own instance order")
+
+
 def test_references_resolve_with_their_types_and_inside_text():
     outputs = {"tune": {"best": {"x": 3, "a": [1, 2]}, "best_value": -0.5, "name": "s"}}
     assert resolve("${tune.best.x}", outputs, "k") == 3

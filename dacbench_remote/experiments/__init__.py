@@ -1,10 +1,10 @@
 """Experiments, the public API: a DAG of steps (tune, evaluate, sweep, run, report) from one
 TOML spec, cached and resumable, on the local pool or Slurm through the sweeps' executors.
 
-    result = run_experiment("experiments/luby-fa.toml")   # runs what is not cached
-    print(status("experiments/luby-fa.toml"))               # the DAG, states, best so far
-    print(report("experiments/luby-fa.toml"))               # (re)writes the report steps
-    cancel("experiments/luby-fa.toml")                      # stop driver, jobs, containers
+    result = run_experiment("examples/luby-fa.toml")   # runs what is not cached
+    print(status("examples/luby-fa.toml"))             # the DAG, states, best so far
+    print(report("examples/luby-fa.toml"))             # (re)writes the report steps
+    cancel("examples/luby-fa.toml")                    # stop driver, jobs, containers
 """
 
 from __future__ import annotations

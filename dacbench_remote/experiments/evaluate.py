@@ -7,7 +7,9 @@ import statistics
 from pathlib import Path
 
 from .._sys.files import sha256_file
+from ..sweeps import spec as sweep_spec
 from ..sweeps.trial import canonical_json
+from ..wire.baselines import is_baseline_spec
 from .aggregate import bootstrap_ci
 from .containers import episode_rows, failures, image_records, make_trial, run_trials, write_results
 from .step import ANY, Params, StepContext, StepKind
@@ -29,14 +31,7 @@ class EvaluateStep(StepKind):
             "instances": params.instances(),
             "policies": _policies(params),
         }
-        config, policies = checked["config"], checked["policies"]
-        if checked["use_test_set"] is True and isinstance(config, dict) and \
-                "test_set_path" not in config and isinstance(policies, dict):
-            baselines = [a for a in policies.values() if str(a).startswith("dacbench:")]
-            if baselines:
-                raise params.error("use_test_set", f"{baselines[0]} runs in the server on an env "
-                                                   "it builds from the config: name the test set "
-                                                   "there (config.test_set_path)")
+        _check_baselines(params, checked)
         instances = checked["instances"]
         checked["episodes"] = params.integer(
             "episodes", len(instances) if isinstance(instances, list) and instances else 1,
@@ -104,6 +99,31 @@ def summarise(rows: list[dict]) -> dict:
                          "seeds": len(seeds), "episodes": len(returns),
                          "ci_low": low, "ci_high": high}
     return summary
+
+
+def _check_baselines(params: Params, checked: dict) -> None:
+    """DACBench's baselines (`dacbench:...`) build their env in the server from the config and
+    follow DACBench's own instance order: the benchmark must have the policy, and the test set
+    is named in the config (test_set_path), not chosen by use_test_set() or `instances`."""
+    policies, benchmark = checked["policies"], checked["benchmark"]
+    if not isinstance(policies, dict):
+        return
+    for index, (name, agent) in enumerate(policies.items()):
+        if not is_baseline_spec(agent):
+            continue
+        if isinstance(benchmark, str) and "${" not in benchmark:
+            sweep_spec._check_baseline(agent, benchmark, params.where,
+                                       params.key(f"policies[{index}]"))
+        config = checked["config"]
+        if checked["use_test_set"] is True and isinstance(config, dict) and \
+                "test_set_path" not in config:
+            raise params.error("use_test_set", f"policy {name!r} ({agent}) runs in the server on "
+                                               "an env it builds from the config: name the test "
+                                               "set there (config.test_set_path)")
+        if checked["instances"]:
+            raise params.error("instances", f"policy {name!r} ({agent}) follows DACBench's own "
+                                            "instance order; leave instances out (use "
+                                            "use_test_set with config.test_set_path)")
 
 
 def _policies(params: Params) -> dict:

@@ -123,9 +123,7 @@ class Params:
         """An agent spec; one with references inside is checked once they are resolved."""
         if not self.resolved and isinstance(value, str) and "${" in value:
             return value
-        if isinstance(value, str) and value.startswith("dacbench:"):
-            return value  # DACBench's baselines, built next to the env in its server
-        return sweep_spec._agent(value, self.where, key)
+        return sweep_spec._agent(value, self.where, key)  # dacbench:... specs parsed too
 
     def instances(self, name: str = "instances") -> Any:
         """DACBench instance ids to cycle through, episode by episode ([]: its own order)."""

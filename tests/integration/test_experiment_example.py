@@ -65,17 +65,22 @@ def check_example_results(directory: Path, image_sha256: str, seeds: int = 10) -
         assert layout.outputs(step) is not None, step
     for step in ("evaluate_luby", "evaluate_fa"):
         rows = read_results_csv(layout.outputs(step)["outputs"]["results"])
-        assert len(rows) == 2 * seeds * 10  # two policies, the seeds, 10 episodes each
+        assert len(rows) == 3 * seeds * 10  # three policies, the seeds, 10 episodes each
         assert {r["image_sha256"] for r in rows} == {image_sha256}
         assert {r["seed"] for r in rows} == set(range(seeds))
-        assert {r["policy"] for r in rows} == {"random", "tuned static"}
-        assert all(r["instance"] != "" for r in rows)  # per instance: DACBench's ids
+        assert {r["policy"] for r in rows} == {"random", "tuned static", "optimal"}
+        # Per instance: DACBench's ids, for the agents run on the host; DACBench's optimal
+        # policy runs in the server with DACBench's own loop, which reports no instance.
+        assert all(r["instance"] != "" for r in rows if r["policy"] != "optimal")
+        optimal = [r for r in rows if r["policy"] == "optimal"]
+        assert {r["agent"] for r in optimal} == {"dacbench:optimal"}
     report = layout.outputs("report")["outputs"]
     assert set(report["figures"]) == {"history", "distributions", "instances", "ranking"}
     for png in report["figures"].values():
         assert Path(png).stat().st_size > 1000
     markdown = Path(report["markdown"]).read_text()
     assert "## Evaluation: evaluate_luby" in markdown and "tuned static" in markdown
+    assert "optimal" in markdown
 
 
 def test_the_example_runs_from_a_fresh_clone_as_an_unprivileged_user_with_bwrap(

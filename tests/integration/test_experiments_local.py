@@ -310,8 +310,12 @@ def test_a_reference_of_the_wrong_type_is_refused_before_the_step_starts(tmp_pat
 DRIVER = "import sys; from dacbench_remote.experiments import run_experiment; run_experiment(sys.argv[1])"
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGKILL", "SIGTERM", "Ctrl-C"])
 def test_sigkill_of_the_driver_mid_tune_resumes_the_study_and_repeats_no_finished_trial(
-        tmp_path: Path, exp_env):
+        tmp_path: Path, exp_env, stop: signal.Signals):
+    """Killed (SIGKILL: no cleanup runs in the driver) or stopped (SIGTERM, Ctrl-C: it stops its
+    trials and marks the step interrupted) mid-tune: the next run continues the study."""
     import optuna
 
     spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE.replace(
@@ -334,8 +338,8 @@ def test_sigkill_of_the_driver_mid_tune_resumes_the_study_and_repeats_no_finishe
         for path in tune_dir.glob("trials/*/running.json"):
             in_flight += [ProcessRecord.from_dict(p)
                           for p in (read_json(path) or {}).get("processes", [])]
-        driver.send_signal(signal.SIGKILL)  # a crash: no cleanup code runs in the driver
-        driver.wait(timeout=30)
+        driver.send_signal(stop)
+        assert driver.wait(timeout=30) != 0
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -345,7 +349,9 @@ def test_sigkill_of_the_driver_mid_tune_resumes_the_study_and_repeats_no_finishe
     done_before = {p.parent.name for p in tune_dir.glob("trials/*/done.json")}
     told_before = [r for r in read_jsonl(tune_dir / "history.jsonl") if r["event"] == "told"]
     assert 2 <= len(told_before) < 6
-    assert layout.state("tune")["state"] == "running"  # what the killed driver left
+    # What the killed driver left; a stopped one says so.
+    assert layout.state("tune")["state"] == ("running" if stop == signal.SIGKILL
+                                             else "interrupted")
     first_run = Counter(t for _, t in executions(exp_env["DACBR_TEST_COUNTER"]))
 
     result = run_experiment(spec_path)
@@ -471,6 +477,76 @@ def test_evaluate_on_the_test_set_equals_dacbench_in_process(tmp_path: Path, exp
     assert train != in_process("Luby", luby_test, "static:2", 0, False)
 
 
+def test_evaluate_runs_dacbench_baselines_on_the_test_set_as_dacbench_does(tmp_path: Path,
+                                                                          exp_env):
+    """dacbench:optimal and dacbench:random in an evaluate step (next to the env, in its server)
+    on the test instances a config names, against DACBench's own agents and policies run here
+    with the seeding server/baselines documents: returns per seed and episode."""
+    import random
+
+    import numpy as np
+
+    from tests.needs import need_module
+
+    benchmarks = need_module("dacbench.benchmarks")
+    from dacbench.agents import DynamicRandomAgent, GenericAgent
+    from dacbench.envs.policies import OPTIMAL_POLICIES
+
+    configs = {"Luby": {"instance_set_path": "luby_train.csv", "test_set_path": "luby_test.csv"},
+               "FunctionApproximation": {"instance_set_path": "sigmoid_2D3M_train.csv",
+                                         "test_set_path": "sigmoid_2D3M_test.csv"}}
+    steps = "".join(f"""
+        [steps.{name.lower()}]
+        kind = "evaluate"
+        benchmark = "{name}"
+        config = {{ instance_set_path = "{train}", test_set_path = "{test}" }}
+        use_test_set = true
+        policies = ["dacbench:optimal", "dacbench:random", "static:1"]
+        seeds = [0, 1]
+        episodes = 3
+    """ for name, (train, test) in ((n, c.values()) for n, c in configs.items()))
+    spec_path = write_spec(tmp_path / "experiment.toml",
+                           '        name = "baselines"\n        [runtime]\n        kind = "local"'
+                           + steps)
+    result = run_experiment(spec_path)
+    assert result.ok, result
+
+    def in_process(name: str, kind: str, seed: int, instances: str = "test_set_path"
+                   ) -> list[float]:
+        random.seed(seed)
+        np.random.seed(seed)
+        benchmark = getattr(benchmarks, f"{name}Benchmark")()
+        benchmark.config["instance_set_path"] = configs[name][instances]
+        benchmark.set_seed(seed)
+        env = benchmark.get_environment()
+        env.action_space.seed(seed)
+        agent = (GenericAgent(env, OPTIMAL_POLICIES[f"{name}Benchmark"]) if kind == "optimal"
+                 else DynamicRandomAgent(env, 0))
+        returns = []
+        for _ in range(3):  # DACBench's run_benchmark: episodes reset without a seed
+            state, _ = env.reset()
+            total, reward, done = 0.0, 0, False
+            while not done:
+                state, reward, terminated, truncated, _ = env.step(agent.act(state, reward))
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+        return returns
+
+    for name in configs:
+        rows = read_results_csv(result.steps[name.lower()].outputs["results"])
+        assert {r["policy"] for r in rows} == {"dacbench:optimal", "dacbench:random", "static:1"}
+        for kind in ("optimal", "random"):
+            for seed in (0, 1):
+                remote = [r["return"] for r in rows
+                          if r["policy"] == f"dacbench:{kind}" and r["seed"] == seed]
+                assert remote == in_process(name, kind, seed), (name, kind, seed)
+        summary = result.steps[name.lower()].outputs["summary"]
+        assert summary["dacbench:optimal"]["mean"] >= summary["dacbench:random"]["mean"], name
+        # The test instances are not the training ones: there the same policy scores otherwise.
+        assert in_process(name, "random", 0, "instance_set_path") != in_process(name, "random", 0)
+
+
 def test_a_sweep_step_runs_the_grid_a_sweep_spec_runs(tmp_path: Path, exp_env):
     """The same grid as a sweep step and as sweep.toml: the same trials, the same returns."""
     from dacbench_remote.sweeps import load_spec, run_sweep
@@ -530,3 +606,74 @@ def test_candidates_alike_in_one_batch_share_their_trials(tmp_path: Path, exp_en
             if r["event"] == "told"]
     assert len(told) == 3 and len({r["value"] for r in told}) == 1
     assert told[0]["value"] == quadratic_objective(2, [0, 1], 1)
+
+
+def test_a_registered_step_kind_is_usable_with_references_to_its_outputs(tmp_path: Path,
+                                                                        exp_env):
+    """The extension point a `train` step uses: a StepKind registered with register_kind is
+    checked with the spec, its outputs are referenced (`${train.agent}`, `${train.model}`),
+    unknown outputs are refused, and it is cached like every other kind."""
+    from dacbench_remote.experiments import STEP_KINDS, StepKind, register_kind
+
+    calls = []
+
+    class TrainStep(StepKind):  # stands in for part B's train_agent(...) call
+        name = "train"
+        keys = frozenset({"action"})
+        runs_containers = False
+
+        def check(self, params):
+            return {"action": params.integer("action", required=True, minimum=0)}
+
+        def outputs(self, params):
+            return {"model": None, "agent": None, "x": None}
+
+        def run(self, ctx):
+            calls.append(ctx.step.name)
+            model = ctx.dir / "model.json"
+            model.write_text(json.dumps({"action": ctx.params["action"]}))
+            return {"model": str(model), "agent": f"static:{ctx.params['action']}", "x": 2}
+
+    text = f"""
+        name = "trained"
+        [runtime]
+        kind = "local"
+        [steps.train]
+        kind = "train"
+        action = 1
+        [steps.evaluate]
+        kind = "evaluate"
+        needs = ["train"]
+        benchmark = "{ENV}"
+        kwargs = {{ x = "${{train.x}}" }}
+        policies = [{{ name = "trained", agent = "${{train.agent}}" }}]
+        seeds = [0]
+        [steps.report]
+        kind = "report"
+        needs = ["train", "evaluate"]
+        title = "Trained: ${{train.model}}"
+    """
+    with pytest.raises(BadConfig, match=r"steps\.train\.kind"):  # not a kind before it is added
+        run_experiment(write_spec(tmp_path / "experiment.toml", text))
+    register_kind(TrainStep())
+    try:
+        with pytest.raises(BadConfig, match=r"steps\.report.*train\.weights"):
+            run_experiment(write_spec(tmp_path / "experiment.toml",
+                                      text.replace("train.model", "train.weights")))
+        with pytest.raises(BadConfig, match=r"steps\.train\.action"):
+            run_experiment(write_spec(tmp_path / "experiment.toml",
+                                      text.replace("action = 1", 'action = "one"')))
+        spec_path = write_spec(tmp_path / "experiment.toml", text)
+        result = run_experiment(spec_path)
+        assert result.ok, result
+        rows = read_results_csv(result.steps["evaluate"].outputs["results"])
+        model = result.steps["train"].outputs["model"]
+        assert json.loads(Path(model).read_text()) == {"action": 1}
+        assert {r["agent"] for r in rows} == {"static:1"}
+        assert {json.loads(r["kwargs"])["x"] for r in rows} == {2}
+        markdown = Path(result.steps["report"].outputs["markdown"]).read_text()
+        assert f"Trained: {model}" in markdown
+        again = run_experiment(spec_path)
+        assert again.ok and again.executed == 0 and calls == ["train"]  # cached, not rerun
+    finally:
+        STEP_KINDS.pop("train", None)
