@@ -29,7 +29,6 @@ from dacbench_remote.experiments import ExperimentDir, run_experiment
 from dacbench_remote.sweeps.sweepdir import read_jsonl
 from dacbench_remote.sweeps.tables import read_results_csv
 from tests.conftest import IMAGE_TIMEOUT, USER_VENV_PACKAGES, _user_venv, run_as
-from tests.integration.test_sweep_slurm import slurm_cluster  # noqa: F401  (a fixture)
 from tests.needs import need_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(IMAGE_TIMEOUT)]

@@ -22,7 +22,6 @@ from tests.integration.test_experiments_local import (
     experiment_environment,
     write_spec,
 )
-from tests.integration.test_sweep_slurm import slurm_cluster  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 
