@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -44,6 +45,18 @@ class QuadraticEnv(gymnasium.Env):
 
 def make_quadratic_env(x: float = 0.0, noise: float = 0.1) -> QuadraticEnv:
     return QuadraticEnv(x, noise)
+
+
+def make_rendezvous_env(directory: str, me: str, other: str, wait: float = 60.0) -> QuadraticEnv:
+    """A QuadraticEnv that is built only once `other`'s env exists too: two steps each using
+    one finish only if they run at the same time (otherwise the first one raises)."""
+    Path(directory, me).touch()
+    deadline = time.monotonic() + wait
+    while not Path(directory, other).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{me}: {other} did not start while {me} ran")
+        time.sleep(0.05)
+    return QuadraticEnv(3)
 
 
 def make_raising_env():

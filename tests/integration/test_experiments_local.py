@@ -677,3 +677,27 @@ def test_a_registered_step_kind_is_usable_with_references_to_its_outputs(tmp_pat
         assert again.ok and again.executed == 0 and calls == ["train"]  # cached, not rerun
     finally:
         STEP_KINDS.pop("train", None)
+
+
+def test_independent_steps_run_at_the_same_time(tmp_path: Path, exp_env):
+    """Two evaluate steps that need nothing: each one's env waits until the other's exists,
+    so both finish only if the driver runs them concurrently (not one after the other)."""
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    steps = "".join(f"""
+        [steps.{me}]
+        kind = "evaluate"
+        benchmark = "tests.experiment_helpers:make_rendezvous_env"
+        kwargs = {{ directory = "{meet}", me = "{me}", other = "{other}" }}
+        policies = ["static:0"]
+        seeds = [0]
+    """ for me, other in (("a", "b"), ("b", "a")))
+    result = run_experiment(write_spec(tmp_path / "experiment.toml", """
+        name = "together"
+        [runtime]
+        kind = "local"
+        [executor.local]
+        workers = 1
+    """ + steps))
+    assert result.ok, result
+    assert sorted(p.name for p in meet.iterdir()) == ["a", "b"]
