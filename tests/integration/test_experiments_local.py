@@ -701,3 +701,31 @@ def test_independent_steps_run_at_the_same_time(tmp_path: Path, exp_env):
     """ + steps))
     assert result.ok, result
     assert sorted(p.name for p in meet.iterdir()) == ["a", "b"]
+
+
+def test_the_cli_runs_shows_reports_and_cancels_an_experiment(tmp_path: Path, exp_env):
+    spec_path = write_spec(tmp_path / "experiment.toml", PIPELINE.replace(
+        "seeds = [0, 1, 2]", "seeds = [0]"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dacbench_remote", "experiment", *args],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+
+    before = cli("report", str(spec_path))  # nothing ran yet
+    assert before.returncode != 0 and "pipeline" in before.stdout + before.stderr
+    ran = cli("run", str(spec_path))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    shown = cli("status", str(spec_path))
+    assert shown.returncode == 0
+    assert "tune [tune]: done" in shown.stdout and "tune 6/6 told, best so far" in shown.stdout
+    assert "evaluate [evaluate] <- tune: done" in shown.stdout
+    report_md = tmp_path / "pipeline" / "steps" / "report" / "report.md"
+    report_md.unlink()
+    rewritten = cli("report", str(tmp_path / "pipeline"))  # the directory works too
+    assert rewritten.returncode == 0, rewritten.stdout + rewritten.stderr
+    assert "report report:" in rewritten.stdout and "3 figure(s)" in rewritten.stdout
+    assert report_md.exists()
+    stopped = cli("cancel", str(spec_path))
+    assert stopped.returncode == 0 and "driver not running" in stopped.stdout
+    again = cli("run", str(spec_path))
+    assert again.returncode == 0 and ", 0 trial(s) executed" in again.stdout
