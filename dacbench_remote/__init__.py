@@ -13,6 +13,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (  # the tree is drawn in errors.py
+    AgentCrashed,
+    AgentError,
     BadConfig,
     BuildError,
     CallTimeout,
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from .host.results import list_runs, read_run
     from .host.runner import EpisodeResult, RemoteRunner
     from .host.sb3 import to_sb3
+    from .host.training import AgentRun, evaluate_agent, train_agent
     from .host.vector import RemoteVectorEnv
 
 # The other public names, each with the module that defines it, imported on first use.
@@ -73,9 +76,15 @@ _LAZY = {
     "list_runs": ".host.results",
     "to_sb3": ".host.sb3",
     "run_experiment": ".experiments.driver",
+    "train_agent": ".host.training",
+    "evaluate_agent": ".host.training",
+    "AgentRun": ".host.training",
 }
 
 __all__ = [
+    "AgentCrashed",
+    "AgentError",
+    "AgentRun",
     "BadConfig",
     "BuildError",
     "CallTimeout",
@@ -117,11 +126,13 @@ __all__ = [
     "ZygoteError",
     "ZygoteUnsupported",
     "__version__",
+    "evaluate_agent",
     "list_runs",
     "make_agent",
     "read_run",
     "run_experiment",
     "to_sb3",
+    "train_agent",
 ]
 
 

@@ -30,14 +30,16 @@ from .host.baseline_suite import (
 from .host.repeat import repeat_run
 from .host.runner import RemoteRunner
 from .host.servers import cleanup_stale, list_servers
+from .host.training import evaluate_agent, train_agent
 from .images.build import build_image
 from .images.cache import BUILT_LOCALLY, ImageCache
-from .images.catalog import Catalog, ImageVersion
+from .images.catalog import Catalog, ImageVersion, benchmark_key
 from .images.manifest import MANIFEST_NAME, package_versions
 from .images.publish import publish
 from .images.recipe import parse_recipe, template_variables
 from .images.sif import SifImage
 from .images.verify import default_build, report_lines, verify_version
+from .images.wheelhouse import PipSources
 from .sweeps import cancel, report, run_sweep, status
 from .sweeps.executors import EXECUTORS
 
@@ -115,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dacbench-remote {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add_command in (_add_run, _add_baselines, _add_list, _add_pull, _add_cache, _add_build,
-                        _add_publish, _add_inspect, _add_ps_and_cleanup, _add_sweep,
-                        _add_experiment, _add_config):
+    for add_command in (_add_run, _add_baselines, _add_train_and_evaluate, _add_list, _add_pull,
+                        _add_cache, _add_build, _add_publish, _add_inspect, _add_ps_and_cleanup,
+                        _add_sweep, _add_experiment, _add_config):
         add_command(commands)
     return parser
 
@@ -224,26 +226,164 @@ def _action_argument(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor JSON") from None
 
 
+EPILOG_TRAIN = """examples:
+  dacbench-remote train Luby --agent PPO --timesteps 20000 --eval-episodes 10
+  dacbench-remote train Luby --agent PPO --timesteps 2048 --seed 3 --num-envs 4 \\
+      --hyperparameters '{"n_steps": 128, "batch_size": 64}' --out results/
+  dacbench-remote evaluate results/train-PPO-Luby-s3-1a2b3c4d --episodes 10
+
+The agent (Stable-Baselines3 on a CPU torch) runs in the agent image's container, the benchmark
+in its own image's container; the two share one private socket directory and nothing else, and
+the host only starts them, relays progress (stderr) and saves the result. Images come from the
+catalog (`dacbench-remote list` shows the agent images) and are built when neither cached nor
+downloadable; the agent image's build needs torch's CPU wheel in a wheelhouse (config
+`wheelhouse`, see docs/recipes.md).
+
+The run directory holds model.zip and provenance.json: both images' sha256s and experiment
+ids, seeds, hyperparameters (given and effective), the SB3/torch/gymnasium versions, the
+model's sha256 and a digest of its parameters, the evaluation episodes. `evaluate` loads the
+model again in the agent image; with the same --seed it gives the same returns.
+"""
+
+
+def _add_train_and_evaluate(commands) -> None:
+    """`train` and `evaluate`: an RL agent in its own image against a benchmark in another."""
+    train = commands.add_parser(
+        "train", help="train an RL agent (Stable-Baselines3) in its own image against a benchmark",
+        description="Train ALGORITHM (--agent) in the agent image for --timesteps steps on "
+        "--num-envs copies of BENCHMARK served from the benchmark's image, then (with "
+        "--eval-episodes) evaluate its deterministic policy. Saves model.zip and "
+        "provenance.json to a new run directory under --out and prints its path.",
+        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("benchmark", help="DACBench name (Luby, ...), gymnasium:ID, or module:attr")
+    train.add_argument("--agent", default="PPO",
+                       help="the Stable-Baselines3 algorithm: PPO, A2C, DQN, SAC, TD3, DDPG "
+                       "(default PPO; DQN needs discrete actions, SAC/TD3/DDPG continuous)")
+    train.add_argument("--timesteps", type=int, required=True, help="environment steps to train")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seeds SB3 (random, numpy, torch) and the envs: env i resets with "
+                       "SEED + i (default 0); the same seed gives the same weights")
+    train.add_argument("--num-envs", type=int, default=1, help="envs stepped together (default 1)")
+    train.add_argument("--hyperparameters", metavar="JSON",
+                       help="the algorithm's keyword arguments: JSON text or a JSON file, e.g. "
+                       "'{\"n_steps\": 64, \"learning_rate\": 0.001}'; \"policy\" picks the "
+                       "policy (default: MlpPolicy)")
+    train.add_argument("--eval-episodes", type=int, default=0,
+                       help="episodes of the trained policy afterwards (default 0)")
+    train.add_argument("--eval-seed", type=int,
+                       help="evaluation episode i resets with EVAL_SEED + i (default: --seed)")
+    train.add_argument("--experiment", help="the benchmark image's experiment id (default: the "
+                       "catalog's default), e.g. exp:0.01")
+    train.add_argument("--agent-experiment",
+                       help="the agent image's experiment id (default: the catalog's default)")
+    train.add_argument("--config", help="DACBench config: JSON text or a path to a JSON file")
+    _add_pair_options(train)
+    train.add_argument("--out", type=Path, default=Path("results"),
+                       help="where the run directory is made (default ./results)")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a model `train` saved, in the agent image, against its benchmark",
+        description="Load RUN_DIR/model.zip in the agent image and run --episodes episodes of "
+        "its deterministic policy against the benchmark it was trained on (as its "
+        "provenance.json records: benchmark, config, both images' experiments), served from "
+        "the benchmark's image. Prints the returns and appends them to RUN_DIR/evaluations.jsonl.",
+        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("run_dir", type=Path, help="a run directory written by `train`")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    evaluate.add_argument("--seed", type=int,
+                          help="episode i resets with SEED + i (default: the run's eval seed, "
+                          "so the returns repeat those recorded by train)")
+    _add_pair_options(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+
+def _add_pair_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, help="the benchmark's .sif instead of the catalog's")
+    parser.add_argument("--agent-image", type=Path, help="the agent's .sif instead of the catalog's")
+    parser.add_argument("--runtime", choices=[n for n in RUNTIME_NAMES if n != "local"],
+                        help="the container runtime of both sides (default: the config's "
+                        "default_runtime, auto unless set)")
+    parser.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
+                        help="build an image from its recipe when it is neither cached nor "
+                        "downloadable (default: build)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch's CPU threads in the agent; one keeps runs repeatable and cheap "
+                        "(default 1)")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
+
+
+def _print_progress(message: str) -> None:
+    print(f"dacbench-remote: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    run = train_agent(
+        args.benchmark, args.agent, timesteps=args.timesteps, results_dir=args.out,
+        seed=args.seed, num_envs=args.num_envs,
+        hyperparameters=load_config_argument(args.hyperparameters, "--hyperparameters"),
+        eval_episodes=args.eval_episodes, eval_seed=args.eval_seed, experiment=args.experiment,
+        agent_experiment=args.agent_experiment, config=load_config_argument(args.config),
+        env_image=args.image, agent_image=args.agent_image, runtime=args.runtime,
+        build=args.build, torch_threads=args.torch_threads,
+        startup_timeout=args.startup_timeout, progress=_print_progress)
+    _print_episodes(run.episodes)
+    provenance = run.provenance
+    print(f"{provenance['algorithm']} trained for {provenance['timesteps']} timesteps on "
+          f"{provenance['benchmark']} (seed {provenance['seed']}): {run.model_path}\n"
+          f"parameters sha256 {provenance['parameters_sha256']}; provenance in "
+          f"{run.run_dir / 'provenance.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = evaluate_agent(args.run_dir, episodes=args.episodes, seed=args.seed,
+                         env_image=args.image, agent_image=args.agent_image,
+                         runtime=args.runtime, build=args.build,
+                         torch_threads=args.torch_threads,
+                         startup_timeout=args.startup_timeout, progress=_print_progress)
+    _print_episodes(run.episodes)
+    print(f"evaluated {run.model_path}; appended to {run.run_dir / 'evaluations.jsonl'}")
+    return 0
+
+
+def _print_episodes(episodes: list[dict]) -> None:
+    if not episodes:
+        return
+    print_table(["episode", "seed", "return", "length"],
+                [[e["episode"], e["seed"], f"{e['return']:.6g}", e["length"]] for e in episodes])
+    returns = [e["return"] for e in episodes]
+    spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
+    print(f"\nmean return {statistics.fmean(returns):.6g} ± {spread:.4g} over {len(returns)} "
+          "episodes")
+
+
 def _add_list(commands) -> None:
     """`list`: the catalog's benchmarks and experiment versions."""
     listing = commands.add_parser(
-        "list", help="benchmarks in the catalog, their experiment versions and what is cached",
+        "list", help="benchmarks and agents in the catalog, their experiment versions and what "
+        "is cached",
         description="List every benchmark of the catalog (packaged plus your catalog_dirs) with "
         "its experiment identifiers, the default one, where its image comes from (the source "
         "it downloads from; else build,pinned: built from its recipe and checked against the "
         "pinned sha256; build,unpinned: built locally, no pin) and whether it is in the cache "
-        "(and built here).")
+        "(and built here). Then the agent images (families of kind \"agent\": RL algorithms "
+        "that `train` runs in their own image) with their Stable-Baselines3, torch and "
+        "gymnasium versions.")
     listing.set_defaults(handler=cmd_list)
 
 
 def _add_pull(commands) -> None:
     """`pull`: fetch (or build) a benchmark's image into the cache."""
     pull = commands.add_parser(
-        "pull", help="fetch a benchmark's image into the cache (download and verify, or build)",
+        "pull", help="fetch a benchmark's (or agent's) image into the cache (download and verify, "
+        "or build)",
         description="Download BENCHMARK's image for EXPERIMENT (default: the catalog's default "
         "version), verify its sha256 and keep it in the cache. With --build, build it from its "
-        "recipe when no verified download exists.")
-    pull.add_argument("target", metavar="BENCHMARK[@EXPERIMENT]", help="e.g. Luby@exp:0.01")
+        "recipe when no verified download exists. An agent's name (PPO, ...) fetches its "
+        "agent image (whose build needs a wheelhouse: docs/recipes.md).")
+    pull.add_argument("target", metavar="BENCHMARK[@EXPERIMENT]",
+                      help="e.g. Luby@exp:0.01, or an agent: PPO@exp:0.01")
     pull.add_argument("--build", action="store_true", help="build from the recipe if needed")
     pull.set_defaults(handler=cmd_pull)
 
@@ -275,7 +415,10 @@ def _add_build(commands) -> None:
         "writes a SIF with Apptainer's layout. The Debian mirror and pip index come from this "
         "machine's apt and pip configuration unless given with --build-arg.",
         epilog="examples:\n  dacbench-remote build recipes/dacbench-base.def -o dacbench-base.sif\n"
-        "  dacbench-remote build --verify Luby@exp:0.01     # does the pin still reproduce?\n\n"
+        "  dacbench-remote build --verify Luby@exp:0.01     # does the pin still reproduce?\n"
+        "  pip download --no-deps torch==2.13.0+cpu -d wheels/   # a wheelhouse, then:\n"
+        "  dacbench-remote build recipes/agent-sb3.def -o agent-sb3.sif --wheelhouse wheels/\n"
+        "  dacbench-remote build RECIPE -o OUT.sif --wheelhouse wheels/ --offline   # no index\n\n"
         "Our builder is reproducible: the same recipe, files and package versions give the same\n"
         "file, byte for byte (set SOURCE_DATE_EPOCH to choose the build's timestamp; by\n"
         "default it is the newest Debian changelog of the package set).",
@@ -297,6 +440,16 @@ def _add_build(commands) -> None:
                        help="auto: apptainer if installed, else native (default auto)")
     build.add_argument("--workdir", type=Path, help="directory for temporary files (needs ~1 GB)")
     build.add_argument("--notest", action="store_true", help="do not run the recipe's %%test")
+    build.add_argument("--wheelhouse", action="append", type=Path, default=[], metavar="DIR",
+                       help="a directory of wheels that pip in %%post installs from before the "
+                       "package index (repeatable; copied into the build; the wheels that end "
+                       "up in the image are recorded in its manifest by sha256). Also from the "
+                       "config's `wheelhouse`, after these. Make one with `pip download "
+                       "--no-deps PACKAGE==VERSION -d DIR`")
+    build.add_argument("--offline", action=argparse.BooleanOptionalAction, default=None,
+                       help="no package index at all (pip --no-index): everything pip installs "
+                       "must be in the wheelhouse, or the build fails naming what is missing "
+                       "(default: the config's `offline`, else off)")
     build.set_defaults(handler=cmd_build)
 
 
@@ -328,7 +481,8 @@ def _add_inspect(commands) -> None:
         "inspect", help="show what a .sif image holds: benchmarks, versions, labels, size, sha256",
         description="Read a SIF image (pure Python, no Apptainer needed) and print its benchmarks "
         "and versions (from its labels), the build manifest of images our builder made (recipe "
-        "and inputs digests, build epoch, DACBench/numpy/gymnasium versions), all labels, "
+        "and inputs digests, build epoch, DACBench/numpy/gymnasium versions, the wheelhouse's "
+        "wheels it holds), all labels, "
         "objects, size and sha256.")
     inspect.add_argument("image", type=Path, help="path of a .sif file")
     inspect.add_argument("--deffile", action="store_true", help="also print the recipe it was built from")
@@ -466,8 +620,8 @@ def _add_sweep_report(commands, help_text: str) -> None:
     report.set_defaults(handler=cmd_sweep_report)
 
 
-def load_config_argument(text: str | None):
-    """`--config` takes JSON text or the path of a JSON file."""
+def load_config_argument(text: str | None, option: str = "--config"):
+    """`--config` (or `option`) takes JSON text or the path of a JSON file."""
     if text is None:
         return None
     path = Path(text)
@@ -476,7 +630,7 @@ def load_config_argument(text: str | None):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadConfig(f"--config is neither a JSON object nor a JSON file: {exc}") from exc
+        raise BadConfig(f"{option} is neither a JSON object nor a JSON file: {exc}") from exc
 
 
 def _seed_argument(text: str) -> int | None:
@@ -569,10 +723,12 @@ def cmd_repeat(args: argparse.Namespace) -> int:
 def _catalog_and_cache():
 
     config = load_config()
-    return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir)
+    return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir,
+                                                         pip_sources=PipSources.of(config))
 
 
 STACK_LABELS = ("dacbench-version", "numpy-version", "gymnasium-version")
+AGENT_LABELS = ("stable-baselines3-version", "torch-version", "gymnasium-version")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -589,6 +745,23 @@ def cmd_list(args: argparse.Namespace) -> int:
                          _cached_entry(cache, cached)])
     print_table(["benchmark", "experiment", "default", "family", "dacbench", "numpy",
                  "gymnasium", "image", "cached"], rows)
+    agent_rows = []
+    for family in catalog.families.values():
+        if family.kind != "agent":
+            continue
+        for version in catalog.agent_versions(family.agents[0]):
+            if version.family != family.name:
+                continue  # a later family serving the same agent lists it
+            cached = cache.cached_path(version)
+            labels = _version_labels(version, cached)
+            stack = [labels.get(f"org.dacbench-remote.{name}", "-") for name in AGENT_LABELS]
+            agent_rows.append([",".join(family.agents), version.experiment,
+                               "yes" if version.default else "", family.name, *stack,
+                               image_origin(version), _cached_entry(cache, cached)])
+    if agent_rows:
+        print("\nagent images (dacbench-remote train --agent NAME --agent-experiment EXPERIMENT):")
+        print_table(["agents", "experiment", "default", "family", "stable-baselines3", "torch",
+                     "gymnasium", "image", "cached"], agent_rows)
     return 0
 
 
@@ -642,7 +815,12 @@ def _version_labels(version, cached: Path | None) -> dict[str, str]:
 def cmd_pull(args: argparse.Namespace) -> int:
     catalog, cache = _catalog_and_cache()
     benchmark, _, experiment = args.target.partition("@")
-    resolved = catalog.resolve(benchmark, experiment or None)
+    agents = {benchmark_key(agent) for agent in catalog.agents()}
+    if benchmark_key(benchmark) in agents and benchmark_key(benchmark) not in {
+            benchmark_key(name) for name in catalog.benchmarks()}:
+        resolved = catalog.resolve_agent(benchmark, experiment or None)  # an agent image
+    else:
+        resolved = catalog.resolve(benchmark, experiment or None)
     path = cache.fetch(resolved, build=args.build, progress=True)
     record = cache.provenance(path)
     print(f"{resolved.benchmark} {resolved.experiment}: {path}\nsha256 {record.get('sha256')} "
@@ -700,14 +878,23 @@ def cmd_build(args: argparse.Namespace) -> int:
         if not sep:
             raise BadConfig(f"--build-arg {item!r}: expected NAME=VALUE")
         build_args[name] = value
+    sources = _pip_sources(args)
     result = build_image(args.recipe, args.output, build_args=build_args,
                          progress=lambda message: print(message, file=sys.stderr, flush=True),
                          workdir=args.workdir, context=args.context, builder=args.builder,
-                         run_test=not args.notest)
+                         run_test=not args.notest, wheelhouse=sources.wheelhouse,
+                         offline=sources.offline)
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
     print(f"built {result.path} ({result.size / 1e6:.1f} MB, sha256 {result.sha256}) with "
           f"{result.builder} in {result.seconds:.0f} s: {phases}")
     return 0
+
+
+def _pip_sources(args: argparse.Namespace) -> PipSources:
+    """--wheelhouse directories, then the config's; --offline/--no-offline, else the config's."""
+    config = PipSources.of(load_config())
+    offline = config.offline if args.offline is None else args.offline
+    return PipSources(tuple(args.wheelhouse), offline).plus(config.wheelhouse)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -716,7 +903,7 @@ def _verify(args: argparse.Namespace) -> int:
     build = default_build(args.workdir, lambda message: print(message, file=sys.stderr,
                                                                 flush=True))
     result = verify_version(benchmark, experiment or None, build=build, workdir=args.workdir,
-                            against=args.against)
+                            against=args.against, sources=_pip_sources(args))
     print("\n".join(report_lines(result)))
     return 0 if result.reproduced else 1
 
@@ -772,6 +959,8 @@ def _print_manifest(image, *, packages: bool) -> None:
           f"{manifest.get('recipe_sha256', '')[:16]}), epoch {epoch} ({when:%Y-%m-%d %H:%M} UTC)")
     print(f"inputs     {manifest.get('inputs_sha256')}")
     print(f"packages   {len(lists.get('debian', []))} Debian, {len(lists.get('python', []))} Python")
+    for wheel in manifest.get("wheelhouse", []):
+        print(f"wheel      {wheel.get('file')} (sha256 {wheel.get('sha256')}), from a wheelhouse")
     if packages:
         for kind in ("debian", "python"):
             for package in lists.get(kind, []):

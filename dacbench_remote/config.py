@@ -20,6 +20,8 @@ CONFIG_ENV = "DACBENCH_REMOTE_CONFIG"
 CACHE_ENV = "DACBENCH_REMOTE_CACHE"
 CATALOG_ENV = "DACBENCH_REMOTE_CATALOG"
 RUNTIME_ENV = "DACBENCH_REMOTE_RUNTIME"
+WHEELHOUSE_ENV = "DACBENCH_REMOTE_WHEELHOUSE"
+OFFLINE_ENV = "DACBENCH_REMOTE_OFFLINE"
 
 # Every runtime a user can name (here, in RemoteRunner, `--runtime`, a sweep's [runtime] kind):
 # "auto" is Apptainer if installed, else bubblewrap; "singularity" is the apptainer runtime under
@@ -28,7 +30,7 @@ RUNTIME_NAMES = ("auto", "apptainer", "singularity", "bwrap", "local")
 # The runtimes that run an image (a .sif) in a container.
 CONTAINER_RUNTIMES = ("auto", "apptainer", "singularity", "bwrap")
 
-KEYS = ("cache_dir", "catalog_dirs", "default_runtime", "binds", "env")
+KEYS = ("cache_dir", "catalog_dirs", "default_runtime", "binds", "env", "wheelhouse", "offline")
 
 
 @dataclass
@@ -41,6 +43,9 @@ class Config:
     default_runtime: str = "auto"
     binds: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Image builds: pip in %post installs from these directories first; offline: no index.
+    wheelhouse: list[Path] = field(default_factory=list)
+    offline: bool = False
     source: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -51,6 +56,8 @@ class Config:
             "default_runtime": self.default_runtime,
             "binds": ", ".join(self.binds) or "(none)",
             "env": ", ".join(f"{k}={v}" for k, v in self.env.items()) or "(none)",
+            "wheelhouse": os.pathsep.join(str(p) for p in self.wheelhouse) or "(none)",
+            "offline": "true" if self.offline else "false",
         }
         exists = "" if self.path.is_file() else " (does not exist; defaults apply)"
         lines = [f"config file: {self.path}{exists}"]
@@ -101,6 +108,18 @@ def _runtime(where: str, value: Any) -> str:
             f"{where} = {value!r} is not a runtime; choose one of {', '.join(RUNTIME_NAMES)}"
         )
     return value
+
+
+def _env_paths(value: str) -> list[Path]:
+    """An os.pathsep-separated variable's paths (empty parts skipped), absolute."""
+    return [Path(p).expanduser().absolute() for p in value.split(os.pathsep) if p]
+
+
+def _flag(where: str, value: str) -> bool:
+    words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if value.strip().lower() not in words:
+        raise BadConfig(f"{where} = {value!r} must be 1/true/yes or 0/false/no")
+    return words[value.strip().lower()]
 
 
 def _env_table(file: Path, value: Any) -> dict[str, str]:
@@ -176,17 +195,31 @@ def load_config(
         config.binds, source["binds"] = _string_list(path, "binds", data["binds"]), in_file
     if "env" in data:
         config.env, source["env"] = _env_table(path, data["env"]), in_file
+    if "wheelhouse" in data:
+        value = data["wheelhouse"]
+        dirs = [value] if isinstance(value, str) else _string_list(path, "wheelhouse", value)
+        config.wheelhouse = [_path_value(path, "wheelhouse", d) for d in dirs]
+        source["wheelhouse"] = in_file
+    if "offline" in data:
+        if not isinstance(data["offline"], bool):
+            raise BadConfig(f"{path}: `offline` must be true or false, got {data['offline']!r}")
+        config.offline, source["offline"] = data["offline"], in_file
 
     # Environment variables win over the file; empty values count as unset.
     if environ.get(CACHE_ENV):
         config.cache_dir = Path(environ[CACHE_ENV]).expanduser().absolute()
         source["cache_dir"] = f"env ${CACHE_ENV}"
     if environ.get(CATALOG_ENV):
-        parts = [p for p in environ[CATALOG_ENV].split(os.pathsep) if p]
-        config.catalog_dirs = [Path(p).expanduser().absolute() for p in parts]
+        config.catalog_dirs = _env_paths(environ[CATALOG_ENV])
         source["catalog_dirs"] = f"env ${CATALOG_ENV}"
     if environ.get(RUNTIME_ENV):
         config.default_runtime = _runtime(f"${RUNTIME_ENV}", environ[RUNTIME_ENV])
         source["default_runtime"] = f"env ${RUNTIME_ENV}"
+    if environ.get(WHEELHOUSE_ENV):
+        config.wheelhouse = _env_paths(environ[WHEELHOUSE_ENV])
+        source["wheelhouse"] = f"env ${WHEELHOUSE_ENV}"
+    if environ.get(OFFLINE_ENV):
+        config.offline = _flag(f"${OFFLINE_ENV}", environ[OFFLINE_ENV])
+        source["offline"] = f"env ${OFFLINE_ENV}"
     config.source = source
     return config

@@ -18,8 +18,10 @@ table, `ERROR_KINDS`. The tree (with `ERROR_KINDS` names):
     │   ├── ServerTimeout           (also a TimeoutError)
     │   │   ├── StartupTimeout
     │   │   └── CallTimeout
-    │   └── ZygoteError             (also a RuntimeError)
-    │       └── ZygoteUnsupported
+    │   ├── ZygoteError             (also a RuntimeError)
+    │   │   └── ZygoteUnsupported
+    │   └── AgentCrashed            an agent's container died (train/evaluate)
+    ├── AgentError                  the agent (in its image) raised: the type and traceback
     ├── RuntimeUnavailable
     ├── UnsafeDirectory
     ├── ImageError
@@ -164,6 +166,22 @@ class ZygoteUnsupported(ZygoteError):
 
 
 # -- the host -----------------------------------------------------------------------------------
+
+
+class AgentCrashed(ServerError):
+    """The agent's container (its trainer process) died while training or evaluating; the
+    message names the agent, its image, how it ended and its last output."""
+
+
+class AgentError(DacbenchRemoteError):
+    """The agent in its image raised (e.g. the algorithm refused a hyperparameter): the remote
+    type, message and traceback, as the trainer reported them."""
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str = ""):
+        super().__init__(f"the agent raised {remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
 
 
 class RuntimeUnavailable(DacbenchRemoteError):

@@ -4,7 +4,8 @@
 #   bash scripts/install-deps.sh          # runtime: bubblewrap, squashfs tools, image builder
 #   bash scripts/install-deps.sh --dacbench  # + DACBench 0.5.6 on the host (benchmark objects)
 #   bash scripts/install-deps.sh --test   # + what the test suite needs (Slurm, DACBench to compare,
-#                                         #   Optuna, Stable-Baselines3 in .venv/sb3, SMAC3 in .venv/smac)
+#                                         #   Optuna, Stable-Baselines3 in .venv/sb3, SMAC3 in .venv/smac,
+#                                         #   torch's CPU wheel in the agent image's wheelhouse)
 #
 # Idempotent and quick when everything is there. Uses the system's configured apt and pip
 # mirrors. Needs root (or sudo) for apt-get.
@@ -53,6 +54,16 @@ if [ "$want_tests" = 1 ]; then
   if ! "${sb3_pip[@]}" "torch==2.13.0+cpu" stable-baselines3 2>/dev/null; then
     echo "no CPU build of torch 2.13.0 offered here; installing stable-baselines3 with the default torch" >&2
     "${sb3_pip[@]}" stable-baselines3
+  fi
+  # The wheelhouse the agent image (recipes/agent-sb3.def) is built from in the tests: torch's
+  # CPU build, which the default package index does not have. pip copies it from wherever this
+  # machine's pip finds it (a find-links directory, or PyTorch's CPU index if configured).
+  wheelhouse=${DACBENCH_REMOTE_TEST_WHEELHOUSE:-/var/tmp/dacbench-remote-tests/wheelhouse}
+  mkdir -p "$wheelhouse"
+  if ! .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps \
+      "torch==2.13.0+cpu" -d "$wheelhouse" 2>/dev/null; then
+    echo "torch 2.13.0+cpu is not offered here: the agent image's tests will fail until" \
+         "$wheelhouse holds its wheel (pip download --no-deps torch==2.13.0+cpu -d $wheelhouse)" >&2
   fi
 fi
 if [ "$want_tests" = 1 ]; then

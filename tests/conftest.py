@@ -35,7 +35,7 @@ USER_VENV_PACKAGES = [*tomllib.loads((REPO / "pyproject.toml").read_text())["pro
 # use, or with `pytest.mark.timeout(IMAGE_TIMEOUT)` where they build them themselves.
 IMAGE_TIMEOUT = 1800
 IMAGE_FIXTURES = {"base_image", "base_image_info", "recipe_image", "recipe_image_info",
-                  "standin_image"}
+                  "standin_image", "agent_image", "agent_image_info"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,6 +22,15 @@ IMAGES_MUST_NOT_REACH = ("host", "runtimes", "sweeps", "experiments", "server", 
 IMAGE_SIDE_PACKAGES = {"numpy", "gymnasium", "Pyro5"}
 # ... and, inside functions, the packages of the benchmark it serves (present where it runs).
 BENCHMARK_PACKAGES = {"dacbench", "ConfigSpace"}
+# What runs inside agent images (the trainer, rl/) uses the client's side of the wire, and never
+# reaches what obtains images or starts containers: their packages (requests, spython, tqdm)
+# are not in agent images ...
+AGENT_SIDE = ("rl",)
+AGENT_MUST_NOT_REACH = ("images", "runtimes", "sweeps", "experiments", "cli", "server.serve",
+                        "server.control")
+# ... which hold, beyond the standard library, these (and, inside functions, the agent's own).
+AGENT_SIDE_PACKAGES = IMAGE_SIDE_PACKAGES
+AGENT_PACKAGES = {"stable_baselines3", "torch"}
 # Optional dependencies, imported inside the functions that need them, never at module level.
 OPTIONAL = {"matplotlib", "submitit", "pyarrow", "stable_baselines3", "torch", "dacbench",
             "ConfigSpace", "optuna", "cmaes", "smac"}
@@ -215,7 +224,27 @@ def check(package_dir: Path) -> list[str]:
                 problems.append(f"{short(module)}:{imp.line} imports {imp.target}, but it runs "
                                 f"inside images (allowed: stdlib, {', '.join(sorted(allowed))})")
 
-    # 2. images/ knows nothing of runtimes, episodes or trials.
+    # 2. agent images' side (rl/) reaches neither images/ nor runtimes/ (nor their packages).
+    agent_closure: dict[str, str] = {}
+    for module in sorted(edges):
+        if _side(module) in AGENT_SIDE:
+            for reached, via in reachable(edges, module).items():
+                agent_closure.setdefault(reached, via)
+    for module in sorted(agent_closure):
+        if module.split(".", 1)[-1].startswith(AGENT_MUST_NOT_REACH):
+            problems.append(f"agent side reaches {short(module)}: {_chain(agent_closure, module)}")
+        for imp in by_importer.get(module, []):
+            if imp.internal or imp.type_checking or imp.target in sys.stdlib_module_names:
+                continue
+            # Inside functions also the benchmark's packages: the wire restores their values
+            # only where they are installed.
+            in_function = AGENT_PACKAGES | BENCHMARK_PACKAGES
+            allowed = AGENT_SIDE_PACKAGES | (in_function if imp.in_function else set())
+            if imp.target not in allowed:
+                problems.append(f"{short(module)}:{imp.line} imports {imp.target}, but it runs "
+                                f"inside agent images (allowed: stdlib, {', '.join(sorted(allowed))})")
+
+    # 3. images/ knows nothing of runtimes, episodes or trials.
     for module in sorted(edges):
         if _side(module) == "images":
             seen = reachable(edges, module)
@@ -223,11 +252,11 @@ def check(package_dir: Path) -> list[str]:
                 if _side(reached) in IMAGES_MUST_NOT_REACH:
                     problems.append(f"images/ reaches {short(reached)}: {_chain(seen, reached)}")
 
-    # 3. No import circles.
+    # 4. No import circles.
     for component in cycles(edges):
         problems.append(f"import circle among {', '.join(short(m) for m in component)}")
 
-    # 4. Imports inside functions only for optional dependencies.
+    # 5. Imports inside functions only for optional dependencies.
     for imp in found:
         if not imp.in_function:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from dacbench_remote.errors import (
 )
 from dacbench_remote.images.cache import ImageCache, default_builder
 from dacbench_remote.images.catalog import ResolvedImage
+from dacbench_remote.images.wheelhouse import PipSources
 
 PAYLOAD = os.urandom(300_000)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -57,10 +59,12 @@ class TinyBuilder:
 
     def __init__(self, *, report: str | None = "real", write: bool = True):
         self.calls = 0
+        self.sources: list = []  # the pip sources of each call
         self.report, self.write = report, write
 
-    def __call__(self, recipe: Path, output: Path, progress: bool) -> str | None:
+    def __call__(self, recipe: Path, output: Path, progress: bool, sources) -> str | None:
         self.calls += 1
+        self.sources.append(sources)
         data = b"built:" + recipe.read_bytes()
         if self.write:
             output.write_bytes(data)
@@ -240,6 +244,17 @@ def test_build_records_the_local_digest_and_is_done_once(tmp_path, recipe):
     assert cache.fetch(resolved, progress=False) == path
     assert builder.calls == 1
     assert [r.ok for r in cache.verify()] == [True]
+
+
+def test_a_build_gets_the_configs_wheelhouse_then_the_catalogs(tmp_path, recipe):
+    builder = TinyBuilder()
+    cache = ImageCache(tmp_path / "cache", builder=builder,
+                       pip_sources=PipSources((Path("/config/wheels"),), offline=True))
+    resolved = replace(resolved_image(tmp_path, sha256="", recipe=recipe),
+                       wheelhouse=(Path("/catalog/wheels"), Path("/config/wheels")))
+    cache.fetch(resolved, build=True, progress=False)
+    assert builder.sources == [PipSources((Path("/config/wheels"), Path("/catalog/wheels")),
+                                          offline=True)]
 
 
 def test_build_when_no_source_is_reachable(tmp_path, recipe):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -351,3 +352,76 @@ def test_image_names_must_be_unique_across_digests(tmp_path):
 def test_missing_catalog_directory_is_named(tmp_path):
     with pytest.raises(BadConfig, match=f"catalog directory {tmp_path / 'nowhere'} does not exist"):
         load(tmp_path / "nowhere")
+
+
+# -- agent families --------------------------------------------------------------------------------
+
+AGENTS = """
+family = "agents"
+kind = "agent"
+recipe = "recipes/agents.def"
+agents = ["PPO", "DQN"]
+wheelhouse = "wheels"
+
+[[versions]]
+experiment = "exp:0.01"
+image = "agents-0.01.sif"
+sha256 = ""
+default = true
+wheelhouse = ["/opt/extra-wheels"]
+"""
+
+
+def test_packaged_catalog_has_an_unpinned_sb3_agent_family():
+    catalog = Catalog.load()
+    assert catalog.agents() == ["A2C", "DDPG", "DQN", "PPO", "SAC", "TD3"]
+    ppo = catalog.resolve_agent("PPO")
+    assert (ppo.kind, ppo.family, ppo.experiment, ppo.image) == (
+        "agent", "agent-sb3", "exp:0.01", "agent-sb3-0.01.sif")
+    assert ppo.recipe == REPO / "recipes" / "agent-sb3.def" and ppo.recipe.is_file()
+    assert not ppo.pinned  # pinned by the maintainers with scripts/pin_catalog.py
+    assert ppo.provenance()["agent"] == "PPO" and "benchmark" not in ppo.provenance()
+    assert "PPO" not in catalog.benchmarks()
+
+
+def test_agents_resolve_apart_from_benchmarks_with_their_wheelhouse(tmp_path):
+    write(tmp_path / "cat" / "benchmarks", "agents.toml", AGENTS)
+    catalog = load(tmp_path / "cat" / "benchmarks")
+    dqn = catalog.resolve_agent("dqn", "0.01")
+    assert (dqn.benchmark, dqn.kind, dqn.image) == ("DQN", "agent", "agents-0.01.sif")
+    # The version's own first, then the family's (relative to the catalog root).
+    assert dqn.wheelhouse == (Path("/opt/extra-wheels"), tmp_path / "cat" / "wheels")
+    with pytest.raises(UnknownBenchmark, match="benchmark 'PPO' is not in the catalog; known "
+                                               r"benchmarks: \(none\)"):
+        catalog.resolve("PPO")
+    with pytest.raises(UnknownBenchmark, match="agent 'SAC' is not in the catalog; known agents: "
+                                               "DQN, PPO"):
+        catalog.resolve_agent("SAC")
+    with pytest.raises(ImageNotFound, match="no image for agent PPO at experiment 'exp:9'"):
+        catalog.resolve_agent("PPO", "exp:9")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (AGENTS.replace('kind = "agent"', 'kind = "robot"'),
+         "`kind` = 'robot' must be one of benchmark, agent"),
+        (AGENTS.replace('agents = ["PPO", "DQN"]', 'benchmarks = ["Luby"]'),
+         "`benchmarks`: a family of kind 'agent' lists agents, not benchmarks"),
+        (AGENTS.replace('kind = "agent"\n', ""),
+         "`agents`: a family of kind 'benchmark' lists benchmarks, not agents; set kind"),
+        (AGENTS.replace('agents = ["PPO", "DQN"]', ""), "`agents` is missing for family 'agents'"),
+        (AGENTS.replace('wheelhouse = "wheels"', "wheelhouse = 3"),
+         "`wheelhouse` must be a directory path or a list of them, got 3"),
+    ],
+)
+def test_invalid_agent_family_names_the_key(tmp_path, text, expected):
+    write(tmp_path / "bad", "agents.toml", text)
+    with pytest.raises(BadConfig, match=re.escape(expected)):
+        load(tmp_path / "bad")
+
+
+def test_a_user_catalog_cannot_turn_a_benchmark_family_into_an_agent_family(catalog_root, tmp_path):
+    write(tmp_path / "mine", "toy.toml", 'family = "toy"\nkind = "agent"\nagents = ["PPO"]\n')
+    with pytest.raises(BadConfig, match=r"family 'toy' is of kind 'benchmark' in .*, not 'agent'"):
+        load(catalog_root / "benchmarks", tmp_path / "mine")

@@ -16,7 +16,12 @@ def listing(capsys, monkeypatch, tmp_path) -> dict[tuple[str, str], list[str]]:
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].split()
     assert header[4:7] == ["dacbench", "numpy", "gymnasium"]
-    rows = [line.split() for line in lines[2:]]
+    tables = "\n".join(lines).split("\n\n")
+    rows = [line.split() for line in tables[0].splitlines()[2:]]
+    if len(tables) > 1:  # the agent images, after an empty line and their own title
+        agent_lines = tables[1].splitlines()
+        assert agent_lines[1].split()[4:7] == ["stable-baselines3", "torch", "gymnasium"]
+        rows += [line.split() for line in agent_lines[3:]]
     return {(row[0], row[1]): row for row in rows}
 
 
@@ -27,6 +32,14 @@ def test_list_reads_the_versions_from_each_versions_recipe(capsys, monkeypatch, 
     assert rows[("Luby", "exp:0.01")][4:7] == ["0.5.6", "2.4.6", "1.4.0"]
     assert rows[("CMAES", "exp:0.01")][4:7] == ["0.5.6", "2.4.6", "1.4.0"]
     assert rows[("Theory", "exp:0.01")][4:7] == ["0.5.6", "2.4.6", "1.4.0"]
+
+
+def test_list_shows_the_agent_images_with_their_stack(capsys, monkeypatch, tmp_path):
+    rows = listing(capsys, monkeypatch, tmp_path)
+    agents = rows[("PPO,A2C,DQN,SAC,TD3,DDPG", "exp:0.01")]
+    assert agents[2:7] == ["yes", "agent-sb3", "2.9.2", "2.13.0+cpu", "1.4.0"]
+    assert agents[7] == "build,unpinned"  # not pinned yet
+    assert not any(key[0] == "PPO" for key in rows)  # agents are no benchmarks
 
 
 def test_list_says_where_each_image_comes_from(capsys, monkeypatch, tmp_path):
@@ -69,3 +82,13 @@ def test_a_cached_image_built_here_says_so(tmp_path):
     assert _cached_entry(cache, built) == f"{built} (built locally)"
     assert _cached_entry(cache, reproduced) == f"{reproduced} (built locally, reproducing the pin)"
     assert _cached_entry(cache, None) == "-"
+
+
+def test_pull_takes_an_agents_name_to_its_agent_image(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("DACBENCH_REMOTE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DACBENCH_REMOTE_CATALOG", raising=False)
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.setenv("DACBENCH_REMOTE_CONFIG", str(tmp_path / "config.toml"))
+    assert main(["pull", "PPO@exp:0.01"]) == 1  # unpinned, and building was not asked for
+    error = capsys.readouterr().err
+    assert "PPO exp:0.01 has no pinned image" in error and "agent-sb3.def with --build" in error

@@ -82,7 +82,7 @@ def test_verify_reports_a_reproduced_pin(pinned_catalog):
     pinned, recipe = pinned_catalog
     built = []
 
-    def rebuild(source: Path, output: Path) -> str:
+    def rebuild(source: Path, output: Path, sources) -> str:
         built.append(source)
         shutil.copyfile(pinned, output)
         return sha256_file(output)
@@ -93,7 +93,7 @@ def test_verify_reports_a_reproduced_pin(pinned_catalog):
 
 
 def test_verify_lists_the_differences_of_a_rebuild(pinned_catalog, tmp_path: Path):
-    def rebuild(source: Path, output: Path) -> str:
+    def rebuild(source: Path, output: Path, sources) -> str:
         other = image(tmp_path, "other", {"etc/a": "rebuilt\n"})
         shutil.copyfile(other, output)
         return sha256_file(output)
@@ -115,7 +115,7 @@ def test_verify_needs_a_pin(tmp_path: Path, monkeypatch):
         'experiment = "exp:1"\nimage = "u-1.sif"\nsha256 = ""\ndefault = true\n')
     monkeypatch.setenv("DACBENCH_REMOTE_CATALOG", str(tmp_path / "benchmarks"))
     with pytest.raises(BadConfig, match=r"pins no sha256 .* nothing to verify against"):
-        verify_version("Unpinned", None, build=lambda recipe, output: "")
+        verify_version("Unpinned", None, build=lambda recipe, output, sources: "")
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def unpublished_pin(tmp_path: Path, monkeypatch) -> Path:
 
 
 def _altered_rebuild(tmp_path: Path):
-    def rebuild(source: Path, output: Path) -> str:
+    def rebuild(source: Path, output: Path, sources) -> str:
         shutil.copyfile(image(tmp_path, "other", {"etc/a": "rebuilt\n"}), output)
         return sha256_file(output)
     return rebuild

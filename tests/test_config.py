@@ -53,11 +53,15 @@ cache_dir = "images"
 catalog_dirs = ["{tmp_path}/cat-a", "cat-b"]
 default_runtime = "bwrap"
 binds = ["/data:/data:ro", "/scratch"]
+wheelhouse = ["wheels", "/opt/more-wheels"]
+offline = true
 [env]
 OMP_NUM_THREADS = 1
 MODE = "fast"
 """)
     config = load_config(environ=home)
+    assert config.wheelhouse == [path.parent / "wheels", Path("/opt/more-wheels")]
+    assert config.offline is True
     # Relative paths are relative to the config file, not to the working directory.
     assert config.cache_dir == path.parent / "images"
     assert config.catalog_dirs == [tmp_path / "cat-a", path.parent / "cat-b"]
@@ -146,3 +150,20 @@ def test_wrong_values_name_file_key_and_problem(home, text, key, problem):
 def test_bad_runtime_from_env_names_the_variable(home):
     with pytest.raises(BadConfig, match=r"\$DACBENCH_REMOTE_RUNTIME = 'podman' is not a runtime"):
         load_config(environ={**home, "DACBENCH_REMOTE_RUNTIME": "podman"})
+
+
+def test_wheelhouse_and_offline_from_the_environment_and_their_errors(home, tmp_path):
+    write_config(home, 'wheelhouse = "w"\n')
+    config = load_config(environ=home)
+    assert config.wheelhouse == [default_config_path(home).parent / "w"] and not config.offline
+    env = {**home, "DACBENCH_REMOTE_WHEELHOUSE": f"{tmp_path}/a:{tmp_path}/b",
+           "DACBENCH_REMOTE_OFFLINE": "yes"}
+    config = load_config(environ=env)
+    assert config.wheelhouse == [tmp_path / "a", tmp_path / "b"] and config.offline
+    assert config.source["wheelhouse"] == "env $DACBENCH_REMOTE_WHEELHOUSE"
+    assert f"wheelhouse = {tmp_path}/a:{tmp_path}/b" in config.describe()
+    with pytest.raises(BadConfig, match=r"\$DACBENCH_REMOTE_OFFLINE = 'maybe' must be 1/true"):
+        load_config(environ={**home, "DACBENCH_REMOTE_OFFLINE": "maybe"})
+    write_config(home, 'offline = "yes"\n')
+    with pytest.raises(BadConfig, match="`offline` must be true or false, got 'yes'"):
+        load_config(environ=home)

@@ -54,6 +54,12 @@ VIOLATIONS = {
     "an import circle through a function": (
         "_sys/files.py", "def _late():\n    from . import sockets\n",
         ("import circle among _sys.files, _sys.sockets",)),
+    "the trainer reaches the image cache": (
+        "rl/job.py", "from ..images import resolve\n",
+        ("agent side reaches images.resolve:", "rl.job -> images.resolve")),
+    "the trainer imports requests": (
+        "rl/trainer.py", "import requests\n",
+        ("rl.trainer:", "imports requests, but it runs inside agent images")),
     "a stdlib import inside a function": (
         "host/agents.py", "def _late():\n    import json\n",
         ("host.agents:", "imports json inside a function")),

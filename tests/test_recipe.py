@@ -25,6 +25,7 @@ from dacbench_remote.images.recipe import (
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted((REPO / "recipes").glob("*.def"))
 FAMILY_RECIPES = [p for p in RECIPES if p.name != "template.def"]
+AGENT_RECIPES = [p for p in FAMILY_RECIPES if "org.dacbench-remote.kind agent" in p.read_text()]
 MIRROR = {"mirror": "http://mirror.invalid/debian"}
 
 MINIMAL = """\
@@ -51,11 +52,14 @@ def test_every_repo_recipe_parses(path: Path):
     assert recipe.os_version == "bookworm"
     assert recipe.mirror_url == MIRROR["mirror"]
     assert {"python3", "libstdc++6"} <= set(recipe.include)
-    assert "exec python3 -m dacbench_remote.server" in recipe.runscript
+    # A benchmark image runs the server; an agent image the trainer, and names its agents.
+    agent = path in AGENT_RECIPES
+    runs = "dacbench_remote.rl" if agent else "dacbench_remote.server"
+    assert f"exec python3 -m {runs}" in recipe.runscript
     assert any(f.source == "dacbench_remote" and f.destination.endswith("/dacbench_remote")
                for f in recipe.files)
     assert "PYTHONPATH=/opt/dacbench-remote" in recipe.environment
-    assert recipe.labels["org.dacbench-remote.benchmarks"]
+    assert recipe.labels["org.dacbench-remote.agents" if agent else "org.dacbench-remote.benchmarks"]
     assert recipe.help and recipe.test
 
 
@@ -76,15 +80,22 @@ def test_family_recipes_pin_every_package(path: Path):
                     for word in command.split()
                     if re.match(r"^[A-Za-z][\w.-]*[=<>!~]", word)]
     assert requirements, "no requirements found in %post"
-    unpinned = [r for r in requirements if not re.match(r"^[A-Za-z][\w.-]*==[\w.]+$", r)]
+    unpinned = [r for r in requirements if not re.match(r"^[A-Za-z][\w.-]*==[\w.+]+$", r)]
     assert not unpinned
     pinned = dict(r.split("==") for r in requirements)
+    assert pinned["numpy"] == recipe.labels["org.dacbench-remote.numpy-version"]
+    assert pinned["gymnasium"] == recipe.labels["org.dacbench-remote.gymnasium-version"]
+    if path in AGENT_RECIPES:
+        # Stable-Baselines3, torch and every dependency they and the client import.
+        assert len(pinned) >= 15
+        assert pinned["stable-baselines3"] == \
+            recipe.labels["org.dacbench-remote.stable-baselines3-version"]
+        assert pinned["torch"] == recipe.labels["org.dacbench-remote.torch-version"]
+        return
     assert len(pinned) >= 20  # DACBench and every dependency, not just the top level
     # The DACBench of the catalog version(s) built from this recipe.
     assert pinned["dacbench"] == recipe.labels["org.dacbench-remote.dacbench-version"]
     assert {version.get("dacbench") for version in catalog_versions(path)} == {pinned["dacbench"]}
-    assert pinned["numpy"] == recipe.labels["org.dacbench-remote.numpy-version"]
-    assert pinned["gymnasium"] == recipe.labels["org.dacbench-remote.gymnasium-version"]
 
 
 def catalog_families() -> list[dict]:
@@ -105,6 +116,10 @@ def test_family_recipes_match_the_catalog(path: Path):
     if not families:
         pytest.fail(f"no catalog entry in benchmarks/ names recipes/{path.name}")
     labels = parse_recipe(path, MIRROR).labels
+    if path in AGENT_RECIPES:
+        assert families[0]["kind"] == "agent"
+        assert labels["org.dacbench-remote.agents"].split(",") == families[0]["agents"]
+        return
     assert labels["org.dacbench-remote.benchmarks"].split(",") == families[0]["benchmarks"]
 
 

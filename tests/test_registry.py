@@ -397,6 +397,18 @@ def test_write_pin_sets_sha256_and_inputs(catalog):
         catalog_edit.write_pin(catalog, "exp:0.01", "xyz", SHA_A)
 
 
+def test_write_pin_pins_the_packaged_unpinned_agent_family(tmp_path):
+    """What scripts/pin_catalog.py does last for agent-sb3 (unpinned: an empty sha256, no inputs
+    line; or pinned before)."""
+    file = tmp_path / "agent-sb3.toml"
+    file.write_text((Path(__file__).parents[1] / "benchmarks" / "agent-sb3.toml").read_text())
+    catalog_edit.write_pin(file, "exp:0.01", SHA_B, SHA_A)
+    family = parse_catalog_file(file)
+    assert (family.kind, family.versions[0].sha256, family.versions[0].inputs) == (
+        "agent", SHA_B, SHA_A)
+    assert 'kind = "agent"' in file.read_text()
+
+
 # --- publish: errors found before any network request ---------------------------------------------
 
 def test_publish_refuses_a_file_that_is_not_a_sif(tmp_path):

@@ -323,3 +323,26 @@ def test_each_start_gets_a_private_workdir_removed_at_stop(fake_binary, tmp_path
     with pytest.raises(RuntimeError), runtime.launch(socket_dir / "ctl.sock") as launch:
         raise RuntimeError("the start failed")
     assert not workdir.exists()  # a failed start leaves no work directory
+
+
+def test_a_second_container_on_the_same_socket_gets_a_workdir_of_its_own(fake_binary, tmp_path):
+    """A trainer joining its pair's server must not share the server's /tmp."""
+    image = tmp_path / "x.sif"
+    write_sif(image, deffile=None, labels=None, squashfs_path=_squashfs(tmp_path),
+              arch=sif_module.host_arch())
+    socket_dir = tmp_path / "s" / "pair-0000000c"
+    socket_dir.mkdir(parents=True)
+    runtime = ApptainerRuntime(image, workdir=tmp_path / "work")
+    with runtime.launch(socket_dir / "ctl.sock") as server:
+        first = Path(server.argv[server.argv.index("--workdir") + 1])
+    with runtime.launch(socket_dir / "ctl.sock") as trainer:
+        second = Path(trainer.argv[trainer.argv.index("--workdir") + 1])
+    assert first == tmp_path / "work" / "pair-0000000c"
+    assert second.parent == first and second.name.startswith("joined-")
+    assert stat.S_IMODE(second.stat().st_mode) == 0o700
+    for undo in trainer.on_stop:
+        undo()
+    assert not second.exists() and first.is_dir()  # the server's stays while it runs
+    for undo in server.on_stop:
+        undo()
+    assert not first.exists()

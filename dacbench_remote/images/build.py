@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from .recipe import (
     template_variables,
 )
 from .sif import host_arch, write_sif
+from .wheelhouse import HOW_TO_MAKE, PipSources, check_wheelhouse, distributions, pip_options
 
 BUILDERS = ("auto", "apptainer", "native")
 MIRROR_ARG = "mirror"
@@ -142,13 +143,29 @@ def build_image(
     context: Path | None = None,
     builder: str = "auto",
     run_test: bool = True,
+    wheelhouse: Sequence[str | os.PathLike] = (),
+    offline: bool = False,
 ) -> BuildResult:
     """Build `recipe` into the SIF image `output`; raise RecipeError or BuildError if it can't.
 
-    `context` is where relative `%files` sources are read from (default: the current directory,
-    as for `apptainer build`). `builder` is "auto" (Apptainer if on PATH, else ours),
-    "apptainer" or "native". `workdir` holds temporary files (default: the system temp dir);
-    they are removed afterwards, whether the build worked or not. `run_test` runs `%test`.
+    Args:
+        recipe, output: the .def file and the .sif to write (complete, or not at all).
+        build_args: values of the recipe's {{ NAME }} templates.
+        progress: called with each line of progress.
+        workdir: holds temporary files (default: the system temp dir); they are removed
+            afterwards, whether the build worked or not.
+        context: where relative `%files` sources are read from (default: the current
+            directory, as for `apptainer build`).
+        builder: "auto" (Apptainer if on PATH, else ours; ours when a wheelhouse is given),
+            "apptainer" or "native".
+        run_test: run `%test`.
+        wheelhouse: directories of wheels that pip in `%post` installs from before the index
+            (copied into the build; the wheels installed are recorded in the manifest).
+        offline: no package index at all (pip's no-index): what the wheelhouse lacks fails.
+
+    Raises:
+        RecipeError: the recipe cannot be built as written. BuildError: the build failed
+        (the phase and the last output), or a wheelhouse is missing or empty.
     """
     if builder not in BUILDERS:
         raise ValueError(f"builder must be one of {', '.join(BUILDERS)}, not {builder!r}")
@@ -157,9 +174,16 @@ def build_image(
     report = progress or (lambda message: None)
     if not recipe.is_file():
         raise BuildError(f"recipe {recipe} does not exist")
+    sources = PipSources(tuple(check_wheelhouse(wheelhouse)), offline)
     args = resolve_build_args(recipe, _os_version(recipe), build_args)
-    wants = builder in ("auto", "apptainer") and apptainer_available()
-    binary = find_apptainer() if wants else None
+    if builder == "apptainer" and (sources.wheelhouse or offline):
+        raise BuildError("a wheelhouse or an offline build needs dacbench-remote's own builder "
+                         "(--builder native): `apptainer build` gives %post no way to reach a "
+                         "host directory without changing the recipe")
+    # Apptainer cannot hand %post a wheelhouse: with one, `auto` means our builder.
+    wants = builder == "apptainer" or (builder == "auto" and not sources.wheelhouse
+                                       and not offline)
+    binary = find_apptainer() if wants and apptainer_available() else None
     if builder == "apptainer" and binary is None:
         raise BuildError("builder 'apptainer' asked for, but neither apptainer nor singularity "
                          "is on PATH; install Apptainer or use the native builder")
@@ -179,7 +203,7 @@ def build_image(
         return _build_with_apptainer(binary, recipe, output, args, context=context,
                                      progress=report, run_test=run_test, workdir=workdir)
     return _build_native(parsed, output, context=context, progress=report, workdir=workdir,
-                         run_test=run_test)
+                         run_test=run_test, sources=sources)
 
 
 def _refuse_unused(recipe: Path, unused: tuple[str, ...]) -> None:
@@ -226,7 +250,7 @@ def _build_with_apptainer(binary: str, recipe: Path, output: Path, args: dict[st
 
 def _build_native(recipe: Recipe, output: Path, *, context: Path,
                   progress: Callable[[str], None], workdir: Path | None,
-                  run_test: bool) -> BuildResult:
+                  run_test: bool, sources: PipSources) -> BuildResult:
     missing = native.missing_tools()
     if missing:
         raise BuildError(
@@ -244,20 +268,29 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
         out_dir.mkdir()
         builder = f"dacbench-remote {__version__}"
         arch = host_arch()  # what mmdebstrap installs, and so what the SIF must say
+        pip_settings = {**hostconfig.pip_settings(),
+                        **pip_options(sources, "/" + native.WHEELHOUSE_DIR)}
         native.write_stage(
             recipe, stage, layout.labels_for(recipe, arch=arch, builder=builder), context=context,
             compressor=native.SQUASHFS_COMPRESSION, run_test=run_test,
-            pip_settings=hostconfig.pip_settings(), extra_env=hostconfig.proxy_environment(),
-            source_date_epoch=source_date_epoch())
+            pip_settings=pip_settings, extra_env=hostconfig.proxy_environment(),
+            source_date_epoch=source_date_epoch(), wheelhouse=sources.wheelhouse)
+        if sources.wheelhouse:
+            progress(f"wheelhouse: {', '.join(map(str, sources.wheelhouse))} first"
+                     + (", no index (offline)" if sources.offline else ", then the index"))
         command = native.mmdebstrap_command(recipe, stage, out_dir, arch)
-        phases = native.run_mmdebstrap(command, tmpdir=temp, env={}, progress=progress,
-                                       log_path=temp / "build.log")
+        try:
+            phases = native.run_mmdebstrap(command, tmpdir=temp, env={}, progress=progress,
+                                           log_path=temp / "build.log")
+        except BuildError as exc:
+            raise BuildError(f"{exc}{_missing_package_hint(str(exc), sources)}") from None
         started = time.monotonic()
         progress("sif: assembling " + str(output))
         epoch = int((out_dir / native.EPOCH_NAME).read_text())
         squashfs = out_dir / native.SQUASHFS_NAME
+        wheels = distributions(native.stage_wheelhouse_dir(stage)) if sources.wheelhouse else []
         build_manifest = manifest.build_manifest(recipe, context, squashfs, epoch=epoch,
-                                                 builder=builder)
+                                                 builder=builder, wheels=wheels)
         # The inspect metadata (labels included) is read from the image, as Apptainer does.
         digest = write_sif(output, deffile=recipe.text.encode(), labels=None,
                            squashfs_path=squashfs, arch=arch, created=epoch,
@@ -269,6 +302,22 @@ def _build_native(recipe: Recipe, output: Path, *, context: Path,
     finally:
         _remove_workdir(temp)
     return BuildResult(output, digest, output.stat().st_size, "dacbench-remote", phases)
+
+def _missing_package_hint(output: str, sources: PipSources) -> str:
+    """What to do when pip in %post found no distribution for a requirement."""
+    if "No matching distribution found" not in output:
+        return ""
+    dirs = ", ".join(map(str, sources.wheelhouse))
+    if sources.wheelhouse and sources.offline:
+        where = f"offline, pip in %post looked only in the wheelhouse ({dirs}), which lacks it"
+    elif sources.wheelhouse:
+        where = f"pip in %post found it in neither the wheelhouse ({dirs}) nor the package index"
+    else:
+        where = "pip in %post found it nowhere" + (" (offline, without a wheelhouse)"
+                                                    if sources.offline else " on the package index")
+    return (f"\n({where}: put its wheel into a wheelhouse and pass --wheelhouse DIR; "
+            f"{HOW_TO_MAKE})")
+
 
 def source_date_epoch() -> int | None:
     """$SOURCE_DATE_EPOCH as the build's one timestamp, if set (else the build derives one)."""

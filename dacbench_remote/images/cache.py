@@ -38,14 +38,15 @@ from .download import SourceFailed
 from .manifest import MANIFEST_NAME
 from .sif import SifImage
 from .sources import fetch_source
+from .wheelhouse import NO_WHEELHOUSE, PipSources
 
 logger = logging.getLogger(__name__)
 
 SIDECARS = (".sha256", ".json", ".part", ".lock")
 BUILT_LOCALLY = "built-locally"
 
-# (recipe, output, progress) -> the sha256 the builder reports for output (or None).
-Builder = Callable[[Path, Path, bool], "str | None"]
+# (recipe, output, progress, pip sources) -> the sha256 the builder reports for output (or None).
+Builder = Callable[[Path, Path, bool, PipSources], "str | None"]
 
 
 # Recipes copy `dacbench_remote` into the image with %files: their build context is the directory
@@ -53,13 +54,15 @@ Builder = Callable[[Path, Path, bool], "str | None"]
 BUILD_CONTEXT = Path(__file__).resolve().parents[2]
 
 
-def default_builder(recipe: Path, output: Path, progress: bool) -> str | None:
+def default_builder(recipe: Path, output: Path, progress: bool,
+                    sources: PipSources = NO_WHEELHOUSE) -> str | None:
     """Build with images.build (the builder a cache uses unless given another)."""
     def report(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     result = build_image(recipe, output, progress=report if progress else None,
-                         context=BUILD_CONTEXT)
+                         context=BUILD_CONTEXT, wheelhouse=sources.wheelhouse,
+                         offline=sources.offline)
     return getattr(result, "sha256", None)
 
 
@@ -150,12 +153,18 @@ def not_reproduced_message(resolved: ResolvedImage, actual: str, inputs: str) ->
 
 
 class ImageCache:
-    """A directory of verified images; `fetch` returns one, downloading or building it once."""
+    """A directory of verified images; `fetch` returns one, downloading or building it once.
+
+    Builds use `pip_sources` (the config's wheelhouse and offline setting) plus the wheelhouse
+    the catalog names for the version.
+    """
 
     def __init__(self, root: Path | str, *, builder: Builder | None = None,
-                 connect_timeout: float = 15.0, read_timeout: float = 60.0, attempts: int = 3):
+                 connect_timeout: float = 15.0, read_timeout: float = 60.0, attempts: int = 3,
+                 pip_sources: PipSources = NO_WHEELHOUSE):
         self.root = Path(root).expanduser().absolute()
         self.builder = builder or default_builder
+        self.pip_sources = pip_sources
         self.connect_timeout, self.read_timeout, self.attempts = (
             connect_timeout, read_timeout, attempts)
 
@@ -381,7 +390,8 @@ class ImageCache:
             part = _sidecar(target, ".part")
             part.unlink(missing_ok=True)
             try:
-                reported = self.builder(recipe, part, progress)
+                reported = self.builder(recipe, part, progress,
+                                        self.pip_sources.plus(resolved.wheelhouse))
                 if not part.is_file():
                     raise BuildError(f"building {recipe} finished but wrote no image {part}")
                 actual = sha256_file(part)

@@ -3,6 +3,8 @@
 One TOML file per image family (`benchmarks/*.toml`). Catalog directories load in order (the
 packaged one first, then the user's); a later file for the same family overrides its fields and
 adds or replaces versions by experiment id, and a later family wins for a benchmark it also serves.
+A family of `kind = "agent"` holds agents instead (RL algorithms, e.g. Stable-Baselines3's PPO,
+listed under `agents`): the same images, versions and pins, looked up by agent name.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from ..errors import BadConfig, ImageNotFound, UnknownBenchmark
 
 REMOTE_SCHEMES = ("https://", "http://", "oras://", "library://", "docker://")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_FAMILY_KEYS = {"family", "recipe", "benchmarks", "versions", "description"}
+_FAMILY_KEYS = {"family", "kind", "recipe", "benchmarks", "agents", "versions", "description",
+                "wheelhouse"}
 _VERSION_KEYS = {"experiment", "image", "sha256", "inputs", "sources", "default", "dacbench",
-                 "description", "recipe"}
+                 "description", "recipe", "wheelhouse"}
+# What a family's images serve: benchmarks (a server of envs) or agents (trainers of policies).
+KINDS = ("benchmark", "agent")
 
 
 def packaged_root() -> Path:
@@ -77,17 +82,28 @@ class ImageVersion:
     # This version's own recipe (an experiment version pinning other dependencies); None = the
     # family's recipe.
     recipe: Path | None = None
+    # Wheelhouse directories its build installs from first (with the family's, after them).
+    wheelhouse: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
 class ImageFamily:
-    """Images built from one recipe, serving a set of benchmarks; versions listed oldest first."""
+    """Images built from one recipe, serving a set of benchmarks (or, of kind "agent", a set of
+    agents); versions listed oldest first."""
 
     name: str
     recipe: Path | None
     benchmarks: tuple[str, ...]
     versions: tuple[ImageVersion, ...]
     files: tuple[Path, ...] = field(default=())
+    kind: str = "benchmark"
+    agents: tuple[str, ...] = ()
+    wheelhouse: tuple[Path, ...] = ()
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """What its images serve: the benchmarks, or for an agent family the agents."""
+        return self.agents if self.kind == "agent" else self.benchmarks
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,8 @@ class ResolvedImage:
     default: bool
     catalog_file: Path
     inputs: str = ""  # inputs digest the pinned sha256 was built from ("" = not recorded)
+    kind: str = "benchmark"  # "agent": `benchmark` names the agent (e.g. PPO) the image trains
+    wheelhouse: tuple[Path, ...] = ()  # what a build of it installs from first
 
     @property
     def pinned(self) -> bool:
@@ -113,6 +131,9 @@ class ResolvedImage:
 
     def provenance(self) -> dict[str, Any]:
         """The catalog facts a results file should record to repeat this run exactly."""
+        if self.kind == "agent":
+            return {"agent": self.benchmark, "family": self.family, "experiment": self.experiment,
+                    "image": self.image, "catalog_sha256": self.sha256}
         return {
             "benchmark": self.benchmark,
             "family": self.family,
@@ -202,12 +223,24 @@ def _parse_version(file: Path, index: int, table: Any, root: Path) -> ImageVersi
     dacbench = _string(file, f"{prefix}.dacbench", table.get("dacbench", ""), allow_empty=True)
     recipe = None
     if "recipe" in table:
-        recipe = _parse_recipe(file, f"{prefix}.recipe", table["recipe"], root)
-    return ImageVersion(experiment, image, sha256, sources, default, dacbench, file, inputs, recipe)
+        recipe = _parse_path(file, f"{prefix}.recipe", table["recipe"], root)
+    wheelhouse = _parse_wheelhouse(file, f"{prefix}.wheelhouse", table.get("wheelhouse", []), root)
+    return ImageVersion(experiment, image, sha256, sources, default, dacbench, file, inputs, recipe,
+                        wheelhouse)
 
 
-def _parse_recipe(file: Path, key: str, value: Any, root: Path) -> Path:
-    """A recipe path; relative ones are relative to the catalog root (`recipes/x.def`)."""
+def _parse_wheelhouse(file: Path, key: str, value: Any, root: Path) -> tuple[Path, ...]:
+    """Wheelhouse directories: a path or a list; relative ones are relative to the catalog root,
+    so a catalog can ship its wheels beside its recipes."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise BadConfig(f"{_where(file, key)} must be a directory path or a list of them, "
+                        f"got {value!r}")
+    return tuple(_parse_path(file, key, item, root) for item in items)
+
+
+def _parse_path(file: Path, key: str, value: Any, root: Path) -> Path:
+    """A path (a recipe, a wheelhouse); relative ones are relative to the catalog root (`recipes/x.def`)."""
     path = Path(_string(file, key, value)).expanduser()
     return path if path.is_absolute() else (root / path).resolve()
 
@@ -227,13 +260,23 @@ def parse_catalog_file(file: Path) -> ImageFamily:
     # Relative paths are relative to the catalog root: the parent of the catalog directory, like
     # `recipes/x.def` next to `benchmarks/x.toml` in the repository.
     root = file.parent.parent
-    recipe = _parse_recipe(file, "recipe", data["recipe"], root) if "recipe" in data else None
-    benchmarks: tuple[str, ...] = ()
-    if "benchmarks" in data:
-        value = data["benchmarks"]
-        if not isinstance(value, list) or not value:
-            raise BadConfig(f"{_where(file, 'benchmarks')} must be a non-empty list of names")
-        benchmarks = tuple(_string(file, "benchmarks", item) for item in value)
+    recipe = _parse_path(file, "recipe", data["recipe"], root) if "recipe" in data else None
+    kind = data.get("kind", "benchmark")
+    if kind not in KINDS:
+        raise BadConfig(f"{_where(file, 'kind')} = {kind!r} must be one of {', '.join(KINDS)}")
+    names = {"benchmarks": (), "agents": ()}
+    for key in names:
+        if key in data:
+            value = data[key]
+            if not isinstance(value, list) or not value:
+                raise BadConfig(f"{_where(file, key)} must be a non-empty list of names")
+            names[key] = tuple(_string(file, key, item) for item in value)
+    wrong = "benchmarks" if kind == "agent" else "agents"
+    if names[wrong]:
+        raise BadConfig(f"{_where(file, wrong)}: a family of kind {kind!r} lists "
+                        f"{'agents' if kind == 'agent' else 'benchmarks'}, not {wrong}"
+                        + ("" if kind == "agent" else "; set kind = \"agent\" for an agent family"))
+    wheelhouse = _parse_wheelhouse(file, "wheelhouse", data.get("wheelhouse", []), root)
     tables = data.get("versions", [])
     if not isinstance(tables, list):
         raise BadConfig(f"{_where(file, 'versions')} must be an array of tables ([[versions]])")
@@ -246,7 +289,8 @@ def parse_catalog_file(file: Path) -> ImageFamily:
                 f"repeats versions[{seen[version.experiment]}]"
             )
         seen[version.experiment] = i
-    return ImageFamily(name, recipe, benchmarks, versions, (file,))
+    return ImageFamily(name, recipe, names["benchmarks"], versions, (file,), kind=kind,
+                       agents=names["agents"], wheelhouse=wheelhouse)
 
 
 def _merge(base: ImageFamily, override: ImageFamily) -> ImageFamily:
@@ -257,12 +301,18 @@ def _merge(base: ImageFamily, override: ImageFamily) -> ImageFamily:
             versions[same[0]] = version
         else:
             versions.append(version)
+    if override.kind != base.kind:
+        raise BadConfig(f"{override.files[0]}: family {base.name!r} is of kind {base.kind!r} in "
+                        f"{base.files[0]}, not {override.kind!r}")
     return ImageFamily(
         name=base.name,
         recipe=override.recipe if override.recipe is not None else base.recipe,
         benchmarks=override.benchmarks or base.benchmarks,
         versions=tuple(versions),
         files=base.files + override.files,
+        kind=base.kind,
+        agents=override.agents or base.agents,
+        wheelhouse=override.wheelhouse or base.wheelhouse,
     )
 
 
@@ -293,11 +343,13 @@ class Catalog:
                 self.families[family.name] = family
         self.dirs = tuple(dirs)
         self._validate()
-        # Later families win a benchmark they share; keep that order per benchmark.
+        # Later families win a benchmark (or agent) they share; keep that order per name.
         self._by_key: dict[str, list[tuple[str, ImageFamily]]] = {}
+        self._agents_by_key: dict[str, list[tuple[str, ImageFamily]]] = {}
         for family in self.families.values():
-            for name in family.benchmarks:
-                self._by_key.setdefault(benchmark_key(name), []).append((name, family))
+            index = self._agents_by_key if family.kind == "agent" else self._by_key
+            for name in family.served:
+                index.setdefault(benchmark_key(name), []).append((name, family))
 
     @classmethod
     def load(cls, dirs: Iterable[Path] = (), *, packaged: bool = True) -> Catalog:
@@ -310,8 +362,9 @@ class Catalog:
         images: dict[str, ImageVersion] = {}
         for family in self.families.values():
             where = ", ".join(str(f) for f in family.files)
-            if not family.benchmarks:
-                raise BadConfig(f"{where}: `benchmarks` is missing for family {family.name!r}")
+            if not family.served:
+                key = "agents" if family.kind == "agent" else "benchmarks"
+                raise BadConfig(f"{where}: `{key}` is missing for family {family.name!r}")
             if not family.versions:
                 raise BadConfig(f"{where}: family {family.name!r} has no [[versions]]")
             for version in family.versions:
@@ -334,20 +387,36 @@ class Catalog:
         """Every benchmark name the catalog serves, sorted (as spelled in the catalog)."""
         return sorted({entries[-1][0] for entries in self._by_key.values()}, key=str.lower)
 
-    def _entries(self, benchmark: str) -> list[tuple[str, ImageFamily]]:
-        entries = self._by_key.get(benchmark_key(benchmark))
+    def agents(self) -> list[str]:
+        """Every agent name the catalog's agent families serve, sorted."""
+        return sorted({entries[-1][0] for entries in self._agents_by_key.values()},
+                      key=str.lower)
+
+    def _entries(self, benchmark: str, kind: str = "benchmark") -> list[tuple[str, ImageFamily]]:
+        index = self._agents_by_key if kind == "agent" else self._by_key
+        entries = index.get(benchmark_key(benchmark))
         if not entries:
+            known = self.agents() if kind == "agent" else self.benchmarks()
             raise UnknownBenchmark(
-                f"benchmark {benchmark!r} is not in the catalog; known benchmarks: "
-                f"{', '.join(self.benchmarks()) or '(none)'} "
+                f"{kind} {benchmark!r} is not in the catalog; known {kind}s: "
+                f"{', '.join(known) or '(none)'} "
                 f"(catalog dirs: {', '.join(str(d) for d in self.dirs)})"
             )
         return entries
 
-    def versions(self, benchmark: str) -> list[ResolvedImage]:
-        """All versions serving `benchmark`, oldest first (later catalogs count as newer)."""
+    def agent_versions(self, agent: str) -> list[ResolvedImage]:
+        """All versions of the agent images serving `agent` (e.g. "PPO"), oldest first."""
+        return self.versions(agent, kind="agent")
+
+    def resolve_agent(self, agent: str, experiment: str | None = None) -> ResolvedImage:
+        """The agent image for `agent` at `experiment` (None: the newest default)."""
+        return self.resolve(agent, experiment, kind="agent")
+
+    def versions(self, benchmark: str, kind: str = "benchmark") -> list[ResolvedImage]:
+        """All versions serving `benchmark` (of `kind` "agent": that agent), oldest first
+        (later catalogs count as newer)."""
         resolved = []
-        for name, family in self._entries(benchmark):
+        for name, family in self._entries(benchmark, kind):
             for version in family.versions:
                 resolved.append(
                     ResolvedImage(
@@ -362,15 +431,21 @@ class Catalog:
                         default=version.default,
                         catalog_file=version.catalog_file,
                         inputs=version.inputs,
+                        kind=family.kind,
+                        wheelhouse=version.wheelhouse + family.wheelhouse,
                     )
                 )
         # An experiment id defined twice (two families) resolves to the later definition.
         latest = {r.experiment: r for r in resolved}
         return [r for r in resolved if latest[r.experiment] is r]
 
-    def resolve(self, benchmark: str, experiment: str | None = None) -> ResolvedImage:
-        """The image for `benchmark` at `experiment` (exp:X or X); None means the newest default."""
-        versions = self.versions(benchmark)
+    def resolve(self, benchmark: str, experiment: str | None = None,
+                kind: str = "benchmark") -> ResolvedImage:
+        """The image for `benchmark` at `experiment` (exp:X or X); None means the newest default.
+
+        With kind="agent", `benchmark` names an agent of the agent families (resolve_agent).
+        """
+        versions = self.versions(benchmark, kind)
         name = versions[0].benchmark if versions else benchmark
         listing = ", ".join(
             v.experiment + (" (default)" if v.default else "") for v in versions
@@ -387,6 +462,6 @@ class Catalog:
                 if version.experiment == wanted:
                     return version
         raise ImageNotFound(
-            f"no image for benchmark {name} at experiment {experiment!r}; "
+            f"no image for {kind} {name} at experiment {experiment!r}; "
             f"known experiments for {name}: {listing}"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..errors import BuildError
 from .native import host_only_files
 from .recipe import Recipe
 from .unsquash import unsquashfs
+from .wheelhouse import wheels_in_root
 
 MANIFEST_NAME = "dacbench-remote-manifest.json"
 MANIFEST_FORMAT = 1
@@ -25,6 +27,8 @@ MANIFEST_FORMAT = 1
 BUILDER_FORMAT = 1
 # Build arguments that say where packages come from, not which: they stay out of the digest.
 SOURCE_ARGUMENTS = ("mirror",)
+# Where pip (Debian's Python) installs: /usr/local for pip, /usr for Debian's packages.
+_SITE_DIRS = ("usr/local/lib/python3*/dist-packages", "usr/lib/python3/dist-packages")
 _PACKAGE_PATHS = (
     "var/lib/dpkg/status",
     "usr/local/lib/python3*/dist-packages/*.dist-info/METADATA",
@@ -73,14 +77,22 @@ def _tree(top: Path):
 
 def read_packages(squashfs: Path, offset: int = 0) -> dict[str, list[dict[str, str]]]:
     """The Debian and Python packages installed in a squashfs root filesystem (at `offset`)."""
+    return _read_root(squashfs, offset, wheels=())[0]
+
+
+def _read_root(squashfs: Path, offset: int, wheels: Sequence[Path]
+               ) -> tuple[dict[str, list[dict[str, str]]], list[dict[str, str]]]:
+    """read_packages, and which of `wheels` are installed in the image (wheels_in_root)."""
     with tempfile.TemporaryDirectory(prefix="dacbench-remote-manifest-") as tmp:
         root = Path(tmp) / "root"
         _, problems = unsquashfs(squashfs, root, offset=offset, paths=_PACKAGE_PATHS)
         if problems:
             raise BuildError(f"cannot read the package lists of {squashfs}: "
                              + "\n".join(problems[-15:]))
-        return {"debian": _debian_packages(root / "var/lib/dpkg/status"),
-                "python": _python_packages(root)}
+        packages = {"debian": _debian_packages(root / "var/lib/dpkg/status"),
+                    "python": _python_packages(root)}
+        site_dirs = sorted(root.glob(_SITE_DIRS[0])) + sorted(root.glob(_SITE_DIRS[1]))
+        return packages, wheels_in_root(wheels, site_dirs)
 
 
 def _debian_packages(status: Path) -> list[dict[str, str]]:
@@ -118,9 +130,14 @@ def _fields(paragraph: str):
 
 
 def build_manifest(recipe: Recipe, context: Path, squashfs: Path, *, epoch: int,
-                   builder: str) -> dict[str, Any]:
-    """The manifest of a finished build, from its inputs and the squashfs it produced."""
-    return {
+                   builder: str, wheels: Sequence[Path] = ()) -> dict[str, Any]:
+    """The manifest of a finished build, from its inputs and the squashfs it produced.
+
+    `wheels` are the wheelhouse's files the build could use; those installed in the image
+    are recorded (file name and sha256) under "wheelhouse", a key only such builds have.
+    """
+    packages, used = _read_root(squashfs, 0, wheels)
+    manifest = {
         "format": MANIFEST_FORMAT,
         "builder": builder,
         "recipe": recipe.path.name,
@@ -128,8 +145,11 @@ def build_manifest(recipe: Recipe, context: Path, squashfs: Path, *, epoch: int,
         "inputs_sha256": inputs_digest(recipe, context),
         "source_date_epoch": epoch,
         "bootstrap": {"os_version": recipe.os_version, "include": recipe.include},
-        "packages": read_packages(squashfs),
+        "packages": packages,
     }
+    if wheels:
+        manifest["wheelhouse"] = used
+    return manifest
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:

@@ -15,16 +15,18 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import BuildError, RecipeError
 from . import layout
 from .recipe import Recipe
+from .wheelhouse import stage_wheelhouse
 
 PHASE_MARKER = "@@dacbench-remote-phase "
 STAGE_DIR = ".dacbench-remote-stage"  # the stage inside the rootfs, removed before squashing
 BUILD_DIR = f"{STAGE_DIR}/build"  # what %post reads: env.sh, post.sh, pip.conf, certificates
+WHEELHOUSE_DIR = f"{BUILD_DIR}/wheelhouse"  # the wheelhouse's files, pip's find-links in %post
 OUT_DIR = ".dacbench-remote-out"  # inside the rootfs, holds the squashfs until copy-out
 SQUASHFS_NAME = "rootfs.squashfs"
 EPOCH_NAME = "build-epoch"  # the epoch the hook chose, copied out beside the squashfs
@@ -106,11 +108,14 @@ def mmdebstrap_command(recipe: Recipe, stage: Path, out_dir: Path, arch: str) ->
 def write_stage(recipe: Recipe, stage: Path, labels: dict[str, str], *, context: Path,
                 compressor: str, run_test: bool,
                 pip_settings: dict[str, str], extra_env: dict[str, str],
-                source_date_epoch: int | None = None) -> Path:
+                source_date_epoch: int | None = None,
+                wheelhouse: Sequence[Path] = ()) -> Path:
     """Write everything the hook needs under `stage` (created, mode 0700); return the hook's path.
 
     The stage may hold secrets (a client certificate, an index URL with a token): it is only
-    ever read by us and, copied into the rootfs by mmdebstrap, by the build itself.
+    ever read by us and, copied into the rootfs by mmdebstrap, by the build itself. The
+    `wheelhouse` directories' files go to `stage_wheelhouse_dir(stage)`, which %post's pip
+    reads as /WHEELHOUSE_DIR (pip_settings must say so: wheelhouse.pip_options).
     """
     stage.mkdir(mode=0o700)
     singularity_d = stage / "singularity.d"
@@ -134,12 +139,19 @@ def write_stage(recipe: Recipe, stage: Path, labels: dict[str, str], *, context:
     (build / "env.sh").write_text(
         "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items()))
     (build / "post.sh").write_text(recipe.post + "\n")
+    if wheelhouse:
+        stage_wheelhouse(wheelhouse, stage_wheelhouse_dir(stage))
     _stage_files(recipe, stage / "files", context)
 
     hook = stage / HOOK_NAME
     hook.write_text(_hook_script(recipe, compressor=compressor, run_test=run_test,
                                  source_date_epoch=source_date_epoch))
     return hook
+
+
+def stage_wheelhouse_dir(stage: Path) -> Path:
+    """Where write_stage puts the wheelhouse's files (/WHEELHOUSE_DIR inside the build)."""
+    return stage / "build" / "wheelhouse"
 
 
 def _stage_files(recipe: Recipe, files: Path, context: Path) -> None:

@@ -6,10 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import load_config
+from ..config import Config, load_config
 from ..errors import BadConfig
 from .cache import BUILT_LOCALLY, ImageCache
 from .catalog import Catalog, ResolvedImage
+from .wheelhouse import PipSources
 
 
 def resolve_image(benchmark: str, experiment: str | None = None, *, build: bool = False,
@@ -35,7 +36,21 @@ def resolve_image(benchmark: str, experiment: str | None = None, *, build: bool 
             f"container_name={family!r}: {benchmark} {resolved.experiment} lives in image family "
             f"{resolved.family!r} ({resolved.catalog_file}); drop container_name or name that one"
         )
-    cache = ImageCache(config.cache_dir)
+    return _fetch(resolved, config, build=build, progress=progress)
+
+
+def resolve_agent_image(agent: str, experiment: str | None = None, *, build: bool = False,
+                        progress: bool = True) -> tuple[Path, dict]:
+    """The agent image serving `agent` (e.g. "PPO") at `experiment` (None: the default), fetched
+    or built into the cache like a benchmark's; returns its path and provenance record."""
+    config = load_config()
+    resolved = Catalog.load(config.catalog_dirs).resolve_agent(agent, experiment)
+    return _fetch(resolved, config, build=build, progress=progress)
+
+
+def _fetch(resolved: ResolvedImage, config: Config, *, build: bool,
+           progress: bool) -> tuple[Path, dict]:
+    cache = ImageCache(config.cache_dir, pip_sources=PipSources.of(config))
     cached = cache.cached_path(resolved) is not None
     started = time.monotonic()
     path = cache.fetch(resolved, build=build, progress=progress)

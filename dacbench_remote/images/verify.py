@@ -13,13 +13,14 @@ from pathlib import Path
 
 from .._sys.files import sha256_file
 from ..config import load_config
-from ..errors import BadConfig, ImageError
+from ..errors import BadConfig, ImageError, UnknownBenchmark
 from .build import build_image
 from .cache import BUILD_CONTEXT, ImageCache
-from .catalog import Catalog, ResolvedImage
+from .catalog import Catalog, ResolvedImage, benchmark_key
 from .compare import ImageDifference, compare_images, describe
 from .manifest import MANIFEST_NAME
 from .sif import SifImage
+from .wheelhouse import PipSources
 
 
 @dataclass
@@ -38,15 +39,26 @@ class Verification:
 
 
 def verify_version(benchmark: str, experiment: str | None, *,
-                   build: Callable[[Path, Path], str], workdir: Path | None = None,
-                   against: Path | None = None) -> Verification:
-    """Rebuild `benchmark`@`experiment` with `build(recipe, output) -> sha256` and compare.
+                   build: Callable[[Path, Path, PipSources], str], workdir: Path | None = None,
+                   against: Path | None = None, sources: PipSources | None = None
+                   ) -> Verification:
+    """Rebuild `benchmark`@`experiment` with `build(recipe, output, pip_sources) -> sha256` and
+    compare. `benchmark` may name an agent of an agent family (e.g. PPO) too.
 
-    On a mismatch, the pinned image is compared with the rebuild file by file: `against` (a
-    copy of it, checked to have the pinned sha256) or else what the cache has or can fetch.
+    The build gets `sources` (default: the config's wheelhouse and offline setting) plus the
+    wheelhouse the catalog names for the version. On a mismatch, the pinned image is compared
+    with the rebuild file by file: `against` (a copy of it, checked to have the pinned sha256)
+    or else what the cache has or can fetch.
     """
     config = load_config()
-    resolved = Catalog.load(config.catalog_dirs).resolve(benchmark, experiment)
+    catalog = Catalog.load(config.catalog_dirs)
+    try:
+        resolved = catalog.resolve(benchmark, experiment)
+    except UnknownBenchmark:
+        if benchmark_key(benchmark) not in map(benchmark_key, catalog.agents()):
+            raise
+        resolved = catalog.resolve_agent(benchmark, experiment)
+    sources = (PipSources.of(config) if sources is None else sources).plus(resolved.wheelhouse)
     if not resolved.sha256:
         raise BadConfig(
             f"{resolved.benchmark} {resolved.experiment} pins no sha256 in "
@@ -55,12 +67,12 @@ def verify_version(benchmark: str, experiment: str | None, *,
     if resolved.recipe is None or not resolved.recipe.is_file():
         raise BadConfig(f"{resolved.benchmark} {resolved.experiment} has no recipe to rebuild "
                         f"from (catalog {resolved.catalog_file})")
-    cache = ImageCache(config.cache_dir)
+    cache = ImageCache(config.cache_dir, pip_sources=PipSources.of(config))
     directory = Path(workdir) if workdir else cache.root
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".verify-", dir=directory) as tmp:
         rebuilt = Path(tmp) / resolved.image
-        digest = build(resolved.recipe, rebuilt)
+        digest = build(resolved.recipe, rebuilt, sources)
         manifest = SifImage.open(rebuilt).json_object(MANIFEST_NAME) or {}
         result = Verification(resolved, digest, str(manifest.get("inputs_sha256", "")))
         if result.reproduced:
@@ -113,12 +125,13 @@ def report_lines(result: Verification) -> list[str]:
 
 
 def default_build(workdir: Path | None, progress: Callable[[str], None]
-                  ) -> Callable[[Path, Path], str]:
+                  ) -> Callable[[Path, Path, PipSources], str]:
     """A build function for verify_version: our builder, with the packaged build context."""
 
-    def build(recipe: Path, output: Path) -> str:
+    def build(recipe: Path, output: Path, sources: PipSources) -> str:
         return build_image(recipe, output, context=BUILD_CONTEXT, progress=progress,
-                           workdir=workdir, builder="native").sha256
+                           workdir=workdir, builder="native", wheelhouse=sources.wheelhouse,
+                           offline=sources.offline).sha256
 
     return build
 

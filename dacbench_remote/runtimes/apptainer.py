@@ -226,7 +226,12 @@ class ApptainerRuntime(ContainerRuntime):
             raise
 
     def _new_workdir(self, socket_path: Path) -> Path:
-        """A private directory named after the server (its socket directory's name)."""
+        """A private directory named after the server (its socket directory's name).
+
+        A second container on the same socket (a trainer joining its pair's server) gets a
+        fresh private directory inside the first's, so the two never share a /tmp; `cleanup`
+        removes both with the server's id.
+        """
         root = self.work_root or default_work_root()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = root.lstat()
@@ -234,7 +239,10 @@ class ApptainerRuntime(ContainerRuntime):
             raise UnsafeDirectory(f"work directory root {root} is not a directory owned by you; "
                                   f"remove it, or set {WORKDIR_ENV} to a directory of your own")
         workdir = root / Path(socket_path).parent.name
-        workdir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            workdir.mkdir(mode=0o700)
+        except FileExistsError:
+            return Path(tempfile.mkdtemp(prefix="joined-", dir=workdir))
         return workdir
 
     def env_prefix(self) -> str:

@@ -300,11 +300,15 @@ class BwrapRuntime(ContainerRuntime):
             check_image_root(mount.path, self.image)
             self.check_binds(mount.path)
             launch = Launch(self.bwrap_argv(mount.path, socket_path))
+            # A socket made by this container shows it runs; one there before (a trainer
+            # joining its pair's server) says nothing about it.
+            socket_was_there = socket_path.exists()
             yield launch
             server = launch.server
             deadline = time.monotonic() + MOUNT_HOLD_TIMEOUT
             while (server is not None and server.alive() and not mount.held_by_tree(server.pid)
-                   and not socket_path.exists() and time.monotonic() < deadline):
+                   and (socket_was_there or not socket_path.exists())
+                   and time.monotonic() < deadline):
                 time.sleep(0.005)
         finally:
             mount.detach()

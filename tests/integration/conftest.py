@@ -20,12 +20,18 @@ from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.files import sha256_file
 from tests.needs import need_module, need_root, need_tools
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_RECIPE = REPO / "recipes" / "dacbench-base.def"
+AGENT_RECIPE = REPO / "recipes" / "agent-sb3.def"
 DEFAULT_IMAGE_DIR = Path("/var/tmp/dacbench-remote-tests/images")
 IMAGE_DIR_VARIABLE = "DACBENCH_REMOTE_TEST_IMAGE_DIR"
+# torch's CPU wheel for the agent image, put there by scripts/install-deps.sh --test.
+WHEELHOUSE_VARIABLE = "DACBENCH_REMOTE_TEST_WHEELHOUSE"
+DEFAULT_WHEELHOUSE = Path("/var/tmp/dacbench-remote-tests/wheelhouse")
+TORCH_WHEEL = "torch-2.13.0+cpu-*.whl"
 STALE_AFTER = 24 * 3600  # other keys' images unused this long are removed
 
 
@@ -33,10 +39,24 @@ def image_cache_dir() -> Path:
     return Path(os.environ.get(IMAGE_DIR_VARIABLE) or DEFAULT_IMAGE_DIR)
 
 
-def image_key(recipe: Path = BASE_RECIPE) -> str:
-    """Hash of the recipe and the package sources the image is built from."""
+def agent_wheelhouse() -> Path:
+    """The agent image's wheelhouse; fails the test, naming the wheel, when it lacks torch."""
+    directory = Path(os.environ.get(WHEELHOUSE_VARIABLE) or DEFAULT_WHEELHOUSE)
+    if not list(directory.glob(TORCH_WHEEL)):
+        pytest.fail(f"the agent image needs torch's CPU wheel ({TORCH_WHEEL}) in {directory}: "
+                    "run `bash scripts/install-deps.sh --test` (CI does), or `pip download "
+                    f"--no-deps torch==2.13.0+cpu -d {directory}`", pytrace=False)
+    return directory
+
+
+def image_key(recipe: Path = BASE_RECIPE, wheelhouse: Path | None = None) -> str:
+    """Hash of the recipe, the package sources the image is built from and the wheelhouse's
+    wheels (by content)."""
     digest = hashlib.sha256()
     digest.update(recipe.read_bytes())
+    if wheelhouse is not None:
+        for wheel in sorted(wheelhouse.iterdir()):
+            digest.update(wheel.name.encode() + b"\0" + sha256_file(wheel).encode())
     package = REPO / "dacbench_remote"
     for path in sorted(package.rglob("*")):
         if "__pycache__" in path.parts or not path.is_file():
@@ -76,11 +96,11 @@ TEST_IMAGE_BUILDER = "native"
 NATIVE_BUILDER_NAME = "dacbench-remote"  # what BuildResult.builder says for it
 
 
-def build_recipe_image(recipe: Path) -> dict:
+def build_recipe_image(recipe: Path, wheelhouse: Path | None = None) -> dict:
     """Build record of `recipe`'s image: path, sha256, size, phases (s), %test output, built_now.
 
-    Built once per key with our native builder; concurrent sessions (or developers) wait for
-    one build instead of racing.
+    Built once per key with our native builder (from `wheelhouse` first, if given); concurrent
+    sessions (or developers) wait for one build instead of racing.
     """
     from dacbench_remote.images import build, native
 
@@ -88,7 +108,7 @@ def build_recipe_image(recipe: Path) -> dict:
     need_root(f"building {recipe.name} with the native builder (mmdebstrap as root)")
     directory = image_cache_dir()
     _make_world_readable_dirs(directory)
-    key = image_key(recipe)
+    key = image_key(recipe, wheelhouse)
     image = directory / f"{recipe.stem}-{key}.sif"
     record_path = directory / f"{recipe.stem}-{key}.json"
     with open(directory / f".{recipe.stem}-{key}.lock", "w") as lock:
@@ -101,7 +121,8 @@ def build_recipe_image(recipe: Path) -> dict:
         lists_before = host_apt_lists()
         started = time.monotonic()
         result = build.build_image(recipe, image, context=REPO, progress=messages.append,
-                                   workdir=Path("/var/tmp"), builder=TEST_IMAGE_BUILDER)
+                                   workdir=Path("/var/tmp"), builder=TEST_IMAGE_BUILDER,
+                                   wheelhouse=[wheelhouse] if wheelhouse else [])
         image.chmod(0o644)
         record = {
             "path": str(result.path), "sha256": result.sha256, "size": result.size,
@@ -148,6 +169,18 @@ def base_image_info(recipe_image_info) -> dict:
 def base_image(base_image_info: dict) -> Path:
     """recipes/dacbench-base.def built with our builder: a world-readable .sif path."""
     return Path(base_image_info["path"])
+
+
+@pytest.fixture(scope="session")
+def agent_image_info() -> dict:
+    """Build record of recipes/agent-sb3.def (SB3 + CPU torch) built from the test wheelhouse."""
+    return build_recipe_image(AGENT_RECIPE, wheelhouse=agent_wheelhouse())
+
+
+@pytest.fixture(scope="session")
+def agent_image(agent_image_info: dict) -> Path:
+    """The agent image: a world-readable .sif path."""
+    return Path(agent_image_info["path"])
 
 
 @pytest.fixture(scope="session")

@@ -202,10 +202,11 @@ NATIVE_CLI = """
 import sys
 from dacbench_remote.images import build, cache
 
-def native_builder(recipe, output, progress):
+def native_builder(recipe, output, progress, sources):
     report = (lambda message: print(message, file=sys.stderr, flush=True)) if progress else None
     return build.build_image(recipe, output, progress=report, context=cache.BUILD_CONTEXT,
-                             builder="native").sha256
+                             builder="native", wheelhouse=sources.wheelhouse,
+                             offline=sources.offline).sha256
 
 cache.default_builder = native_builder
 from dacbench_remote.cli import main

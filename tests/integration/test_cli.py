@@ -69,8 +69,14 @@ def test_list_shows_every_version_of_the_catalog_and_config_its_settings(tmp_pat
     catalog = Catalog.load(load_config(environ=env).catalog_dirs)
     expected = [[benchmark, version.experiment] for benchmark in catalog.benchmarks()
                 for version in catalog.versions(benchmark)]
-    rows = [line.split()[:2] for line in listing.stdout.splitlines()[2:]]
+    benchmarks_table, agents_table = listing.stdout.split("\n\n", 1)
+    rows = [line.split()[:2] for line in benchmarks_table.splitlines()[2:]]
     assert rows == expected and len(rows) >= 4
+    # Then the agent images, one row per version of each agent family.
+    agent_rows = [line.split()[:2] for line in agents_table.splitlines()[3:]]
+    assert agent_rows == [[",".join(family.agents), version.experiment]
+                          for family in catalog.families.values() if family.kind == "agent"
+                          for version in family.versions] != []
     config = cli("config", env=env)
     assert config.returncode == 0, config.stderr
     assert config.stdout == load_config(environ=env).describe() + "\n"

@@ -40,3 +40,17 @@ def test_the_recipe_reproduces_the_packaged_pin(benchmark: str, experiment: str,
     assert built["sha256"] == resolved.sha256, (
         f"same inputs, other image: the package mirrors serve other versions than at pinning "
         f"time (`dacbench-remote build --verify {benchmark}@{experiment}` lists them); {hint}")
+
+
+def test_the_agent_recipe_reproduces_the_packaged_pin(agent_image_info: dict):
+    """The agent image, built from the tests' wheelhouse (as scripts/pin_catalog.py pins it)."""
+    resolved = Catalog.load([]).resolve_agent("PPO", "exp:0.01")
+    assert resolved.sha256 and resolved.inputs, (
+        f"{resolved.catalog_file}: exp:0.01 pins no sha256/inputs; run scripts/pin_catalog.py")
+    manifest = SifImage.open(agent_image_info["path"]).json_object(MANIFEST_NAME)
+    hint = "run `python scripts/pin_catalog.py` as root and commit the catalog"
+    assert manifest["inputs_sha256"] == resolved.inputs, (
+        f"{resolved.recipe.name} or dacbench_remote/ changed since the pin; {hint}")
+    assert agent_image_info["sha256"] == resolved.sha256, (
+        "same inputs, other image: the package mirrors (or the wheelhouse's wheels) differ from "
+        f"pinning time; {hint}")

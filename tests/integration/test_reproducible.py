@@ -77,7 +77,7 @@ def test_a_second_build_of_the_base_recipe_reproduces_the_pin(base_image_info: d
     resolved = Catalog.load([catalog_dir]).resolve("ReproBase")
     monkeypatch.setenv("TMPDIR", "/var/tmp")
 
-    def native_builder(recipe: Path, output: Path, progress: bool) -> str:
+    def native_builder(recipe: Path, output: Path, progress: bool, sources) -> str:
         # The builder that made the pin, named: `auto` would pick Apptainer where installed.
         return build_image(recipe, output, context=BUILD_CONTEXT, builder="native").sha256
 
