@@ -53,6 +53,7 @@ from .errors import (  # the tree is drawn in errors.py
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .experiments.driver import run_experiment
     from .host.agents import RandomAgent, StaticAgent, make_agent
     from .host.client import RemoteEnvironmentClient, ServerConnection
     from .host.results import list_runs, read_run
@@ -74,6 +75,7 @@ _LAZY = {
     "read_run": ".host.results",
     "list_runs": ".host.results",
     "to_sb3": ".host.sb3",
+    "run_experiment": ".experiments.driver",
     "train_agent": ".host.training",
     "evaluate_agent": ".host.training",
     "AgentRun": ".host.training",
@@ -128,6 +130,7 @@ __all__ = [
     "list_runs",
     "make_agent",
     "read_run",
+    "run_experiment",
     "to_sb3",
     "train_agent",
 ]

@@ -15,6 +15,10 @@ from . import __version__
 from ._sys.files import sha256_file
 from .config import RUNTIME_NAMES, load_config
 from .errors import BadConfig, CorruptImage, DacbenchRemoteError, ImageNotFound, RecipeError
+from .experiments import cancel as cancel_experiment
+from .experiments import report as report_experiment
+from .experiments import run_experiment
+from .experiments import status as experiment_status
 from .host.baseline_suite import (
     DEFAULT_EPISODES,
     DEFAULT_SEEDS,
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     for add_command in (_add_run, _add_baselines, _add_train_and_evaluate, _add_list, _add_pull,
                         _add_cache, _add_build, _add_publish, _add_inspect, _add_ps_and_cleanup,
-                        _add_sweep, _add_config):
+                        _add_sweep, _add_experiment, _add_config):
         add_command(commands)
     return parser
 
@@ -528,6 +532,66 @@ def _add_sweep(commands) -> None:
     # The first spelling, kept: `status` and `report` at the top are `sweep status|report`.
     _add_sweep_status(commands, f"alias of `sweep status`: {SWEEP_STATUS_HELP}")
     _add_sweep_report(commands, f"alias of `sweep report`: {SWEEP_REPORT_HELP}")
+
+
+EXPERIMENT_HELP = "the experiment's spec (TOML), or the directory it runs in"
+
+
+def _add_experiment(commands) -> None:
+    """`experiment run|status|report|cancel SPEC`."""
+    experiment = commands.add_parser(
+        "experiment", help="run a DAG of steps (tune, evaluate, report, ...) from one spec, "
+        "cached and resumable, locally or on Slurm",
+        description="Experiments: steps that need each other's outputs (docs/experiments.md).")
+    actions = experiment.add_subparsers(title="actions", metavar="ACTION")
+    run = actions.add_parser("run", help="run (or resume) every step that is not cached")
+    run.add_argument("spec", type=Path, help="path of the experiment's TOML spec")
+    run.add_argument("--executor", choices=EXECUTORS, help="override every step's executor")
+    run.add_argument("--force", action="append", default=[], metavar="STEP",
+                     help="run STEP and everything downstream again (repeatable)")
+    run.add_argument("--dir", type=Path, help="experiment directory (default: from the spec)")
+    run.set_defaults(handler=cmd_experiment_run)
+    for name, handler, help_text in (
+            ("status", cmd_experiment_status, "the DAG with each step's state and progress, "
+             "and the tune steps' best so far"),
+            ("report", cmd_experiment_report, "write the report steps again from the "
+             "recorded outputs (nothing runs)"),
+            ("cancel", cmd_experiment_cancel, "stop the driver, its Slurm jobs and every "
+             "container it started")):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("spec", type=Path, help=EXPERIMENT_HELP)
+        action.set_defaults(handler=handler)
+
+
+def cmd_experiment_run(args: argparse.Namespace) -> int:
+
+    result = run_experiment(args.spec, executor=args.executor, force=args.force,
+                            directory=args.dir,
+                            progress=lambda message: print(message, file=sys.stderr))
+    print(result)
+    if result.failed:
+        print(f"dacbench-remote: error: step(s) failed: {', '.join(result.failed)}",
+              file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_experiment_status(args: argparse.Namespace) -> int:
+
+    print(experiment_status(args.spec))
+    return 0
+
+
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+
+    result = report_experiment(args.spec)
+    print(result)
+    return 1 if result.missing else 0
+
+
+def cmd_experiment_cancel(args: argparse.Namespace) -> int:
+
+    print(cancel_experiment(args.spec))
+    return 0
 
 
 def _add_config(commands) -> None:

@@ -4,8 +4,8 @@
 #   bash scripts/install-deps.sh          # runtime: bubblewrap, squashfs tools, image builder
 #   bash scripts/install-deps.sh --dacbench  # + DACBench 0.5.6 on the host (benchmark objects)
 #   bash scripts/install-deps.sh --test   # + what the test suite needs (Slurm, DACBench to compare,
-#                                         #   Stable-Baselines3 in .venv/sb3, torch's CPU wheel in
-#                                         #   the agent image's wheelhouse)
+#                                         #   Optuna, Stable-Baselines3 in .venv/sb3, SMAC3 in .venv/smac,
+#                                         #   torch's CPU wheel in the agent image's wheelhouse)
 #
 # Idempotent and quick when everything is there. Uses the system's configured apt and pip
 # mirrors. Needs root (or sudo) for apt-get.
@@ -41,7 +41,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 extras="slurm"
-[ "$want_tests" = 1 ] && extras="slurm,test"
+[ "$want_tests" = 1 ] && extras="slurm,test,tune,report"
 "${pip[@]}" -e ".[$extras]"
 if [ "$want_tests" = 1 ]; then
   # Stable-Baselines3, for the tests of the SB3 adapter (dacbench_remote.host.sb3; SB3 is no
@@ -65,6 +65,13 @@ if [ "$want_tests" = 1 ]; then
     echo "torch 2.13.0+cpu is not offered here: the agent image's tests will fail until" \
          "$wheelhouse holds its wheel (pip download --no-deps torch==2.13.0+cpu -d $wheelhouse)" >&2
   fi
+fi
+if [ "$want_tests" = 1 ]; then
+  # SMAC3, for the test of the tune step's SMAC optimizer, in a venv of its own with this
+  # package: .venv/smac. Not in .venv: with smac importable, DACBench 0.5.6 imports its DACBO
+  # env, which needs omegaconf, torch and more that the light install leaves out.
+  [ -x .venv/smac/bin/python ] || "$python" -m venv .venv/smac
+  .venv/smac/bin/python -m pip install -q --disable-pip-version-check -e ".[tune]" pytest smac
 fi
 if [ "$want_dacbench" = 1 ]; then
   # DACBench 0.5.6 on the host, to write benchmark objects (and, for the tests, to compare

@@ -15,9 +15,9 @@ from pathlib import Path
 PACKAGE = "dacbench_remote"
 # What runs inside images: it must import nothing of the host's side.
 IMAGE_SIDE = ("server", "wire")
-HOST_SIDE = ("host", "runtimes", "images", "sweeps", "cli")
+HOST_SIDE = ("host", "runtimes", "images", "sweeps", "experiments", "cli")
 # images/ builds and stores images: it knows nothing of runtimes, episodes or trials.
-IMAGES_MUST_NOT_REACH = ("host", "runtimes", "sweeps", "server", "cli")
+IMAGES_MUST_NOT_REACH = ("host", "runtimes", "sweeps", "experiments", "server", "cli")
 # Outside the standard library, the image side imports only these ...
 IMAGE_SIDE_PACKAGES = {"numpy", "gymnasium", "Pyro5"}
 # ... and, inside functions, the packages of the benchmark it serves (present where it runs).
@@ -26,13 +26,14 @@ BENCHMARK_PACKAGES = {"dacbench", "ConfigSpace"}
 # reaches what obtains images or starts containers: their packages (requests, spython, tqdm)
 # are not in agent images ...
 AGENT_SIDE = ("rl",)
-AGENT_MUST_NOT_REACH = ("images", "runtimes", "sweeps", "cli", "server.serve", "server.control")
+AGENT_MUST_NOT_REACH = ("images", "runtimes", "sweeps", "experiments", "cli", "server.serve",
+                        "server.control")
 # ... which hold, beyond the standard library, these (and, inside functions, the agent's own).
 AGENT_SIDE_PACKAGES = IMAGE_SIDE_PACKAGES
 AGENT_PACKAGES = {"stable_baselines3", "torch"}
 # Optional dependencies, imported inside the functions that need them, never at module level.
 OPTIONAL = {"matplotlib", "submitit", "pyarrow", "stable_baselines3", "torch", "dacbench",
-            "ConfigSpace"}
+            "ConfigSpace", "optuna", "cmaes", "smac"}
 # gymnasium is optional inside images (the codec and the server run without it): there it may
 # be imported inside functions too.
 OPTIONAL_IN_IMAGES = OPTIONAL | {"gymnasium"}

@@ -122,6 +122,14 @@ def test_a_gymnasium_env_has_no_dacbench_baselines(tmp_path):
     assert runner.server is None
 
 
+def test_a_baseline_with_named_instances_is_refused_before_starting(tmp_path):
+    # DACBench's run_benchmark loop keeps its own instance order: instances would be ignored.
+    runner = RemoteRunner("Luby", runtime="bwrap", image=tmp_path / "missing.sif")
+    with pytest.raises(BadConfig, match="DACBench's own instance schedule"):
+        runner.run("dacbench:optimal", 2, seed=0, instances=[0, 1])
+    assert runner.server is None
+
+
 def test_make_agent_sends_baselines_to_the_server():
     with pytest.raises(BadConfig, match="run in the server next to the env"):
         make_agent("dacbench:optimal", env=None)

@@ -42,6 +42,12 @@ VIOLATIONS = {
     "wire imports requests in a function": (
         "wire/channel.py", "def _late():\n    import requests\n",
         ("wire.channel:", "imports requests, but it runs inside images")),
+    "server imports experiments": (
+        "server/envs.py", "from ..experiments import dag\n",
+        ("image side reaches the host side:", "server.envs -> experiments.dag")),
+    "images imports experiments": (
+        "images/sif.py", "from ..experiments import dag\n",
+        ("images/ reaches experiments.dag:", "images.sif -> experiments.dag")),
     "images imports runtimes": (
         "images/sif.py", "from ..runtimes import options\n",
         ("images/ reaches runtimes.options:", "images.sif -> runtimes.options")),

@@ -60,3 +60,25 @@ def test_auto_picks_bwrap_without_apptainer(monkeypatch):
     assert problem is None, f"bwrap cannot run here: {problem}"
     assert auto_runtime_name() == "bwrap"
     assert isinstance(make_runtime("auto", image="/x.sif"), BwrapRuntime)
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, RuntimeUnavailable])
+def test_a_start_interrupted_before_the_server_runs_leaves_no_socket_directory(
+        monkeypatch, tmp_path, interruption):
+    """A trial's SIGTERM (SystemExit in its worker) or Ctrl-C while the runtime prepares: the
+    caller has no server to stop, so start() removes the directory new_socket_path made."""
+    import dacbench_remote._sys.sockets as sockets
+
+    monkeypatch.setenv("DACBENCH_REMOTE_SOCKET_DIR", str(tmp_path / "s"))
+    runtime = make_runtime("local")
+
+    def prepare():
+        raise interruption("stopped while preparing")
+
+    monkeypatch.setattr(runtime, "prepare", prepare)
+    path = sockets.new_socket_path()
+    assert path.parent.is_dir()
+    with pytest.raises(interruption):
+        runtime.start(path)
+    assert not path.parent.exists()
+    assert list((tmp_path / "s").iterdir()) == []

@@ -140,6 +140,17 @@ class ServerConnection:
                             codec.encode(kwargs or {}))
         return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
 
+    def call_function(self, target: str, inputs: dict | None = None) -> Any:
+        """Call `module:function` inside the server's image with `inputs` as keyword arguments;
+        its return value comes back type for type (the experiments' `run` step).
+
+        Raises:
+            UnknownBenchmark: no such module or function in the image. RemoteError: the
+            function raised (with its traceback). UnsendableResult: it returned a value the
+            wire cannot carry.
+        """
+        return self.call(self._proxy, "call_function", target, codec.encode(inputs or {}))
+
     def make_benchmark_env(self, description: dict) -> RemoteEnvironmentClient:
         """Create the environment of a DACBench benchmark object (`describe_benchmark`'s tree)."""
         created = self.call(self._proxy, "make_benchmark_env", description)

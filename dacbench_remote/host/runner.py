@@ -59,6 +59,7 @@ class EpisodeResult:
     truncated: bool
     crashed: bool = False  # the server died mid-episode (restart_crashed): ended truncated here
     server_restarts: int = 0  # servers the run had replaced when this episode ended
+    instance: Any = None  # DACBench's instance id of the episode (None for other envs)
     provenance: dict = field(default_factory=dict)
 
     def to_record(self) -> dict:
@@ -532,8 +533,8 @@ class RemoteRunner:
             record["image_sha256"] = sha256_file(self.image)
         return record
 
-    def run(self, agent: Any, number_of_episodes: int, seed: int | None = None
-            ) -> list[EpisodeResult]:
+    def run(self, agent: Any, number_of_episodes: int, seed: int | None = None,
+            instances: list | tuple | None = None) -> list[EpisodeResult]:
         """Run episodes on `get_environment()` with DACBench's agent protocol.
 
         Without `seed`, episodes reset without a seed, exactly as DACBench's
@@ -543,7 +544,11 @@ class RemoteRunner:
         baselines ("dacbench:random[:FIXED]", "dacbench:static:ACTION", "dacbench:optimal",
         "dacbench:dynamic"), which runs in the server next to the env (see run_baseline; there
         `seed` is the run's seed, as in DACBench's run_baselines). Each finished episode is
-        appended to `results_path` as one complete JSON line.
+        appended to `results_path` as one complete JSON line. With `instances` (DACBench
+        instance ids; not for baselines, which keep DACBench's own schedule), episode i resets
+        with `options={"instance_id": instances[i % len(instances)]}` instead of DACBench's
+        own schedule; either way a DACBench env's instance id is recorded per episode
+        (`instance`) for agents run here.
 
         Returns:
             One EpisodeResult per episode (return, length, seed, provenance).
@@ -558,6 +563,9 @@ class RemoteRunner:
         if number_of_episodes < 1:
             raise BadConfig(f"number_of_episodes must be at least 1, got {number_of_episodes}")
         if is_baseline_spec(agent):
+            if instances:
+                raise BadConfig(f"agent {agent!r}: DACBench's baselines follow DACBench's own "
+                                "instance schedule; run them without instances")
             return self.run_baseline(agent, number_of_episodes, seed).episodes
         environment = self.get_environment()
         rebuildable = isinstance(agent, str)
@@ -565,10 +573,14 @@ class RemoteRunner:
         if rebuildable:
             agent = make_agent(agent, environment, seed)
         provenance = self.provenance(seed, uuid.uuid4().hex[:12], agent_name, rebuildable)
+        instance_of = _instance_reader(environment)
         results = []
         for episode in range(number_of_episodes):
             episode_seed = None if seed is None else seed + episode
-            result = run_episode(environment, agent, episode, episode_seed)
+            options = ({"instance_id": instances[episode % len(instances)]} if instances
+                       else None)
+            result = run_episode(environment, agent, episode, episode_seed, options)
+            result.instance = instance_of()
             result.server_restarts = self.restarts
             result.provenance = provenance
             results.append(result)
@@ -671,10 +683,14 @@ def _make_vector_part(connection: ServerConnection, runner: RemoteRunner, count:
                                        runner.kwargs, runner.benchmark_description)
 
 
-def run_episode(environment, agent, episode: int, seed: int | None) -> EpisodeResult:
+def run_episode(environment, agent, episode: int, seed: int | None,
+                options: dict | None = None) -> EpisodeResult:
     """One episode with DACBench's loop: act → step → train until done, then end_episode."""
     started = time.perf_counter()
-    state, _ = environment.reset(seed=seed)
+    if options is None:
+        state, _ = environment.reset(seed=seed)
+    else:
+        state, _ = environment.reset(seed=seed, options=options)
     reward: Any = 0
     total, length = 0.0, 0
     terminated = truncated = False
@@ -690,6 +706,27 @@ def run_episode(environment, agent, episode: int, seed: int | None) -> EpisodeRe
         "dacbench_remote"]
     return EpisodeResult(episode, seed, total, length, time.perf_counter() - started,
                          bool(terminated), bool(truncated), crashed=crashed)
+
+
+def _instance_reader(environment) -> Callable[[], Any]:
+    """A function that gives the env's DACBench instance id (`get_inst_id`) as a plain value,
+    or None for envs without instances (asked once: they never grow them)."""
+    getter = getattr(environment, "get_inst_id", None)
+    if getter is None:
+        getter = getattr(getattr(environment, "unwrapped", None), "get_inst_id", None)
+    works = [getter is not None]
+
+    def read() -> Any:
+        if not works[0]:
+            return None
+        try:
+            value = getter()
+        except AttributeError:  # NoSuchAttribute: a remote env that is no DACBench env
+            works[0] = False
+            return None
+        return value.item() if hasattr(value, "item") else value
+
+    return read
 
 
 def _qualified_name(agent: Any) -> str:

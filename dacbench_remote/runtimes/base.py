@@ -98,13 +98,26 @@ class Runtime(ABC):
         yield Launch(self.server_command(socket_path))
 
     def start(self, socket_path: Path) -> ServerProcess:
-        """Start a server on `socket_path` and return a handle to it (not yet connected)."""
+        """Start a server on `socket_path` and return a handle to it (not yet connected).
+
+        Interrupted on the way (a trial's SIGTERM, Ctrl-C), it stops what it started and
+        removes the socket's directory: the caller never got a handle to clean up with.
+        """
         if self.binds_socket_dir:
             check_private_socket_dir(socket_path)
-        self.prepare()
-        with self.launch(socket_path) as launch:
-            launch.server = ServerProcess(launch.argv, socket_path, self, on_stop=launch.on_stop)
-        return launch.server
+        server = None
+        try:
+            self.prepare()
+            with self.launch(socket_path) as launch:
+                launch.server = server = ServerProcess(launch.argv, socket_path, self,
+                                                       on_stop=launch.on_stop)
+        except BaseException:
+            if server is not None:
+                server.stop()
+            else:
+                remove_socket_files(socket_path)
+            raise
+        return server
 
 
 class ContainerRuntime(Runtime):

@@ -26,7 +26,13 @@ from ..wire.dacvalues import lower, restore
 from ..wire.replies import error_payload, error_reply
 from .baselines import BaselineJob
 from .batched import BatchedEnvs
-from .envs import create_env, environment_of, first_seed, seed_global_rngs
+from .envs import (
+    create_env,
+    environment_of,
+    first_seed,
+    import_target,
+    seed_global_rngs,
+)
 
 Pyro5.api.config.SERIALIZER = "json"
 # Control calls are few; a handful of threads serve several clients.
@@ -213,6 +219,22 @@ class RemoteRunnerServer:
             return create_env(target, codec.decode(config_tree), codec.decode(kwargs_tree) or {})
 
         return self._register(lambda: BatchedEnvs(make_one, count, autoreset_mode))
+
+    def call_function(self, target: str, inputs_tree: Any = None) -> dict:
+        """Call `module:function` here, inside the image, with the decoded inputs as keyword
+        arguments (the experiments' `run` step): its return value, encoded, or an error reply
+        (UnknownBenchmark when there is no such function, what it raised otherwise)."""
+        try:
+            function = import_target(target)
+            if not callable(function):
+                raise ProtocolError(f"{target} is not a function")
+            value = function(**(codec.decode(inputs_tree) or {}))
+        except Exception as exc:
+            return error_reply(exc)
+        try:
+            return _ok(value, "the function's result")
+        except Exception as exc:  # a value the wire cannot carry; the codec names where
+            return error_reply(exc, "encode")
 
     def _register(self, build) -> dict:
         try:

@@ -79,7 +79,7 @@ def create_env(target: str, config: Any = None, kwargs: dict | None = None):
     if target.startswith("gymnasium:"):
         return _make_gymnasium(target.partition(":")[2], kwargs)
     if ":" in target:
-        obj = _import_target(target)
+        obj = import_target(target)
         if isinstance(obj, type) and hasattr(obj, "get_environment"):
             return _from_benchmark_class(obj, config)
         if not callable(obj):
@@ -104,7 +104,8 @@ def _make_gymnasium(env_id: str, kwargs: dict):
         raise BadConfig(f"gymnasium:{env_id} rejected {kwargs}: {exc}") from exc
 
 
-def _import_target(target: str):
+def import_target(target: str):
+    """The object `module:attr` names, imported here (UnknownBenchmark when it is not there)."""
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -147,7 +148,7 @@ def benchmark_object(target: str, config: Any = None):
     """
     if target.startswith("gymnasium:"):
         raise BadConfig(f"{target} is a gymnasium environment, not a DACBench benchmark")
-    cls = _import_target(target) if ":" in target else _dacbench_class(target)
+    cls = import_target(target) if ":" in target else _dacbench_class(target)
     if not (isinstance(cls, type) and hasattr(cls, "get_environment")):
         raise BadConfig(f"{target} is not a DACBench benchmark class (one with get_environment)")
     return _rejecting_config(cls, config, lambda: _configured(cls, config))

@@ -180,15 +180,16 @@ def _forget(layout: SweepDir, trials, resume: bool, retry_failed: bool) -> None:
 
 
 @contextmanager
-def _exclusive(layout: SweepDir) -> Iterator[None]:
-    """One driver per sweep directory at a time (the lock dies with the process)."""
+def _exclusive(layout, what: str = "sweep") -> Iterator[None]:
+    """One driver per sweep (or experiment: `what`) directory at a time (the lock dies with
+    the process); `layout` has the directory's `path`, `lock` and `driver` file."""
     with locked(layout.lock, blocking=False) as free:
         if not free:
             other = read_json(layout.driver) or {}
             raise SweepAlreadyRunning(
-                f"sweep directory {layout.path} is in use by another run (pid "
+                f"{what} directory {layout.path} is in use by another run (pid "
                 f"{other.get('pid', '?')} on {other.get('host', '?')}); wait for it, or stop it "
-                f"with `dacbench-remote sweep cancel {layout.path}`"
+                f"with `dacbench-remote {what} cancel {layout.path}`"
             )
         yield
 

@@ -43,10 +43,13 @@ class Trial:
     time_limit: float = 3600.0
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     retries: int = 0  # attempts more when the server (or node) died; not for the env's errors
+    test_set: bool = False  # DACBench's use_test_set() before the first episode
+    instances: tuple = ()  # episode i resets with the instance id instances[i % len]
 
     def id_params(self) -> dict:
-        """What defines this trial's results, and so its id."""
-        return {
+        """What defines this trial's results, and so its id (the instance choices only when
+        made, so that ids of trials without them stay as they were)."""
+        params = {
             "v": ID_VERSION,
             "benchmark": self.benchmark,
             "experiment": self.experiment,
@@ -56,6 +59,11 @@ class Trial:
             "seed": self.seed,
             "episodes": self.episodes,
         }
+        if self.test_set:
+            params["test_set"] = True
+        if self.instances:
+            params["instances"] = list(self.instances)
+        return params
 
     @property
     def id(self) -> str:
@@ -78,6 +86,7 @@ class Trial:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["runtime"]["binds"] = list(self.runtime.binds)
+        data["instances"] = list(self.instances)
         data["id"] = self.id
         return data
 
@@ -87,6 +96,7 @@ class Trial:
         data.pop("id", None)
         runtime = dict(data.pop("runtime", {}))
         runtime["binds"] = tuple(runtime.get("binds", ()))
+        data["instances"] = tuple(data.get("instances", ()))
         return cls(runtime=RuntimeOptions(**runtime), **data)
 
 

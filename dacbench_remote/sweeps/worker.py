@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .._sys.files import atomic_write_json, atomic_write_text
 from .._sys.procfs import die_with_parent, fresh_global_rngs, hostname
+from ..errors import BadConfig
 from ..host import agents, runner  # noqa: F401 - what every trial imports, imported once
 from ..host.runner import RemoteRunner
 from ..wire.baselines import is_baseline_spec
@@ -48,6 +49,7 @@ def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[d
             "seed": trial.seed,
             "episode": result.episode,
             "episode_seed": result.seed,
+            "instance": result.instance,
             "return": float(result.return_),
             "length": int(result.length),
             "wall_time": float(result.wall_time),
@@ -75,11 +77,18 @@ def run(trial_dir: Path, run_id: str) -> None:
     try:
         runner.start()
         if is_baseline_spec(trial.agent):  # DACBench's baseline: its logs go to the trial too
+            if trial.test_set or trial.instances:
+                raise BadConfig(f"agent {trial.agent!r} builds its env in the server from the "
+                                "config: name the test set there (test_set_path), not "
+                                "use_test_set or instances")
             baseline = runner.run_baseline(trial.agent, trial.episodes, seed=trial.seed)
             baseline.write_logs(trial_dir / DACBENCH_LOGS)
             results = baseline.episodes
         else:
-            results = runner.run(trial.agent, trial.episodes, seed=trial.seed)
+            if trial.test_set:
+                runner.get_environment().use_test_set()
+            results = runner.run(trial.agent, trial.episodes, seed=trial.seed,
+                                 instances=trial.instances or None)
     finally:
         runner.close()
     rows = episode_rows(trial, results, run_id, os.environ.get(SWEEP_ENV, ""))
