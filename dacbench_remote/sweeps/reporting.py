@@ -72,10 +72,11 @@ def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
     trials = layout.trials()
     write_tables(layout, trials)
     by_id = {t.id: t for t in trials}
+    outcomes = layout.outcomes()
     counts: Counter = Counter(total=len(trials))
     failures = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
+        outcome = outcomes.get(trial.id)
         counts[outcome.status if outcome else PENDING] += 1
         if outcome and outcome.status in (FAILED, TIMED_OUT):
             failures.append((trial.id, f"[{outcome.status}] {trial.label()}", outcome.error))
@@ -168,10 +169,11 @@ def status(sweep_dir: str | Path) -> SweepStatus:
 
     layout = SweepDir(sweep_dir)
     trials = layout.trials()
+    outcomes = layout.outcomes()
     counts: Counter = Counter(total=len(trials))
     running = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
+        outcome = outcomes.get(trial.id)
         if outcome is not None:
             counts[outcome.status] += 1
         elif _is_running(layout.running_file(trial.id)):

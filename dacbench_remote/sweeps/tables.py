@@ -1,7 +1,7 @@
 """The sweep's tables: each episode of each completed trial in results.csv, trials in trials.csv.
 
-Built from the per-trial files, so they can be rebuilt at any time (the per-trial JSONL stays
-the source of truth). Parquet is written too when pyarrow happens to be installed.
+Built from the sweep's journal (the record of finished trials), so they can be rebuilt at any
+time. Parquet is written too when pyarrow happens to be installed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .._sys.files import atomic_output, atomic_write_text
-from .sweepdir import SweepDir, read_jsonl
+from .sweepdir import SweepDir
 from .trial import DONE, Trial
 
 RESULT_COLUMNS = [
@@ -29,21 +29,21 @@ PENDING = "pending"
 
 def episode_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
     """Rows of all trials recorded as done, in trial order then episode order."""
+    recorded = layout.results().latest_all()
     rows = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
-        if outcome is None or outcome.status != DONE:
-            continue
-        rows += sorted(read_jsonl(layout.trial_dir(trial.id) / "episodes.jsonl"),
-                       key=lambda row: row.get("episode", 0))
+        record = recorded.get(trial.id)
+        if record is not None and record.outcome.status == DONE:
+            rows += sorted(record.rows, key=lambda row: row.get("episode", 0))
     return rows
 
 
 def trial_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
     """One row per trial: its parameters and recorded outcome (or `pending`)."""
+    outcomes = layout.outcomes()
     rows = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
+        outcome = outcomes.get(trial.id)
         row = {
             "trial_id": trial.id, "benchmark": trial.benchmark, "experiment": trial.experiment,
             "config": trial.config, "kwargs": trial.kwargs, "agent": trial.agent,

@@ -104,8 +104,7 @@ def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path: 
 
     driver = start_driver(spec_path, {**sweep_env, "DACBR_TEST_ACT_DELAY": "0.01"})
     try:
-        wait_for(lambda: len(list(layout.path.glob("trials/*/done.json"))) >= 2, 120,
-                 "two trials to complete")
+        wait_for(lambda: len(layout.outcomes()) >= 2, 120, "two trials to complete")
         in_flight = recorded_processes(layout)
         driver.send_signal(signal.SIGKILL)  # a crash: no cleanup code runs in the driver
         driver.wait(timeout=30)
@@ -113,7 +112,7 @@ def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path: 
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    done_before = {p.parent.name for p in layout.path.glob("trials/*/done.json")}
+    done_before = set(SweepDir(spec.dir).outcomes())  # what its journal holds
     assert 2 <= len(done_before) < len(all_ids), "the driver should die midway"
     # Workers die with their driver; their servers follow when the lifeline closes.
     assert wait_gone(in_flight, timeout=30), "processes of the killed driver's trials survived"
@@ -228,7 +227,8 @@ def test_cancel_stops_driver_workers_and_servers_and_records_nothing(tmp_path: P
     output = driver.stdout.read()
     assert "KeyboardInterrupt" in output, output
     assert wait_gone([s for s in servers if s is not None], timeout=10)
-    assert not list(layout.path.glob("trials/*/done.json"))  # cancelled trials run on resume
+    assert layout.outcomes() == {}  # cancelled trials run on resume
+    assert not list(layout.path.glob("trials/*/done.json"))
     assert not list(layout.path.glob("trials/*/running.json"))
     after = sweep_status(layout.path)
     assert after.counts.get("pending") == 2 and after.driver == "not running"
@@ -264,6 +264,7 @@ def test_ctrl_c_or_sigterm_on_the_driver_stops_its_trials(tmp_path: Path, sweep_
             driver.wait()
     assert "KeyboardInterrupt" in driver.stdout.read()
     assert wait_gone([p for p in [server, *workers] if p is not None], timeout=10)
+    assert layout.outcomes() == {}
     assert not list(layout.path.glob("trials/*/done.json"))
 
 
