@@ -15,6 +15,14 @@ from . import __version__
 from ._sys.files import sha256_file
 from .config import RUNTIME_NAMES, load_config
 from .errors import BadConfig, CorruptImage, DacbenchRemoteError, ImageNotFound, RecipeError
+from .host.baseline_suite import (
+    DEFAULT_EPISODES,
+    DEFAULT_SEEDS,
+    Selection,
+    load_catalog,
+    plan,
+    run_suite,
+)
 from .host.repeat import repeat_run
 from .host.runner import RemoteRunner
 from .host.servers import cleanup_stale, list_servers
@@ -36,9 +44,33 @@ EPILOG_RUN = """examples:
   dacbench-remote run Luby --experiment exp:0.01 --no-build    # only a cached or downloadable image
   dacbench-remote run gymnasium:CartPole-v1 --runtime local --episodes 5 --seed 1
   dacbench-remote run Luby --config '{"cutoff": 50}' --out results/
+  dacbench-remote run Luby --agent dacbench:optimal --episodes 10   # DACBench's, next to the env
 
 The image comes from the cache, else from the catalog's sources (sha256-verified), else it is
 built from the packaged recipe (progress on stderr); --no-build forbids building.
+"""
+
+EPILOG_BASELINES = """examples:
+  dacbench-remote baselines --benchmarks LubyBenchmark FunctionApproximationBenchmark --optimal
+  dacbench-remote baselines --benchmarks Luby --random --fixed_random 3 --seeds 0 1 2
+  dacbench-remote baselines --benchmarks CMAESBenchmark --dyna_baseline --num_episodes 5
+  dacbench-remote baselines --benchmarks Luby --static --actions 1 2 --experiment exp:dacbench-0.3.0
+
+What it writes: OUTDIR/BENCHMARK/EXPERIMENT_SEED/ with PerformanceTrackingWrapper.jsonl,
+agent.json and benchmark.json, as DACBench's Logger writes them (EXPERIMENT_SEED is random_S,
+random_fixedF_S, static_A_S, optimal_S or csa_S), so dacbench.logger.load_logs and
+log2dataframe read them; and every episode, with its provenance, in OUTDIR/results.jsonl.
+
+Which policies exist: --optimal for LubyBenchmark, FunctionApproximationBenchmark and
+FastDownwardBenchmark; --dyna_baseline for CMAESBenchmark (CSA) and SGDBenchmark (cosine
+annealing). Asked for a benchmark without it, the command refuses before anything runs.
+
+Seeding: run S builds its env with seed S (get_benchmark(seed=S), as DACBench does) and seeds
+the global RNGs and the action space with S, so random baselines repeat (DACBench leaves the
+action space unseeded). Episodes reset without a seed, as in DACBench's loop.
+
+The same runs from Python: RemoteRunner("Luby").run("dacbench:optimal", 10, seed=0).
+Details: docs/baselines.md
 """
 
 EPILOG_PUBLISH = """examples:
@@ -79,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dacbench-remote {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for add_command in (_add_run, _add_list, _add_pull, _add_cache, _add_build, _add_publish,
+    for add_command in (_add_run, _add_baselines, _add_list, _add_pull, _add_cache, _add_build, _add_publish,
                         _add_inspect, _add_ps_and_cleanup, _add_sweep, _add_config):
         add_command(commands)
     return parser
@@ -101,26 +133,90 @@ def _add_run(commands) -> None:
                      help="episode i resets with SEED + i (default 0); --seed none resets "
                      "without a seed, as DACBench's run_benchmark does")
     run.add_argument("--agent", default="random",
-                     help="random, static, static:ACTION_JSON, or module:factory (default random)")
-    run.add_argument("--runtime", choices=RUNTIME_NAMES,
-                     help="where the server runs: auto (Apptainer if installed, else bubblewrap), "
-                     "apptainer, bwrap, or local (a plain subprocess, no container); default: "
-                     "default_runtime of `dacbench-remote config` (auto unless set)")
-    run.add_argument("--experiment", help="experiment identifier that pins the image, e.g. exp:0.01")
-    run.add_argument("--image", type=Path, help="use this .sif instead of the catalog's image")
-    run.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
-                     help="build the image from its packaged recipe if it is neither cached nor "
-                     "downloadable (default: build; --no-build forbids it)")
+                     help="random, static, static:ACTION_JSON, module:factory, or one of "
+                     "DACBench's baselines, run next to the env: dacbench:random[:FIXED], "
+                     "dacbench:static:ACTION, dacbench:optimal, dacbench:dynamic (default random)")
+    _add_server_options(run)
     run.add_argument("--config", help="DACBench config: JSON text or a path to a JSON file")
-    run.add_argument("--python", help="interpreter for the local runtime (e.g. a venv's python)")
     run.add_argument("--out", type=Path, default=Path("results"),
                      help="directory for results.jsonl (default ./results)")
-    run.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
     run.add_argument("--repeat", type=Path, metavar="RESULTS.jsonl",
                      help="repeat a recorded run exactly (same benchmark, config, agent, seeds, "
                      "experiment and runtime) and compare the returns; BENCHMARK may be omitted")
     run.add_argument("--run-id", help="with --repeat: which run of the file (default: the last)")
     run.set_defaults(handler=cmd_run)
+
+
+def _add_server_options(parser) -> None:
+    """Where the servers run and which image: the options of `run` and `baselines`."""
+    parser.add_argument("--runtime", choices=RUNTIME_NAMES,
+                        help="where the server runs: auto (Apptainer if installed, else "
+                        "bubblewrap), apptainer, bwrap, or local (a plain subprocess, no "
+                        "container); default: default_runtime of `dacbench-remote config` (auto "
+                        "unless set)")
+    parser.add_argument("--experiment",
+                        help="experiment identifier that pins the image, e.g. exp:0.01")
+    parser.add_argument("--image", type=Path, help="use this .sif instead of the catalog's image")
+    parser.add_argument("--build", action=argparse.BooleanOptionalAction, default=True,
+                        help="build the image from its packaged recipe if it is neither cached "
+                        "nor downloadable (default: build; --no-build forbids it)")
+    parser.add_argument("--python", help="interpreter for the local runtime (e.g. a venv's python)")
+    parser.add_argument("--startup-timeout", type=float, default=60.0,
+                        help="seconds (default 60)")
+
+
+def _add_baselines(commands) -> None:
+    """`baselines`: `python -m dacbench.run_baselines` with every run next to its env."""
+    baselines = commands.add_parser(
+        "baselines", help="DACBench's baselines (run_baselines) next to the env, in its image",
+        description="The container version of `python -m dacbench.run_baselines`, with the same "
+        "options: DACBench's random, static, optimal and dynamic baselines, built with "
+        "DACBench's own agents and policies on the real env inside the benchmark's image (the "
+        "policies read the env's internals), through DACBench's run_benchmark loop, "
+        "PerformanceTrackingWrapper and Logger. One server per benchmark; progress on stderr.",
+        epilog=EPILOG_BASELINES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dacbench = baselines.add_argument_group("DACBench's run_baselines options")
+    dacbench.add_argument("--outdir", type=Path, default=Path("output"),
+                          help="output directory (default ./output)")
+    dacbench.add_argument("--benchmarks", nargs="+", metavar="BENCHMARK",
+                          help="e.g. LubyBenchmark (or Luby); default: every DACBench benchmark "
+                          "of the catalog at the experiment, skipping those without a "
+                          "requested policy")
+    dacbench.add_argument("--num_episodes", type=int, default=DEFAULT_EPISODES,
+                          help=f"episodes per run (default {DEFAULT_EPISODES})")
+    dacbench.add_argument("--random", action="store_true",
+                          help="random policy (DACBench's DynamicRandomAgent); see --fixed_random")
+    dacbench.add_argument("--fixed_random", type=int, default=0, metavar="N",
+                          help="keep each random action for N steps (default 0); 0 and 1 "
+                          "draw a new one every step")
+    dacbench.add_argument("--static", action="store_true",
+                          help="static policy: one run per action of --actions")
+    dacbench.add_argument("--actions", nargs="+", type=_action_argument, metavar="A",
+                          help="the static actions: numbers (read as floats, as DACBench does; "
+                          "ints for FastDownward), or JSON for vector and dict actions")
+    dacbench.add_argument("--optimal", action="store_true",
+                          help="optimal policy (LubyBenchmark, FunctionApproximationBenchmark, "
+                          "FastDownwardBenchmark)")
+    dacbench.add_argument("--dyna_baseline", action="store_true",
+                          help="dynamic baseline (CMAESBenchmark: CSA; SGDBenchmark: cosine "
+                          "annealing)")
+    dacbench.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS),
+                          metavar="S", help="one run per seed (default "
+                          f"{list(DEFAULT_SEEDS)})")
+    _add_server_options(baselines.add_argument_group("where the benchmarks run"))
+    baselines.set_defaults(handler=cmd_baselines)
+
+
+def _action_argument(text: str):
+    """A static action as DACBench's CLI reads it (a float), else JSON (vectors, dicts)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor JSON") from None
 
 
 def _add_list(commands) -> None:
@@ -352,6 +448,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
     print(f"\nmean return {statistics.fmean(returns):.4f} ± {spread:.4f} over {len(results)} "
           f"episodes; results appended to {results_path}")
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    """Plan (refusing what cannot run), run every baseline, print a summary table."""
+    if args.num_episodes < 1:
+        raise BadConfig(f"--num_episodes must be at least 1, got {args.num_episodes}")
+    if args.fixed_random < 0:
+        raise BadConfig(f"--fixed_random must be 0 or more, got {args.fixed_random}")
+    selection = Selection(random=args.random, fixed_random=args.fixed_random,
+                          static=args.static, actions=tuple(args.actions or ()),
+                          optimal=args.optimal, dynamic=args.dyna_baseline)
+    runtime = args.runtime or load_config().default_runtime
+    catalog = load_catalog() if args.image is None and runtime != "local" else None
+
+    def report(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    planned = plan(args.benchmarks, selection, catalog, args.experiment,
+                   lambda message: report(f"dacbench-remote: {message}"))
+    summaries = run_suite(
+        planned, outdir=args.outdir, seeds=args.seeds, episodes=args.num_episodes,
+        runner_options=dict(experiment=args.experiment, runtime=args.runtime, image=args.image,
+                            python=args.python, build=args.build,
+                            startup_timeout=args.startup_timeout),
+        report=report)
+    rows = []
+    for summary in summaries:
+        spread = statistics.stdev(summary.returns) if len(summary.returns) > 1 else 0.0
+        rows.append([summary.benchmark, summary.baseline, len(summary.seeds),
+                     len(summary.returns), f"{statistics.fmean(summary.returns):.4f}",
+                     f"{spread:.4f}"])
+    print_table(["benchmark", "baseline", "seeds", "episodes", "mean return", "std"], rows)
+    print(f"\nlogs in {args.outdir}/BENCHMARK/EXPERIMENT_SEED/ (dacbench.logger.load_logs reads "
+          f"them); episodes with provenance in {args.outdir / 'results.jsonl'}")
     return 0
 
 

@@ -9,9 +9,9 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from dacbench_remote.errors import BadConfig
 from dacbench_remote.host.vector import _merge_infos, autoreset_value
-from dacbench_remote.server.batched import pack_objects, unpack_objects
 from dacbench_remote.testing import assert_identical
 from dacbench_remote.wire import codec
+from dacbench_remote.wire.object_arrays import pack_objects, unpack_objects
 from tests.integration.test_vector import comparable
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium
 
 from ..errors import BadConfig
+from ..wire.baselines import is_baseline_spec
 
 
 class RandomAgent:
@@ -45,6 +46,9 @@ def make_agent(spec: str, env: gymnasium.Env, seed: int | None = None):
     A factory is called as `factory(env, seed)` and must return an object with `act`, `train`
     and `end_episode`.
     """
+    if is_baseline_spec(spec):
+        raise BadConfig(f"agent {spec!r} is one of DACBench's baselines, which run in the server "
+                        "next to the env: pass it to RemoteRunner.run (or run_baseline)")
     if spec == "random":
         return RandomAgent(env, seed)
     if spec == "static":

@@ -154,6 +154,19 @@ class ServerConnection:
                             None if description is None else codec.encode(description))
         return RemoteEnvironmentClient(self, created["env_id"], created["uri"])
 
+    def start_baseline(self, request: dict) -> str:
+        """Start a run of DACBench's baseline in the server (host.baselines); returns its id."""
+        return self.call(self._proxy, "start_baseline", codec.encode(request))["job_id"]
+
+    def wait_baseline(self, job_id: str, seconds: float) -> dict:
+        """The run's state after at most `seconds`: done (with its result) or episodes so far;
+        raises what the run raised."""
+        return self.call(self._proxy, "wait_baseline", job_id, seconds)
+
+    def cancel_baseline(self, job_id: str) -> None:
+        """Stop the run at its next step."""
+        self.call(self._proxy, "cancel_baseline", job_id)
+
     def close_env(self, env_id: str) -> None:
         """Close the env `env_id` in the server; raises what its close() raised (RemoteError)."""
         self.call(self._proxy, "close_env", env_id)

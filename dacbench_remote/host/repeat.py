@@ -71,7 +71,8 @@ def check_agent_rebuildable(record: dict, path: Path) -> None:
             f"run {record['run_id']} in {path} used the agent {agent!r}, an object passed to "
             "run() that cannot be rebuilt from the results file. To repeat runs, pass the "
             "agent as a spec: random, static, static:ACTION_JSON or module:factory (a function "
-            "factory(env, seed) returning the agent); or repeat this run in Python with the "
+            "factory(env, seed) returning the agent), or one of DACBench's baselines "
+            "(dacbench:random, dacbench:optimal, ...); or repeat this run in Python with the "
             "same agent object"
         )
 

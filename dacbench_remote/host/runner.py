@@ -33,8 +33,10 @@ from ..images.resolve import resolve_image
 from ..runtimes import auto_runtime_name, make_runtime
 from ..runtimes.base import Runtime, ServerProcess
 from ..runtimes.options import RuntimeOptions
+from ..wire.baselines import check_available, is_baseline_spec, parse_baseline
 from ..wire.benchmarks import benchmark_name, describe_benchmark, is_benchmark_object
 from .agents import make_agent
+from .baselines import BaselineRun, follow_baseline
 from .client import DEFAULT_CALL_TIMEOUT, RemoteEnvironmentClient, ServerConnection, crash_info
 from .compat import choose_container, parse_bind_str, parse_env_str
 from .results import append_record
@@ -537,19 +539,26 @@ class RemoteRunner:
         Without `seed`, episodes reset without a seed, exactly as DACBench's
         `run_benchmark(env, agent, n)`: the benchmark's own seed (`set_seed`) decides. With
         `seed=S`, episode i resets with S + i. `agent` is an object with act/train/end_episode,
-        or a spec for `make_agent` ("random", "static", "module:factory"). Each finished
-        episode is appended to `results_path` as one complete JSON line.
+        or a spec for `make_agent` ("random", "static", "module:factory"), or one of DACBench's
+        baselines ("dacbench:random[:FIXED]", "dacbench:static:ACTION", "dacbench:optimal",
+        "dacbench:dynamic"), which runs in the server next to the env (see run_baseline; there
+        `seed` is the run's seed, as in DACBench's run_baselines). Each finished episode is
+        appended to `results_path` as one complete JSON line.
 
         Returns:
             One EpisodeResult per episode (return, length, seed, provenance).
 
         Raises:
-            BadConfig: number_of_episodes < 1 or an agent spec that cannot be built.
+            BadConfig: number_of_episodes < 1 or an agent spec that cannot be built (a DACBench
+            baseline the benchmark has no policy for: before the server starts, where the
+            benchmark is one of DACBench's).
             ResultsWriteError: a results line could not be written whole (the file is left
             as it was). And what the env's reset/step and start() raise.
         """
         if number_of_episodes < 1:
             raise BadConfig(f"number_of_episodes must be at least 1, got {number_of_episodes}")
+        if is_baseline_spec(agent):
+            return self.run_baseline(agent, number_of_episodes, seed).episodes
         environment = self.get_environment()
         rebuildable = isinstance(agent, str)
         agent_name = agent if rebuildable else _qualified_name(agent)
@@ -566,6 +575,69 @@ class RemoteRunner:
             if self.results_path is not None:
                 append_record(self.results_path, result.to_record())
         return results
+
+    def run_baseline(self, spec: str, number_of_episodes: int, seed: int | None = None, *,
+                     steps: bool = False, progress: Callable[[int], Any] | None = None
+                     ) -> BaselineRun:
+        """Run one of DACBench's baselines in the server, next to the env, as DACBench's
+        `run_baselines` does: the agent made by DACBench's own classes on the real env,
+        its PerformanceTrackingWrapper and Logger, its `run_benchmark` loop.
+
+        The env is built with `seed` (None: the benchmark's config seed, DACBench's default
+        0): for a benchmark named without config, as run_baselines builds it
+        (`get_benchmark(seed=seed)`); otherwise the configured benchmark with that seed. The
+        global RNGs and the action space are seeded with it; episodes reset without a seed.
+
+        Args:
+            spec: "dacbench:random" (a new action every step), "dacbench:random:FIXED" (each
+                kept FIXED steps), "dacbench:static:ACTION" (JSON), "dacbench:optimal" or
+                "dacbench:dynamic" (DACBench's policy for the benchmark).
+            number_of_episodes: episodes of the run.
+            seed: the run's seed.
+            steps: also return each episode's observations, actions and rewards.
+            progress: called with the number of finished episodes while the run goes on.
+
+        Returns:
+            The run: its episodes (also appended to `results_path`, with provenance saying
+            that the agent ran next to the env), DACBench's experiment name and the log files'
+            text (`write_logs(outdir)` writes them in DACBench's layout).
+
+        Raises:
+            BadConfig: a malformed spec, a benchmark without that policy (naming those that
+            have it; before the server starts when the benchmark is one of DACBench's), or no
+            DACBench benchmark. And what start() raises, and what the env and agent raise
+            (RemoteError).
+        """
+        baseline = parse_baseline(spec)
+        if number_of_episodes < 1:
+            raise BadConfig(f"number_of_episodes must be at least 1, got {number_of_episodes}")
+        if self.benchmark.startswith("gymnasium:"):
+            raise BadConfig(f"agent {spec!r}: DACBench's baselines run on DACBench benchmarks, "
+                            f"not on {self.benchmark}; use random, static or module:factory")
+        check_available(baseline, self.benchmark.rpartition(":")[2])
+        self.start()
+        assert self.connection is not None
+        request = {**baseline.to_request(), "seed": seed, "episodes": number_of_episodes,
+                   "steps": bool(steps), "target": self.benchmark, "config": self.config,
+                   "description": self.benchmark_description}
+        result = follow_baseline(self.connection, request, progress)
+        provenance = {**self.provenance(seed, uuid.uuid4().hex[:12], spec),
+                      "agent_side": "server (next to the env)", "dacbench_agent": result["agent"],
+                      "baseline_seed": result["seed"],
+                      "baseline_experiment": result["experiment_name"]}
+        episodes = []
+        for index, episode in enumerate(result["episodes"]):
+            # Episodes reset without a seed, as in DACBench's loop: the run's seed is the
+            # provenance's baseline_seed.
+            episodes.append(EpisodeResult(
+                index, None, episode["return"], episode["length"], episode["wall_time"],
+                episode["terminated"], episode["truncated"], server_restarts=self.restarts,
+                provenance=provenance))
+            if self.results_path is not None:
+                append_record(self.results_path, episodes[-1].to_record())
+        return BaselineRun(spec, result["benchmark_class"], result["seed"],
+                           result["experiment_name"], result["agent"], result["dacbench"],
+                           episodes, result["steps"], result["logs"])
 
 
 # RemoteRunner's keywords that RuntimeOptions holds, and the option each one is.

@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
 
 from ..errors import BadConfig, ServerCrashed
-from ..server.batched import unpack_objects
+from ..wire.object_arrays import unpack_objects
 from .client import RemoteEnvironmentClient
 
 _MODES = {mode.value: mode for mode in AutoresetMode}

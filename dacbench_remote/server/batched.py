@@ -12,9 +12,7 @@ from typing import Any
 import numpy
 
 from ..errors import BadConfig
-
-# Object arrays (final_obs, infos of unknown types) cross as {OBJECTS: [elements]}.
-OBJECTS = "__dacbench_remote_object_array__"
+from ..wire.object_arrays import pack_objects
 
 
 class VectorRefused(BadConfig, ValueError):
@@ -96,25 +94,3 @@ class BatchedEnvs:
 
     def close(self) -> None:
         self.vector.close()
-
-
-def pack_objects(value: Any) -> Any:
-    """Infos with object arrays turned into {OBJECTS: list}, which the codec can carry."""
-    if isinstance(value, dict):
-        return {key: pack_objects(item) for key, item in value.items()}
-    if isinstance(value, numpy.ndarray) and value.dtype == object:
-        return {OBJECTS: [pack_objects(item) for item in value.tolist()]}
-    return value
-
-
-def unpack_objects(value: Any) -> Any:
-    """The inverse of pack_objects (on the host)."""
-    if isinstance(value, dict):
-        if len(value) == 1 and OBJECTS in value:
-            items = value[OBJECTS]
-            array = numpy.empty(len(items), dtype=object)
-            for i, item in enumerate(items):
-                array[i] = unpack_objects(item)
-            return array
-        return {key: unpack_objects(item) for key, item in value.items()}
-    return value

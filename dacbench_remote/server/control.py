@@ -3,7 +3,7 @@ answers the version handshake; a RemoteEnvironmentServer controls one environmen
 
 Control calls (create, spaces, render, close) arrive through Pyro5 on the control socket;
 reset/step arrive as frames on the data socket (data_channel), answered by `handle` here.
-Environments come from envs.
+Environments come from envs; DACBench's baselines run as jobs next to them (baselines).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..wire import codec
 from ..wire.benchmarks import rebuild_benchmark
 from ..wire.dacvalues import lower, restore
 from ..wire.replies import error_payload, error_reply
+from .baselines import BaselineJob
 from .batched import BatchedEnvs
 from .envs import create_env, environment_of, first_seed, seed_global_rngs
 
@@ -162,6 +163,7 @@ class RemoteRunnerServer:
     def __init__(self, daemon: Pyro5.server.Daemon, on_shutdown):
         self.daemon = daemon
         self.environments: dict[str, RemoteEnvironmentServer] = {}
+        self.baselines: dict[str, BaselineJob] = {}
         self._on_shutdown = on_shutdown
 
     def hello(self, client_wire_version: int) -> dict:
@@ -231,6 +233,49 @@ class RemoteRunnerServer:
             return _ok(None)
         self.daemon.unregister(server)
         return server.close(wait)
+
+    # DACBench's baselines: a run (one seed) is a job in the server, followed by the host.
+    def start_baseline(self, request_tree: Any) -> dict:
+        """Start one run of DACBench's baseline (see baselines.run_baseline); returns its id."""
+        try:
+            job = BaselineJob(codec.decode(request_tree))
+        except Exception as exc:
+            return error_reply(exc)
+        job_id = uuid.uuid4().hex[:12]
+        self.baselines[job_id] = job
+        job.start()
+        return _ok({"job_id": job_id})
+
+    def wait_baseline(self, job_id: str, seconds: float) -> dict:
+        """Wait up to `seconds` (at most 30) for the run to end: {"done": False, "episodes": N
+        finished so far}, or once it ended {"done": True, "result": ...} (its error reply if it
+        failed; either way it is forgotten then)."""
+        job = self.baselines.get(job_id)
+        if job is None:
+            return error_reply(ProtocolError(f"no baseline run {job_id!r} in this server"))
+        job.wait(max(0.0, min(float(seconds), 30.0)))
+        if not job.done:
+            return _ok({"done": False, "episodes": job.episodes_done})
+        self.baselines.pop(job_id, None)
+        if job.error is not None:
+            return error_reply(job.error)
+        try:
+            return _ok({"done": True, "episodes": job.episodes_done, "result": job.result},
+                       root="the baseline's result")
+        except Exception as exc:
+            return error_reply(exc, "encode")
+
+    def cancel_baseline(self, job_id: str) -> dict:
+        """Stop the run at its next step and forget it (an unknown id has already ended)."""
+        job = self.baselines.pop(job_id, None)
+        if job is not None:
+            job.discard()
+        return _ok(None)
+
+    def discard_baselines(self) -> None:
+        """Stop every run and remove its logs (the server is shutting down)."""
+        for job_id in list(self.baselines):
+            self.cancel_baseline(job_id)
 
     def list_envs(self) -> list[str]:
         """The ids of the open environments."""

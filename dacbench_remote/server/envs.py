@@ -138,15 +138,36 @@ def _dacbench_class(name: str):
     raise UnknownBenchmark(f"unknown DACBench benchmark {name!r}; available here: {names}")
 
 
-def _from_benchmark_class(cls, config):
+def benchmark_object(target: str, config: Any = None):
+    """The DACBench benchmark object `target` names (a DACBench name, or `module:attr` naming a
+    benchmark class), configured with `config` but with no env built yet.
+
+    Raises UnknownBenchmark when it does not exist here, BadConfig when it is no DACBench
+    benchmark (a gymnasium id, an env factory) or rejects `config`.
+    """
+    if target.startswith("gymnasium:"):
+        raise BadConfig(f"{target} is a gymnasium environment, not a DACBench benchmark")
+    cls = _import_target(target) if ":" in target else _dacbench_class(target)
+    if not (isinstance(cls, type) and hasattr(cls, "get_environment")):
+        raise BadConfig(f"{target} is not a DACBench benchmark class (one with get_environment)")
+    return _rejecting_config(cls, config, lambda: _configured(cls, config))
+
+
+def _configured(cls, config):
     """DACBench: no config → defaults; a dict or JSON text → `from_json` (missing keys default)."""
+    if config is None:
+        return cls()
+    return cls.from_json(config if isinstance(config, str) else json.dumps(config))
+
+
+def _from_benchmark_class(cls, config):
+    return _rejecting_config(cls, config, lambda: environment_of(_configured(cls, config)))
+
+
+def _rejecting_config(cls, config, build):
+    """`build()`, with what it raised for a given config turned into BadConfig."""
     try:
-        if config is None:
-            benchmark = cls()
-        else:
-            text = config if isinstance(config, str) else json.dumps(config)
-            benchmark = cls.from_json(text)
-        return environment_of(benchmark)
+        return build()
     except DacbenchRemoteError:
         raise
     except Exception as exc:

@@ -65,6 +65,7 @@ def _wait_for_stdin_close(done: threading.Event) -> None:
 
 def _shutdown(data: DataChannelServer, runner: RemoteRunnerServer, socket_path: str) -> None:
     data.close()
+    runner.discard_baselines()  # their threads die with the process; their logs must not stay
     for env_id in list(runner.environments):
         try:
             # An env stuck in step() holds its lock forever: never let it keep us alive.

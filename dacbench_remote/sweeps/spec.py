@@ -20,6 +20,7 @@ from ..config import RUNTIME_NAMES, parse_toml
 from ..errors import BadConfig
 from ..runtimes.base import parse_bind
 from ..runtimes.options import RuntimeOptions
+from ..wire.baselines import SPEC_FORMS, check_available, is_baseline_spec, parse_baseline
 from .executors import EXECUTORS
 from .trial import Trial
 
@@ -178,6 +179,9 @@ def _grid(grid: Any, where: _Where, base: Path, defaults: dict) -> list[Trial]:
     for index, entry in enumerate(benchmarks):
         key = f"grid.benchmarks[{index}]"
         for variant in _benchmark_variants(entry, where, key, base, defaults):
+            for agent in agents:
+                _check_baseline(agent, variant["benchmark"], where, "grid.agents",
+                                "; pair it with the benchmarks that have it in [[trials]]")
             for agent, seed in itertools.product(agents, seeds):
                 trials.append(Trial(agent=agent, seed=seed, **variant))
     return trials
@@ -203,6 +207,7 @@ def _explicit(entries: Any, where: _Where, base: Path, defaults: dict) -> list[T
         if "experiments" in entry:
             raise where.error(f"{key}.experiments", "use experiment (one id) in [[trials]]")
         variant = _benchmark_fields(entry, where, key, base, defaults)
+        _check_baseline(agent, variant["benchmark"], where, f"{key}.agent")
         trials += [Trial(agent=agent, seed=seed, **variant) for seed in seeds]
     return trials
 
@@ -489,7 +494,7 @@ def _seeds(value: Any, where: _Where, key: str) -> list[int]:
 def _agents(value: Any, where: _Where, key: str) -> list[str]:
     if not isinstance(value, list) or not value:
         raise where.error(key, "must be a non-empty array of agent specs (random, static, "
-                               "static:ACTION_JSON or module:factory)")
+                               f"static:ACTION_JSON, module:factory, {SPEC_FORMS})")
     agents = [_agent(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if len(set(agents)) != len(agents):
         raise where.error(key, f"repeats an agent: {agents}")
@@ -501,6 +506,12 @@ def _agent(value: Any, where: _Where, key: str) -> str:
         raise where.error(key, f"must be an agent spec string, got {value!r}")
     if value in ("random", "static"):
         return value
+    if is_baseline_spec(value):
+        try:
+            parse_baseline(value)
+        except BadConfig as exc:
+            raise where.error(key, str(exc)) from None
+        return value
     if value.startswith("static:"):
         try:
             json.loads(value.partition(":")[2])
@@ -511,7 +522,7 @@ def _agent(value: Any, where: _Where, key: str) -> str:
     module, sep, attr = value.partition(":")
     if not sep or not _IDENTIFIER_PATH.match(module) or not _IDENTIFIER_PATH.match(attr):
         raise where.error(key, f"{value!r} is not an agent; use random, static, "
-                               "static:ACTION_JSON or module:factory")
+                               f"static:ACTION_JSON, module:factory or {SPEC_FORMS}")
     try:
         found = importlib.util.find_spec(module)
     except (ImportError, ValueError) as exc:
@@ -520,6 +531,18 @@ def _agent(value: Any, where: _Where, key: str) -> str:
         raise where.error(key, f"agent module {module!r} is not importable here (is it "
                                "installed or on PYTHONPATH?)")
     return value
+
+
+def _check_baseline(agent: str, benchmark: str, where: _Where, key: str, hint: str = "") -> None:
+    """A DACBench baseline runs only on DACBench benchmarks that have its policy."""
+    if not is_baseline_spec(agent):
+        return
+    if benchmark.startswith("gymnasium:"):
+        raise where.error(key, f"{agent} runs on DACBench benchmarks, not on {benchmark}{hint}")
+    try:
+        check_available(parse_baseline(agent), benchmark.rpartition(":")[2])
+    except BadConfig as exc:
+        raise where.error(key, f"{exc}{hint}") from None
 
 
 def _benchmark(value: Any, where: _Where, key: str) -> str:

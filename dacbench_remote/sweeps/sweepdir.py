@@ -13,7 +13,8 @@ atomically (files.atomic_write_json), so that a crash never leaves one half-done
       trials/ID/          trial.json, worker.log, runner.jsonl (per-episode, live),
                           episodes.jsonl (the trial's rows, as its worker wrote them), error.json,
                           running.json, retries.json, done.json (a copy of its journal record,
-                          written once that is durable)
+                          written once that is durable),
+                          dacbench/ (a DACBench baseline's logs: BENCHMARK/EXPERIMENT_SEED/)
       results.csv         one row per episode across all trials (results.parquet with pyarrow)
       trials.csv          one row per trial with its status and error
       report.png          return per episode per agent, one panel per benchmark
@@ -30,6 +31,9 @@ from ..errors import BadConfig
 from ..host.results import read_records
 from .journal import COMPACT_ABOVE, JournalIndex, JournalWriter, TrialRecord, writer_name
 from .trial import FINAL_STATES, Trial, TrialOutcome
+
+# Where a trial of one of DACBench's baselines keeps DACBench's logs, in DACBench's layout.
+DACBENCH_LOGS = "dacbench"
 
 
 def read_json(path: Path) -> Any | None:

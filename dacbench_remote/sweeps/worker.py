@@ -20,9 +20,10 @@ from .._sys.files import atomic_write_json, atomic_write_text
 from .._sys.procfs import die_with_parent, fresh_global_rngs, hostname
 from ..host import agents, runner  # noqa: F401 - what every trial imports, imported once
 from ..host.runner import RemoteRunner
+from ..wire.baselines import is_baseline_spec
 from ..wire.replies import error_payload
 from . import warm  # noqa: F401
-from .sweepdir import read_json
+from .sweepdir import DACBENCH_LOGS, read_json
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
 from .warm import ForkedRunner
@@ -73,7 +74,12 @@ def run(trial_dir: Path, run_id: str) -> None:
                               results_path=trial_dir / "runner.jsonl", options=trial.runtime)
     try:
         runner.start()
-        results = runner.run(trial.agent, trial.episodes, seed=trial.seed)
+        if is_baseline_spec(trial.agent):  # DACBench's baseline: its logs go to the trial too
+            baseline = runner.run_baseline(trial.agent, trial.episodes, seed=trial.seed)
+            baseline.write_logs(trial_dir / DACBENCH_LOGS)
+            results = baseline.episodes
+        else:
+            results = runner.run(trial.agent, trial.episodes, seed=trial.seed)
     finally:
         runner.close()
     rows = episode_rows(trial, results, run_id, os.environ.get(SWEEP_ENV, ""))

@@ -381,3 +381,41 @@ def test_luby_sweep_returns_equal_in_process_run_episode(tmp_path: Path, sweep_e
             in_process[(seed, episode)] = (done.return_, done.length)
     assert len(swept) == 9 and swept == in_process
     assert len({value for value, _ in in_process.values()}) > 1
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "fresh"])
+def test_dacbench_baselines_in_a_sweep_equal_run_baselines(tmp_path: Path, sweep_env, warm):
+    """`dacbench:...` agents in sweep.toml run next to the env (in forked servers too): the
+    results and each trial's DACBench logs equal DACBench's run_baselines in-process."""
+    from tests.baseline_reference import performance_frame, reference
+
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "baselines"
+        episodes = 2
+        time_limit = 300
+        [runtime]
+        kind = "local"
+        [executor.local]
+        warm = {str(warm).lower()}
+        [grid]
+        benchmarks = ["Luby"]
+        agents = ["dacbench:optimal", "dacbench:random:2"]
+        seeds = [0, 1]
+    """)
+    result = run_sweep(spec_path, workers=1)
+    assert result.ok, [o.error for o in result.outcomes]
+    layout = SweepDir(load_spec(spec_path).dir)
+    rows = read_results_csv(layout.results_csv)
+    assert len(rows) == 8
+    for agent, name in (("dacbench:optimal", "optimal"), ("dacbench:random:2", "random_fixed2")):
+        expected = reference(sys.executable, tmp_path / name, "LubyBenchmark", agent, 2, [0, 1])
+        for seed in (0, 1):
+            run_dir = Path("LubyBenchmark", f"{name}_{seed}")
+            frame = performance_frame(expected / run_dir)
+            mine = sorted((r for r in rows if r["agent"] == agent and r["seed"] == seed),
+                          key=lambda r: r["episode"])
+            assert [r["return"] for r in mine] == list(frame["overall_performance"])
+            trial = next(t for t in load_spec(spec_path).trials
+                         if (t.agent, t.seed) == (agent, seed))
+            logs = layout.trial_dir(trial.id) / "dacbench" / run_dir
+            assert performance_frame(logs).equals(frame)
