@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._sys.procfs import hostname
+from ..errors import ResultsWriteError
 from .trial import TrialOutcome
 
 COMMIT_INTERVAL = 1.0  # seconds: at most one fsync per interval ...
@@ -123,8 +124,21 @@ class JournalWriter:
             self._last_commit = time.monotonic()
             data = b"".join(extra) + b"".join(r.to_line() for r in records)
             fd = self._open()
-            _write_all(fd, data)
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except OSError as exc:
+                # Disk full, say: cut off what got there (we are the file's one writer), so the
+                # next commit does not start in the middle of a line; the trials stay queued.
+                try:
+                    os.ftruncate(fd, size)
+                    rolled_back = True
+                except OSError:
+                    rolled_back = False
+                with self._lock:
+                    self._pending[:0], self._extra[:0] = records, extra
+                raise ResultsWriteError(str(self.path), exc, rolled_back) from exc
             self.committed += len(records)
             # Readers that report (a Slurm driver) take only what a marker vouches for.
             _write_all(fd, _line({"committed": self.committed}))
