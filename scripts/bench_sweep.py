@@ -12,6 +12,7 @@ container), the connection, and cleanup. Printed as a table; nothing is asserted
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -137,6 +138,57 @@ def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
           f"({warm / loop:.1f}x); warm is {fresh / warm:.1f}x faster than fresh")
 
 
+def synthetic_sweep(directory: Path, count: int, running: int = 8) -> None:
+    """A sweep directory as a finished run of `count` one-episode trials leaves it (all but
+    `running` recorded in the journal, in groups of 256 as the local executor commits them)."""
+    from dacbench_remote.sweeps.journal import JournalWriter
+    from dacbench_remote.sweeps.trial import DONE, Trial, TrialOutcome
+
+    layout = SweepDir(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trials = [Trial(benchmark="gymnasium:CartPole-v1", agent="random", seed=seed, episodes=1)
+              for seed in range(count)]
+    layout.write_trials(trials)
+    journal = JournalWriter(layout.journal_dir, "synthetic")
+    now = time.time()
+    for index, trial in enumerate(trials[:count - running]):
+        outcome = TrialOutcome(trial.id, DONE, "synthetic", episodes=1, mean_return=20.0 + index % 7,
+                               started=now, finished=now + 0.05, host="bench")
+        journal.add(outcome, [{
+            "sweep": "bench", "run_id": "synthetic", "trial_id": trial.id,
+            "benchmark": trial.benchmark, "experiment": None, "config": "{}", "kwargs": "{}",
+            "agent": trial.agent, "seed": trial.seed, "episode": 0, "episode_seed": trial.seed,
+            "return": 20.0 + index % 7, "length": 20, "wall_time": 0.01, "terminated": True,
+            "truncated": False, "runtime": "local", "image_sha256": None, "host": "bench"}])
+        if journal.pending >= 256:
+            journal.commit()
+    journal.close()
+
+
+def status_report(count: int) -> None:
+    """Wall time of status() and report() on a synthetic sweep of `count` trials."""
+    from dacbench_remote.sweeps import report, status
+
+    def clock(call) -> float:
+        started = time.perf_counter()
+        call()
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
+        directory = Path(tmp) / "sweep"
+        synthetic_sweep(directory, count)
+        rows = [("status", [clock(lambda: status(directory)) for _ in range(3)]),
+                ("report, tables and plot to write", [clock(lambda: report(directory))]),
+                ("report, tables and plot current", [clock(lambda: report(directory))
+                                                     for _ in range(3)])]
+    print(f"status and report on a synthetic sweep of {count} finished one-episode trials "
+          "(journal committed in groups of 256), each call reading the sweep afresh")
+    print(f"{'call':34} {'median s':>9} {'calls':>6}")
+    for name, times in rows:
+        print(f"{name:34} {statistics.median(times):>9.3f} {len(times):>6}")
+    print("(a run writes the tables when it ends, so report after a run finds them current)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12, help="trials per sweep (default 12)")
@@ -149,7 +201,15 @@ def main() -> None:
                              "trials against an in-process loop (--trials, default 64)")
     parser.add_argument("--fresh-trials", type=int, default=16,
                         help="trials of the fresh sweep in --luby-warm (extrapolated)")
+    parser.add_argument("--status-report", type=int, metavar="TRIALS", nargs="?", const=10000,
+                        help="instead: time status and report on a synthetic sweep directory "
+                             "of TRIALS finished trials (default 10000)")
     args = parser.parse_args()
+    print(f"{' '.join(sys.argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores\n")
+    if args.status_report:
+        status_report(args.status_report)
+        return
     if args.luby_warm:
         image = args.image or default_image()
         if image is None:
@@ -165,7 +225,7 @@ def main() -> None:
         print(f"bwrap image: {image} ({image.stat().st_size / 1e6:.0f} MB)")
 
     print(f"{args.trials} trials x {args.episodes} episode(s) of gymnasium:CartPole-v1 (random "
-          f"agent); machine has {__import__('os').cpu_count()} cores")
+          f"agent); machine has {os.cpu_count()} cores")
     print()
     print(f"{'runtime':8} {'workers':>7} {'wall s':>8} {'trials/min':>11} {'overhead/trial s':>17}")
     for runtime in runtimes:

@@ -268,6 +268,10 @@ class JournalIndex:
                 found[trial_id] = record
         return found
 
+    def position(self) -> dict[str, int]:
+        """How far this index has read each journal file: equal positions, equal contents."""
+        return {name: state.offset for name, state in sorted(self._files.items())}
+
     def file_count(self) -> int:
         return len(self._files)
 

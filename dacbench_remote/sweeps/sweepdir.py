@@ -18,6 +18,8 @@ atomically (files.atomic_write_json), so that a crash never leaves one half-done
       results.csv         one row per episode across all trials (results.parquet with pyarrow)
       trials.csv          one row per trial with its status and error
       report.png          return per episode per agent, one panel per benchmark
+      tables.json         what the tables and report.png were made from (report skips them if
+                          nothing changed)
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class SweepDir:
     results_parquet = property(lambda self: self.path / "results.parquet")
     trials_csv = property(lambda self: self.path / "trials.csv")
     plot = property(lambda self: self.path / "report.png")
+    tables_stamp = property(lambda self: self.path / "tables.json")
     journal_dir = property(lambda self: self.path / "journal")
 
     def trial_dir(self, trial_id: str) -> Path:

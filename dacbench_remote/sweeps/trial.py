@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from ..runtimes.options import RuntimeOptions
@@ -57,7 +58,7 @@ class Trial:
             "episodes": self.episodes,
         }
 
-    @property
+    @cached_property  # computed once: status and report of a large sweep ask often
     def id(self) -> str:
         digest = hashlib.sha256(canonical_json(self.id_params()).encode()).hexdigest()
         return digest[:ID_LENGTH]
