@@ -136,7 +136,7 @@ def run_sweep(
         def on_job(job_id: str) -> None:
             result.job_ids.append(job_id)
             atomic_write_json(layout.driver, {**driver, "slurm_jobs": result.job_ids})
-            say(f"submitted Slurm array job {job_id} ({len(pending)} tasks)")
+            say(f"submitted Slurm array job {job_id} ({len(pending)} trials)")
 
         ctx = RunContext(layout, run_id, spec.name, threading.Event(), on_outcome, on_job)
         runner = make_executor(kind, spec.executor.local, spec.executor.slurm, workers)
