@@ -189,6 +189,39 @@ def status_report(count: int) -> None:
     print("(a run writes the tables when it ends, so report after a run finds them current)")
 
 
+SLURM_SWEEP = ("import sys; from dacbench_remote.sweeps import run_sweep; "
+               "r = run_sweep(sys.argv[1], executor='slurm'); sys.exit(0 if r.ok else 1)")
+
+
+def slurm_chunks(trials: int, image: Path | None) -> None:
+    """Slurm (scripts/slurm-cluster.sh up): one-episode Luby trials, warm chunks (one task per
+    core) against one trial per task, each sweep timed from its driver's start to its end."""
+    runtime = f'kind = "bwrap"\nimage = "{image}"' if image else 'kind = "local"'
+    cores = os.cpu_count() or 1
+
+    def spec(directory: Path, per_task: int) -> Path:
+        directory.mkdir()
+        path = directory / "sweep.toml"
+        path.write_text(
+            f'name = "slurm-bench"\nepisodes = 1\ntime_limit = 300\n[runtime]\n{runtime}\n'
+            f'[executor.slurm]\ntrials_per_task = {per_task}\narray_parallelism = {cores}\n'
+            f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+            f"seeds = {{ start = 0, count = {trials} }}\n")
+        return path
+
+    with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
+        chunked = timed([sys.executable, "-c", SLURM_SWEEP,
+                         str(spec(Path(tmp) / "chunks", -(-trials // cores)))])
+        single = timed([sys.executable, "-c", SLURM_SWEEP, str(spec(Path(tmp) / "single", 1))])
+    print(f"Slurm: {trials} one-episode Luby trials ({'bwrap ' + image.name if image else 'local'}"
+          f" runtime), {cores} tasks at a time")
+    print(f"{'mode':34} {'wall s':>8} {'per trial ms':>13}")
+    for name, wall in ((f"warm chunks ({-(-trials // cores)} trials/task)", chunked),
+                       ("one trial per task", single)):
+        print(f"{name:34} {wall:>8.2f} {wall / trials * 1000:>13.0f}")
+    print(f"one trial per task takes {single / chunked:.1f}x the time of warm chunks")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12, help="trials per sweep (default 12)")
@@ -204,11 +237,18 @@ def main() -> None:
     parser.add_argument("--status-report", type=int, metavar="TRIALS", nargs="?", const=10000,
                         help="instead: time status and report on a synthetic sweep directory "
                              "of TRIALS finished trials (default 10000)")
+    parser.add_argument("--slurm", type=int, metavar="TRIALS", nargs="?", const=256,
+                        help="instead: TRIALS (default 256) Luby trials on Slurm, warm chunks "
+                             "vs one trial per task (needs scripts/slurm-cluster.sh up)")
     args = parser.parse_args()
     print(f"{' '.join(sys.argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores\n")
     if args.status_report:
         status_report(args.status_report)
+        return
+    if args.slurm:
+        image = args.image or default_image()
+        slurm_chunks(args.slurm, image if "bwrap" in args.runtimes else None)
         return
     if args.luby_warm:
         image = args.image or default_image()
