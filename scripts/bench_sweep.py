@@ -169,23 +169,25 @@ def status_report(count: int) -> None:
     """Wall time of status() and report() on a synthetic sweep of `count` trials."""
     from dacbench_remote.sweeps import report, status
 
-    def clock(call) -> float:
-        started = time.perf_counter()
+    def clock(call) -> tuple[float, float]:
+        """Wall and CPU seconds of call() (CPU time says more on a machine others load)."""
+        wall, cpu = time.perf_counter(), time.process_time()
         call()
-        return time.perf_counter() - started
+        return time.perf_counter() - wall, time.process_time() - cpu
 
     with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
         directory = Path(tmp) / "sweep"
         synthetic_sweep(directory, count)
-        rows = [("status", [clock(lambda: status(directory)) for _ in range(3)]),
+        rows = [("status", [clock(lambda: status(directory)) for _ in range(5)]),
                 ("report, tables and plot to write", [clock(lambda: report(directory))]),
                 ("report, tables and plot current", [clock(lambda: report(directory))
-                                                     for _ in range(3)])]
+                                                     for _ in range(5)])]
     print(f"status and report on a synthetic sweep of {count} finished one-episode trials "
           "(journal committed in groups of 256), each call reading the sweep afresh")
-    print(f"{'call':34} {'median s':>9} {'calls':>6}")
+    print(f"{'call':34} {'wall s':>7} {'cpu s':>7} {'calls':>6}  (medians)")
     for name, times in rows:
-        print(f"{name:34} {statistics.median(times):>9.3f} {len(times):>6}")
+        print(f"{name:34} {statistics.median(w for w, _ in times):>7.3f} "
+              f"{statistics.median(c for _, c in times):>7.3f} {len(times):>6}")
     print("(a run writes the tables when it ends, so report after a run finds them current)")
 
 

@@ -116,5 +116,7 @@ class TrialOutcome:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrialOutcome:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in _OUTCOME_FIELDS})
+
+
+_OUTCOME_FIELDS = frozenset(f.name for f in dataclasses.fields(TrialOutcome))
