@@ -220,6 +220,57 @@ def status_report(count: int) -> None:
     print("(a run writes the tables when it ends, so report after a run finds them current)")
 
 
+def scaling(sizes: list[int], image: Path, plot: Path | None) -> None:
+    """Warm container sweeps of growing size against the in-process loop of the same size: the
+    per-trial overhead in ms must not grow with the sweep (optionally plotted to `plot`)."""
+    def spec(directory: Path, count: int) -> Path:
+        directory.mkdir()
+        path = directory / "sweep.toml"
+        path.write_text(
+            f'name = "luby"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
+            f'image = "{image}"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+            f"seeds = {{ start = 0, count = {count} }}\n")
+        return path
+
+    results = []
+    print(f"scaling: one-episode Luby trials, one worker, bwrap image {image.name}")
+    print(f"{'trials':>7} {'loop s':>8} {'sweep s':>8} {'x loop':>7} {'(sweep-loop)/trial ms':>22} "
+          f"{'in-run/trial ms':>16}")
+    for count in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            loop = timed([sys.executable, "-c", LUBY_LOOP, str(count)])
+            sweep = timed([sys.executable, "-c", LUBY_SWEEP, str(spec(Path(tmp) / "s", count))])
+            phases = warm_phases(Path(tmp) / "s" / "luby")
+        in_run = phases["first trial's start to the last one's end"] / count
+        row = (count, loop, sweep, (sweep - loop) / count * 1000, in_run * 1000)
+        results.append(row)
+        print(f"{count:>7} {loop:>8.2f} {sweep:>8.2f} {sweep / loop:>7.2f} {row[3]:>22.1f} "
+              f"{row[4]:>16.1f}")
+    print("(sweep-loop)/trial: what the sweep adds per trial, its start included; in-run/trial: "
+          "first trial's start to the last one's end over the trials (episode included)")
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, ax = plt.subplots(figsize=(5, 3.2))
+        counts = [r[0] for r in results]
+        ax.plot(counts, [r[3] for r in results], marker="o", label="(sweep - loop) / trial")
+        ax.plot(counts, [r[4] for r in results], marker="s", label="in the run, per trial")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("trials in the sweep")
+        ax.set_ylabel("ms per trial")
+        ax.set_title(f"warm bwrap sweep of one-episode Luby trials, load {os.getloadavg()[0]:.1f}",
+                     fontsize=8)
+        ax.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(plot, dpi=110)
+        print(f"plot: {plot}")
+
+
 SLURM_SWEEP = ("import sys; from dacbench_remote.sweeps import run_sweep; "
                "r = run_sweep(sys.argv[1], executor='slurm'); sys.exit(0 if r.ok else 1)")
 
@@ -271,11 +322,21 @@ def main() -> None:
     parser.add_argument("--slurm", type=int, metavar="TRIALS", nargs="?", const=256,
                         help="instead: TRIALS (default 256) Luby trials on Slurm, warm chunks "
                              "vs one trial per task (needs scripts/slurm-cluster.sh up)")
+    parser.add_argument("--scaling", type=int, nargs="*", metavar="TRIALS",
+                        help="instead: warm Luby sweeps of these sizes (default 64 256 1024) "
+                             "against the in-process loop, per-trial overhead in ms")
+    parser.add_argument("--plot", type=Path, help="with --scaling: draw the per-trial ms here")
     args = parser.parse_args()
     print(f"{' '.join(sys.argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores\n")
     if args.status_report:
         status_report(args.status_report)
+        return
+    if args.scaling is not None:
+        image = args.image or default_image()
+        if image is None:
+            sys.exit("--scaling needs a Luby image: pass --image")
+        scaling(args.scaling or [64, 256, 1024], image, args.plot)
         return
     if args.slurm:
         image = args.image or default_image()
