@@ -13,13 +13,14 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.needs import need_root, need_tools
+from tests.needs import need_module, need_root, need_tools
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_RECIPE = REPO / "recipes" / "dacbench-base.def"
@@ -155,3 +156,45 @@ def standin_image() -> Path:
     from .runtime_images import build_standin_image
 
     return build_standin_image()
+
+
+SLURM_SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
+# Test sessions that use the one-node Slurm hold a shared flock on this file while they do; the
+# marker says a test session (not a person) brought the cluster up.
+SLURM_USERS = Path("/tmp/dacbench-remote-slurm.users")
+SLURM_STARTED_BY_TESTS = Path("/tmp/dacbench-remote-slurm.started-by-tests")
+
+
+def _slurm_cluster(action: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SLURM_SCRIPT), action], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> Iterator[None]:
+    """A one-node Slurm on this machine (scripts/slurm-cluster.sh), up for the module.
+
+    Two test sessions may use it at once (a developer's and CI's, or two checkouts): the last
+    one to finish takes it down, and only if a test session brought it up (`down` cancels every
+    job, so taking it down under another session would fail that session's trials).
+    """
+    need_tools("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scancel")
+    need_root("bringing up slurmctld/slurmd/munged")
+    need_module("submitit")
+    with open(SLURM_USERS, "a") as users:
+        with open(SLURM_USERS.with_suffix(".starting"), "a") as starting:
+            fcntl.flock(starting, fcntl.LOCK_EX)  # one session at a time brings it up
+            fcntl.flock(users, fcntl.LOCK_SH)
+            if _slurm_cluster("status").returncode != 0:
+                SLURM_STARTED_BY_TESTS.touch()
+            up = _slurm_cluster("up")
+        assert up.returncode == 0, f"slurm-cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+        yield
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else is using it
+        except BlockingIOError:
+            return
+        if SLURM_STARTED_BY_TESTS.exists():
+            down = _slurm_cluster("down")
+            assert down.returncode == 0, down.stderr
+            SLURM_STARTED_BY_TESTS.unlink()
+            assert _slurm_cluster("status").returncode != 0

@@ -20,30 +20,11 @@ from dacbench_remote.sweeps import SweepDir, cancel, load_spec, read_results_csv
 from dacbench_remote.sweeps.slurm_executor import live_tasks
 from tests.conftest import IMAGE_TIMEOUT
 from tests.integration.runtime_images import build_standin_image
-from tests.needs import need_module, need_root, need_tools
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
 HELPERS = "tests.integration.sweep_helpers"
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    """A one-node Slurm on this machine for the module; torn down afterwards if we started it."""
-    need_tools("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scancel")
-    need_root("bringing up slurmctld/slurmd/munged")
-    need_module("submitit")
-    was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
-    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True)
-    assert up.returncode == 0, f"slurm-cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
-    yield
-    if not was_up:
-        down = subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, text=True)
-        assert down.returncode == 0, down.stderr
-        assert subprocess.run(["bash", str(SCRIPT), "status"],
-                              capture_output=True).returncode != 0
 
 
 @pytest.fixture
