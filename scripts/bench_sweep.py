@@ -12,6 +12,8 @@ container), the connection, and cleanup. Printed as a table; nothing is asserted
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -125,6 +127,9 @@ def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
         (Path(tmp) / "w").mkdir()
         (Path(tmp) / "f").mkdir()
         warm = timed([sys.executable, "-c", LUBY_SWEEP, str(spec(Path(tmp) / "w", trials, True))])
+        phases = warm_phases(Path(tmp) / "w" / "luby")  # the spec's name is its directory
+        phases["outside the run (interpreter, imports, tables, stopping)"] = (
+            warm - phases.pop("run start to the last trial's end"))
         fresh = timed([sys.executable, "-c", LUBY_SWEEP,
                        str(spec(Path(tmp) / "f", fresh_trials, False))]) * trials / fresh_trials
     print(f"{trials} one-episode Luby trials, one worker, bwrap image {image.name}")
@@ -132,9 +137,171 @@ def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
     for name, wall in (("in-process loop", loop), ("container sweep, warm", warm),
                        (f"container sweep, fresh (from {fresh_trials})", fresh)):
         print(f"{name:34} {wall:>8.2f} {wall / trials * 1000:>13.0f} {wall / loop:>7.1f}")
-    target = warm <= 3 * loop
-    print(f"target (warm sweep <= 3x the loop): {'met' if target else 'NOT met'} "
+    target = warm <= 1.5 * loop
+    print(f"target (warm sweep <= 1.5x the loop): {'met' if target else 'NOT met'} "
           f"({warm / loop:.1f}x); warm is {fresh / warm:.1f}x faster than fresh")
+    print("where the warm sweep's time goes (from its sweep directory):")
+    for name, seconds in phases.items():
+        print(f"  {name:58} {seconds * 1000:>8.0f} ms")
+
+
+def warm_phases(directory: Path) -> dict[str, float]:
+    """The warm sweep's time split up: before the first trial, and per trial (medians) the
+    worker's life, the episodes in it, and the gap the driver leaves until the next trial."""
+    from dacbench_remote.sweeps.sweepdir import read_jsonl
+
+    layout = SweepDir(directory)
+    outcomes = sorted(layout.outcomes().values(), key=lambda o: o.started)
+    start = next(r["time"] for r in read_jsonl(layout.runs) if r["event"] == "start")
+    episodes = {o.trial_id: sum(r["wall_time"] for r in layout.episode_rows(o.trial_id))
+                for o in outcomes}
+    gaps = [b.started - a.finished for a, b in itertools.pairwise(outcomes)]
+    return {
+        "run start to the last trial's end": outcomes[-1].finished - start,
+        "run start to the first trial's start (zygote, worker host)": outcomes[0].started - start,
+        "first trial's start to the last one's end": outcomes[-1].finished - outcomes[0].started,
+        "per trial: worker fork to exit (median)": statistics.median(o.wall_time
+                                                                     for o in outcomes),
+        "per trial: of which the episode (median)": statistics.median(episodes.values()),
+        "per trial: gap to the next trial (median)": statistics.median(gaps) if gaps else 0.0,
+    }
+
+
+def synthetic_sweep(directory: Path, count: int, running: int = 8) -> None:
+    """A sweep directory as a finished run of `count` one-episode trials leaves it (all but
+    `running` recorded in the journal, in groups of 256 as the local executor commits them)."""
+    from dacbench_remote.sweeps.journal import JournalWriter
+    from dacbench_remote.sweeps.trial import DONE, Trial, TrialOutcome
+
+    layout = SweepDir(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trials = [Trial(benchmark="gymnasium:CartPole-v1", agent="random", seed=seed, episodes=1)
+              for seed in range(count)]
+    layout.write_trials(trials)
+    journal = JournalWriter(layout.journal_dir, "synthetic")
+    now = time.time()
+    for index, trial in enumerate(trials[:count - running]):
+        outcome = TrialOutcome(trial.id, DONE, "synthetic", episodes=1, mean_return=20.0 + index % 7,
+                               started=now, finished=now + 0.05, host="bench")
+        journal.add(outcome, [{
+            "sweep": "bench", "run_id": "synthetic", "trial_id": trial.id,
+            "benchmark": trial.benchmark, "experiment": None, "config": "{}", "kwargs": "{}",
+            "agent": trial.agent, "seed": trial.seed, "episode": 0, "episode_seed": trial.seed,
+            "return": 20.0 + index % 7, "length": 20, "wall_time": 0.01, "terminated": True,
+            "truncated": False, "runtime": "local", "image_sha256": None, "host": "bench"}])
+        if journal.pending >= 256:
+            journal.commit()
+    journal.close()
+
+
+def status_report(count: int) -> None:
+    """Wall time of status() and report() on a synthetic sweep of `count` trials."""
+    from dacbench_remote.sweeps import report, status
+
+    def clock(call) -> tuple[float, float]:
+        """Wall and CPU seconds of call() (CPU time says more on a machine others load)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        call()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
+        directory = Path(tmp) / "sweep"
+        synthetic_sweep(directory, count)
+        rows = [("status", [clock(lambda: status(directory)) for _ in range(5)]),
+                ("report, tables and plot to write", [clock(lambda: report(directory))]),
+                ("report, tables and plot current", [clock(lambda: report(directory))
+                                                     for _ in range(5)])]
+    print(f"status and report on a synthetic sweep of {count} finished one-episode trials "
+          "(journal committed in groups of 256), each call reading the sweep afresh")
+    print(f"{'call':34} {'wall s':>7} {'cpu s':>7} {'calls':>6}  (medians)")
+    for name, times in rows:
+        print(f"{name:34} {statistics.median(w for w, _ in times):>7.3f} "
+              f"{statistics.median(c for _, c in times):>7.3f} {len(times):>6}")
+    print("(a run writes the tables when it ends, so report after a run finds them current)")
+
+
+def scaling(sizes: list[int], image: Path, plot: Path | None) -> None:
+    """Warm container sweeps of growing size against the in-process loop of the same size: the
+    per-trial overhead in ms must not grow with the sweep (optionally plotted to `plot`)."""
+    def spec(directory: Path, count: int) -> Path:
+        directory.mkdir()
+        path = directory / "sweep.toml"
+        path.write_text(
+            f'name = "luby"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
+            f'image = "{image}"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+            f"seeds = {{ start = 0, count = {count} }}\n")
+        return path
+
+    results = []
+    print(f"scaling: one-episode Luby trials, one worker, bwrap image {image.name}")
+    print(f"{'trials':>7} {'loop s':>8} {'sweep s':>8} {'x loop':>7} {'(sweep-loop)/trial ms':>22} "
+          f"{'in-run/trial ms':>16}")
+    for count in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            loop = timed([sys.executable, "-c", LUBY_LOOP, str(count)])
+            sweep = timed([sys.executable, "-c", LUBY_SWEEP, str(spec(Path(tmp) / "s", count))])
+            phases = warm_phases(Path(tmp) / "s" / "luby")
+        in_run = phases["first trial's start to the last one's end"] / count
+        row = (count, loop, sweep, (sweep - loop) / count * 1000, in_run * 1000)
+        results.append(row)
+        print(f"{count:>7} {loop:>8.2f} {sweep:>8.2f} {sweep / loop:>7.2f} {row[3]:>22.1f} "
+              f"{row[4]:>16.1f}")
+    print("(sweep-loop)/trial: what the sweep adds per trial, its start included; in-run/trial: "
+          "first trial's start to the last one's end over the trials (episode included)")
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, ax = plt.subplots(figsize=(5, 3.2))
+        counts = [r[0] for r in results]
+        ax.plot(counts, [r[3] for r in results], marker="o", label="(sweep - loop) / trial")
+        ax.plot(counts, [r[4] for r in results], marker="s", label="in the run, per trial")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("trials in the sweep")
+        ax.set_ylabel("ms per trial")
+        ax.set_title(f"warm bwrap sweep of one-episode Luby trials, load {os.getloadavg()[0]:.1f}",
+                     fontsize=8)
+        ax.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(plot, dpi=110)
+        print(f"plot: {plot}")
+
+
+SLURM_SWEEP = ("import sys; from dacbench_remote.sweeps import run_sweep; "
+               "r = run_sweep(sys.argv[1], executor='slurm'); sys.exit(0 if r.ok else 1)")
+
+
+def slurm_chunks(trials: int, image: Path | None) -> None:
+    """Slurm (scripts/slurm-cluster.sh up): one-episode Luby trials, warm chunks (one task per
+    core) against one trial per task, each sweep timed from its driver's start to its end."""
+    runtime = f'kind = "bwrap"\nimage = "{image}"' if image else 'kind = "local"'
+    cores = os.cpu_count() or 1
+
+    def spec(directory: Path, per_task: int) -> Path:
+        directory.mkdir()
+        path = directory / "sweep.toml"
+        path.write_text(
+            f'name = "slurm-bench"\nepisodes = 1\ntime_limit = 300\n[runtime]\n{runtime}\n'
+            f'[executor.slurm]\ntrials_per_task = {per_task}\narray_parallelism = {cores}\n'
+            f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+            f"seeds = {{ start = 0, count = {trials} }}\n")
+        return path
+
+    with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
+        chunked = timed([sys.executable, "-c", SLURM_SWEEP,
+                         str(spec(Path(tmp) / "chunks", -(-trials // cores)))])
+        single = timed([sys.executable, "-c", SLURM_SWEEP, str(spec(Path(tmp) / "single", 1))])
+    print(f"Slurm: {trials} one-episode Luby trials ({'bwrap ' + image.name if image else 'local'}"
+          f" runtime), {cores} tasks at a time")
+    print(f"{'mode':34} {'wall s':>8} {'per trial ms':>13}")
+    for name, wall in ((f"warm chunks ({-(-trials // cores)} trials/task)", chunked),
+                       ("one trial per task", single)):
+        print(f"{name:34} {wall:>8.2f} {wall / trials * 1000:>13.0f}")
+    print(f"one trial per task takes {single / chunked:.1f}x the time of warm chunks")
 
 
 def main() -> None:
@@ -149,7 +316,32 @@ def main() -> None:
                              "trials against an in-process loop (--trials, default 64)")
     parser.add_argument("--fresh-trials", type=int, default=16,
                         help="trials of the fresh sweep in --luby-warm (extrapolated)")
+    parser.add_argument("--status-report", type=int, metavar="TRIALS", nargs="?", const=10000,
+                        help="instead: time status and report on a synthetic sweep directory "
+                             "of TRIALS finished trials (default 10000)")
+    parser.add_argument("--slurm", type=int, metavar="TRIALS", nargs="?", const=256,
+                        help="instead: TRIALS (default 256) Luby trials on Slurm, warm chunks "
+                             "vs one trial per task (needs scripts/slurm-cluster.sh up)")
+    parser.add_argument("--scaling", type=int, nargs="*", metavar="TRIALS",
+                        help="instead: warm Luby sweeps of these sizes (default 64 256 1024) "
+                             "against the in-process loop, per-trial overhead in ms")
+    parser.add_argument("--plot", type=Path, help="with --scaling: draw the per-trial ms here")
     args = parser.parse_args()
+    print(f"{' '.join(sys.argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores\n")
+    if args.status_report:
+        status_report(args.status_report)
+        return
+    if args.scaling is not None:
+        image = args.image or default_image()
+        if image is None:
+            sys.exit("--scaling needs a Luby image: pass --image")
+        scaling(args.scaling or [64, 256, 1024], image, args.plot)
+        return
+    if args.slurm:
+        image = args.image or default_image()
+        slurm_chunks(args.slurm, image if "bwrap" in args.runtimes else None)
+        return
     if args.luby_warm:
         image = args.image or default_image()
         if image is None:
@@ -165,7 +357,7 @@ def main() -> None:
         print(f"bwrap image: {image} ({image.stat().st_size / 1e6:.0f} MB)")
 
     print(f"{args.trials} trials x {args.episodes} episode(s) of gymnasium:CartPole-v1 (random "
-          f"agent); machine has {__import__('os').cpu_count()} cores")
+          f"agent); machine has {os.cpu_count()} cores")
     print()
     print(f"{'runtime':8} {'workers':>7} {'wall s':>8} {'trials/min':>11} {'overhead/trial s':>17}")
     for runtime in runtimes:

@@ -28,6 +28,7 @@ from dacbench_remote.sweeps import (
 )
 from dacbench_remote.sweeps.driver import make_executor
 from dacbench_remote.sweeps.executors import EXECUTORS, prefetch_images
+from dacbench_remote.sweeps.journal import JournalWriter
 from dacbench_remote.sweeps.slurm_executor import SlurmExecutor
 from dacbench_remote.sweeps.spec import LocalOptions, SlurmOptions
 from dacbench_remote.sweeps.sweepdir import atomic_write_json, read_jsonl
@@ -294,20 +295,16 @@ def fake_sweep(tmp_path: Path) -> tuple[SweepDir, list[Trial]]:
     layout = SweepDir(tmp_path / "sw")
     trials = [Trial("gymnasium:CartPole-v1", "random", seed, 3) for seed in (0, 1, 2, 3)]
     layout.write_trials(trials)
+    journal = JournalWriter(layout.journal_dir, "run1")
     returns = {trials[0].id: [1.0, 2.0, 3.0], trials[1].id: [4.0, 5.0, 6.0]}
     for trial_id, values in returns.items():
         rows = [{"trial_id": trial_id, "episode": i, "return": r, "length": 10,
                  "benchmark": "gymnasium:CartPole-v1", "agent": "random"}
                 for i, r in enumerate(values)]
-        directory = layout.trial_dir(trial_id)
-        directory.mkdir(parents=True)
-        (directory / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        outcome = TrialOutcome(trial_id, "done", "run1", 3, statistics.fmean(values))
-        atomic_write_json(layout.done_file(trial_id), outcome.to_dict())
-    layout.trial_dir(trials[2].id).mkdir(parents=True)
-    atomic_write_json(layout.done_file(trials[2].id),
-                      TrialOutcome(trials[2].id, "failed", "run1",
-                                   error="RemoteError: ValueError: bad action").to_dict())
+        journal.add(TrialOutcome(trial_id, "done", "run1", 3, statistics.fmean(values)), rows)
+    journal.add(TrialOutcome(trials[2].id, "failed", "run1",
+                             error="RemoteError: ValueError: bad action"), [])
+    journal.close()
     return layout, trials
 
 

@@ -19,7 +19,7 @@ from .._sys.files import atomic_write_json, atomic_write_text, locked
 from .._sys.procfs import ProcessRecord, boot_id, hostname, stop_records, wait_gone
 from ..errors import BadConfig, SweepAlreadyRunning
 from ..host.results import append_record
-from .executors import EXECUTORS, Executor, RunContext
+from .executors import EXECUTORS, Executor, RunContext, sigterm_as_interrupt
 from .local_executor import LocalExecutor
 from .slurm_executor import SlurmExecutor, live_tasks, scancel
 from .spec import LocalOptions, SlurmOptions, load_spec
@@ -105,12 +105,14 @@ def run_sweep(
     say = progress or (lambda line: None)
 
     with _exclusive(layout):
+        run_id = new_run_id()
         atomic_write_text(layout.spec, spec.text)
         layout.write_trials(spec.trials)
-        _forget(layout, spec.trials, resume, retry_failed)
-        pending = [t for t in spec.trials if layout.outcome(t.id) is None]
-        skipped = [t.id for t in spec.trials if layout.outcome(t.id) is not None]
-        run_id = new_run_id()
+        layout.compact_journal(run_id)
+        _forget(layout, spec.trials, resume, retry_failed, run_id)
+        recorded = layout.outcomes()
+        pending = [t for t in spec.trials if t.id not in recorded]
+        skipped = [t.id for t in spec.trials if t.id in recorded]
         result = SweepResult(layout.path, run_id, kind, len(spec.trials), [], skipped)
         append_record(layout.runs, {"event": "start", "run_id": run_id, "time": time.time(),
                                     "executor": kind, "host": hostname(), "pid": os.getpid(),
@@ -134,13 +136,13 @@ def run_sweep(
         def on_job(job_id: str) -> None:
             result.job_ids.append(job_id)
             atomic_write_json(layout.driver, {**driver, "slurm_jobs": result.job_ids})
-            say(f"submitted Slurm array job {job_id} ({len(pending)} tasks)")
+            say(f"submitted Slurm array job {job_id} ({len(pending)} trials)")
 
         ctx = RunContext(layout, run_id, spec.name, threading.Event(), on_outcome, on_job)
         runner = make_executor(kind, spec.executor.local, spec.executor.slurm, workers)
         interrupted = False
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 if pending:
                     runner.run(pending, ctx)
         except KeyboardInterrupt:
@@ -168,15 +170,16 @@ def make_executor(kind: str, local: LocalOptions, slurm: SlurmOptions,
     raise BadConfig(f"executor {kind!r} is not known; use one of {', '.join(EXECUTORS)}")
 
 
-def _forget(layout: SweepDir, trials, resume: bool, retry_failed: bool) -> None:
-    """Remove recorded outcomes that this run must redo."""
-    for trial in trials:
-        if not resume:
+def _forget(layout: SweepDir, trials, resume: bool, retry_failed: bool, run_id: str) -> None:
+    """Take back the recorded outcomes that this run must redo (durably, before it starts)."""
+    if not resume:
+        layout.forget([trial.id for trial in trials], run_id)
+        for trial in trials:
             shutil.rmtree(layout.trial_dir(trial.id), ignore_errors=True)
-            continue
-        outcome = layout.outcome(trial.id)
-        if retry_failed and outcome is not None and outcome.status in (FAILED, TIMED_OUT):
-            layout.done_file(trial.id).unlink()
+    elif retry_failed:
+        recorded = layout.outcomes()
+        layout.forget([t.id for t in trials if t.id in recorded
+                       and recorded[t.id].status in (FAILED, TIMED_OUT)], run_id)
 
 
 @contextmanager
@@ -192,23 +195,6 @@ def _exclusive(layout, what: str = "sweep") -> Iterator[None]:
                 f"with `dacbench-remote {what} cancel {layout.path}`"
             )
         yield
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops a sweep the way Ctrl-C does (main thread only; elsewhere it is left alone)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

@@ -8,9 +8,11 @@ where. The driver picks one by name (`driver.make_executor`).
 
 from __future__ import annotations
 
+import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -49,6 +51,24 @@ class Executor(ABC):
 
         On any exception (Ctrl-C) set `ctx.cancel_event` and leave nothing running.
         """
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run the way Ctrl-C does (main thread only; elsewhere it is left alone):
+    the executor stops its trials and commits what finished."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- images ----------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The local executor: `workers` trials at a time on this machine, each in its own worker process
-(forked from a warm worker host unless `warm = false`) with its own server."""
+(forked from a warm worker host unless `warm = false`) with its own server.
+
+Finished trials go into this run's journal (sweeps/journal.py); the executor commits them in
+groups from its main thread and reports each (`ctx.on_outcome`) once its commit is durable.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +11,41 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .executors import Executor, RunContext, prefetch_images
+from .journal import JournalWriter, TrialRecord, writer_name
 from .spec import LocalOptions
-from .trial import FAILED, Trial, TrialOutcome
+from .trial import CANCELLED, FAILED, Trial, TrialOutcome
 from .trial_runner import run_trial
 from .warm import WarmSlots
 
+# The longest the main thread waits for a trial before it looks again (Ctrl-C, commits).
+POLL = 0.5
+
 
 class LocalExecutor(Executor):
-    """Runs `workers` trials at a time here; each trial is its own worker process and server."""
+    """Runs `workers` trials at a time here; each trial is its own worker process and server.
+
+    `role` names this executor's journal file among others of the same run (a Slurm task's).
+    """
 
     name = "local"
 
-    def __init__(self, options: LocalOptions | None = None, workers: int | None = None):
+    def __init__(self, options: LocalOptions | None = None, workers: int | None = None, *,
+                 role: str = "local"):
         configured = options.workers if options else None
         self.workers = workers or configured or os.cpu_count() or 1
         self.warm = options.warm if options else True
+        self.role = role
 
     def run(self, trials: list[Trial], ctx: RunContext) -> list[TrialOutcome]:
         trials = prefetch_images(trials)
+        by_id = {trial.id: trial for trial in trials}
         outcomes: list[TrialOutcome] = []
         slots = WarmSlots(self.warm)
+        journal = JournalWriter(ctx.layout.journal_dir, writer_name(ctx.run_id, self.role))
 
         def run_one(trial: Trial) -> TrialOutcome:
-            if ctx.layout.outcome(trial.id) is not None or ctx.cancel_event.is_set():
-                zygote = None  # recorded already, or about to stop: no zygote to start
-            else:
+            zygote = None
+            if not ctx.cancel_event.is_set():  # about to stop: no zygote to start
                 host = slots.worker_host()
                 if host is not None:
                     host.start()  # imports while the zygote starts
@@ -40,19 +54,30 @@ class LocalExecutor(Executor):
             return run_trial(trial, ctx.layout.path, run_id=ctx.run_id,
                              sweep_name=ctx.sweep_name, cancel_event=ctx.cancel_event,
                              zygote=socket_path, zygote_pid=pid,
-                             worker_host=slots.worker_host())
+                             worker_host=slots.worker_host(), journal=journal)
+
+        def report(records: list[TrialRecord]) -> None:
+            for record in records:
+                ctx.layout.write_done(record, by_id.get(record.outcome.trial_id))
+                outcomes.append(record.outcome)
+                ctx.on_outcome(record.outcome)
 
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="trial")
         try:
             futures = {pool.submit(run_one, trial): trial for trial in trials}
             pending = set(futures)
             while pending:
-                # A timeout keeps the main thread responsive to Ctrl-C.
-                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                # A timeout keeps the main thread responsive to Ctrl-C and to due commits.
+                due = journal.seconds_until_due()
+                timeout = POLL if due is None else min(POLL, due)
+                finished, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    outcome = _outcome_of(future, futures[future], ctx.run_id)
-                    outcomes.append(outcome)
-                    ctx.on_outcome(outcome)
+                    outcome, recorded = _outcome_of(future, futures[future], ctx.run_id)
+                    if not recorded:  # in no journal: reported now (it runs again on resume)
+                        outcomes.append(outcome)
+                        ctx.on_outcome(outcome)
+                if journal.due():
+                    report(journal.commit())
         except BaseException:
             # Running trials see the event, stop their workers and servers, and return.
             ctx.cancel_event.set()
@@ -60,13 +85,16 @@ class LocalExecutor(Executor):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             slots.close()
+            report(journal.close())  # what finished is made durable and reported, even on Ctrl-C
         return outcomes
 
 
-def _outcome_of(future, trial: Trial, run_id: str) -> TrialOutcome:
-    """The trial's outcome; a crash of the supervisor itself becomes an (unrecorded) failure."""
+def _outcome_of(future, trial: Trial, run_id: str) -> tuple[TrialOutcome, bool]:
+    """The trial's outcome and whether it went into the journal; a crash of the supervisor
+    itself becomes an (unrecorded) failure."""
     exc = future.exception()
     if exc is None:
-        return future.result()
+        outcome = future.result()
+        return outcome, outcome.status != CANCELLED
     return TrialOutcome(trial.id, FAILED, run_id, error=f"the trial supervisor failed: "
-                                                         f"{type(exc).__name__}: {exc}")
+                                                        f"{type(exc).__name__}: {exc}"), False

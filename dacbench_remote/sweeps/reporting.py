@@ -12,7 +12,7 @@ from .._sys.files import atomic_output
 from .._sys.procfs import ProcessRecord, boot_id, hostname
 from .slurm_executor import live_tasks
 from .sweepdir import SweepDir, read_json, read_jsonl
-from .tables import PENDING, episode_rows, write_tables
+from .tables import PENDING, episode_rows, mark_plotted, tables_current, write_tables
 from .trial import DONE, FAILED, TIMED_OUT, Trial
 
 RUNNING = "running"
@@ -66,20 +66,23 @@ class SweepReport:
 def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
     """Summarise a sweep: mean/std return per benchmark x agent, trial counts, failures, a PNG.
 
-    Also rewrites results.csv and trials.csv from the per-trial files. Print the result.
+    Also rewrites results.csv and trials.csv (and report.png) from the journal, unless they were
+    made from the journal as it is now (tables.json says so). Print the result.
     """
     layout = SweepDir(sweep_dir)
     trials = layout.trials()
-    write_tables(layout, trials)
+    rows = episode_rows(layout, trials)
+    if not tables_current(layout):
+        write_tables(layout, trials, rows=rows)
     by_id = {t.id: t for t in trials}
+    outcomes = layout.outcomes()
     counts: Counter = Counter(total=len(trials))
     failures = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
+        outcome = outcomes.get(trial.id)
         counts[outcome.status if outcome else PENDING] += 1
         if outcome and outcome.status in (FAILED, TIMED_OUT):
             failures.append((trial.id, f"[{outcome.status}] {trial.label()}", outcome.error))
-    rows = episode_rows(layout, trials)
     grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         trial = by_id[row["trial_id"]]
@@ -91,9 +94,12 @@ def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
                                   len(returns), statistics.fmean(returns),
                                   statistics.stdev(returns) if len(returns) > 1 else 0.0))
     result = SweepReport(layout.path, dict(counts), summary, failures, None)
-    if plot and rows:
+    if plot and rows and tables_current(layout, plot=True):
+        result.plot = layout.plot
+    elif plot and rows:
         try:
             result.plot = plot_returns(rows, by_id, layout.plot)
+            mark_plotted(layout)
         except ImportError:
             result.notes.append(MATPLOTLIB_MISSING)
     return result
@@ -168,10 +174,11 @@ def status(sweep_dir: str | Path) -> SweepStatus:
 
     layout = SweepDir(sweep_dir)
     trials = layout.trials()
+    outcomes = layout.outcomes()
     counts: Counter = Counter(total=len(trials))
     running = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
+        outcome = outcomes.get(trial.id)
         if outcome is not None:
             counts[outcome.status] += 1
         elif _is_running(layout.running_file(trial.id)):

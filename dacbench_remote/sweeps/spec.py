@@ -45,7 +45,8 @@ _EXECUTOR_KEYS = {"kind", "local", "slurm"}
 _LOCAL_KEYS = {"workers", "warm"}
 _SLURM_KEYS = {"partition", "time", "cpus_per_task", "mem_gb", "gres", "array_parallelism",
                "cache_dir", "folder", "account", "qos", "constraint", "setup", "additional",
-               "poll_interval"}
+               "poll_interval", "trials_per_task", "task_length", "trial_time", "warm"}
+DEFAULT_TASK_LENGTH = 1800.0  # seconds of trials an array task aims at, by default
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,12 @@ class LocalOptions:
 class SlurmOptions:
     """The slurm executor: sbatch options of the one array job, plus where images are cached.
 
-    `time` is minutes per array task (default: the longest trial time limit plus 5 minutes).
+    Each array task runs a chunk of trials in one warm container (`warm`, as the local executor
+    with one worker): `trials_per_task` of them, or as many as fill `task_length` seconds at
+    `trial_time` seconds each (default: the median time of the sweep's finished trials, else
+    60 s); no fewer tasks than `array_parallelism`. `time` is minutes per array task (default:
+    the longest trial time limit, plus 1.5 x the expected time of the chunk's other trials, plus
+    5 minutes).
     """
 
     partition: str | None = None
@@ -78,6 +84,10 @@ class SlurmOptions:
     setup: tuple[str, ...] = ()
     additional: dict = field(default_factory=dict)
     poll_interval: float = 1.0
+    trials_per_task: int | None = None
+    task_length: float = DEFAULT_TASK_LENGTH
+    trial_time: float | None = None
+    warm: bool = True
 
 
 @dataclass(frozen=True)
@@ -356,6 +366,10 @@ def _executor(table: Any, where: _Where, base: Path) -> ExecutorOptions:
     folder = _string(s, "folder", where, prefix=p)
     cache_dir = _string(s, "cache_dir", where, prefix=p)
     parallelism = s.get("array_parallelism")
+    per_task = s.get("trials_per_task")
+    slurm_warm = s.get("warm", True)
+    if not isinstance(slurm_warm, bool):
+        raise where.error(f"{p}.warm", f"must be true or false, got {slurm_warm!r}")
     slurm = SlurmOptions(
         partition=_string(s, "partition", where, prefix=p),
         time=time_minutes,
@@ -372,6 +386,13 @@ def _executor(table: Any, where: _Where, base: Path) -> ExecutorOptions:
         setup=tuple(setup),
         additional=dict(additional),
         poll_interval=_duration(s.get("poll_interval", 1.0), where, f"{p}.poll_interval"),
+        trials_per_task=(None if per_task is None
+                         else _positive_int(per_task, where, f"{p}.trials_per_task")),
+        task_length=_duration(s.get("task_length", DEFAULT_TASK_LENGTH), where,
+                              f"{p}.task_length"),
+        trial_time=(None if "trial_time" not in s
+                    else _duration(s["trial_time"], where, f"{p}.trial_time")),
+        warm=slurm_warm,
     )
     return ExecutorOptions(kind=kind, local=LocalOptions(workers, warm), slurm=slurm)
 

@@ -1,7 +1,7 @@
 """The sweep's tables: each episode of each completed trial in results.csv, trials in trials.csv.
 
-Built from the per-trial files, so they can be rebuilt at any time (the per-trial JSONL stays
-the source of truth). Parquet is written too when pyarrow happens to be installed.
+Built from the sweep's journal (the record of finished trials), so they can be rebuilt at any
+time. Parquet is written too when pyarrow happens to be installed.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
-from .._sys.files import atomic_output, atomic_write_text
-from .sweepdir import SweepDir, read_jsonl
+from .._sys.files import atomic_output, atomic_write_json, atomic_write_text
+from .sweepdir import SweepDir, read_json
 from .trial import DONE, Trial
 
 RESULT_COLUMNS = [
@@ -29,21 +30,21 @@ PENDING = "pending"
 
 def episode_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
     """Rows of all trials recorded as done, in trial order then episode order."""
+    recorded = layout.results().latest_all()
     rows = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
-        if outcome is None or outcome.status != DONE:
-            continue
-        rows += sorted(read_jsonl(layout.trial_dir(trial.id) / "episodes.jsonl"),
-                       key=lambda row: row.get("episode", 0))
+        record = recorded.get(trial.id)
+        if record is not None and record.outcome.status == DONE:
+            rows += sorted(record.rows, key=lambda row: row.get("episode", 0))
     return rows
 
 
 def trial_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
     """One row per trial: its parameters and recorded outcome (or `pending`)."""
+    outcomes = layout.outcomes()
     rows = []
     for trial in trials:
-        outcome = layout.outcome(trial.id)
+        outcome = outcomes.get(trial.id)
         row = {
             "trial_id": trial.id, "benchmark": trial.benchmark, "experiment": trial.experiment,
             "config": trial.config, "kwargs": trial.kwargs, "agent": trial.agent,
@@ -76,16 +77,53 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_tables(layout: SweepDir, trials: list[Trial] | None = None) -> list[Path]:
-    """(Re)write results.csv, trials.csv and, with pyarrow, results.parquet; return their paths."""
+def write_tables(layout: SweepDir, trials: list[Trial] | None = None, *,
+                 rows: list[dict] | None = None) -> list[Path]:
+    """(Re)write results.csv, trials.csv and, with pyarrow, results.parquet; return their paths.
+
+    `rows`: the episode rows of `trials` when the caller has them already. Afterwards
+    tables.json records what the tables were made from (see `tables_current`).
+    """
     trials = layout.trials() if trials is None else trials
-    rows = episode_rows(layout, trials)
+    rows = episode_rows(layout, trials) if rows is None else rows
     atomic_write_text(layout.results_csv, to_csv(rows, RESULT_COLUMNS))
     atomic_write_text(layout.trials_csv, to_csv(trial_rows(layout, trials), TRIAL_COLUMNS))
     written = [layout.results_csv, layout.trials_csv]
     if _write_parquet(rows, layout.results_parquet):
         written.append(layout.results_parquet)
+    atomic_write_json(layout.tables_stamp, {"source": _source(layout),
+                                            "files": [p.name for p in written]}, durable=False)
     return written
+
+
+def tables_current(layout: SweepDir, plot: bool = False) -> bool:
+    """Whether the tables (and, with `plot`, report.png) were made from the journal and the trial
+    list as they are now: then report need not write them again."""
+    stamp = read_json(layout.tables_stamp)
+    if not isinstance(stamp, dict) or stamp.get("source") != _source(layout):
+        return False
+    names = list(stamp.get("files") or []) + (["report.png"] if plot else [])
+    if plot and not stamp.get("plot"):
+        return False
+    return bool(names) and all((layout.path / name).exists() for name in names)
+
+
+def mark_plotted(layout: SweepDir) -> None:
+    """Record in tables.json that report.png was drawn from what the tables were made from."""
+    stamp = read_json(layout.tables_stamp)
+    if isinstance(stamp, dict) and stamp.get("source") == _source(layout):
+        atomic_write_json(layout.tables_stamp, {**stamp, "plot": True}, durable=False)
+
+
+def _source(layout: SweepDir) -> dict:
+    """What the tables are made from: how far each journal file was read, and trials.json."""
+    position = layout.results().position()
+    try:
+        listing = os.stat(layout.trials_index)
+        trials = [listing.st_mtime_ns, listing.st_size]
+    except FileNotFoundError:
+        trials = None
+    return {"journal": position, "trials": trials}
 
 
 def _write_parquet(rows: list[dict], path: Path) -> bool:

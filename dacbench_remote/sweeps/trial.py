@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from ..runtimes.options import RuntimeOptions
@@ -65,7 +66,7 @@ class Trial:
             params["instances"] = list(self.instances)
         return params
 
-    @property
+    @cached_property  # computed once: status and report of a large sweep ask often
     def id(self) -> str:
         digest = hashlib.sha256(canonical_json(self.id_params()).encode()).hexdigest()
         return digest[:ID_LENGTH]
@@ -125,5 +126,7 @@ class TrialOutcome:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrialOutcome:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in _OUTCOME_FIELDS})
+
+
+_OUTCOME_FIELDS = frozenset(f.name for f in dataclasses.fields(TrialOutcome))

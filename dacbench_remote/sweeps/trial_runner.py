@@ -2,8 +2,9 @@
 the supervisor of one trial's worker process.
 
 It runs the trial in its own worker process (sweeps/worker.py), enforces the time limit by
-stopping the worker and every server it started, and records the outcome in `done.json`, written
-atomically and last, so that a trial counts as complete exactly when its results are.
+stopping the worker and every server it started, and records the outcome with the trial's episode
+rows in the sweep's journal (sweeps/journal.py): a trial counts as complete exactly when that
+record is, and an executor reports it once the record is durable.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..errors import ServerCrashed, ZygoteError
 from ..host.servers import holds_lifeline
 from ..runtimes.base import SERVER_MODULE
 from ..wire.replies import type_name
+from .journal import JournalWriter, writer_name
 from .sweepdir import SweepDir, read_json, read_jsonl
 from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 
@@ -56,10 +58,15 @@ def run_trial(
     zygote: str | None = None,
     zygote_pid: int | None = None,
     worker_host=None,
+    journal: JournalWriter | None = None,
 ) -> TrialOutcome:
     """Run one trial to a recorded outcome: done, failed or timed_out (or cancelled, unrecorded).
 
-    A trial that already has a done.json is not run again; its recorded outcome is returned.
+    The outcome and the trial's episode rows are recorded in the sweep's journal: queued in
+    `journal` for its next group commit when one is given (the caller commits, and reports the
+    trial only then), else committed (durably) before this returns. Without a journal, a trial
+    that is recorded already is not run again; its recorded outcome is returned.
+
     With a `worker_host` (sweeps.warm.WorkerHost) the worker process is forked from it instead
     of started afresh. An attempt whose server died (ServerCrashed: killed, segfault, out of
     memory) is run again while the trial has `retries` left in this sweep run; an exception
@@ -68,14 +75,15 @@ def run_trial(
     if isinstance(trial, dict):
         trial = Trial.from_dict(trial)
     layout = SweepDir(sweep_dir)
-    recorded = layout.outcome(trial.id)
-    if recorded is not None:
-        return recorded
+    if journal is None:
+        recorded = layout.outcome(trial.id)
+        if recorded is not None:
+            return recorded
     trial_dir = layout.trial_dir(trial.id)
     trial_dir.mkdir(parents=True, exist_ok=True)
     while True:
-        outcome = _attempt(trial, trial_dir, run_id, sweep_name, cancel_event, kill_grace,
-                           zygote, zygote_pid, worker_host)
+        outcome, rows = _attempt(trial, trial_dir, run_id, sweep_name, cancel_event, kill_grace,
+                                 zygote, zygote_pid, worker_host)
         retried = len(recorded_retries(trial_dir, run_id))
         if outcome.status != FAILED or retried >= trial.retries or not server_died(trial_dir):
             break
@@ -83,9 +91,15 @@ def run_trial(
         print(f"warning: trial {trial.id} lost its server ({outcome.error.splitlines()[0]}); "
               f"retry {retried + 1} of {trial.retries}", file=sys.stderr)
     outcome.retries = recorded_retries(trial_dir, run_id)
-    if outcome.status != CANCELLED:
-        atomic_write_json(layout.done_file(trial.id),
-                          {**outcome.to_dict(), "trial": trial.to_dict()})
+    if outcome.status == CANCELLED:
+        return outcome
+    if journal is not None:
+        journal.add(outcome, rows)
+    else:
+        own = JournalWriter(layout.journal_dir, writer_name(run_id, "trial"))
+        own.add(outcome, rows)
+        for record in own.close():
+            layout.write_done(record, trial)
     return outcome
 
 
@@ -123,8 +137,9 @@ def server_died(trial_dir: Path) -> bool:
 
 def _attempt(trial: Trial, trial_dir: Path, run_id: str, sweep_name: str,
              cancel_event: threading.Event | None, kill_grace: float, zygote: str | None,
-             zygote_pid: int | None, worker_host) -> TrialOutcome:
-    """One run of the trial's worker to its outcome (not recorded yet)."""
+             zygote_pid: int | None, worker_host) -> tuple[TrialOutcome, list[dict]]:
+    """One run of the trial's worker to its outcome (not recorded yet) and episode rows (those
+    of a done trial; none otherwise)."""
     for name in _ATTEMPT_FILES:
         (trial_dir / name).unlink(missing_ok=True)
     atomic_write_json(trial_dir / "trial.json", trial.to_dict(), durable=False)  # rewritten
@@ -176,7 +191,7 @@ def _attempt(trial: Trial, trial_dir: Path, run_id: str, sweep_name: str,
                          "episodes")
     else:
         outcome.error = _failure_message(trial_dir, worker.returncode)
-    return outcome
+    return outcome, rows if outcome.status == DONE else []
 
 
 class _Watch:

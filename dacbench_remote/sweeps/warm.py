@@ -4,6 +4,8 @@ imported) per runtime setup, and each trial's worker gets its own freshly forked
 The trial's worker holds the child's lifeline, so a worker that times out, crashes or is killed
 takes its child server with it and nothing else; a dead zygote is started again for the next
 trial. A zygote that an image does not support (older server) means fresh servers, said once.
+With bwrap the zygote runs from the image's unpacked root filesystem where unsquashfs is here
+(`prefer_unpacked`), not through squashfuse.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +23,11 @@ import time
 from pathlib import Path
 
 from .._sys.sockets import DATA_SUFFIX, socket_answers
-from ..errors import ZygoteError, ZygoteUnsupported
+from ..errors import UnpackError, ZygoteError, ZygoteUnsupported
 from ..host.client import ServerConnection
 from ..host.runner import RemoteRunner
 from ..host.zygote_client import WarmServer, request_fork
+from ..runtimes.bwrap import BwrapRuntime
 from .trial import Trial
 from .trial_runner import SUPERVISOR_ENV, ZYGOTE_ENV
 
@@ -58,14 +62,8 @@ class WarmSlots:
             warm.stop()  # died with a trial: start it again
             warm = None
         if warm is None:
-            runner = RemoteRunner(trial.benchmark, experiment=trial.experiment,
-                                  options=trial.runtime)
-            warm = WarmServer(runner._make_runtime(), preload_modules(trial.benchmark),
-                              startup_timeout=trial.runtime.startup_timeout)
-            with self._lock:
-                self._all.append(warm)
             try:
-                warm.start()
+                warm = self._start_zygote(trial)
             except ZygoteUnsupported as exc:
                 with self._lock:
                     if key not in self._unsupported:
@@ -75,6 +73,29 @@ class WarmSlots:
                 return None
             servers[key] = warm
         return str(warm.server.socket_path), warm.server.pid
+
+    def _start_zygote(self, trial: Trial) -> WarmServer:
+        """A started zygote for the trial's benchmark and runtime setup; with bwrap from the
+        image's unpacked root filesystem where it can be unpacked (prefer_unpacked)."""
+        runner = RemoteRunner(trial.benchmark, experiment=trial.experiment, options=trial.runtime)
+        runtime = runner._make_runtime()
+        unpacked = prefer_unpacked(runtime)
+        while True:
+            warm = WarmServer(runtime, preload_modules(trial.benchmark),
+                              startup_timeout=trial.runtime.startup_timeout)
+            with self._lock:
+                self._all.append(warm)
+            try:
+                warm.start()
+                return warm
+            except UnpackError as exc:
+                if not unpacked:
+                    raise
+                # No room for the unpacked root, say: through squashfuse, as without warm trials.
+                print(f"warning: {exc}; the zygote reads the image through squashfuse",
+                      file=sys.stderr)
+                warm.stop()
+                runtime, unpacked = runner._make_runtime(), False
 
     def worker_host(self) -> WorkerHost | None:
         """This slot's worker host (started now if it is not running), or None when not warm."""
@@ -95,6 +116,22 @@ class WarmSlots:
             servers, self._all = self._all, []
         for warm in servers:
             warm.stop()
+
+
+def prefer_unpacked(runtime) -> bool:
+    """Make a bwrap runtime that was left to choose (use_fuse None) run from the image's
+    unpacked root filesystem, when unsquashfs is here; returns whether it did.
+
+    Why: a zygote imports the benchmark once per sweep slot, and through squashfuse (gzip
+    images) DACBench's import takes seconds; from the unpacked root, cached per image under the
+    user's cache and read through the page cache, a fraction of that, and the first unpacking
+    costs about as much as one import through squashfuse (docs/performance.md#sweeps).
+    """
+    if (isinstance(runtime, BwrapRuntime) and runtime.use_fuse is None
+            and shutil.which("unsquashfs") is not None):
+        runtime.use_fuse = False
+        return True
+    return False
 
 
 class ForkedRunner(RemoteRunner):

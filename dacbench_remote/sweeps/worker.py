@@ -92,8 +92,10 @@ def run(trial_dir: Path, run_id: str) -> None:
     finally:
         runner.close()
     rows = episode_rows(trial, results, run_id, os.environ.get(SWEEP_ENV, ""))
+    # Not fsynced: the supervisor records the rows in the sweep's journal, durably, in groups.
     atomic_write_text(trial_dir / "episodes.jsonl",
-                      "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+                      "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows),
+                      durable=False)
 
 
 def run_worker(trial_dir: Path, run_id: str) -> int:

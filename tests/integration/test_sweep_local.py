@@ -104,8 +104,7 @@ def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path: 
 
     driver = start_driver(spec_path, {**sweep_env, "DACBR_TEST_ACT_DELAY": "0.01"})
     try:
-        wait_for(lambda: len(list(layout.path.glob("trials/*/done.json"))) >= 2, 120,
-                 "two trials to complete")
+        wait_for(lambda: len(layout.outcomes()) >= 2, 120, "two trials to complete")
         in_flight = recorded_processes(layout)
         driver.send_signal(signal.SIGKILL)  # a crash: no cleanup code runs in the driver
         driver.wait(timeout=30)
@@ -113,7 +112,7 @@ def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path: 
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    done_before = {p.parent.name for p in layout.path.glob("trials/*/done.json")}
+    done_before = set(SweepDir(spec.dir).outcomes())  # what its journal holds
     assert 2 <= len(done_before) < len(all_ids), "the driver should die midway"
     # Workers die with their driver; their servers follow when the lifeline closes.
     assert wait_gone(in_flight, timeout=30), "processes of the killed driver's trials survived"
@@ -133,6 +132,84 @@ def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path: 
     assert Counter(r["trial_id"] for r in rows) == {t: 3 for t in all_ids}
     starts = [line for line in read_jsonl(layout.runs) if line["event"] == "start"]
     assert len({line["run_id"] for line in starts}) == 2  # each run has its own id
+
+
+REPORTING_DRIVER = """
+import sys
+from dacbench_remote.sweeps import run_sweep
+
+def progress(line):  # what a user sees: each line in the file at once (no fsync needed)
+    with open(sys.argv[2], "a") as handle:
+        handle.write(line + "\\n")
+
+run_sweep(sys.argv[1], workers=1, progress=progress)
+"""
+
+
+def test_sigkill_between_a_trial_finishing_and_its_group_commit_loses_nothing_reported(
+        tmp_path: Path, sweep_env):
+    """The driver is SIGKILLed while trials have finished (their workers wrote their rows) but
+    their group commit is still due: every trial it had reported finished is in the journal
+    with its rows, and on resume runs no more; the finished but unreported ones run again."""
+    spec_path = write_spec(tmp_path / "sweep.toml", f"""
+        name = "durable"
+        episodes = 1
+        time_limit = 120
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["{HELPERS}:counting_agent"]
+        seeds = {{ start = 0, count = 40 }}
+    """)
+    spec = load_spec(spec_path)
+    layout = SweepDir(spec.dir)
+    counter = Path(sweep_env["DACBR_TEST_COUNTER"])
+    reports = tmp_path / "reported.txt"
+
+    def reported() -> set[str]:
+        text = reports.read_text() if reports.exists() else ""
+        return {line.split()[1] for line in text.splitlines()
+                if line.startswith("[") and " done " in line}
+
+    def finished_unreported() -> set[str]:
+        finished = {p.parent.name for p in layout.path.glob("trials/*/episodes.jsonl")}
+        return finished - reported()
+
+    driver = subprocess.Popen([sys.executable, "-c", REPORTING_DRIVER, str(spec_path),
+                               str(reports)], cwd=REPO, env={**os.environ, **sweep_env},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # In the window: some trials reported, and a finished one waiting for the next commit.
+        wait_for(lambda: len(reported()) >= 2 and finished_unreported(), 120,
+                 "a finished trial waiting for its group commit")
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    said = reported()
+    waiting = finished_unreported()
+    assert said and waiting, (said, waiting)
+    recorded = SweepDir(spec.dir).outcomes()  # a fresh reader of the journal
+    assert said <= set(recorded), said - set(recorded)
+    assert all(recorded[t].status == "done" for t in said)
+    for trial_id in said:  # with its rows, as the worker wrote them
+        rows = SweepDir(spec.dir).episode_rows(trial_id)
+        assert rows == read_jsonl(layout.trial_dir(trial_id) / "episodes.jsonl")
+        assert len(rows) == 1
+    first_run = {run_id for run_id, _ in executions(counter)}
+    assert len(first_run) == 1
+
+    result = run_sweep(spec_path, workers=1)
+
+    assert result.ok, [o.error for o in result.outcomes]
+    assert set(result.skipped) == set(recorded) >= said
+    runs = Counter(trial for _, trial in executions(counter))
+    assert all(runs[t] == 1 for t in said)  # reported finished: never run again
+    rows = read_results_csv(layout.results_csv)
+    assert Counter(r["trial_id"] for r in rows) == {t.id: 1 for t in spec.trials}
 
 
 def test_timed_out_and_failing_trials_are_recorded_while_the_rest_finish(tmp_path: Path,
@@ -228,7 +305,8 @@ def test_cancel_stops_driver_workers_and_servers_and_records_nothing(tmp_path: P
     output = driver.stdout.read()
     assert "KeyboardInterrupt" in output, output
     assert wait_gone([s for s in servers if s is not None], timeout=10)
-    assert not list(layout.path.glob("trials/*/done.json"))  # cancelled trials run on resume
+    assert layout.outcomes() == {}  # cancelled trials run on resume
+    assert not list(layout.path.glob("trials/*/done.json"))
     assert not list(layout.path.glob("trials/*/running.json"))
     after = sweep_status(layout.path)
     assert after.counts.get("pending") == 2 and after.driver == "not running"
@@ -264,6 +342,7 @@ def test_ctrl_c_or_sigterm_on_the_driver_stops_its_trials(tmp_path: Path, sweep_
             driver.wait()
     assert "KeyboardInterrupt" in driver.stdout.read()
     assert wait_gone([p for p in [server, *workers] if p is not None], timeout=10)
+    assert layout.outcomes() == {}
     assert not list(layout.path.glob("trials/*/done.json"))
 
 

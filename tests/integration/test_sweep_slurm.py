@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,7 @@ def test_slurm_array_gives_the_same_trials_and_returns_as_the_local_executor(
         [executor.slurm]
         time = 10
         array_parallelism = 4
+        trials_per_task = 3
         [runtime]
     """) + runtime_table + "\n")
     spec = load_spec(spec_path)
@@ -88,9 +90,13 @@ def test_slurm_array_gives_the_same_trials_and_returns_as_the_local_executor(
     assert {o.status for o in on_local.outcomes} == {"done"}
     [array_id] = on_slurm.job_ids
     assert SweepDir(tmp_path / "slurm").job_ids() == [array_id]
-    # One array job, one task per trial, throttled as the spec says.
+    # One array job, three trials per task (each task one warm container), throttled as the
+    # spec says; each task recorded its trials in its own journal file.
     [script] = (tmp_path / "slurm" / "slurm").glob("*_submission.sh")
-    assert "#SBATCH --array=0-7%4" in script.read_text()
+    assert "#SBATCH --array=0-2%3" in script.read_text()  # submitit caps it at the tasks
+    journals = sorted(p.name for p in (tmp_path / "slurm" / "journal").glob("*.jsonl"))
+    assert sorted(re.search(r"-(task\d+_\d+)-", n).group(1) for n in journals) == sorted(
+        f"task{array_id}_{i}" for i in range(3)), journals
 
     def episodes(directory: Path) -> dict[tuple[str, int], tuple[float, int]]:
         rows = read_results_csv(directory / "results.csv")
@@ -113,6 +119,8 @@ def test_a_task_that_ends_without_an_outcome_names_its_log(tmp_path: Path, slurm
     spec_path.write_text(textwrap.dedent(f"""
         name = "lost-task"
         time_limit = 120
+        [executor.slurm]
+        trials_per_task = 1
         [runtime]
         kind = "local"
         [grid]
@@ -150,6 +158,8 @@ def test_cancel_scancels_the_array_and_stops_its_servers(tmp_path: Path, slurm_c
     spec_path.write_text(textwrap.dedent("""
         name = "cancel-on-slurm"
         time_limit = 600
+        [executor.slurm]
+        trials_per_task = 1
         [runtime]
         kind = "local"
     """ + trials))
@@ -195,6 +205,8 @@ def test_unseeded_global_draws_differ_in_every_slurm_task(tmp_path: Path, slurm_
         name = "draws-on-slurm"
         episodes = 1
         time_limit = 120
+        [executor.slurm]
+        trials_per_task = 1
         [runtime]
         kind = "local"
         [grid]
@@ -225,6 +237,8 @@ def test_a_task_lost_with_its_node_is_submitted_again_with_retries(tmp_path: Pat
         name = "lost-and-retried"
         time_limit = 120
         retries = 1
+        [executor.slurm]
+        trials_per_task = 1
         [runtime]
         kind = "local"
         [grid]
@@ -244,3 +258,81 @@ def test_a_task_lost_with_its_node_is_submitted_again_with_retries(tmp_path: Pat
                         retry["error"]), retry
     assert by_id[other.id].retries == []
     assert len(read_results_csv(SweepDir(spec.dir).results_csv)) == 2
+
+
+def test_a_task_stopped_mid_chunk_resumes_with_no_trial_lost_or_run_twice(
+        tmp_path: Path, slurm_cluster, sweep_env, monkeypatch):
+    """One array task runs all six trials; scancel stops it after some have finished. The
+    finished ones stay recorded (the task commits them on SIGTERM), the resumed run runs exactly
+    the others, and every trial ends with one record and one row: counted by the agent itself."""
+    from tests.integration.sweep_helpers import ACT_DELAY_ENV, COUNTER_ENV
+
+    counter = tmp_path / "counter.txt"
+    monkeypatch.setenv(COUNTER_ENV, str(counter))  # array tasks inherit the environment
+    monkeypatch.setenv(ACT_DELAY_ENV, "0.03")  # about a second per trial
+    spec_path = tmp_path / "sweep.toml"
+    spec_path.write_text(textwrap.dedent(f"""
+        name = "stopped-mid-chunk"
+        episodes = 1
+        time_limit = 120
+        [executor.slurm]
+        trials_per_task = 6
+        [runtime]
+        kind = "local"
+        [grid]
+        benchmarks = ["gymnasium:CartPole-v1"]
+        agents = ["{HELPERS}:counting_agent"]
+        seeds = [0, 1, 2, 3, 4, 5]
+    """))
+    spec = load_spec(spec_path)
+    layout = SweepDir(spec.dir)
+    code = ("import sys; from dacbench_remote.sweeps import run_sweep; "
+            "run_sweep(sys.argv[1], executor='slurm')")
+    driver = subprocess.Popen([sys.executable, "-c", code, str(spec_path)], cwd=REPO,
+                              env={**os.environ, **sweep_env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+
+    def executions() -> list[tuple[str, str]]:
+        text = counter.read_text() if counter.exists() else ""
+        return [tuple(line.split()) for line in text.splitlines()]
+
+    try:
+        deadline = time.monotonic() + 600  # the task may queue behind others' jobs
+        while len(executions()) < 4:  # three finished, the fourth running
+            assert time.monotonic() < deadline, "the task did not run its trials"
+            assert driver.poll() is None, driver.stdout.read()
+            time.sleep(0.1)
+        [array_id] = layout.job_ids()
+        assert live_tasks(array_id)  # the one task, still running
+        subprocess.run(["scancel", array_id], check=True)
+        assert driver.wait(timeout=120) == 0, driver.stdout.read()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    first_run = {t: o.run_id for t, o in layout.outcomes().items()}
+    assert 3 <= len(first_run) < 6, first_run
+    assert set(first_run.values()) == {executions()[0][0]}
+
+    resumed = run_sweep(spec_path, executor="slurm")
+
+    assert resumed.ok, [o.error for o in resumed.outcomes]
+    assert sorted(resumed.skipped) == sorted(first_run)
+    assert {o.trial_id for o in resumed.outcomes} == {t.id for t in spec.trials} - set(first_run)
+    runs = {}
+    for run_id, trial_id in executions():
+        runs.setdefault(trial_id, []).append(run_id)
+    for trial in spec.trials:
+        if trial.id in first_run:  # finished before the task stopped: never run again
+            assert runs[trial.id] == [first_run[trial.id]], (trial.id, runs)
+        else:  # run once more on resume (the one that was running when stopped: twice in all)
+            assert runs[trial.id][-1] == resumed.run_id, (trial.id, runs)
+            assert runs[trial.id].count(resumed.run_id) == 1, (trial.id, runs)
+    stopped = [t for t, r in runs.items() if len(r) == 2]
+    assert len(stopped) <= 1, runs
+    # One record per trial in all journals, one row per trial in results.csv.
+    records = [json.loads(line)["trial"] for path in layout.journal_dir.glob("*.jsonl")
+               for line in path.read_text().splitlines() if '"outcome"' in line]
+    assert sorted(records) == sorted(t.id for t in spec.trials)
+    rows = read_results_csv(layout.results_csv)
+    assert sorted(r["trial_id"] for r in rows) == sorted(t.id for t in spec.trials)
