@@ -22,9 +22,9 @@ from .._sys.procfs import ProcessRecord, boot_id, hostname, stop_records, wait_g
 from ..errors import BadConfig
 from ..host.results import append_record
 from ..sweeps import driver as sweep_driver
-from ..sweeps.executors import EXECUTORS
+from ..sweeps.executors import EXECUTORS, sigterm_as_interrupt
 from ..sweeps.slurm_executor import scancel
-from ..sweeps.sweepdir import read_json
+from ..sweeps.sweepdir import SweepDir, read_json
 from ..sweeps.trial import FAILED, TIMED_OUT
 from .dag import downstream, upstream
 from .expdir import ExperimentDir
@@ -135,7 +135,7 @@ def run_experiment(
             atomic_write_json(layout.driver, driver)
             append_record(layout.runs, {"event": "start", "run_id": run_id, "time": time.time(),
                                         "host": hostname(), "pid": os.getpid(), "force": force})
-            with sweep_driver._sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 run.all()
         except KeyboardInterrupt:
             interrupted = True
@@ -150,12 +150,11 @@ def run_experiment(
     return run.result
 
 
-def _forget_failed_trials(step_dir: Path) -> None:
-    """Remove the outcomes of failed and timed-out trials of a failed step: a rerun retries them."""
-    for done in step_dir.glob("trials/*/done.json"):
-        data = read_json(done)
-        if isinstance(data, dict) and data.get("status") in (FAILED, TIMED_OUT):
-            done.unlink(missing_ok=True)
+def _forget_failed_trials(step_dir: Path, run_id: str) -> None:
+    """Take back the outcomes of failed and timed-out trials of a failed step: a rerun retries them."""
+    sweep = SweepDir(step_dir)
+    sweep.forget([trial_id for trial_id, outcome in sweep.outcomes().items()
+                  if outcome.status in (FAILED, TIMED_OUT)], run_id)
 
 
 class _Run:
@@ -236,7 +235,7 @@ class _Run:
             if name in self.forced or state.get("fingerprint") != fp or recorded:
                 self.layout.reset_step(name)  # another attempt's files must not be resumed
             elif state.get("state") == "failed":
-                _forget_failed_trials(self.layout.step_dir(name))  # run them again
+                _forget_failed_trials(self.layout.step_dir(name), self.run_id)  # run them again
             self.layout.set_state(name, state="running", fingerprint=fp, run_id=self.run_id,
                                   started=time.time(), error=None, pid=os.getpid())
             self.say(f"step {name}: running ({step.kind})")

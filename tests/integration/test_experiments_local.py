@@ -257,6 +257,13 @@ def test_a_failing_step_stops_only_its_dependents(tmp_path: Path, exp_env):
     assert "this benchmark raises on purpose" in cli.stdout
     assert "step(s) failed: bad, broken_function" in cli.stderr
 
+    # A failed step's failed trials run again on a rerun (their outcomes are taken back from the
+    # sweep journal, not reused); the step that was done is cached.
+    again = run_experiment(spec_path)
+    assert result.steps["bad"].executed >= 1
+    assert again.steps["bad"].executed == result.steps["bad"].executed
+    assert again.steps["good"].state == "cached" and again.steps["good"].executed == 0
+
 
 def test_the_run_step_calls_a_function_in_the_image_and_later_steps_use_its_outputs(
         tmp_path: Path, exp_env):
