@@ -9,6 +9,7 @@ the run is stopped.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from pathlib import Path
 
@@ -115,9 +116,14 @@ class TrainStep(StepKind):
 
 def _finished_run(runs: Path) -> AgentRun | None:
     """A run directory train_agent completed in this step directory (train_agent moves a run
-    there only once its model and provenance are written), or None."""
+    there only once its model and provenance are written), or None. The hidden job directory
+    of a run whose driver was killed (SIGKILL: no cleanup ran) is removed."""
+    if not runs.is_dir():
+        return None
+    for unfinished in runs.glob(".train-*"):  # one driver per experiment: none is running
+        shutil.rmtree(unfinished, ignore_errors=True)
     done = sorted(path for path in runs.glob("train-*") if (path / PROVENANCE_NAME).is_file()
-                  and (path / MODEL_NAME).is_file()) if runs.is_dir() else []
+                  and (path / MODEL_NAME).is_file())
     if not done:
         return None
     provenance = read_json(done[-1] / PROVENANCE_NAME)

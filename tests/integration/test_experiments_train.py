@@ -88,3 +88,13 @@ def test_a_train_step_trains_in_the_agent_image_and_later_steps_use_its_model(
     assert {s.state for s in rerun.steps.values()} == {"cached"}
     assert rerun.steps["train"].outputs == trained
     assert [p.name for p in model.parent.parent.iterdir()] == [model.parent.name]
+
+    # A driver killed after training but before recording the step: the next run takes the
+    # finished run directory instead of training again; a killed run's job directory goes.
+    (model.parent.parent / ".train-PPO-Luby-s3-dead.x").mkdir()
+    (tmp_path / "trained" / "steps" / "train" / "outputs.json").unlink()
+    resumed = run_experiment(spec_path)
+    assert resumed.ok and resumed.executed == 0, resumed
+    assert resumed.steps["train"].state == "done"
+    assert resumed.steps["train"].outputs == trained
+    assert [p.name for p in model.parent.parent.iterdir()] == [model.parent.name]
