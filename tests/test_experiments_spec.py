@@ -216,6 +216,18 @@ def test_a_train_step_is_checked_before_anything_runs_naming_step_and_key(tmp_pa
     assert not (tmp_path / "trained").exists()  # not even the directory
 
 
+def test_a_train_step_on_the_local_runtime_fails_before_it_starts_anything(tmp_path: Path):
+    """Each side of a train step runs in its own image: the local runtime cannot do that."""
+    path = tmp_path / "experiment.toml"
+    path.write_text(TRAIN.replace('kind = "bwrap"', 'kind = "local"'))
+    result = run_experiment(path)
+    assert result.steps["train"].state == "failed" and result.executed == 0
+    assert "steps.train" in result.steps["train"].error
+    assert "runtime.kind" in result.steps["train"].error
+    assert result.steps["use"].state == "blocked"
+    assert not (tmp_path / "trained" / "steps" / "train" / "runs").exists()
+
+
 BASELINES = """
 name = "baselines"
 [steps.evaluate]
