@@ -72,3 +72,10 @@ def double(values: list, factor: float = 2.0) -> dict:
 
 def raising_function(**inputs) -> dict:
     raise ValueError(f"the run step's function raises on purpose (inputs {sorted(inputs)})")
+
+
+def describe_file(path: str, **echo) -> dict:
+    """A `run` step function: the sha256 of the file a reference named, and the inputs back."""
+    import hashlib
+
+    return {"sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(), **echo}

@@ -171,6 +171,63 @@ def test_bad_specs_are_refused_before_any_container_starts(tmp_path: Path, monke
     assert not (tmp_path / "demo").exists()  # not even the directory
 
 
+TRAIN = """
+name = "trained"
+[runtime]
+kind = "bwrap"
+[steps.train]
+kind = "train"
+benchmark = "Luby"
+agent_image = "agent.sif"
+timesteps = 64
+hyperparameters = { n_steps = 32 }
+eval_episodes = 2
+[steps.use]
+kind = "run"
+needs = ["train"]
+function = "tests.experiment_helpers:describe_file"
+inputs = { path = "${train.model}", mean_return = "${train.mean_return}" }
+outputs = ["sha256"]
+"""
+
+
+def test_a_train_step_is_checked_before_anything_runs_naming_step_and_key(tmp_path: Path):
+    parsed = spec(TRAIN)
+    train = parsed.steps["train"].params
+    assert (train["algorithm"], train["timesteps"], train["seed"], train["num_envs"],
+            train["eval_seed"]) == ("PPO", 64, 0, 1, None)
+    assert train["agent_image"] == "/tmp/exp/agent.sif"  # relative to the spec
+    refused(TRAIN.replace("timesteps = 64", 'timesteps = "x"'), "steps.train.timesteps")
+    refused(TRAIN.replace("timesteps = 64", "timesteps = 0"), "steps.train.timesteps",
+            "at least 1")
+    refused(TRAIN.replace("timesteps = 64\n", ""), "steps.train.timesteps", "is required")
+    refused(TRAIN.replace("eval_episodes = 2", "eval_episodes = 2\nepochs = 3"),
+            "steps.train.epochs", "unknown key")
+    refused(TRAIN.replace("hyperparameters = { n_steps = 32 }", "hyperparameters = 32"),
+            "steps.train.hyperparameters")
+    refused(TRAIN.replace('benchmark = "Luby"', "benchmark = 3"), "steps.train.benchmark")
+    # Without evaluation episodes there is no mean return to reference.
+    refused(TRAIN.replace("eval_episodes = 2", "eval_episodes = 0"), "steps.use",
+            "train.mean_return")
+    path = tmp_path / "experiment.toml"
+    path.write_text(TRAIN.replace("timesteps = 64", 'timesteps = "x"'))
+    with pytest.raises(BadConfig, match=r"steps\.train\.timesteps"):
+        run_experiment(path)
+    assert not (tmp_path / "trained").exists()  # not even the directory
+
+
+def test_a_train_step_on_the_local_runtime_fails_before_it_starts_anything(tmp_path: Path):
+    """Each side of a train step runs in its own image: the local runtime cannot do that."""
+    path = tmp_path / "experiment.toml"
+    path.write_text(TRAIN.replace('kind = "bwrap"', 'kind = "local"'))
+    result = run_experiment(path)
+    assert result.steps["train"].state == "failed" and result.executed == 0
+    assert "steps.train" in result.steps["train"].error
+    assert "runtime.kind" in result.steps["train"].error
+    assert result.steps["use"].state == "blocked"
+    assert not (tmp_path / "trained" / "steps" / "train" / "runs").exists()
+
+
 BASELINES = """
 name = "baselines"
 [steps.evaluate]

@@ -1,7 +1,7 @@
 """The step kinds by the name `kind = ...` takes: the one registry of them.
 
-A new kind (the `train` step of RL agents in their own images, say) is a StepKind subclass
-added with `register_kind`; specs can use it from then on.
+A new kind is a StepKind subclass added with `register_kind`; specs can use it from then on
+(`train`, RL agents in their own images, is one such kind).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .function_step import RunStep
 from .report_step import ReportStep
 from .step import StepKind
 from .sweep_step import SweepStep
+from .train_step import TrainStep
 from .tune import TuneStep
 
 STEP_KINDS: dict[str, StepKind] = {}
@@ -22,5 +23,5 @@ def register_kind(kind: StepKind) -> StepKind:
     return kind
 
 
-for _kind in (SweepStep(), TuneStep(), EvaluateStep(), ReportStep(), RunStep()):
+for _kind in (SweepStep(), TuneStep(), EvaluateStep(), TrainStep(), ReportStep(), RunStep()):
     register_kind(_kind)

@@ -617,15 +617,15 @@ def test_candidates_alike_in_one_batch_share_their_trials(tmp_path: Path, exp_en
 
 def test_a_registered_step_kind_is_usable_with_references_to_its_outputs(tmp_path: Path,
                                                                         exp_env):
-    """The extension point a `train` step uses: a StepKind registered with register_kind is
+    """The extension point the `train` kind uses: a StepKind registered with register_kind is
     checked with the spec, its outputs are referenced (`${train.agent}`, `${train.model}`),
     unknown outputs are refused, and it is cached like every other kind."""
     from dacbench_remote.experiments import STEP_KINDS, StepKind, register_kind
 
     calls = []
 
-    class TrainStep(StepKind):  # stands in for part B's train_agent(...) call
-        name = "train"
+    class CustomStep(StepKind):  # a host-only kind of the `train` kind's shape
+        name = "custom"
         keys = frozenset({"action"})
         runs_containers = False
 
@@ -646,7 +646,7 @@ def test_a_registered_step_kind_is_usable_with_references_to_its_outputs(tmp_pat
         [runtime]
         kind = "local"
         [steps.train]
-        kind = "train"
+        kind = "custom"
         action = 1
         [steps.evaluate]
         kind = "evaluate"
@@ -662,7 +662,7 @@ def test_a_registered_step_kind_is_usable_with_references_to_its_outputs(tmp_pat
     """
     with pytest.raises(BadConfig, match=r"steps\.train\.kind"):  # not a kind before it is added
         run_experiment(write_spec(tmp_path / "experiment.toml", text))
-    register_kind(TrainStep())
+    register_kind(CustomStep())
     try:
         with pytest.raises(BadConfig, match=r"steps\.report.*train\.weights"):
             run_experiment(write_spec(tmp_path / "experiment.toml",
@@ -683,7 +683,7 @@ def test_a_registered_step_kind_is_usable_with_references_to_its_outputs(tmp_pat
         again = run_experiment(spec_path)
         assert again.ok and again.executed == 0 and calls == ["train"]  # cached, not rerun
     finally:
-        STEP_KINDS.pop("train", None)
+        STEP_KINDS.pop("custom", None)
 
 
 def test_independent_steps_run_at_the_same_time(tmp_path: Path, exp_env):
