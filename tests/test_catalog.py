@@ -372,14 +372,16 @@ wheelhouse = ["/opt/extra-wheels"]
 """
 
 
-def test_packaged_catalog_has_an_unpinned_sb3_agent_family():
+def test_packaged_catalog_has_a_pinned_sb3_agent_family():
     catalog = Catalog.load()
     assert catalog.agents() == ["A2C", "DDPG", "DQN", "PPO", "SAC", "TD3"]
     ppo = catalog.resolve_agent("PPO")
     assert (ppo.kind, ppo.family, ppo.experiment, ppo.image) == (
         "agent", "agent-sb3", "exp:0.01", "agent-sb3-0.01.sif")
     assert ppo.recipe == REPO / "recipes" / "agent-sb3.def" and ppo.recipe.is_file()
-    assert not ppo.pinned  # pinned by the maintainers with scripts/pin_catalog.py
+    # Pinned like the benchmark families (scripts/pin_catalog.py); test_packaged_pins checks
+    # that the recipe reproduces the pin.
+    assert ppo.pinned and re.fullmatch("[0-9a-f]{64}", ppo.sha256) and ppo.inputs
     assert ppo.provenance()["agent"] == "PPO" and "benchmark" not in ppo.provenance()
     assert "PPO" not in catalog.benchmarks()
 

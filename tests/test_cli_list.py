@@ -38,7 +38,7 @@ def test_list_shows_the_agent_images_with_their_stack(capsys, monkeypatch, tmp_p
     rows = listing(capsys, monkeypatch, tmp_path)
     agents = rows[("PPO,A2C,DQN,SAC,TD3,DDPG", "exp:0.01")]
     assert agents[2:7] == ["yes", "agent-sb3", "2.9.2", "2.13.0+cpu", "1.4.0"]
-    assert agents[7] == "build,unpinned"  # not pinned yet
+    assert agents[7] == "build,pinned"
     assert not any(key[0] == "PPO" for key in rows)  # agents are no benchmarks
 
 
@@ -89,6 +89,7 @@ def test_pull_takes_an_agents_name_to_its_agent_image(capsys, monkeypatch, tmp_p
     monkeypatch.delenv("DACBENCH_REMOTE_CATALOG", raising=False)
     (tmp_path / "config.toml").write_text("")
     monkeypatch.setenv("DACBENCH_REMOTE_CONFIG", str(tmp_path / "config.toml"))
-    assert main(["pull", "PPO@exp:0.01"]) == 1  # unpinned, and building was not asked for
+    assert main(["pull", "PPO@exp:0.01"]) == 1  # not cached, no source, building not asked for
     error = capsys.readouterr().err
-    assert "PPO exp:0.01 has no pinned image" in error and "agent-sb3.def with --build" in error
+    assert "agent-sb3-0.01.sif (PPO exp:0.01) is not in the cache" in error
+    assert "agent-sb3.def with --build" in error
