@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections import Counter
@@ -25,6 +23,8 @@ from dacbench_remote.experiments import ExperimentDir, report, run_experiment, s
 from dacbench_remote.experiments.report_step import build_figures, report_data
 from dacbench_remote.sweeps.sweepdir import read_json, read_jsonl
 from dacbench_remote.sweeps.tables import read_results_csv
+from tests.integration.test_sweep_local import trial_environment as experiment_environment
+from tests.integration.test_sweep_local import write_spec
 
 pytestmark = pytest.mark.integration
 
@@ -38,27 +38,6 @@ def exp_env(monkeypatch, tmp_path: Path) -> dict[str, str]:
     """Environment for drivers, workers and servers: helpers importable, a private socket dir,
     a counter of trial executions."""
     yield from experiment_environment(monkeypatch, tmp_path)
-
-
-def experiment_environment(monkeypatch, tmp_path: Path):
-    """exp_env's body, for other modules' fixtures (no sockets may be left behind)."""
-    sockets = Path(tempfile.mkdtemp(prefix="dr-", dir="/tmp"))  # short: AF_UNIX path limit
-    values = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "DACBENCH_REMOTE_SOCKET_DIR": str(sockets),
-        "DACBR_TEST_COUNTER": str(tmp_path / "executions.txt"),
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    yield values
-    leftovers = sorted(p.name for p in sockets.iterdir())
-    shutil.rmtree(sockets, ignore_errors=True)
-    assert leftovers == [], f"sockets left behind: {leftovers}"
-
-
-def write_spec(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def executions(counter: str | Path) -> list[tuple[str, str]]:

@@ -33,6 +33,11 @@ DRIVER = "import sys; from dacbench_remote.sweeps import run_sweep; run_sweep(sy
 @pytest.fixture
 def sweep_env(monkeypatch, tmp_path: Path) -> dict[str, str]:
     """Environment for drivers, workers and servers: helpers importable, a private socket dir."""
+    yield from trial_environment(monkeypatch, tmp_path)
+
+
+def trial_environment(monkeypatch, tmp_path: Path):
+    """sweep_env's body, for other modules' fixtures (no sockets may be left behind)."""
     sockets = Path(tempfile.mkdtemp(prefix="dr-", dir="/tmp"))  # short: AF_UNIX path limit
     values = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
