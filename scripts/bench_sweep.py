@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -76,7 +77,10 @@ def default_image() -> Path | None:
 
     if bwrap_problem():
         return None
-    built = sorted(Path("/var/tmp/dacbench-remote-tests/images").glob("dacbench-base-*.sif"),
+    # The base image of the current experiment version (dacbench-base-KEY.sif), not an older
+    # version's (dacbench-base-0.3.0-KEY.sif: another DACBench, other import times).
+    built = sorted((p for p in Path("/var/tmp/dacbench-remote-tests/images").glob(
+                        "dacbench-base-*.sif") if re.fullmatch(r"dacbench-base-[0-9a-f]+", p.stem)),
                    key=lambda p: p.stat().st_mtime)
     if built:
         return built[-1]

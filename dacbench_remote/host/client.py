@@ -57,17 +57,22 @@ class ServerConnection:
         timeout: float = DEFAULT_CALL_TIMEOUT,
         handshake_timeout: float | None = None,
         describe_crash: Callable[[], str] | None = None,
+        facts: dict | None = None,
     ):
+        """`facts`: the server's handshake facts when they came another way (a forked server's
+        answer, host.zygote_client.fork_with_env): then nothing is sent until the first call."""
         self.socket_path = str(socket_path)
         self.timeout = timeout
         # Called when the server vanishes, to add its exit status and output to the error.
         self.describe_crash = describe_crash or (lambda: "")
         self._lock = threading.Lock()
         self._proxy = self.proxy(RUNNER_OBJECT_ID)
-        # A server that is still starting must not hold the first call for the whole deadline.
-        self._proxy._pyroTimeout = handshake_timeout or timeout
-        self.server_facts: dict = self.call(self._proxy, "hello", codec.WIRE_VERSION)
-        self._proxy._pyroTimeout = timeout
+        if facts is None:
+            # A server that is still starting must not hold the first call for the whole deadline.
+            self._proxy._pyroTimeout = handshake_timeout or timeout
+            facts = self.call(self._proxy, "hello", codec.WIRE_VERSION)
+            self._proxy._pyroTimeout = timeout
+        self.server_facts: dict = facts
         if self.server_facts.get("wire_version") != codec.WIRE_VERSION:
             raise VersionMismatch(
                 f"wire format mismatch: client speaks version {codec.WIRE_VERSION}, server "
@@ -204,24 +209,33 @@ class RemoteEnvironmentClient(gymnasium.Env):
     that reaches a server in the same process.
     """
 
-    def __init__(self, connection: ServerConnection, env_id: str, uri: str):
+    def __init__(self, connection: ServerConnection, env_id: str, uri: str,
+                 prepared: tuple[dict, DataChannel] | None = None):
+        """`prepared`: the env's description and its data channel, greeted already (a forked
+        server's first env, host.zygote_client.fork_with_env); control calls then go through
+        that channel too, and no Pyro5 connection is made."""
         self.connection = connection
         self.env_id = env_id
         self._closed = False
         self._broken: DacbenchRemoteError | None = None
         self._control = connection.proxy(uri)
-        info = connection.call(self._control, "info")
+        self._control_on_channel = prepared is not None
+        if prepared is None:
+            info = connection.call(self._control, "info")
+        else:
+            info, self._channel = prepared
         self.observation_space = info["observation_space"]
         self.action_space = info["action_space"]
         self.metadata = info["metadata"]
         self.render_mode = info["render_mode"]
         self.spec = gymnasium.envs.registration.EnvSpec.from_json(info["spec"]) if info["spec"] else None
-        self._channel: DataChannel = connection.open_channel()
-        try:
-            self._exchange(["hello"], frame={"env": env_id})
-        except BaseException:
-            self._channel.close()
-            raise
+        if prepared is None:
+            self._channel: DataChannel = connection.open_channel()
+            try:
+                self._exchange(["hello"], frame={"env": env_id})
+            except BaseException:
+                self._channel.close()
+                raise
         # With restarts on (RemoteRunner(restart_crashed=True)): a function that recreates this
         # env in a new server when its server died, and the last observation, which ends the
         # episode that was in flight.
@@ -286,7 +300,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
     def render(self) -> Any:
         """The env's render() result (e.g. an rgb_array frame), through the control channel."""
         self._check_open("render")
-        return self.connection.call(self._control, "render")
+        return self._control_call("render")
 
     # -- DACBench's environment interface (AbstractEnv), answered by the remote env -----------
 
@@ -339,14 +353,14 @@ class RemoteEnvironmentClient(gymnasium.Env):
         self._check_open(name)
         arguments = codec.encode(lower(list(args)), root=f"{name}() arguments")
         keywords = codec.encode(lower(kwargs), root=f"{name}() keyword arguments")
-        return restore(self.connection.call(self._control, "call", name, arguments, keywords))
+        return restore(self._control_call("call", name, arguments, keywords))
 
     def __getattr__(self, name: str) -> Any:
         """Attributes the remote env has and this client lacks (`instance`, `c_step`, ...)."""
         if name.startswith("_") or "_remote_ready" not in self.__dict__:
             raise AttributeError(name)
         self._check_open(name)
-        found = self.connection.call(self._control, "get_attr", name)
+        found = self._control_call("get_attr", name)
         if found.get("callable"):
             return functools.partial(self.call_remote, name)
         return restore(found["value"])
@@ -359,8 +373,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
             object.__setattr__(self, name, value)
             return
         self._check_open(name)
-        self.connection.call(self._control, "set_attr", name,
-                             codec.encode(lower(value), root=name))
+        self._control_call("set_attr", name, codec.encode(lower(value), root=name))
 
     def close(self) -> None:
         """Close the remote env and the connection; safe to call more than once.
@@ -369,6 +382,14 @@ class RemoteEnvironmentClient(gymnasium.Env):
         is gone; the environment counts as closed either way.
         """
         if self._closed:
+            return
+        if self._control_on_channel:
+            try:
+                if self._broken is None:
+                    self._control_call("close")
+            finally:
+                self._closed = True
+                self._channel.close()
             return
         self._closed = True
         self._channel.close()
@@ -381,11 +402,20 @@ class RemoteEnvironmentClient(gymnasium.Env):
         finally:
             self.connection.release(self._control)
 
+    def _control_call(self, method: str, *args: Any) -> Any:
+        """A control call of this env's (RemoteEnvironmentServer's `method`): through Pyro5, or
+        on the data channel for a prepared env."""
+        if self._control_on_channel:
+            return unwrap_reply(self.receive_reply(method, self._send(["control", method,
+                                                                        *args])))
+        return self.connection.call(self._control, method, *args)
+
     def _rebind(self, replacement: RemoteEnvironmentClient) -> None:
         """Drive `replacement`'s remote env from now on (made in a new server after a crash)."""
         old_connection, old_control, old_channel = self.connection, self._control, self._channel
         self.connection, self.env_id = replacement.connection, replacement.env_id
         self._control, self._channel = replacement._control, replacement._channel
+        self._control_on_channel = replacement._control_on_channel
         self._broken = None
         old_channel.close()
         with contextlib.suppress(Exception):  # the dead server's proxy

@@ -8,13 +8,17 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._sys.sockets import new_socket_path, socket_answers
 from ..errors import ZygoteError, ZygoteUnsupported
+from ..wire import codec
+from .client import unwrap_reply
 
-# The longest reply line read from a zygote.
+# The longest reply line read from a zygote, and from a forked server describing its env.
 MAX_REPLY = 65536
+MAX_ENV_REPLY = 64 * 2**20
 
 
 def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str] = (),
@@ -24,16 +28,74 @@ def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str]
     Returns the child's control socket (host path), its pid (in the zygote's pid namespace) and
     the write end of its lifeline pipe: keep that fd open while the child should live.
     """
-    read_end, write_end = os.pipe()
+    answer, write_end, conn = _fork(zygote_socket, {"name": name, "preload": list(preload)},
+                                    timeout)
+    conn.close()
+    return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
+
+
+@dataclass
+class ForkedServer:
+    """A child server from fork_with_env: keep `lifeline` open while it should live."""
+
+    socket_path: Path  # its control socket (host path)
+    pid: int  # in the zygote's pid namespace
+    lifeline: int
+    # The env made with the fork (None from an older image's zygote, which makes none): its
+    # `make_env` value (env_id, uri), its description (`info`'s value), the server's handshake
+    # facts, and the connection that is now its data channel.
+    env: dict | None = None
+    info: dict | None = None
+    facts: dict | None = None
+    channel: socket.socket | None = None
+
+
+def fork_with_env(zygote_socket: str | os.PathLike, name: str, preload: list[str],
+                  target: str, config=None, kwargs: dict | None = None,
+                  timeout: float = 60.0, ahead: bool = False) -> ForkedServer:
+    """A child server forked with its first env made, in one round trip (server/zygote.py).
+    `ahead`: the next fork request will ask for the same env, so the zygote's next spare
+    server makes it ahead, while this one runs.
+
+    Raises what the handshake or make_env raise in a fresh server (VersionMismatch,
+    UnknownBenchmark, BadConfig, RemoteError), and ZygoteError when the zygote refuses.
+    """
+    make = {"target": target, "config": codec.encode(config),
+            "kwargs": codec.encode(kwargs or {}), "wire_version": codec.WIRE_VERSION}
+    answer, lifeline, conn = _fork(zygote_socket, {"name": name, "preload": list(preload),
+                                                   "make": make, "ahead": ahead},
+                                   timeout, MAX_ENV_REPLY)
+    forked = ForkedServer(Path(zygote_socket).parent / answer["socket"], int(answer["pid"]),
+                          lifeline)
+    if "hello" not in answer:  # an older zygote: it forked, and made no env
+        conn.close()
+        return forked
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(str(zygote_socket))
-            body = json.dumps({"op": "fork", "name": name, "preload": list(preload)}) + "\n"
-            conn.sendmsg([body.encode()],
-                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end]))])
-            reply = _read_line(conn)
+        forked.facts = unwrap_reply(answer["hello"])
+        forked.env = unwrap_reply(answer["make_env"])
+        forked.info = unwrap_reply(answer["info"])
     except BaseException:
+        conn.close()
+        os.close(lifeline)
+        raise
+    forked.channel = conn
+    return forked
+
+
+def _fork(zygote_socket: str | os.PathLike, request: dict, timeout: float,
+          max_reply: int = MAX_REPLY) -> tuple[dict, int, socket.socket]:
+    """Send a fork request: the ok answer, the lifeline's write end and the open connection."""
+    read_end, write_end = os.pipe()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(timeout)
+        conn.connect(str(zygote_socket))
+        body = json.dumps({"op": "fork", **request}) + "\n"
+        conn.sendmsg([body.encode()],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end]))])
+        reply = _read_line(conn, max_reply)
+    except BaseException:
+        conn.close()
         os.close(write_end)
         raise
     finally:
@@ -43,10 +105,11 @@ def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str]
     except ValueError:
         answer = {"ok": False, "error": f"unreadable reply {reply[:200]!r}"}
     if not answer.get("ok"):
+        conn.close()
         os.close(write_end)
         raise ZygoteError(f"the zygote server on {zygote_socket} could not start a server: "
                           f"{_refusal(answer)}")
-    return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
+    return answer, write_end, conn
 
 
 class WarmServer:
@@ -106,14 +169,14 @@ class WarmServer:
             server.stop()
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n") and len(data) < MAX_REPLY:
-        chunk = conn.recv(4096)
+def _read_line(conn: socket.socket, max_reply: int = MAX_REPLY) -> bytes:
+    data = bytearray()
+    while not data.endswith(b"\n") and len(data) < max_reply:
+        chunk = conn.recv(65536)
         if not chunk:
             break
         data += chunk
-    return data
+    return bytes(data)
 
 
 def _refusal(answer: dict) -> str:

@@ -144,11 +144,20 @@ class RemoteEnvironmentServer:
             except Exception as exc:  # a value the wire cannot carry; the codec names where
                 return error_reply(exc, "encode")
 
+    # The control calls a data channel may carry as `["control", METHOD, *ARGS]` (a forked
+    # server's env, whose host has no Pyro5 connection): answered with the control reply.
+    CHANNEL_CONTROL = ("info", "render", "get_attr", "set_attr", "call", "close")
+
     # Data channel: one request in, one reply out (data_channel frames them).
     def handle(self, request: list) -> list:
-        """[True, result] of the env's reset or step, or [False, error payload]; never raises."""
+        """[True, result] of the env's reset or step (or a control call's reply), or [False,
+        error payload]; never raises."""
         op = request[0]
         try:
+            if op == "control":  # not under the lock: the control calls take it themselves
+                if request[1] not in self.CHANNEL_CONTROL:
+                    raise ProtocolError(f"no control call {request[1]!r} on the data channel")
+                return [True, getattr(self, request[1])(*request[2:])]
             with self.lock:
                 if self.closed:
                     raise EnvironmentClosed(f"environment {self.env_id} is closed")

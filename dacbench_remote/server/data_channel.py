@@ -29,9 +29,10 @@ class DataSession:
     is a request for it. A session whose greeting named no environment here is `refused`.
     """
 
-    def __init__(self, environments: Mapping[str, RequestHandler]):
+    def __init__(self, environments: Mapping[str, RequestHandler], env_id: str | None = None):
         self.environments = environments
-        self.handler: RequestHandler | None = None
+        # Greeted already: a forked server's first env, made while answering the fork request.
+        self.handler: RequestHandler | None = environments[env_id] if env_id else None
         self.refused = False
 
     def answer(self, payload: bytearray) -> list:
@@ -105,8 +106,12 @@ class DataChannelServer:
                 return  # listener closed: shutting down
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
-    def _serve(self, connection: socket.socket) -> None:
-        session = DataSession(self.environments)
+    def serve_connection(self, connection: socket.socket, env_id: str) -> None:
+        """Serve `connection`, already connected and greeted, as env `env_id`'s data channel."""
+        threading.Thread(target=self._serve, args=(connection, env_id), daemon=True).start()
+
+    def _serve(self, connection: socket.socket, env_id: str | None = None) -> None:
+        session = DataSession(self.environments, env_id)
         waiter = FrameWaiter()
         with connection:
             try:

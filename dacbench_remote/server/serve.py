@@ -3,8 +3,10 @@ SIGTERM/SIGINT or the host's lifeline closing, then leave no socket behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -19,14 +21,20 @@ from ..wire.replies import error_reply
 from .control import RemoteRunnerServer
 from .data_channel import DataChannelServer
 
+Handover = tuple[socket.socket, dict]  # a fork request's connection and its `make` (zygote)
+
 
 def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
-          activate: Callable[[threading.Event], bool] | None = None) -> None:
+          activate: Callable[[threading.Event], bool | Handover] | None = None,
+          handed: Handover | None = None, premake: dict | None = None) -> None:
     """Serve until shutdown(), SIGTERM/SIGINT, or (optionally) until stdin closes.
 
     `activate` (a zygote's spare server) is called once the sockets listen, before stdin is
-    watched; it returns when the server is handed out (True: its lifeline is now stdin) or
-    discarded (False), or when `done` is set (a stop).
+    watched; it returns when the server is handed out (True: its lifeline is now stdin; or a
+    Handover, see `handed`) or discarded (False), or when `done` is set (a stop). `handed`: a
+    fork request to answer with its first env (answer_fork). `premake` (a spare): that fork
+    request's `make`, expected next; its env is made before `activate` is called, and the
+    zygote hands this server only a request with that very `make`.
     """
     data_path = socket_path + DATA_SUFFIX
     remove_socket_files(socket_path, keep_dir=True)  # a crashed server's, at our private path
@@ -42,8 +50,18 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
                      name="pyro5").start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
-    if activate is not None and not activate(done):
-        _shutdown(data, runner, socket_path)  # a spare server that was never handed out
+    prepared = None if premake is None else prepare_fork_answer(runner, socket_path, premake)
+    if activate is not None:
+        activated = activate(done)
+        if not activated:
+            _shutdown(data, runner, socket_path)  # a spare server that was never handed out
+        if isinstance(activated, tuple):
+            handed = activated
+    if handed is not None:
+        conn, make = handed
+        if prepared is None or make != premake:  # (the zygote hands a premade spare no other)
+            prepared = prepare_fork_answer(runner, socket_path, make)
+        answer_fork(data, conn, prepared)
     if exit_on_stdin_close:
         threading.Thread(target=_wait_for_stdin_close, args=(done,), daemon=True).start()
     print(f"dacbench-remote server {__version__} (wire {codec.WIRE_VERSION}) listening on "
@@ -51,6 +69,36 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
     while not done.wait(0.5):
         pass
     _shutdown(data, runner, socket_path)
+
+
+def prepare_fork_answer(runner: RemoteRunnerServer, socket_path: str, make: dict) -> dict:
+    """The answer to a zygote's fork request with `make`: the fork's answer (pid, socket), the
+    handshake's reply (`hello`) and, when that is ok, `make_env`'s reply (the env is made now)
+    and, when that is ok, the env's `info` reply."""
+    answer = {"ok": True, "pid": os.getpid(), "socket": os.path.basename(socket_path),
+              "hello": runner.hello(make.get("wire_version"))}
+    if answer["hello"]["ok"]:
+        made = answer["make_env"] = runner.make_env(make["target"], make.get("config"),
+                                                    make.get("kwargs"))
+        if made["ok"]:
+            answer["info"] = runner.environments[made["value"]["env_id"]].info()
+    return answer
+
+
+def answer_fork(data: DataChannelServer, conn: socket.socket, answer: dict) -> None:
+    """Send the fork's `answer` (prepare_fork_answer) on the request's connection `conn`, in one
+    JSON line; `conn` then carries the env's data channel. So the host creates an env in a
+    forked server in one round trip."""
+    conn.setblocking(True)  # the zygote's timeout made the shared descriptor non-blocking
+    try:
+        conn.sendall((json.dumps(answer) + "\n").encode())
+    except OSError:  # the host gave up; its lifeline closes too
+        conn.close()
+        return
+    if "info" in answer and answer["info"]["ok"]:
+        data.serve_connection(conn, answer["make_env"]["value"]["env_id"])
+    else:
+        conn.close()
 
 
 def _wait_for_stdin_close(done: threading.Event) -> None:

@@ -11,9 +11,16 @@ Protocol, one request per connection on the zygote's socket (`{"op": "preload", 
 (SCM_RIGHTS; it crosses container namespaces). The zygote imports the modules (once), forks, and
 answers `{"ok": true, "pid": PID, "socket": SOCKET}` (use that socket: after the first request
 the zygote keeps a spare server forked ahead, already listening, and hands it the request's pipe
-instead of forking then). The child makes the pipe its stdin, so
-the existing exit-on-stdin-close lifeline stops it when the host's end closes (host exit, even
-kill -9); it also dies with the zygote (PR_SET_PDEATHSIG). The zygote stays single-threaded
+instead of forking then). A fork request may also carry `"make": {"target", "config", "kwargs",
+"wire_version"}` (config and kwargs as codec trees), and `"ahead": true` when the next request
+will ask for the same env (see _Spares): then the zygote hands the request's
+connection to the child too, and the child answers it itself, once it made that env, with the
+fork's answer plus the server's handshake facts, the env's id, URI and description (see
+serve.answer_fork); the connection then carries that env's data channel. Creating an env in a
+forked server is one round trip that way, not four (fork, handshake, make_env, info). The child
+makes the pipe its stdin, so the existing exit-on-stdin-close lifeline stops it when the host's
+end closes (host exit, even kill -9); it also dies with the zygote (PR_SET_PDEATHSIG). The zygote
+stays single-threaded
 (fork safety) and reaps its children.
 """
 
@@ -82,39 +89,56 @@ def zygote(socket_path: str, *, exit_on_stdin_close: bool = False) -> None:
 class _Spares:
     """At most one spare server, forked ahead of the next request: its sockets already listen
     when the request comes, and it becomes that request's child server (same isolation: it was
-    forked from the zygote's untouched memory, after the same imports)."""
+    forked from the zygote's untouched memory, after the same imports).
+
+    When the last fork request said that the next one will ask for the same env (`"ahead":
+    true`: a sweep's next trial differs only in its seed or agent, say), the spare makes that
+    env ahead too, while the current trial runs, and is handed only to a request for that very
+    env: making it ahead or on request is the same work in the same fresh process, just earlier.
+    """
 
     def __init__(self, listener, socket_path: str, children: dict[int, str]):
         self.listener, self.socket_path = listener, socket_path
         self.children = children
-        self.spare: tuple[int, str, socket.socket, frozenset] | None = None
+        self.spare: tuple[int, str, socket.socket, frozenset, dict | None] | None = None
         self.ready = False  # set once the benchmark's modules are imported (a request came)
+        self.ahead: dict | None = None  # the env the next request will ask for, if known
 
     def refill(self) -> None:
         if self.spare is not None or not self.ready:
             return
         name = f"z{secrets.token_hex(5)}"
         child_socket = str(Path(self.socket_path).parent / f"{name}.sock")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        premake, self.ahead = self.ahead, None
+        # Packets: the hand-over (lifeline, connection, make request) arrives as one message.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _spare(self.listener, theirs, child_socket)
+            _spare(self.listener, theirs, child_socket, premake)
         theirs.close()
-        self.spare = (pid, child_socket, ours, frozenset(sys.modules))
+        self.spare = (pid, child_socket, ours, frozenset(sys.modules), premake)
 
-    def take(self, lifeline: int, preload) -> tuple[int, str] | None:
-        """Hand the spare its lifeline: (pid, socket), or None when there is no usable one."""
+    def take(self, lifeline: int, preload, conn: socket.socket | None = None,
+             make: dict | None = None, ahead: bool = False) -> tuple[int, str] | None:
+        """Hand the spare its lifeline (and, for a fork with `make`, the request's connection
+        to answer): (pid, socket), or None when there is no usable one. `ahead`: the next
+        request asks for `make` too (the next spare makes it ahead)."""
+        self.ahead = make if ahead else None
         spare, self.spare = self.spare, None
         if spare is None:
             return None
-        pid, child_socket, control, modules = spare
+        pid, child_socket, control, modules, premade = spare
         self.children[pid] = child_socket  # reaped (its sockets removed) like any child
         try:
             if not set(preload) <= modules:
                 return None  # imported after it was forked: it lacks them
-            control.sendmsg([b"go"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                       array.array("i", [lifeline]))])
+            if premade is not None and premade != make:
+                return None  # it made another env: not a fresh server for this one
+            fds = [lifeline] if make is None else [lifeline, conn.fileno()]
+            message = b"go" + (b"" if make is None else json.dumps(make).encode())
+            control.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                         array.array("i", fds))])
             return pid, child_socket
         except OSError:  # it died: fork one on demand
             return None
@@ -150,19 +174,24 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
             raise ValueError(f"expected a fork request with a plain name, got {request!r}")
         if len(fds) != 1:
             raise ValueError("a fork request carries exactly one lifeline fd")
+        make = request.get("make")
+        if make is not None and not (isinstance(make, dict) and isinstance(make.get("target"),
+                                                                           str)):
+            raise ValueError(f"a fork's make names a target: {make!r}")
         preload = request.get("preload") or ()
         for module in preload:
             importlib.import_module(module)
         spares.ready = True
-        taken = spares.take(fds[0], preload)
+        taken = spares.take(fds[0], preload, conn, make, bool(request.get("ahead")))
         if taken is None:
             child_socket = str(Path(socket_path).parent / f"{name}.sock")
             pid = os.fork()
             if pid == 0:
-                _child(listener, conn, fds[0], child_socket)
+                _child(listener, conn, fds[0], child_socket, make)
         else:
             pid, child_socket = taken
-        _send(conn, {"ok": True, "pid": pid, "socket": Path(child_socket).name})
+        if make is None:  # with make, the child answers once its env exists
+            _send(conn, {"ok": True, "pid": pid, "socket": Path(child_socket).name})
         return pid, child_socket
     except Exception as exc:  # a bad request, or a module that fails to import
         _send(conn, error_reply(exc))
@@ -172,15 +201,18 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
             os.close(fd)
 
 
-def _child(listener, conn, lifeline: int, child_socket: str) -> None:
-    """In the forked child: become an ordinary server on `child_socket`; never returns."""
+def _child(listener, conn, lifeline: int, child_socket: str, make: dict | None) -> None:
+    """In the forked child: become an ordinary server on `child_socket` (answering the fork
+    request on `conn` with its first env when the request has `make`); never returns."""
     os.dup2(lifeline, 0)
-    _become_server(listener, conn, child_socket,
-                   lambda: serve(child_socket, exit_on_stdin_close=True))
+    handed = None if make is None else (conn, make)
+    _become_server(listener, None if handed else conn, child_socket,
+                   lambda: serve(child_socket, exit_on_stdin_close=True, handed=handed))
 
 
 def _become_server(listener, conn, child_socket: str, run) -> None:
-    """In a forked child: drop the zygote's sockets, die with it, call `run`; never returns."""
+    """In a forked child: drop the zygote's sockets (and `conn`, unless None), die with the
+    zygote, call `run`; never returns."""
     code = 1
     try:
         # SIGTERM when the zygote dies (even kill -9): the child shuts down, removing its sockets.
@@ -206,27 +238,34 @@ def _become_server(listener, conn, child_socket: str, run) -> None:
         os._exit(code)
 
 
-def _spare(listener, control: socket.socket, child_socket: str) -> None:
-    """In a spare: listen on `child_socket` now; serve once the zygote sends the lifeline of
-    the request it is handed to (exit, removing the sockets, if it never does). Never returns."""
-    def activate(done) -> bool:
+def _spare(listener, control: socket.socket, child_socket: str, premake: dict | None) -> None:
+    """In a spare: listen on `child_socket` now (and make the env `premake` names); serve once
+    the zygote sends the lifeline of the request it is handed to, with that request's
+    connection and env when it has `make` (exit, removing the sockets, if it never does).
+    Never returns."""
+    def activate(done):
         while not done.is_set():
             if not select.select([control], [], [], 0.2)[0]:
                 continue
-            message, ancillary, _, _ = control.recvmsg(16, socket.CMSG_SPACE(4))
+            message, ancillary, _, _ = control.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(2 * 4))
             fds = [fd for level, kind, payload in ancillary
                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
                    for fd in array.array("i", payload[: len(payload) - len(payload) % 4])]
             control.close()
-            if not message or len(fds) != 1:
+            if not message.startswith(b"go") or len(fds) != (1 if message == b"go" else 2):
+                for fd in fds:
+                    os.close(fd)
                 return False  # discarded by the zygote
             os.dup2(fds[0], 0)
             os.close(fds[0])
-            return True
+            if message == b"go":
+                return True
+            return socket.socket(fileno=fds[1]), json.loads(message[2:])
         return False
 
     _become_server(listener, None, child_socket,
-                   lambda: serve(child_socket, exit_on_stdin_close=True, activate=activate))
+                   lambda: serve(child_socket, exit_on_stdin_close=True, activate=activate,
+                                 premake=premake))
 
 
 def _send(conn: socket.socket, answer: dict) -> None:

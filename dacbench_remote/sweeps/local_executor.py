@@ -15,7 +15,7 @@ from .journal import JournalWriter, TrialRecord, writer_name
 from .spec import LocalOptions
 from .trial import CANCELLED, FAILED, Trial, TrialOutcome
 from .trial_runner import run_trial
-from .warm import WarmSlots
+from .warm import WarmSlots, makes_same_env
 
 # The longest the main thread waits for a trial before it looks again (Ctrl-C, commits).
 POLL = 0.5
@@ -39,6 +39,15 @@ class LocalExecutor(Executor):
     def run(self, trials: list[Trial], ctx: RunContext) -> list[TrialOutcome]:
         trials = prefetch_images(trials)
         by_id = {trial.id: trial for trial in trials}
+        position = {trial.id: index for index, trial in enumerate(trials)}
+
+        def make_ahead(trial: Trial) -> bool:
+            """Whether the slot running `trial` runs one with the same env next: trials start
+            in order, so it does when the next `workers` trials all make that env."""
+            following = trials[position[trial.id] + 1:][:self.workers]
+            return (len(following) == self.workers
+                    and all(makes_same_env(trial, other) for other in following))
+
         outcomes: list[TrialOutcome] = []
         slots = WarmSlots(self.warm)
         journal = JournalWriter(ctx.layout.journal_dir, writer_name(ctx.run_id, self.role))
@@ -54,7 +63,8 @@ class LocalExecutor(Executor):
             return run_trial(trial, ctx.layout.path, run_id=ctx.run_id,
                              sweep_name=ctx.sweep_name, cancel_event=ctx.cancel_event,
                              zygote=socket_path, zygote_pid=pid,
-                             worker_host=slots.worker_host(), journal=journal)
+                             worker_host=slots.worker_host(), journal=journal,
+                             make_ahead=self.warm and make_ahead(trial))
 
         def report(records: list[TrialRecord]) -> None:
             for record in records:

@@ -45,6 +45,7 @@ TRIAL_ENV = "DACBR_SWEEP_TRIAL"
 RUN_ENV = "DACBR_SWEEP_RUN_ID"
 SWEEP_ENV = "DACBR_SWEEP_NAME"
 ZYGOTE_ENV = "DACBR_SWEEP_ZYGOTE"  # a warm trial forks its server from this zygote
+AHEAD_ENV = "DACBR_SWEEP_MAKE_AHEAD"  # "1": the slot's next trial makes the same env
 
 
 def run_trial(
@@ -59,6 +60,7 @@ def run_trial(
     zygote_pid: int | None = None,
     worker_host=None,
     journal: JournalWriter | None = None,
+    make_ahead: bool = False,
 ) -> TrialOutcome:
     """Run one trial to a recorded outcome: done, failed or timed_out (or cancelled, unrecorded).
 
@@ -68,7 +70,9 @@ def run_trial(
     that is recorded already is not run again; its recorded outcome is returned.
 
     With a `worker_host` (sweeps.warm.WorkerHost) the worker process is forked from it instead
-    of started afresh. An attempt whose server died (ServerCrashed: killed, segfault, out of
+    of started afresh. `make_ahead` (warm trials): the next trial run with this zygote makes
+    the same env, so the zygote's next spare server makes it while this trial runs. An attempt
+    whose server died (ServerCrashed: killed, segfault, out of
     memory) is run again while the trial has `retries` left in this sweep run; an exception
     of the env or agent is not. Each retry is recorded (RETRIES_FILE, the outcome's `retries`).
     """
@@ -83,7 +87,7 @@ def run_trial(
     trial_dir.mkdir(parents=True, exist_ok=True)
     while True:
         outcome, rows = _attempt(trial, trial_dir, run_id, sweep_name, cancel_event, kill_grace,
-                                 zygote, zygote_pid, worker_host)
+                                 zygote, zygote_pid, worker_host, make_ahead)
         retried = len(recorded_retries(trial_dir, run_id))
         if outcome.status != FAILED or retried >= trial.retries or not server_died(trial_dir):
             break
@@ -137,7 +141,8 @@ def server_died(trial_dir: Path) -> bool:
 
 def _attempt(trial: Trial, trial_dir: Path, run_id: str, sweep_name: str,
              cancel_event: threading.Event | None, kill_grace: float, zygote: str | None,
-             zygote_pid: int | None, worker_host) -> tuple[TrialOutcome, list[dict]]:
+             zygote_pid: int | None, worker_host,
+             make_ahead: bool = False) -> tuple[TrialOutcome, list[dict]]:
     """One run of the trial's worker to its outcome (not recorded yet) and episode rows (those
     of a done trial; none otherwise)."""
     for name in _ATTEMPT_FILES:
@@ -147,7 +152,8 @@ def _attempt(trial: Trial, trial_dir: Path, run_id: str, sweep_name: str,
     started = time.time()
     changes: dict[str, str | None] = {
         SUPERVISOR_ENV: str(os.getpid()), TRIAL_ENV: trial.id, RUN_ENV: run_id,
-        SWEEP_ENV: sweep_name, ZYGOTE_ENV: zygote or None}
+        SWEEP_ENV: sweep_name, ZYGOTE_ENV: zygote or None,
+        AHEAD_ENV: "1" if zygote and make_ahead else None}
     worker = None
     if worker_host is not None:
         try:

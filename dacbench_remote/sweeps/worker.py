@@ -26,7 +26,7 @@ from ..wire.replies import error_payload
 from . import warm  # noqa: F401
 from .sweepdir import DACBENCH_LOGS, read_json
 from .trial import Trial
-from .trial_runner import SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
+from .trial_runner import AHEAD_ENV, SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
 from .warm import ForkedRunner
 
 
@@ -69,7 +69,9 @@ def run(trial_dir: Path, run_id: str) -> None:
 
     zygote = os.environ.get(ZYGOTE_ENV)
     if zygote:  # a warm trial: our own server, forked from the slot's zygote
-        runner = ForkedRunner(trial, zygote, results_path=trial_dir / "runner.jsonl")
+        runner = ForkedRunner(trial, zygote, first_env=not is_baseline_spec(trial.agent),
+                              ahead=os.environ.get(AHEAD_ENV) == "1",
+                              results_path=trial_dir / "runner.jsonl")
     else:
         runner = RemoteRunner(trial.benchmark, config=trial.config or None,
                               kwargs=trial.kwargs or None, experiment=trial.experiment,
