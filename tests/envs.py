@@ -305,3 +305,11 @@ def make_segfaulting_env(at_step: int = 3):
             return self.env.step(action)
 
     return Segfaulting(gymnasium.make("CartPole-v1"))
+
+
+def make_logged_cartpole(log: str | None = None, tag: str = ""):
+    """CartPole-v1; with `log`, each creation appends "PID TAG" there (which process made it)."""
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()} {tag}\n")
+    return gymnasium.make("CartPole-v1")

@@ -288,3 +288,172 @@ def test_the_plain_text_refusals_of_older_zygotes_are_still_understood(tmp_path)
         request_fork(path, "t1", ["x"], timeout=10)
     thread.join(10)
     listener.close()
+
+
+# -- a fork that makes its first env in the same round trip (fork_with_env) ------------------
+
+def _forked_runner(path: Path, target: str, **kwargs):
+    from dacbench_remote.runtimes.options import RuntimeOptions
+    from dacbench_remote.sweeps.trial import Trial
+    from dacbench_remote.sweeps.warm import ForkedRunner
+
+    trial = Trial(benchmark=target, agent="random", seed=0, episodes=1, kwargs=kwargs,
+                  runtime=RuntimeOptions(kind="local"))
+    return ForkedRunner(trial, str(path))
+
+
+def test_an_env_made_with_its_fork_steps_exactly_like_gymnasiums_own(zygote):
+    import gymnasium
+    import numpy as np
+
+    proc, path = zygote
+    runner = _forked_runner(path, "tests.envs:make_logged_cartpole")
+    local = gymnasium.make("CartPole-v1")
+    try:
+        env = runner.get_environment()
+        actions = np.random.default_rng(5).integers(0, 2, size=600)
+        remote_obs, remote_info = env.reset(seed=3)
+        local_obs, local_info = local.reset(seed=3)
+        trajectory = [(remote_obs, local_obs), (remote_info, local_info)]
+        for action in actions:
+            remote, here = env.step(int(action)), local.step(int(action))
+            trajectory += list(zip(remote, here, strict=True))
+            if here[2] or here[3]:
+                break
+        assert len(trajectory) > 10
+        for remote, here in trajectory:
+            assert type(remote) is type(here)
+            if isinstance(here, np.ndarray):
+                assert remote.dtype == here.dtype and remote.shape == here.shape
+                assert np.array_equal(remote, here)
+            else:
+                assert remote == here
+        # The env's calls all went through its data channel: no Pyro5 connection was made.
+        assert runner.connection._proxy._pyroConnection is None
+        assert len(_children_of(proc.pid)) == 2  # this env's server and the next spare
+    finally:
+        runner.close()
+        local.close()
+    assert _wait_for(lambda: len([p for p in _children_of(proc.pid) if _alive(p)]) == 1)
+
+
+def test_control_calls_of_an_env_made_with_its_fork_go_over_its_data_channel(zygote):
+    from dacbench_remote.errors import NoSuchAttribute
+
+    _proc, path = zygote
+    runner = _forked_runner(path, "tests.envs:make_counting_env")
+    try:
+        env = runner.get_environment()
+        env.reset()
+        env.step(0.0)
+        env.step(0.0)
+        assert env.render().tolist() == [2]  # render
+        assert env.render_delay == 0.0  # get_attr
+        env.render_delay = 0.25  # set_attr
+        assert env.render_delay == 0.25
+        assert env.call_remote("render").tolist() == [2]  # call
+        with pytest.raises(NoSuchAttribute, match="_started"):  # errors cross as they are
+            env.call_remote("_started", "render")
+        assert env.started_path is None
+        assert runner.connection._proxy._pyroConnection is None
+    finally:
+        runner.close()
+    with pytest.raises(Exception, match="closed"):
+        env.render()
+
+
+def _log_lines(log: Path) -> list[tuple[int, str]]:
+    if not log.exists():
+        return []
+    return [(int(pid), tag) for pid, tag in
+            (line.split(" ", 1) for line in log.read_text().splitlines())]
+
+
+def _fork_logged(path: Path, name: str, log: Path, tag: str, ahead: bool = False):
+    from dacbench_remote.host.zygote_client import fork_with_env
+
+    return fork_with_env(path, name, ["tests.envs"], "tests.envs:make_logged_cartpole",
+                         kwargs={"log": str(log), "tag": tag}, ahead=ahead, timeout=30)
+
+
+def _release(forked) -> None:
+    forked.channel.close()
+    os.close(forked.lifeline)
+
+
+def test_a_spare_that_made_the_env_ahead_serves_only_a_request_for_that_env(zygote, tmp_path):
+    proc, path = zygote
+    log = tmp_path / "creations.log"
+    first = _fork_logged(path, "a1", log, "A", ahead=True)  # the next asks for A as well
+    # The spare is forked and makes A while `first` runs.
+    assert _wait_for(lambda: len(_log_lines(log)) == 2)
+    assert {tag for _, tag in _log_lines(log)} == {"A"}
+    (made_ahead,) = {pid for pid, _ in _log_lines(log)} - {first.pid}
+    assert (first.pid, "A") in _log_lines(log)
+    second = _fork_logged(path, "a2", log, "A", ahead=True)
+    assert second.pid == made_ahead  # handed the spare whose env was ready
+    assert second.env is not None and second.info["action_space"].n == 2
+    assert _wait_for(lambda: len(_log_lines(log)) == 3)  # the next spare makes A again
+    spare_with_a = _log_lines(log)[2][0]
+    # A request for another env (C) must not get a server that made A: a fresh fork serves it.
+    third = _fork_logged(path, "c", log, "C")
+    assert third.pid not in {pid for pid, tag in _log_lines(log) if tag == "A"}
+    assert (third.pid, "C") in _log_lines(log)
+    assert _wait_for(lambda: not _alive(spare_with_a))  # discarded, not left over
+    for forked in (first, second, third):
+        _release(forked)
+        assert _wait_for(lambda pid=forked.pid: not _alive(pid))
+    # Only the current spare lives on (the others may be zombies until the zygote reaps them).
+    assert len([p for p in _children_of(proc.pid) if _alive(p)]) <= 1
+
+
+def test_an_env_that_cannot_be_made_in_the_fork_is_refused_and_leaves_no_child(zygote):
+    from dacbench_remote.errors import DacbenchRemoteError
+    from dacbench_remote.host.zygote_client import fork_with_env
+
+    proc, path = zygote
+    _first, first_pid, lifeline = request_fork(path, "first", ["tests.envs"])
+    os.close(lifeline)
+    assert _wait_for(lambda: _children_of(proc.pid) - {first_pid})
+    with pytest.raises(DacbenchRemoteError, match="no_such_factory"):
+        fork_with_env(path, "bad", ["tests.envs"], "tests.envs:no_such_factory", timeout=30)
+    # The child that failed to make it shut down; only a spare for the next request is left.
+    assert _wait_for(lambda: len(_children_of(proc.pid) - {first_pid}) <= 1)
+    assert _wait_for(lambda: len([p for p in _children_of(proc.pid) if _alive(p)]) <= 1)
+
+
+def test_an_older_zygote_that_makes_no_env_with_the_fork_still_forks(tmp_path):
+    """Images built before fork_with_env answer a fork request that carries `make` like any
+    other (they ignore the key): the caller connects and makes the env itself. This stands in
+    for such an image's zygote, answering as its code did."""
+    import json
+    import socket
+    import threading
+
+    from dacbench_remote.host.zygote_client import fork_with_env
+
+    path = tmp_path / "old-zygote.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    seen = []
+
+    def answer_like_an_old_zygote():
+        conn, _ = listener.accept()
+        with conn:
+            seen.append(json.loads(conn.recv(65536)))
+            conn.sendall((json.dumps({"ok": True, "pid": 4242, "socket": "old.sock"}) + "\n")
+                         .encode())
+
+    thread = threading.Thread(target=answer_like_an_old_zygote, daemon=True)
+    thread.start()
+    forked = fork_with_env(path, "t1", ["tests.envs"], "tests.envs:make_counting_env",
+                           timeout=10)
+    thread.join(10)
+    listener.close()
+    try:
+        assert seen[0]["make"]["target"] == "tests.envs:make_counting_env"
+        assert forked.env is None and forked.channel is None
+        assert forked.pid == 4242 and forked.socket_path == tmp_path / "old.sock"
+    finally:
+        os.close(forked.lifeline)

@@ -24,7 +24,7 @@ from .local_executor import LocalExecutor
 from .slurm_executor import SlurmExecutor, live_tasks, scancel
 from .spec import LocalOptions, SlurmOptions, load_spec
 from .sweepdir import SweepDir, read_json
-from .tables import write_tables
+from .tables import import_parquet_writer_in_background, write_tables
 from .trial import DONE, FAILED, TIMED_OUT, TrialOutcome
 from .trial_runner import remove_server_sockets
 
@@ -144,6 +144,7 @@ def run_sweep(
         try:
             with sigterm_as_interrupt():
                 if pending:
+                    import_parquet_writer_in_background()  # while the first servers start
                     runner.run(pending, ctx)
         except KeyboardInterrupt:
             interrupted = True

@@ -107,10 +107,8 @@ def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
 
 def plot_returns(rows: list[dict], trials: dict[str, Trial], path: Path) -> Path:
     """Return per episode per agent (mean over seeds, band = ±1 std), one panel per benchmark."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The Figure API, not pyplot: no global figure state, no GUI backend, and faster to import.
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     panels: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
@@ -121,7 +119,8 @@ def plot_returns(rows: list[dict], trials: dict[str, Trial], path: Path) -> Path
     count = len(panels)
     columns = min(count, 3)
     lines = math.ceil(count / columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(5 * columns, 3.6 * lines), squeeze=False)
+    figure = Figure(figsize=(5 * columns, 3.6 * lines))
+    axes = figure.subplots(lines, columns, squeeze=False)
     for ax, (variant, agents) in zip(axes.flat, sorted(panels.items()), strict=False):
         for agent, episodes in sorted(agents.items()):
             xs = sorted(episodes)
@@ -140,7 +139,6 @@ def plot_returns(rows: list[dict], trials: dict[str, Trial], path: Path) -> Path
     figure.tight_layout()
     with atomic_output(path, durable=False, perms=0o666) as tmp:
         figure.savefig(tmp, dpi=100, format="png")  # the temporary name ends in .tmp
-    plt.close(figure)
     return path
 
 

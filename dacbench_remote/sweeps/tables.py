@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import threading
 from pathlib import Path
 
 from .._sys.files import atomic_output, atomic_write_json, atomic_write_text
@@ -60,21 +61,20 @@ def trial_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_cell(row.get(k)) for k in columns] for row in rows)
     return buffer.getvalue()
 
 
-def _cell(value) -> str:
+def _cell(value):
+    """What csv writes for a value: None as empty, dicts and lists as JSON, others as str()
+    (csv's own conversion for strings and numbers)."""
     if value is None:
         return ""
     if isinstance(value, dict | list):
-
         return json.dumps(value, sort_keys=True)
-    return str(value)
+    return value
 
 
 def write_tables(layout: SweepDir, trials: list[Trial] | None = None, *,
@@ -124,6 +124,21 @@ def _source(layout: SweepDir) -> dict:
     except FileNotFoundError:
         trials = None
     return {"journal": position, "trials": trials}
+
+
+def import_parquet_writer_in_background() -> None:
+    """Load pyarrow's Parquet writer (and pandas, which pyarrow imports on the first write:
+    about 0.3 s together) in a thread while the caller waits for something else, so that
+    write_tables at the end does not."""
+    def load() -> None:
+        try:
+            import pyarrow
+            import pyarrow.parquet
+        except ImportError:
+            return
+        pyarrow.parquet.write_table(pyarrow.table({"warm-up": [0]}), io.BytesIO())
+
+    threading.Thread(target=load, name="load-parquet-writer", daemon=True).start()
 
 
 def _write_parquet(rows: list[dict], path: Path) -> bool:

@@ -39,6 +39,9 @@ from .trial import CANCELLED, DONE, FAILED, TIMED_OUT, Trial, TrialOutcome
 # Files of an earlier, unfinished attempt that must not leak into this one.
 _ATTEMPT_FILES = ("episodes.jsonl", "runner.jsonl", "error.json", "running.json", "done.json")
 SNAPSHOT_INTERVAL = 1.0
+# The first snapshot: a trial this short never writes running.json (its worker is ours to wait
+# for, and the servers it forked die with its lifelines).
+FIRST_SNAPSHOT = 0.1
 # What the worker (and an agent factory, if it cares) finds in its environment.
 SUPERVISOR_ENV = "DACBR_SWEEP_SUPERVISOR_PID"  # the worker exits if its parent is not this pid
 TRIAL_ENV = "DACBR_SWEEP_TRIAL"
@@ -211,7 +214,6 @@ class _Watch:
         self.header = {"trial_id": trial_id, "run_id": run_id, "host": hostname(),
                        "boot_id": boot_id(), "supervisor_pid": os.getpid(),
                        "started": time.time()}
-        self.snapshot()
 
     def snapshot(self) -> None:
         known = set(self.records)
@@ -278,7 +280,7 @@ def _supervise(worker: subprocess.Popen, watch: _Watch, time_limit: float,
                cancel_event: threading.Event | None, kill_grace: float) -> str | None:
     """Wait for the worker; stop it on time-out or cancel. Returns why we stopped it, if we did."""
     deadline = time.monotonic() + time_limit
-    next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
+    next_snapshot = time.monotonic() + FIRST_SNAPSHOT
     reason = None
     while worker.poll() is None:
         now = time.monotonic()
