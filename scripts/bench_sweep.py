@@ -279,6 +279,46 @@ SLURM_SWEEP = ("import sys; from dacbench_remote.sweeps import run_sweep; "
                "r = run_sweep(sys.argv[1], executor='slurm'); sys.exit(0 if r.ok else 1)")
 
 
+def fork_cost(children: int = 15) -> None:
+    """Why a warm trial's server spends longer making its env than an in-process loop: the first
+    env in a process forked after the imports (a zygote's child) against a second one there."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from dacbench.benchmarks import LubyBenchmark
+
+    def make() -> float:
+        started = time.perf_counter()
+        LubyBenchmark().get_environment().reset(seed=0)
+        return (time.perf_counter() - started) * 1000
+
+    make()  # what a zygote's preload and first request leave imported and cached
+    first, second = [], []
+    for _ in range(children):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            before = set(sys.modules)
+            times = f"{make()} {make()}"
+            os.write(write, f"{times} {len(set(sys.modules) - before)}".encode())
+            os._exit(0)
+        os.close(write)
+        a, b, imported = os.read(read, 100).split()
+        assert imported == b"0", f"the child imported {imported.decode()} modules"
+        os.close(read)
+        os.waitpid(pid, 0)
+        first.append(float(a))
+        second.append(float(b))
+    here = statistics.median(make() for _ in range(children))
+    print(f"Luby env made and reset, median of {children} forked children, in ms")
+    print(f"  first env in a freshly forked process    {statistics.median(first):6.2f}")
+    print(f"  second env in that process               {statistics.median(second):6.2f}")
+    print(f"  in the parent (the in-process loop)      {here:6.2f}")
+    print(f"  ratio first in a fork / in-process       {statistics.median(first) / here:6.2f}x")
+    print("The difference is the fork's copy-on-write: the child's first touches of the parent's "
+          "memory (object headers, module dicts) fault and copy pages; no child imported a module.")
+
+
 def slurm_chunks(trials: int, image: Path | None) -> None:
     """Slurm (scripts/slurm-cluster.sh up): one-episode Luby trials, warm chunks (one task per
     core) against one trial per task, each sweep timed from its driver's start to its end."""
@@ -330,11 +370,17 @@ def main() -> None:
                         help="instead: warm Luby sweeps of these sizes (default 64 256 1024) "
                              "against the in-process loop, per-trial overhead in ms")
     parser.add_argument("--plot", type=Path, help="with --scaling: draw the per-trial ms here")
+    parser.add_argument("--fork-cost", action="store_true",
+                        help="instead: Luby env creation in a freshly forked process (as in a "
+                             "warm trial's server) against a second one in the same process")
     args = parser.parse_args()
     print(f"{' '.join(sys.argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores\n")
     if args.status_report:
         status_report(args.status_report)
+        return
+    if args.fork_cost:
+        fork_cost()
         return
     if args.scaling is not None:
         image = args.image or default_image()
