@@ -264,7 +264,7 @@ def test_sigkill_of_the_driver_mid_tune_leaves_no_container_socket_or_mount(
         benchmark = "Luby"
         agent = "static:{{action}}"
         seeds = [0, 1, 2]
-        episodes = 20
+        episodes = 200
         sampler = "grid"
         batch = 2
         [steps.tune.space]
@@ -278,7 +278,7 @@ def test_sigkill_of_the_driver_mid_tune_leaves_no_container_socket_or_mount(
         while time.monotonic() < deadline:
             told = [r for r in read_jsonl(tune_dir / "history.jsonl") if r["event"] == "told"]
             running = list(tune_dir.glob("trials/*/running.json"))
-            if len(told) >= 2 and running:
+            if len(told) >= 2 and running:  # (written 0.1 s into a trial: 200 episodes take longer)
                 break
             time.sleep(0.02)
         else:
