@@ -223,6 +223,11 @@ def _children_of(pid: int) -> set[int]:
             for word in (task / "children").read_text().split()}
 
 
+def _live_children(pid: int) -> set[int]:
+    """Children that have not exited (the zygote may not have reaped the others yet)."""
+    return {child for child in _children_of(pid) if _alive(child)}
+
+
 def test_the_next_server_is_forked_ahead_and_handed_to_the_next_request(zygote):
     proc, path = zygote
     child, pid, lifeline = request_fork(path, "first", ["tests.envs"])
@@ -334,7 +339,7 @@ def test_an_env_made_with_its_fork_steps_exactly_like_gymnasiums_own(zygote):
     finally:
         runner.close()
         local.close()
-    assert _wait_for(lambda: len([p for p in _children_of(proc.pid) if _alive(p)]) == 1)
+    assert _wait_for(lambda: len(_live_children(proc.pid)) == 1)
 
 
 def test_control_calls_of_an_env_made_with_its_fork_go_over_its_data_channel(zygote):
@@ -404,7 +409,7 @@ def test_a_spare_that_made_the_env_ahead_serves_only_a_request_for_that_env(zygo
         _release(forked)
         assert _wait_for(lambda pid=forked.pid: not _alive(pid))
     # Only the current spare lives on (the others may be zombies until the zygote reaps them).
-    assert len([p for p in _children_of(proc.pid) if _alive(p)]) <= 1
+    assert len(_live_children(proc.pid)) <= 1
 
 
 def test_an_env_that_cannot_be_made_in_the_fork_is_refused_and_leaves_no_child(zygote):
@@ -419,7 +424,7 @@ def test_an_env_that_cannot_be_made_in_the_fork_is_refused_and_leaves_no_child(z
         fork_with_env(path, "bad", ["tests.envs"], "tests.envs:no_such_factory", timeout=30)
     # The child that failed to make it shut down; only a spare for the next request is left.
     assert _wait_for(lambda: len(_children_of(proc.pid) - {first_pid}) <= 1)
-    assert _wait_for(lambda: len([p for p in _children_of(proc.pid) if _alive(p)]) <= 1)
+    assert _wait_for(lambda: len(_live_children(proc.pid)) <= 1)
 
 
 def test_an_older_zygote_that_makes_no_env_with_the_fork_still_forks(tmp_path):
