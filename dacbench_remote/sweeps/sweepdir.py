@@ -146,7 +146,7 @@ class SweepDir:
                 f"{self.path} is not a sweep directory (no readable trials.json); start one "
                 "with `dacbench-remote sweep run SPEC`"
             )
-        return [Trial.from_dict(item) for item in data]
+        return [Trial.from_dict(item, keep_id=True) for item in data]
 
     def write_trials(self, trials: list[Trial]) -> None:
         """trials.json: every trial of the spec (what status and report count)."""

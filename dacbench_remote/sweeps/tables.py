@@ -60,21 +60,14 @@ def trial_rows(layout: SweepDir, trials: list[Trial]) -> list[dict]:
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
+    """The rows as CSV: None as empty (csv's own), dicts and lists as JSON, the rest as str()."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows([_cell(row.get(k)) for k in columns] for row in rows)
+    structured = (dict, list)
+    writer.writerows([json.dumps(v, sort_keys=True) if isinstance(v, structured) else v
+                      for v in map(row.get, columns)] for row in rows)
     return buffer.getvalue()
-
-
-def _cell(value):
-    """What csv writes for a value: None as empty, dicts and lists as JSON, others as str()
-    (csv's own conversion for strings and numbers)."""
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 def write_tables(layout: SweepDir, trials: list[Trial] | None = None, *,
@@ -126,30 +119,52 @@ def _source(layout: SweepDir) -> dict:
     return {"journal": position, "trials": trials}
 
 
-def import_parquet_writer_in_background() -> None:
-    """Load pyarrow's Parquet writer (and pandas, which pyarrow imports on the first write:
-    about 0.3 s together) in a thread while the caller waits for something else, so that
-    write_tables at the end does not."""
-    def load() -> None:
-        try:
-            import pyarrow
-            import pyarrow.parquet
-        except ImportError:
-            return
-        pyarrow.parquet.write_table(pyarrow.table({"warm-up": [0]}), io.BytesIO())
+# results.parquet's column types: fixed, so that a column that is empty in this sweep (no
+# image, say) still has its type, and so that the table is built without pandas (below).
+RESULT_TYPES = {
+    "seed": "int64", "episode": "int64", "episode_seed": "int64", "return": "float64",
+    "length": "int64", "wall_time": "float64", "terminated": "bool_", "truncated": "bool_",
+}
 
-    threading.Thread(target=load, name="load-parquet-writer", daemon=True).start()
+
+def parquet_modules():
+    """pyarrow with its json and parquet modules, or None when pyarrow is not installed."""
+    try:
+        import pyarrow
+        import pyarrow.json
+        import pyarrow.parquet
+    except ImportError:
+        return None
+    return pyarrow
+
+
+def import_parquet_writer_in_background() -> None:
+    """Load pyarrow's Parquet writer (about 0.1 s) in a thread while the caller waits for
+    something else, so that write_tables at the end does not."""
+    threading.Thread(target=parquet_modules, name="load-parquet-writer", daemon=True).start()
 
 
 def _write_parquet(rows: list[dict], path: Path) -> bool:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
+    """Write results.parquet, parsed by pyarrow from the rows as JSON lines with a fixed schema.
+
+    Why JSON: pyarrow imports pandas (0.3-0.4 s) to build an array from Python objects, not to
+    parse JSON; the values are the journal's own JSON values, so nothing changes on the way.
+    """
+    pyarrow = parquet_modules()
+    if pyarrow is None:
         return False
-    columns = {name: [row.get(name) for row in rows] for name in RESULT_COLUMNS}
+    schema = pyarrow.schema([(name, getattr(pyarrow, RESULT_TYPES.get(name, "string"))())
+                             for name in RESULT_COLUMNS])
+    lines = "".join(json.dumps(row) + "\n" for row in rows)  # other keys: ignored
+    try:
+        table = schema.empty_table() if not rows else pyarrow.json.read_json(
+            io.BytesIO(lines.encode()),
+            parse_options=pyarrow.json.ParseOptions(explicit_schema=schema,
+                                                    unexpected_field_behavior="ignore"))
+    except pyarrow.ArrowInvalid:  # a value of another type than its column's (an older row)
+        table = pyarrow.table({name: [row.get(name) for row in rows] for name in RESULT_COLUMNS})
     with atomic_output(path, durable=False, perms=0o666) as tmp:
-        pyarrow.parquet.write_table(pyarrow.table(columns), tmp)
+        pyarrow.parquet.write_table(table, tmp)
     return True
 
 

@@ -92,13 +92,18 @@ class Trial:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> Trial:
+    def from_dict(cls, data: dict, keep_id: bool = False) -> Trial:
+        """The trial `to_dict` wrote; `keep_id`: take its recorded id instead of hashing again
+        (for trials.json, which the sweep wrote itself: 10,000 hashes cost 0.1 s)."""
         data = dict(data)
-        data.pop("id", None)
+        recorded = data.pop("id", None)
         runtime = dict(data.pop("runtime", {}))
         runtime["binds"] = tuple(runtime.get("binds", ()))
         data["instances"] = tuple(data.get("instances", ()))
-        return cls(runtime=RuntimeOptions(**runtime), **data)
+        trial = cls(runtime=RuntimeOptions(**runtime), **data)
+        if keep_id and isinstance(recorded, str):
+            trial.__dict__["id"] = recorded  # where cached_property keeps it
+        return trial
 
 
 @dataclass
