@@ -29,10 +29,11 @@ from dacbench_remote.sweeps import (
 from dacbench_remote.sweeps.driver import make_executor
 from dacbench_remote.sweeps.executors import EXECUTORS, prefetch_images
 from dacbench_remote.sweeps.journal import JournalWriter
+from dacbench_remote.sweeps.reporting import plot_returns
 from dacbench_remote.sweeps.slurm_executor import SlurmExecutor
 from dacbench_remote.sweeps.spec import LocalOptions, SlurmOptions
 from dacbench_remote.sweeps.sweepdir import atomic_write_json, read_jsonl
-from dacbench_remote.sweeps.tables import write_tables
+from dacbench_remote.sweeps.tables import RESULT_COLUMNS, episode_rows, write_tables
 from tests.needs import need_module
 
 FULL = """
@@ -454,6 +455,142 @@ def test_parquet_table_matches_the_csv_when_pyarrow_is_installed(tmp_path: Path)
     table = parquet.read_table(layout.results_parquet).to_pylist()
     csv_rows = read_results_csv(layout.results_csv)
     assert [r["return"] for r in table] == [r["return"] for r in csv_rows]
+
+
+def odd_values_sweep(tmp_path: Path) -> tuple[SweepDir, list[dict]]:
+    """One done trial whose rows hold what JSON and the columns make hard: NaN and infinite
+    returns, nulls, an int where a float goes, non-ASCII text, an extra key."""
+    layout = SweepDir(tmp_path / "odd")
+    trial = Trial("gymnasium:CartPole-v1", "random", 0, 3)
+    layout.write_trials([trial])
+    base = {"sweep": "s", "run_id": "r", "trial_id": trial.id, "benchmark": "b\u00e9\u2603",
+            "experiment": None, "config": "{}", "kwargs": "{}", "agent": "random", "seed": 0,
+            "episode_seed": None, "length": 7, "wall_time": 0.25, "terminated": True,
+            "truncated": False, "runtime": "local", "image_sha256": None, "host": "h",
+            "instance": [1, 2]}
+    rows = [{**base, "episode": 0, "return": float("nan")},
+            {**base, "episode": 1, "return": float("-inf"), "terminated": False},
+            {**base, "episode": 2, "return": 3, "episode_seed": 5}]
+    journal = JournalWriter(layout.journal_dir, "run1")
+    journal.add(TrialOutcome(trial.id, "done", "run1", 3, 0.0), rows)
+    journal.close()
+    return layout, rows
+
+
+WRITE_TABLES_WITHOUT_PANDAS = """
+import json, sys
+from dacbench_remote.sweeps import SweepDir, write_tables
+written = write_tables(SweepDir(sys.argv[1]))
+print(json.dumps({"written": [p.name for p in written], "pandas": "pandas" in sys.modules}))
+"""
+
+
+def test_parquet_holds_the_journal_values_with_fixed_types_and_is_written_without_pandas(
+        tmp_path: Path):
+    """pyarrow imports pandas (0.3-0.4 s) to build arrays from Python objects; the table is
+    parsed from JSON instead. Compared with the rows as the journal holds them."""
+    parquet = need_module("pyarrow.parquet")
+    layout, rows = odd_values_sweep(tmp_path)
+    done = subprocess.run([sys.executable, "-c", WRITE_TABLES_WITHOUT_PANDAS, str(layout.path)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer == {"written": ["results.csv", "trials.csv", "results.parquet"],
+                      "pandas": False}
+    table = parquet.read_table(layout.results_parquet)
+    assert table.column_names == RESULT_COLUMNS
+    types = {name: str(table.schema.field(name).type) for name in RESULT_COLUMNS}
+    assert types["seed"] == types["episode_seed"] == types["length"] == "int64"
+    assert types["return"] == types["wall_time"] == "double"
+    assert types["terminated"] == "bool" and types["experiment"] == "string"
+    got = table.to_pylist()
+    for row, expected in zip(got, rows, strict=True):
+        want = {k: expected.get(k) for k in RESULT_COLUMNS}
+        want["return"] = float(want["return"])  # the column's type: 3 is read back as 3.0
+        assert json.dumps(row, sort_keys=True) == json.dumps(want, sort_keys=True)  # NaN too
+        assert [type(row[k]) for k in ("return", "seed", "terminated")] == [float, int, bool]
+
+
+def test_a_value_of_another_type_than_its_column_still_gets_a_parquet_table(tmp_path: Path):
+    parquet = need_module("pyarrow.parquet")
+    layout, _ = fake_sweep(tmp_path)
+    journal = JournalWriter(layout.journal_dir, "odd")
+    trials = layout.trials()
+    journal.add(TrialOutcome(trials[3].id, "done", "odd", 1, 1.0),
+                [{"trial_id": trials[3].id, "episode": 0, "return": 1.0, "seed": "seven"}])
+    journal.close()
+    assert layout.results_parquet in write_tables(layout)
+    seeds = parquet.read_table(layout.results_parquet).column("seed").to_pylist()
+    assert seeds[-1] == "seven" and len(seeds) == 7
+
+
+REPORT_IN_A_FRESH_PROCESS = """
+import json, os, sys, threading
+from dacbench_remote.sweeps import report
+forks = []
+real_fork = os.fork
+def counting_fork():
+    pid = real_fork()
+    forks.append(pid)
+    return pid
+os.fork = counting_fork
+if sys.argv[2] == "thread":  # another thread runs: a fork would copy only this one
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()
+try:
+    result = report(sys.argv[1])
+    outcome = {"plot": str(result.plot), "notes": result.notes}
+except Exception as exc:
+    outcome = {"error": f"{type(exc).__name__}: {exc}"}
+try:
+    os.waitpid(-1, os.WNOHANG)
+    children = True
+except ChildProcessError:
+    children = False
+print(json.dumps({**outcome, "forks": len(forks), "children_left": children}))
+"""
+
+
+def run_report_in_a_fresh_process(path: Path, mode: str = "") -> dict:
+    done = subprocess.run([sys.executable, "-c", REPORT_IN_A_FRESH_PROCESS, str(path), mode],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_report_draws_its_plot_in_a_forked_process_pixel_for_pixel_as_here(tmp_path: Path):
+    """The plot process imports matplotlib while the report reads the journal and writes the
+    tables; its PNG is byte for byte the one drawn in this process from the same rows."""
+    need_module("matplotlib")
+    layout, trials = fake_sweep(tmp_path)
+    answer = run_report_in_a_fresh_process(layout.path)
+    assert answer == {"plot": str(layout.plot), "notes": [], "forks": 1, "children_left": False}
+    by_id = {t.id: t for t in trials}
+    here = plot_returns(episode_rows(layout, trials), by_id, tmp_path / "here.png")
+    assert layout.plot.read_bytes() == here.read_bytes()
+    assert run_report_in_a_fresh_process(layout.path)["forks"] == 0  # current: none drawn
+
+
+def test_report_with_other_threads_running_draws_the_plot_itself(tmp_path: Path):
+    need_module("matplotlib")
+    layout, _ = fake_sweep(tmp_path)
+    answer = run_report_in_a_fresh_process(layout.path, "thread")
+    assert answer == {"plot": str(layout.plot), "notes": [], "forks": 0, "children_left": False}
+    assert layout.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_report_that_fails_leaves_no_plot_process_behind(tmp_path: Path):
+    (tmp_path / "trials.json").write_text("not json")
+    answer = run_report_in_a_fresh_process(tmp_path)
+    assert answer["error"].startswith("BadConfig:") and "not a sweep directory" in answer["error"]
+    assert answer["forks"] == 1 and answer["children_left"] is False
+
+
+def test_trials_read_back_keep_their_recorded_ids(tmp_path: Path):
+    layout, trials = fake_sweep(tmp_path)
+    assert [t.id for t in layout.trials()] == [t.id for t in trials]
+    tampered = {**trials[0].to_dict(), "seed": 99}  # an edited entry: its id is computed again
+    assert Trial.from_dict(tampered).id == Trial("gymnasium:CartPole-v1", "random", 99, 3).id
+    assert Trial.from_dict(tampered, keep_id=True).id == trials[0].id
 
 
 def test_without_pyarrow_the_tables_are_csv_only(tmp_path: Path, monkeypatch):

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import pickle
+import signal
 import statistics
+import sys
+import threading
+import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,11 +77,28 @@ def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
     made from the journal as it is now (tables.json says so). Print the result.
     """
     layout = SweepDir(sweep_dir)
+    stamp = read_json(layout.tables_stamp)
+    # A plot to draw (not drawn since the tables were last written): its process imports
+    # matplotlib while this one reads the journal and writes the tables.
+    plotter = PlotProcess() if plot and not (isinstance(stamp, dict) and stamp.get("plot")) \
+        else None
+    try:
+        return _report(layout, plot, plotter)
+    finally:
+        if plotter is not None:
+            plotter.close()
+
+
+def _report(layout: SweepDir, plot: bool, plotter: PlotProcess | None) -> SweepReport:
     trials = layout.trials()
     rows = episode_rows(layout, trials)
+    by_id = {t.id: t for t in trials}
+    drawing = None
+    if plot and rows and not tables_current(layout, plot=True):
+        plotter = plotter or PlotProcess(fork=False)
+        drawing = plotter.draw(panels_of(rows, by_id), layout.plot)
     if not tables_current(layout):
         write_tables(layout, trials, rows=rows)
-    by_id = {t.id: t for t in trials}
     outcomes = layout.outcomes()
     counts: Counter = Counter(total=len(trials))
     failures = []
@@ -94,11 +118,11 @@ def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
                                   len(returns), statistics.fmean(returns),
                                   statistics.stdev(returns) if len(returns) > 1 else 0.0))
     result = SweepReport(layout.path, dict(counts), summary, failures, None)
-    if plot and rows and tables_current(layout, plot=True):
-        result.plot = layout.plot
-    elif plot and rows:
+    if plot and rows and drawing is None:
+        result.plot = layout.plot  # current
+    elif drawing is not None:
         try:
-            result.plot = plot_returns(rows, by_id, layout.plot)
+            result.plot = plotter.result()
             mark_plotted(layout)
         except ImportError:
             result.notes.append(MATPLOTLIB_MISSING)
@@ -107,15 +131,26 @@ def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
 
 def plot_returns(rows: list[dict], trials: dict[str, Trial], path: Path) -> Path:
     """Return per episode per agent (mean over seeds, band = ±1 std), one panel per benchmark."""
-    # The Figure API, not pyplot: no global figure state, no GUI backend, and faster to import.
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    return draw_panels(panels_of(rows, trials), path)
 
+
+def panels_of(rows: list[dict], trials: dict[str, Trial]) -> dict:
+    """What the plot shows: variant -> agent -> episode -> the returns of that episode."""
     panels: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     for row in rows:
         trial = trials[row["trial_id"]]
         panels[trial.variant()][trial.agent][int(row["episode"])].append(float(row["return"]))
+    return {variant: {agent: dict(episodes) for agent, episodes in agents.items()}
+            for variant, agents in panels.items()}
+
+
+def draw_panels(panels: dict, path: Path) -> Path:
+    """The plot of `panels_of`, written to `path` (a PNG)."""
+    # The Figure API, not pyplot: no global figure state, no GUI backend, and faster to import.
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     count = len(panels)
     columns = min(count, 3)
     lines = math.ceil(count / columns)
@@ -140,6 +175,103 @@ def plot_returns(rows: list[dict], trials: dict[str, Trial], path: Path) -> Path
     with atomic_output(path, durable=False, perms=0o666) as tmp:
         figure.savefig(tmp, dpi=100, format="png")  # the temporary name ends in .tmp
     return path
+
+
+# How a forked plot process ends: drawn, or matplotlib could not be imported.
+_DRAWN, _FAILED, _NO_MATPLOTLIB = 0, 1, 3
+
+
+class PlotProcess:
+    """Draws the report's plot in a forked process that starts importing matplotlib at once
+    (0.3-0.5 s), so that a cold report does that while it reads the journal and writes the
+    tables, on another core. Only a single-threaded process forks (a fork copies no other
+    thread, and one may hold a lock the child needs); otherwise, or with `fork=False`, `draw`
+    draws here. `close` ends a process that was given nothing to draw."""
+
+    def __init__(self, fork: bool = True):
+        self.pid: int | None = None
+        self._pipe: int | None = None
+        self._path: Path | None = None
+        self._error: ImportError | None = None
+        if not fork or threading.active_count() != 1:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # never returns into the caller's code
+            code = _FAILED
+            try:
+                os.close(write_end)
+                code = _draw_from_pipe(read_end)
+            finally:
+                os._exit(code)
+        os.close(read_end)
+        self.pid, self._pipe = pid, write_end
+
+    def draw(self, panels: dict, path: Path):
+        """Start drawing `panels` to `path` (in the forked process, if there is one)."""
+        self._path = path
+        if self.pid is None:  # here and now; result() says how it went
+            try:
+                draw_panels(panels, path)
+            except ImportError as exc:
+                self._error = exc
+            return path
+        data = pickle.dumps((panels, str(path)))
+        try:
+            with os.fdopen(self._pipe, "wb") as pipe:
+                pipe.write(data)
+        except BrokenPipeError:  # the process ended already (no matplotlib): result() says
+            pass
+        finally:
+            self._pipe = None
+        return path
+
+    def result(self) -> Path:
+        """The plot's path once drawn; ImportError when matplotlib is missing."""
+        if self.pid is None:
+            if self._error is not None:
+                raise self._error
+            return self._path
+        pid, self.pid = self.pid, None
+        _, status = os.waitpid(pid, 0)
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else _FAILED
+        if code == _NO_MATPLOTLIB:
+            raise ImportError("matplotlib is not installed")
+        if code != _DRAWN:
+            raise RuntimeError("the report's plot could not be drawn (the error is above)")
+        return self._path
+
+    def close(self) -> None:
+        """Stop a process still running (nothing to draw, or an error here) and reap it."""
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+        if self.pid is not None:
+            pid, self.pid = self.pid, None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def _draw_from_pipe(read_end: int) -> int:
+    """In the forked process: import matplotlib, then draw what comes through the pipe."""
+    try:
+        try:
+            import matplotlib.figure  # noqa: F401 - the point: imported before the data comes
+        except ImportError:
+            return _NO_MATPLOTLIB
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        if not data:
+            return _DRAWN  # nothing to draw after all
+        panels, path = pickle.loads(data)
+        draw_panels(panels, Path(path))
+        return _DRAWN
+    except BaseException:
+        traceback.print_exc()
+        return _FAILED
 
 
 @dataclass
