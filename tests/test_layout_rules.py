@@ -107,3 +107,15 @@ def test_every_directory_of_modules_is_a_regular_package():
     directories = {path.parent for path in PACKAGE_DIR.rglob("*.py")}
     assert sorted(str(d.relative_to(PACKAGE_DIR)) for d in directories
                   if not (d / "__init__.py").is_file()) == []
+
+
+def test_a_sweeps_driver_and_its_status_need_neither_gymnasium_nor_the_runner():
+    """A driver starts its zygotes first; the runner, gymnasium and the wire codec are the
+    trial workers' (and the worker host imports them meanwhile). status/report need none."""
+    code = ("import sys, dacbench_remote.sweeps.driver, dacbench_remote.sweeps.reporting; "
+            "print(' '.join(m for m in sys.modules if m.startswith(('gymnasium', 'Pyro5', "
+            "'numpy', 'dacbench_remote.host.runner', 'dacbench_remote.host.client', "
+            "'dacbench_remote.wire.codec'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []

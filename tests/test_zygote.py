@@ -299,8 +299,8 @@ def test_the_plain_text_refusals_of_older_zygotes_are_still_understood(tmp_path)
 
 def _forked_runner(path: Path, target: str, **kwargs):
     from dacbench_remote.runtimes.options import RuntimeOptions
+    from dacbench_remote.sweeps.forked_runner import ForkedRunner
     from dacbench_remote.sweeps.trial import Trial
-    from dacbench_remote.sweeps.warm import ForkedRunner
 
     trial = Trial(benchmark=target, agent="random", seed=0, episodes=1, kwargs=kwargs,
                   runtime=RuntimeOptions(kind="local"))
@@ -375,7 +375,7 @@ def _log_lines(log: Path) -> list[tuple[int, str]]:
 
 
 def _fork_logged(path: Path, name: str, log: Path, tag: str, ahead: bool = False):
-    from dacbench_remote.host.zygote_client import fork_with_env
+    from dacbench_remote.host.forked_env import fork_with_env
 
     return fork_with_env(path, name, ["tests.envs"], "tests.envs:make_logged_cartpole",
                          kwargs={"log": str(log), "tag": tag}, ahead=ahead, timeout=30)
@@ -414,7 +414,7 @@ def test_a_spare_that_made_the_env_ahead_serves_only_a_request_for_that_env(zygo
 
 def test_an_env_that_cannot_be_made_in_the_fork_is_refused_and_leaves_no_child(zygote):
     from dacbench_remote.errors import DacbenchRemoteError
-    from dacbench_remote.host.zygote_client import fork_with_env
+    from dacbench_remote.host.forked_env import fork_with_env
 
     proc, path = zygote
     _first, first_pid, lifeline = request_fork(path, "first", ["tests.envs"])
@@ -435,7 +435,7 @@ def test_an_older_zygote_that_makes_no_env_with_the_fork_still_forks(tmp_path):
     import socket
     import threading
 
-    from dacbench_remote.host.zygote_client import fork_with_env
+    from dacbench_remote.host.forked_env import fork_with_env
 
     path = tmp_path / "old-zygote.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -462,3 +462,46 @@ def test_an_older_zygote_that_makes_no_env_with_the_fork_still_forks(tmp_path):
         assert forked.pid == 4242 and forked.socket_path == tmp_path / "old.sock"
     finally:
         os.close(forked.lifeline)
+
+
+# -- the runtime a slot's zygote runs in ------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [
+    {"kind": "local", "python": sys.executable, "env": {"A": "1"}},
+    {"kind": "bwrap", "binds": ("/tmp:/mnt:ro",), "env": {"X": "y"}},
+    {"kind": "auto"},
+    {"kind": "bwrap", "gpu": True},  # refused alike
+], ids=["local", "bwrap", "auto", "bwrap-gpu"])
+def test_a_zygote_runs_in_the_runtime_the_trials_own_runner_would_make(options, tmp_path):
+    """The driver makes its zygotes' runtime without importing the runner (warm.zygote_runtime);
+    compared here with what RemoteRunner makes from the same trial options."""
+    from dacbench_remote.host.runner import RemoteRunner
+    from dacbench_remote.runtimes.options import RuntimeOptions
+    from dacbench_remote.sweeps.trial import Trial
+    from dacbench_remote.sweeps.warm import zygote_runtime
+
+    image = tmp_path / "image.sif"
+    image.write_bytes(b"not read while the runtime is only made")
+    if options["kind"] != "local":
+        options = {**options, "image": str(image)}
+    trial = Trial("Luby", "random", 0, 1, runtime=RuntimeOptions(**options))
+
+    def made(make):
+        try:
+            return make()
+        except Exception as exc:  # the same refusal is what is compared
+            return exc
+
+    ours = made(lambda: zygote_runtime(trial))
+    runners = made(lambda: RemoteRunner(trial.benchmark, experiment=trial.experiment,
+                                        options=trial.runtime)._make_runtime())
+    if isinstance(runners, Exception):
+        assert type(ours) is type(runners) and str(ours) == str(runners)
+        return
+    assert type(ours) is type(runners)
+    assert ours.describe() == runners.describe()
+    assert ours.environment() == runners.environment()
+    state = ("_facts", "_lock")  # what a runtime learns and guards once it runs
+    assert {k: v for k, v in vars(ours).items() if k not in state} == \
+        {k: v for k, v in vars(runners).items() if k not in state}

@@ -60,7 +60,7 @@ class ServerConnection:
         facts: dict | None = None,
     ):
         """`facts`: the server's handshake facts when they came another way (a forked server's
-        answer, host.zygote_client.fork_with_env): then nothing is sent until the first call."""
+        answer, host.forked_env.fork_with_env): then nothing is sent until the first call."""
         self.socket_path = str(socket_path)
         self.timeout = timeout
         # Called when the server vanishes, to add its exit status and output to the error.
@@ -212,7 +212,7 @@ class RemoteEnvironmentClient(gymnasium.Env):
     def __init__(self, connection: ServerConnection, env_id: str, uri: str,
                  prepared: tuple[dict, DataChannel] | None = None):
         """`prepared`: the env's description and its data channel, greeted already (a forked
-        server's first env, host.zygote_client.fork_with_env); control calls then go through
+        server's first env, host.forked_env.fork_with_env); control calls then go through
         that channel too, and no Pyro5 connection is made."""
         self.connection = connection
         self.env_id = env_id

@@ -8,17 +8,13 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .._sys.sockets import new_socket_path, socket_answers
 from ..errors import ZygoteError, ZygoteUnsupported
-from ..wire import codec
-from .client import unwrap_reply
 
-# The longest reply line read from a zygote, and from a forked server describing its env.
+# The longest reply line read from a zygote.
 MAX_REPLY = 65536
-MAX_ENV_REPLY = 64 * 2**20
 
 
 def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str] = (),
@@ -28,63 +24,16 @@ def request_fork(zygote_socket: str | os.PathLike, name: str, preload: list[str]
     Returns the child's control socket (host path), its pid (in the zygote's pid namespace) and
     the write end of its lifeline pipe: keep that fd open while the child should live.
     """
-    answer, write_end, conn = _fork(zygote_socket, {"name": name, "preload": list(preload)},
-                                    timeout)
+    request = {"name": name, "preload": list(preload)}
+    answer, write_end, conn = send_fork_request(zygote_socket, request, timeout)
     conn.close()
     return Path(zygote_socket).parent / answer["socket"], int(answer["pid"]), write_end
 
 
-@dataclass
-class ForkedServer:
-    """A child server from fork_with_env: keep `lifeline` open while it should live."""
-
-    socket_path: Path  # its control socket (host path)
-    pid: int  # in the zygote's pid namespace
-    lifeline: int
-    # The env made with the fork (None from an older image's zygote, which makes none): its
-    # `make_env` value (env_id, uri), its description (`info`'s value), the server's handshake
-    # facts, and the connection that is now its data channel.
-    env: dict | None = None
-    info: dict | None = None
-    facts: dict | None = None
-    channel: socket.socket | None = None
-
-
-def fork_with_env(zygote_socket: str | os.PathLike, name: str, preload: list[str],
-                  target: str, config=None, kwargs: dict | None = None,
-                  timeout: float = 60.0, ahead: bool = False) -> ForkedServer:
-    """A child server forked with its first env made, in one round trip (server/zygote.py).
-    `ahead`: the next fork request will ask for the same env, so the zygote's next spare
-    server makes it ahead, while this one runs.
-
-    Raises what the handshake or make_env raise in a fresh server (VersionMismatch,
-    UnknownBenchmark, BadConfig, RemoteError), and ZygoteError when the zygote refuses.
-    """
-    make = {"target": target, "config": codec.encode(config),
-            "kwargs": codec.encode(kwargs or {}), "wire_version": codec.WIRE_VERSION}
-    answer, lifeline, conn = _fork(zygote_socket, {"name": name, "preload": list(preload),
-                                                   "make": make, "ahead": ahead},
-                                   timeout, MAX_ENV_REPLY)
-    forked = ForkedServer(Path(zygote_socket).parent / answer["socket"], int(answer["pid"]),
-                          lifeline)
-    if "hello" not in answer:  # an older zygote: it forked, and made no env
-        conn.close()
-        return forked
-    try:
-        forked.facts = unwrap_reply(answer["hello"])
-        forked.env = unwrap_reply(answer["make_env"])
-        forked.info = unwrap_reply(answer["info"])
-    except BaseException:
-        conn.close()
-        os.close(lifeline)
-        raise
-    forked.channel = conn
-    return forked
-
-
-def _fork(zygote_socket: str | os.PathLike, request: dict, timeout: float,
-          max_reply: int = MAX_REPLY) -> tuple[dict, int, socket.socket]:
-    """Send a fork request: the ok answer, the lifeline's write end and the open connection."""
+def send_fork_request(zygote_socket: str | os.PathLike, request: dict, timeout: float,
+                      max_reply: int = MAX_REPLY) -> tuple[dict, int, socket.socket]:
+    """Send a fork request: the ok answer, the lifeline's write end and the open connection
+    (host.forked_env's request carries an env to make, and reads a longer answer)."""
     read_end, write_end = os.pipe()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

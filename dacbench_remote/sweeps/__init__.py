@@ -5,17 +5,46 @@ job.
     print(status("runs/demo"))                # while it runs, from anywhere
     print(report("runs/demo"))                # summary table, results.csv, report.png
     cancel("runs/demo")                       # stop the driver, Slurm jobs, workers, servers
+
+The names load on first use (as the package root's do): `status` and `report` need none of what
+runs trials, and a driver starts its first container before the worker's modules are imported.
 """
 
 from __future__ import annotations
 
-from .driver import CancelResult, SweepResult, cancel, new_run_id, run_sweep
-from .reporting import SweepReport, SweepStatus, report, status
-from .spec import SweepSpec, load_spec, parse_spec
-from .sweepdir import SweepDir
-from .tables import read_results_csv, write_tables
-from .trial import Trial, TrialOutcome
-from .trial_runner import run_trial
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .driver import CancelResult, SweepResult, cancel, new_run_id, run_sweep
+    from .reporting import SweepReport, SweepStatus, report, status
+    from .spec import SweepSpec, load_spec, parse_spec
+    from .sweepdir import SweepDir
+    from .tables import read_results_csv, write_tables
+    from .trial import Trial, TrialOutcome
+    from .trial_runner import run_trial
+
+# Each public name with the module that defines it, imported on first use.
+_LAZY = {
+    "CancelResult": ".driver",
+    "SweepResult": ".driver",
+    "cancel": ".driver",
+    "new_run_id": ".driver",
+    "run_sweep": ".driver",
+    "SweepReport": ".reporting",
+    "SweepStatus": ".reporting",
+    "report": ".reporting",
+    "status": ".reporting",
+    "SweepSpec": ".spec",
+    "load_spec": ".spec",
+    "parse_spec": ".spec",
+    "SweepDir": ".sweepdir",
+    "read_results_csv": ".tables",
+    "write_tables": ".tables",
+    "Trial": ".trial",
+    "TrialOutcome": ".trial",
+    "run_trial": ".trial_runner",
+}
 
 __all__ = [
     "CancelResult",
@@ -37,3 +66,16 @@ __all__ = [
     "status",
     "write_tables",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

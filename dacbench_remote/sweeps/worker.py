@@ -23,11 +23,10 @@ from ..host import agents, runner  # noqa: F401 - what every trial imports, impo
 from ..host.runner import RemoteRunner
 from ..wire.baselines import is_baseline_spec
 from ..wire.replies import error_payload
-from . import warm  # noqa: F401
+from .forked_runner import ForkedRunner
 from .sweepdir import DACBENCH_LOGS, read_json
 from .trial import Trial
 from .trial_runner import AHEAD_ENV, SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
-from .warm import ForkedRunner
 
 
 def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[dict]:
