@@ -111,8 +111,18 @@ def timed(argv: list[str]) -> float:
     import subprocess
 
     started = time.perf_counter()
+    before = busy_cpu_seconds()
     subprocess.run(argv, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    timed.busy = busy_cpu_seconds() - before  # the machine's, for what the run kept busy
     return time.perf_counter() - started
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds all cores of this machine spent busy since boot (/proc/stat; on a quiet
+    machine, what a timed run and every process it started used, containers included)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
@@ -128,9 +138,11 @@ def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
         loop = timed([sys.executable, "-c", LUBY_LOOP, str(trials)])
+        loop_busy = timed.busy
         (Path(tmp) / "w").mkdir()
         (Path(tmp) / "f").mkdir()
         warm = timed([sys.executable, "-c", LUBY_SWEEP, str(spec(Path(tmp) / "w", trials, True))])
+        warm_busy = timed.busy
         phases = warm_phases(Path(tmp) / "w" / "luby")  # the spec's name is its directory
         phases["outside the run (interpreter, imports, tables, stopping)"] = (
             warm - phases.pop("run start to the last trial's end"))
@@ -144,6 +156,10 @@ def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
     target = warm <= 1.5 * loop
     print(f"target (warm sweep <= 1.5x the loop): {'met' if target else 'NOT met'} "
           f"({warm / loop:.1f}x); warm is {fresh / warm:.1f}x faster than fresh")
+    cores = os.cpu_count() or 1
+    print(f"CPU busy (all processes, {cores} cores): loop {loop_busy:.2f} s in {loop:.2f} s, "
+          f"warm sweep {warm_busy:.2f} s in {warm:.2f} s ({warm_busy / (warm * cores):.0%} of "
+          f"the cores)")
     print("where the warm sweep's time goes (from its sweep directory):")
     for name, seconds in phases.items():
         print(f"  {name:58} {seconds * 1000:>8.0f} ms")
