@@ -142,3 +142,50 @@ def test_repeat_of_a_run_with_an_agent_object_is_one_clear_error(tmp_path, capsy
     assert err.startswith("dacbench-remote: error: run r1 in ") and "Traceback" not in err
     assert "'my_experiment:PolicyAgent'" in err and "module:factory" in err
     assert not (tmp_path / "again").exists()
+
+
+def test_every_command_names_a_handler_that_exists():
+    """Handlers are imported when their command runs (cli/commands.py, cli/sweep_commands.py):
+    each one a command names is there, under that name."""
+    import importlib
+
+    targets = set()
+    for path, parser in commands():
+        handler = parser.get_default("handler")
+        if handler is None:
+            continue
+        target = getattr(handler, "target", (handler.__module__, handler.__name__))
+        module = importlib.import_module(target[0])
+        assert callable(getattr(module, target[1])), (path, target)
+        targets.add(target)
+    assert ("dacbench_remote.cli.commands", "cmd_run") in targets
+    assert ("dacbench_remote.cli.sweep_commands", "cmd_sweep_run") in targets
+
+
+LIGHT_START = """
+import contextlib, io, sys
+from dacbench_remote.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    main(sys.argv[1:])
+print(" ".join(m for m in sys.modules if m.startswith(("gymnasium", "requests", "Pyro5",
+      "dacbench_remote.host.runner", "dacbench_remote.images.resolve"))))
+"""
+
+
+@pytest.mark.parametrize("argv", [["config"], ["sweep", "status", "SWEEP"],
+                                  ["report", "SWEEP", "--no-plot"]])
+def test_config_status_and_report_start_without_the_runner_gymnasium_or_the_image_tools(
+        argv, tmp_path):
+    """(numpy may come: pyarrow, which writes results.parquet, imports it.)"""
+    import subprocess
+    import sys
+
+    from dacbench_remote.sweeps import SweepDir, Trial
+
+    layout = SweepDir(tmp_path / "sweep")
+    layout.path.mkdir()
+    layout.write_trials([Trial("gymnasium:CartPole-v1", "random", 0, 1)])
+    argv = [str(layout.path) if a == "SWEEP" else a for a in argv]
+    done = subprocess.run([sys.executable, "-c", LIGHT_START, *argv], capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert done.stdout.split() == []

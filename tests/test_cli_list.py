@@ -53,7 +53,7 @@ def test_image_origin_names_the_source_or_the_build():
     from dataclasses import replace
     from pathlib import Path
 
-    from dacbench_remote.cli import image_origin
+    from dacbench_remote.cli.commands import image_origin
     from dacbench_remote.images.catalog import ImageVersion
 
     version = ImageVersion("exp:1", "x.sif", "ab" * 32, (), True, "0.5.6", Path("c.toml"))
@@ -67,7 +67,7 @@ def test_image_origin_names_the_source_or_the_build():
 def test_a_cached_image_built_here_says_so(tmp_path):
     import json
 
-    from dacbench_remote.cli import _cached_entry
+    from dacbench_remote.cli.commands import _cached_entry
     from dacbench_remote.images.cache import ImageCache
 
     cache = ImageCache(tmp_path)

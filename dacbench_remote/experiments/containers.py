@@ -16,8 +16,9 @@ from ..config import CONTAINER_RUNTIMES
 from ..errors import BadConfig
 from ..runtimes.rootfs import default_rootfs_cache, image_sha256
 from ..sweeps.driver import make_executor
-from ..sweeps.executors import RunContext, fetch_image
-from ..sweeps.slurm_executor import live_tasks
+from ..sweeps.executors import RunContext
+from ..sweeps.prefetch import fetch_image
+from ..sweeps.slurm_jobs import live_tasks
 from ..sweeps.sweepdir import SweepDir, read_jsonl
 from ..sweeps.tables import to_csv
 from ..sweeps.trial import DONE, Trial, TrialOutcome

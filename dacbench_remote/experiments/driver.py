@@ -23,7 +23,7 @@ from ..errors import BadConfig
 from ..host.results import append_record
 from ..sweeps import driver as sweep_driver
 from ..sweeps.executors import EXECUTORS, sigterm_as_interrupt
-from ..sweeps.slurm_executor import scancel
+from ..sweeps.slurm_jobs import scancel
 from ..sweeps.sweepdir import SweepDir, read_json
 from ..sweeps.trial import FAILED, TIMED_OUT
 from .dag import downstream, upstream

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 from ..errors import RuntimeUnavailable
 from ..host.runner import RemoteRunner
-from ..sweeps.slurm_executor import SlurmExecutor, scancel
+from ..sweeps.slurm_executor import SlurmExecutor
+from ..sweeps.slurm_jobs import scancel
 from .containers import image_records
 from .step import ANY, Params, StepContext, StepKind
 

@@ -19,13 +19,14 @@ from typing import Any
 from ..config import load_config
 from ..errors import BadConfig, ImageNotFound
 from ..images.catalog import Catalog
-from ..wire.baselines import check_available, dacbench_class_name, parse_baseline
+from ..wire.baselines import (
+    check_available,
+    dacbench_class_name,
+    parse_baseline,
+)
 from .baselines import BaselineRun
 from .runner import RemoteRunner
 
-# DACBench's run_baselines defaults.
-DEFAULT_SEEDS = tuple(range(10))
-DEFAULT_EPISODES = 10
 # A run that takes longer than this reports its episodes while it goes on.
 EPISODE_REPORT_SECONDS = 10.0
 

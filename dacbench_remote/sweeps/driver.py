@@ -21,7 +21,8 @@ from ..errors import BadConfig, SweepAlreadyRunning
 from ..host.results import append_record
 from .executors import EXECUTORS, Executor, RunContext, sigterm_as_interrupt
 from .local_executor import LocalExecutor
-from .slurm_executor import SlurmExecutor, live_tasks, scancel
+from .slurm_executor import SlurmExecutor
+from .slurm_jobs import live_tasks, scancel
 from .spec import LocalOptions, SlurmOptions, load_spec
 from .sweepdir import SweepDir, read_json
 from .tables import import_parquet_writer_in_background, write_tables

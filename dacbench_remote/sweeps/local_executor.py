@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from .executors import Executor, RunContext, prefetch_images
+from .executors import Executor, RunContext
 from .journal import JournalWriter, TrialRecord, writer_name
+from .prefetch import prefetch_images
 from .spec import LocalOptions
 from .trial import CANCELLED, FAILED, Trial, TrialOutcome
 from .trial_runner import run_trial

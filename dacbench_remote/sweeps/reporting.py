@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .._sys.files import atomic_output
 from .._sys.procfs import ProcessRecord, boot_id, hostname
-from .slurm_executor import live_tasks
+from .slurm_jobs import live_tasks
 from .sweepdir import SweepDir, read_json, read_jsonl
 from .tables import PENDING, episode_rows, mark_plotted, tables_current, write_tables
 from .trial import DONE, FAILED, TIMED_OUT, Trial

@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import RuntimeUnavailable, SweepAlreadyRunning
-from .executors import Executor, RunContext, prefetch_images, sigterm_as_interrupt
+from .executors import Executor, RunContext, sigterm_as_interrupt
 from .journal import JournalIndex
 from .local_executor import LocalExecutor
+from .prefetch import prefetch_images
+from .slurm_jobs import live_tasks, scancel
 from .spec import LocalOptions, SlurmOptions
 from .sweepdir import SweepDir
 from .trial import CANCELLED, DONE, Trial, TrialOutcome
@@ -71,29 +72,6 @@ def plan_chunks(trials: list[Trial], options: SlurmOptions, trial_time: float
         if options.array_parallelism:
             per_task = min(per_task, math.ceil(len(trials) / options.array_parallelism))
     return [trials[i:i + per_task] for i in range(0, len(trials), per_task)]
-
-
-def live_tasks(job_id: str) -> list[str] | None:
-    """Array tasks of `job_id` still queued or running; None when Slurm cannot be asked."""
-    try:
-        proc = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:
-        # A job that finished and was purged from slurmctld's memory.
-        return [] if "invalid job id" in proc.stderr.lower() else None
-    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-
-
-def scancel(job_ids: list[str]) -> list[str]:
-    """Cancel Slurm jobs (whole arrays); returns the ids scancel accepted."""
-    if not job_ids or shutil.which("scancel") is None:
-        return []
-    proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
-    if proc.returncode == 0:
-        return list(job_ids)
-    return [j for j in job_ids if j not in proc.stderr]
 
 
 class SlurmExecutor(Executor):

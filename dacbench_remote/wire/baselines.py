@@ -16,6 +16,9 @@ from typing import Any
 from ..errors import BadConfig
 
 PREFIX = "dacbench:"
+# DACBench's run_baselines defaults (its --seeds and --num_episodes).
+DEFAULT_SEEDS = tuple(range(10))
+DEFAULT_EPISODES = 10
 # Our kind, DACBench's run_baselines option and the name of its policy table.
 KINDS = {"random": "--random", "static": "--static", "optimal": "--optimal",
          "dynamic": "--dyna_baseline"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote.experiments import ExperimentDir, run_experiment
-from dacbench_remote.sweeps.slurm_executor import live_tasks
+from dacbench_remote.sweeps.slurm_jobs import live_tasks
 from dacbench_remote.sweeps.sweepdir import read_json, read_jsonl
 from tests.integration.test_experiments_local import (
     PIPELINE,

@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import datetime
+import importlib
 import json
-import statistics
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from . import __version__
-from ._sys.files import sha256_file
-from .config import RUNTIME_NAMES, load_config
-from .errors import BadConfig, CorruptImage, DacbenchRemoteError, ImageNotFound, RecipeError
-from .experiments import cancel as cancel_experiment
-from .experiments import report as report_experiment
-from .experiments import run_experiment
-from .experiments import status as experiment_status
-from .host.baseline_suite import (
-    DEFAULT_EPISODES,
-    DEFAULT_SEEDS,
-    Selection,
-    load_catalog,
-    plan,
-    run_suite,
-)
-from .host.repeat import repeat_run
-from .host.runner import RemoteRunner
-from .host.servers import cleanup_stale, list_servers
-from .host.training import evaluate_agent, train_agent
-from .images.build import build_image
-from .images.cache import BUILT_LOCALLY, ImageCache
-from .images.catalog import Catalog, ImageVersion, benchmark_key
-from .images.manifest import MANIFEST_NAME, package_versions
-from .images.publish import publish
-from .images.recipe import parse_recipe, template_variables
-from .images.sif import SifImage
-from .images.verify import default_build, report_lines, verify_version
-from .images.wheelhouse import PipSources
-from .sweeps import cancel, report, run_sweep, status
-from .sweeps.executors import EXECUTORS
+from .. import __version__
+from ..config import RUNTIME_NAMES, load_config
+from ..errors import DacbenchRemoteError
+from ..sweeps.executors import EXECUTORS
+from ..sweeps.reporting import report, status
+from ..wire.baselines import DEFAULT_EPISODES, DEFAULT_SEEDS
 
 SWEEP_DIR_HELP = "the directory `sweep run` writes (the spec's `dir`, else its `name`, beside it)"
 
@@ -91,6 +64,18 @@ $APPTAINER_DOCKER_USERNAME/_PASSWORD, ~/.docker/config.json (docker login),
 Registries that hand out anonymous tokens need none. Secrets are never printed.
 Pull it back with `dacbench-remote pull BENCHMARK@EXPERIMENT` or `apptainer pull oras://...`.
 """
+
+
+def _command(name: str, module: str = "commands") -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of cli/MODULE.py, imported when it runs: `--help`, `config`, `status`
+    and `report` start without the runner, gymnasium and the image tools (about 0.4 s), and
+    `sweep run` starts its containers before the trials' modules are imported."""
+    def handler(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(f".{module}", __name__), name)(args)
+
+    handler.__name__ = name
+    handler.target = (f"{__name__}.{module}", name)  # tests/test_cli.py imports each
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +136,7 @@ def _add_run(commands) -> None:
                      help="repeat a recorded run exactly (same benchmark, config, agent, seeds, "
                      "experiment and runtime) and compare the returns; BENCHMARK may be omitted")
     run.add_argument("--run-id", help="with --repeat: which run of the file (default: the last)")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=_command("cmd_run"))
 
 
 def _add_server_options(parser) -> None:
@@ -211,7 +196,7 @@ def _add_baselines(commands) -> None:
                           metavar="S", help="one run per seed (default "
                           f"{list(DEFAULT_SEEDS)})")
     _add_server_options(baselines.add_argument_group("where the benchmarks run"))
-    baselines.set_defaults(handler=cmd_baselines)
+    baselines.set_defaults(handler=_command("cmd_baselines"))
 
 
 def _action_argument(text: str):
@@ -280,7 +265,7 @@ def _add_train_and_evaluate(commands) -> None:
     _add_pair_options(train)
     train.add_argument("--out", type=Path, default=Path("results"),
                        help="where the run directory is made (default ./results)")
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(handler=_command("cmd_train"))
 
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a model `train` saved, in the agent image, against its benchmark",
@@ -295,7 +280,7 @@ def _add_train_and_evaluate(commands) -> None:
                           help="episode i resets with SEED + i (default: the run's eval seed, "
                           "so the returns repeat those recorded by train)")
     _add_pair_options(evaluate)
-    evaluate.set_defaults(handler=cmd_evaluate)
+    evaluate.set_defaults(handler=_command("cmd_evaluate"))
 
 
 def _add_pair_options(parser: argparse.ArgumentParser) -> None:
@@ -313,51 +298,6 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds (default 60)")
 
 
-def _print_progress(message: str) -> None:
-    print(f"dacbench-remote: {message}", file=sys.stderr, flush=True)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    run = train_agent(
-        args.benchmark, args.agent, timesteps=args.timesteps, results_dir=args.out,
-        seed=args.seed, num_envs=args.num_envs,
-        hyperparameters=load_config_argument(args.hyperparameters, "--hyperparameters"),
-        eval_episodes=args.eval_episodes, eval_seed=args.eval_seed, experiment=args.experiment,
-        agent_experiment=args.agent_experiment, config=load_config_argument(args.config),
-        env_image=args.image, agent_image=args.agent_image, runtime=args.runtime,
-        build=args.build, torch_threads=args.torch_threads,
-        startup_timeout=args.startup_timeout, progress=_print_progress)
-    _print_episodes(run.episodes)
-    provenance = run.provenance
-    print(f"{provenance['algorithm']} trained for {provenance['timesteps']} timesteps on "
-          f"{provenance['benchmark']} (seed {provenance['seed']}): {run.model_path}\n"
-          f"parameters sha256 {provenance['parameters_sha256']}; provenance in "
-          f"{run.run_dir / 'provenance.json'}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = evaluate_agent(args.run_dir, episodes=args.episodes, seed=args.seed,
-                         env_image=args.image, agent_image=args.agent_image,
-                         runtime=args.runtime, build=args.build,
-                         torch_threads=args.torch_threads,
-                         startup_timeout=args.startup_timeout, progress=_print_progress)
-    _print_episodes(run.episodes)
-    print(f"evaluated {run.model_path}; appended to {run.run_dir / 'evaluations.jsonl'}")
-    return 0
-
-
-def _print_episodes(episodes: list[dict]) -> None:
-    if not episodes:
-        return
-    print_table(["episode", "seed", "return", "length"],
-                [[e["episode"], e["seed"], f"{e['return']:.6g}", e["length"]] for e in episodes])
-    returns = [e["return"] for e in episodes]
-    spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
-    print(f"\nmean return {statistics.fmean(returns):.6g} ± {spread:.4g} over {len(returns)} "
-          "episodes")
-
-
 def _add_list(commands) -> None:
     """`list`: the catalog's benchmarks and experiment versions."""
     listing = commands.add_parser(
@@ -370,7 +310,7 @@ def _add_list(commands) -> None:
         "(and built here). Then the agent images (families of kind \"agent\": RL algorithms "
         "that `train` runs in their own image) with their Stable-Baselines3, torch and "
         "gymnasium versions.")
-    listing.set_defaults(handler=cmd_list)
+    listing.set_defaults(handler=_command("cmd_list"))
 
 
 def _add_pull(commands) -> None:
@@ -385,7 +325,7 @@ def _add_pull(commands) -> None:
     pull.add_argument("target", metavar="BENCHMARK[@EXPERIMENT]",
                       help="e.g. Luby@exp:0.01, or an agent: PPO@exp:0.01")
     pull.add_argument("--build", action="store_true", help="build from the recipe if needed")
-    pull.set_defaults(handler=cmd_pull)
+    pull.set_defaults(handler=_command("cmd_pull"))
 
 
 def _add_cache(commands) -> None:
@@ -395,14 +335,14 @@ def _add_cache(commands) -> None:
                                 "config`).")
     cache_commands = cache.add_subparsers(title="actions", metavar="ACTION")
     cache_ls = cache_commands.add_parser("ls", help="list cached images and partial downloads")
-    cache_ls.set_defaults(handler=cmd_cache_ls)
+    cache_ls.set_defaults(handler=_command("cmd_cache_ls"))
     cache_verify = cache_commands.add_parser("verify", help="re-hash every cached image")
     cache_verify.add_argument("--remove", action="store_true", help="delete images that fail")
-    cache_verify.set_defaults(handler=cmd_cache_verify)
+    cache_verify.set_defaults(handler=_command("cmd_cache_verify"))
     cache_prune = cache_commands.add_parser(
         "prune", help="remove partial downloads and images no longer in the catalog")
     cache_prune.add_argument("--all", action="store_true", help="empty the cache completely")
-    cache_prune.set_defaults(handler=cmd_cache_prune)
+    cache_prune.set_defaults(handler=_command("cmd_cache_prune"))
 
 
 def _add_build(commands) -> None:
@@ -450,7 +390,7 @@ def _add_build(commands) -> None:
                        help="no package index at all (pip --no-index): everything pip installs "
                        "must be in the wheelhouse, or the build fails naming what is missing "
                        "(default: the config's `offline`, else off)")
-    build.set_defaults(handler=cmd_build)
+    build.set_defaults(handler=_command("cmd_build"))
 
 
 def _add_publish(commands) -> None:
@@ -472,7 +412,7 @@ def _add_publish(commands) -> None:
     publish.add_argument("--insecure", action="store_true",
                          help="allow plain HTTP to a registry that is not on this machine "
                          "(loopback registries always may use it)")
-    publish.set_defaults(handler=cmd_publish)
+    publish.set_defaults(handler=_command("cmd_publish"))
 
 
 def _add_inspect(commands) -> None:
@@ -488,7 +428,7 @@ def _add_inspect(commands) -> None:
     inspect.add_argument("--deffile", action="store_true", help="also print the recipe it was built from")
     inspect.add_argument("--packages", action="store_true",
                          help="also list every Debian and Python package of the build manifest")
-    inspect.set_defaults(handler=cmd_inspect)
+    inspect.set_defaults(handler=_command("cmd_inspect"))
 
 
 def _add_ps_and_cleanup(commands) -> None:
@@ -498,12 +438,12 @@ def _add_ps_and_cleanup(commands) -> None:
                              "runtime, id (attach with socket_id=ID), age, whether the socket "
                              "answers, whether the host process that started them is gone "
                              "(orphaned), and the socket.")
-    ps.set_defaults(handler=cmd_ps)
+    ps.set_defaults(handler=_command("cmd_ps"))
     cleanup = commands.add_parser(
         "cleanup", help="stop orphaned servers, remove dead sockets and stale mounts",
         description="Stop servers whose host process is gone, remove sockets nobody listens on, "
         "unmount stale squashfuse mounts and unfinished extractions of this user.")
-    cleanup.set_defaults(handler=cmd_cleanup)
+    cleanup.set_defaults(handler=_command("cmd_cleanup"))
 
 
 def _add_sweep(commands) -> None:
@@ -522,13 +462,13 @@ def _add_sweep(commands) -> None:
     sweep_run.add_argument("--retry-failed", action="store_true",
                            help="on resume, also rerun failed and timed-out trials")
     sweep_run.add_argument("--dir", type=Path, help="sweep directory (default: from the spec)")
-    sweep_run.set_defaults(handler=cmd_sweep_run)
+    sweep_run.set_defaults(handler=_command("cmd_sweep_run", "sweep_commands"))
     _add_sweep_status(sweep_commands, SWEEP_STATUS_HELP)
     _add_sweep_report(sweep_commands, SWEEP_REPORT_HELP)
     sweep_cancel = sweep_commands.add_parser(
         "cancel", help="cancel its Slurm jobs and stop every container the sweep started")
     sweep_cancel.add_argument("sweep_dir", type=Path, help=SWEEP_DIR_HELP)
-    sweep_cancel.set_defaults(handler=cmd_sweep_cancel)
+    sweep_cancel.set_defaults(handler=_command("cmd_sweep_cancel", "sweep_commands"))
     # The first spelling, kept: `status` and `report` at the top are `sweep status|report`.
     _add_sweep_status(commands, f"alias of `sweep status`: {SWEEP_STATUS_HELP}")
     _add_sweep_report(commands, f"alias of `sweep report`: {SWEEP_REPORT_HELP}")
@@ -550,48 +490,17 @@ def _add_experiment(commands) -> None:
     run.add_argument("--force", action="append", default=[], metavar="STEP",
                      help="run STEP and everything downstream again (repeatable)")
     run.add_argument("--dir", type=Path, help="experiment directory (default: from the spec)")
-    run.set_defaults(handler=cmd_experiment_run)
+    run.set_defaults(handler=_command("cmd_experiment_run"))
     for name, handler, help_text in (
-            ("status", cmd_experiment_status, "the DAG with each step's state and progress, "
+            ("status", _command("cmd_experiment_status"), "the DAG with each step's state and progress, "
              "and the tune steps' best so far"),
-            ("report", cmd_experiment_report, "write the report steps again from the "
+            ("report", _command("cmd_experiment_report"), "write the report steps again from the "
              "recorded outputs (nothing runs)"),
-            ("cancel", cmd_experiment_cancel, "stop the driver, its Slurm jobs and every "
+            ("cancel", _command("cmd_experiment_cancel"), "stop the driver, its Slurm jobs and every "
              "container it started")):
         action = actions.add_parser(name, help=help_text)
         action.add_argument("spec", type=Path, help=EXPERIMENT_HELP)
         action.set_defaults(handler=handler)
-
-
-def cmd_experiment_run(args: argparse.Namespace) -> int:
-
-    result = run_experiment(args.spec, executor=args.executor, force=args.force,
-                            directory=args.dir,
-                            progress=lambda message: print(message, file=sys.stderr))
-    print(result)
-    if result.failed:
-        print(f"dacbench-remote: error: step(s) failed: {', '.join(result.failed)}",
-              file=sys.stderr)
-    return 0 if result.ok else 1
-
-
-def cmd_experiment_status(args: argparse.Namespace) -> int:
-
-    print(experiment_status(args.spec))
-    return 0
-
-
-def cmd_experiment_report(args: argparse.Namespace) -> int:
-
-    result = report_experiment(args.spec)
-    print(result)
-    return 1 if result.missing else 0
-
-
-def cmd_experiment_cancel(args: argparse.Namespace) -> int:
-
-    print(cancel_experiment(args.spec))
-    return 0
 
 
 def _add_config(commands) -> None:
@@ -620,19 +529,6 @@ def _add_sweep_report(commands, help_text: str) -> None:
     report.set_defaults(handler=cmd_sweep_report)
 
 
-def load_config_argument(text: str | None, option: str = "--config"):
-    """`--config` (or `option`) takes JSON text or the path of a JSON file."""
-    if text is None:
-        return None
-    path = Path(text)
-    if not text.lstrip().startswith(("{", "[")) and path.exists():
-        text = path.read_text()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadConfig(f"{option} is neither a JSON object nor a JSON file: {exc}") from exc
-
-
 def _seed_argument(text: str) -> int | None:
     if text.lower() == "none":
         return None
@@ -640,364 +536,6 @@ def _seed_argument(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'none'") from None
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-
-    if args.repeat:
-        return cmd_repeat(args)
-    if not args.benchmark:
-        raise BadConfig("run needs a BENCHMARK (or --repeat RESULTS.jsonl)")
-    results_path = args.out / "results.jsonl"
-    runner = RemoteRunner(
-        args.benchmark, config=load_config_argument(args.config), runtime=args.runtime,
-        experiment=args.experiment, image=args.image, python=args.python, build=args.build,
-        results_path=results_path, startup_timeout=args.startup_timeout,
-    )
-    with runner:
-        print(f"started {args.benchmark} ({runner.runtime.name} runtime) in "
-              f"{runner.startup_seconds:.2f} s", file=sys.stderr)
-        results = runner.run(args.agent, args.episodes, seed=args.seed)
-    print_table(
-        ["episode", "seed", "return", "length", "seconds"],
-        [[r.episode, "-" if r.seed is None else r.seed, f"{r.return_:.4f}", r.length,
-          f"{r.wall_time:.3f}"] for r in results],
-    )
-    returns = [r.return_ for r in results]
-    spread = statistics.stdev(returns) if len(returns) > 1 else 0.0
-    print(f"\nmean return {statistics.fmean(returns):.4f} ± {spread:.4f} over {len(results)} "
-          f"episodes; results appended to {results_path}")
-    return 0
-
-
-def cmd_baselines(args: argparse.Namespace) -> int:
-    """Plan (refusing what cannot run), run every baseline, print a summary table."""
-    if args.num_episodes < 1:
-        raise BadConfig(f"--num_episodes must be at least 1, got {args.num_episodes}")
-    if args.fixed_random < 0:
-        raise BadConfig(f"--fixed_random must be 0 or more, got {args.fixed_random}")
-    selection = Selection(random=args.random, fixed_random=args.fixed_random,
-                          static=args.static, actions=tuple(args.actions or ()),
-                          optimal=args.optimal, dynamic=args.dyna_baseline)
-    runtime = args.runtime or load_config().default_runtime
-    catalog = load_catalog() if args.image is None and runtime != "local" else None
-
-    def report(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    planned = plan(args.benchmarks, selection, catalog, args.experiment,
-                   lambda message: report(f"dacbench-remote: {message}"))
-    summaries = run_suite(
-        planned, outdir=args.outdir, seeds=args.seeds, episodes=args.num_episodes,
-        runner_options=dict(experiment=args.experiment, runtime=args.runtime, image=args.image,
-                            python=args.python, build=args.build,
-                            startup_timeout=args.startup_timeout),
-        report=report)
-    rows = []
-    for summary in summaries:
-        spread = statistics.stdev(summary.returns) if len(summary.returns) > 1 else 0.0
-        rows.append([summary.benchmark, summary.baseline, len(summary.seeds),
-                     len(summary.returns), f"{statistics.fmean(summary.returns):.4f}",
-                     f"{spread:.4f}"])
-    print_table(["benchmark", "baseline", "seeds", "episodes", "mean return", "std"], rows)
-    print(f"\nlogs in {args.outdir}/BENCHMARK/EXPERIMENT_SEED/ (dacbench.logger.load_logs reads "
-          f"them); episodes with provenance in {args.outdir / 'results.jsonl'}")
-    return 0
-
-
-def cmd_repeat(args: argparse.Namespace) -> int:
-    """Re-run a recorded run with its recorded parameters and compare episode by episode."""
-
-    outcome = repeat_run(args.repeat, run_id=args.run_id, results_path=args.out / "results.jsonl")
-    rows = [[o["episode"], o["seed"], f"{o['recorded']:.6g}", f"{o['repeated']:.6g}",
-             "same" if o["same"] else "DIFFERENT"] for o in outcome.episodes]
-    print_table(["episode", "seed", "recorded return", "repeated return", ""], rows)
-    if outcome.identical:
-        print(f"\nrun {outcome.run_id} repeated exactly ({len(rows)} episodes, image "
-              f"{outcome.image_sha256 or 'n/a'})")
-        return 0
-    print(f"\nrun {outcome.run_id} did NOT repeat exactly", file=sys.stderr)
-    return 1
-
-
-def _catalog_and_cache():
-
-    config = load_config()
-    return Catalog.load(config.catalog_dirs), ImageCache(config.cache_dir,
-                                                         pip_sources=PipSources.of(config))
-
-
-STACK_LABELS = ("dacbench-version", "numpy-version", "gymnasium-version")
-AGENT_LABELS = ("stable-baselines3-version", "torch-version", "gymnasium-version")
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    catalog, cache = _catalog_and_cache()
-    rows = []
-    for benchmark in catalog.benchmarks():
-        for version in catalog.versions(benchmark):
-            cached = cache.cached_path(version)
-            labels = _version_labels(version, cached)
-            stack = [labels.get(f"org.dacbench-remote.{name}", "-") for name in STACK_LABELS]
-            stack[0] = version.dacbench or stack[0]
-            rows.append([benchmark, version.experiment, "yes" if version.default else "",
-                         version.family, *stack, image_origin(version),
-                         _cached_entry(cache, cached)])
-    print_table(["benchmark", "experiment", "default", "family", "dacbench", "numpy",
-                 "gymnasium", "image", "cached"], rows)
-    agent_rows = []
-    for family in catalog.families.values():
-        if family.kind != "agent":
-            continue
-        for version in catalog.agent_versions(family.agents[0]):
-            if version.family != family.name:
-                continue  # a later family serving the same agent lists it
-            cached = cache.cached_path(version)
-            labels = _version_labels(version, cached)
-            stack = [labels.get(f"org.dacbench-remote.{name}", "-") for name in AGENT_LABELS]
-            agent_rows.append([",".join(family.agents), version.experiment,
-                               "yes" if version.default else "", family.name, *stack,
-                               image_origin(version), _cached_entry(cache, cached)])
-    if agent_rows:
-        print("\nagent images (dacbench-remote train --agent NAME --agent-experiment EXPERIMENT):")
-        print_table(["agents", "experiment", "default", "family", "stable-baselines3", "torch",
-                     "gymnasium", "image", "cached"], agent_rows)
-    return 0
-
-
-def image_origin(version: ImageVersion) -> str:
-    """Where the version's image comes from, as the catalog says: the source it downloads from
-    (scheme and host; +N more), else a build from its recipe, checked against the pinned sha256
-    ("build,pinned") or not ("build,unpinned")."""
-    if not version.sources:
-        return "build,pinned" if version.sha256 else "build,unpinned"
-    first = version.sources[0]
-    parts = urlsplit(first)
-    url = parts.scheme and parts.netloc
-    name = f"{parts.scheme}://{parts.netloc}" if url else f"file:{Path(first).name}"
-    more = len(version.sources) - 1
-    return f"{name}+{more}" if more else name
-
-
-def _cached_entry(cache: ImageCache, cached: Path | None) -> str:
-    """The cached image's path, and whether it was built here (reproducing the pin, or not)."""
-    if cached is None:
-        return "-"
-    try:
-        record = cache.provenance(cached)
-    except ImageNotFound:
-        return str(cached)
-    if record.get("origin") != BUILT_LOCALLY:
-        return str(cached)
-    reproduced = ", reproducing the pin" if record.get("reproduces_pin") else ""
-    return f"{cached} (built locally{reproduced})"
-
-
-def _version_labels(version, cached: Path | None) -> dict[str, str]:
-    """The labels of the cached image, else those its recipe sets ({} when neither is readable).
-
-    The cached image is what would run; the recipe says what a build would give.
-    """
-
-    try:
-        if cached is not None:
-            return SifImage.open(cached).labels()
-        if version.recipe is not None and version.recipe.is_file():
-            # Only the labels are read: template variables (the mirror) need no real value.
-            placeholders = {name: "unset" for name in template_variables(version.recipe)}
-            return parse_recipe(version.recipe, placeholders).labels
-    except (CorruptImage, RecipeError, OSError) as exc:
-        print(f"warning: cannot read the versions of {version.experiment}: {exc}",
-              file=sys.stderr)
-    return {}
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    catalog, cache = _catalog_and_cache()
-    benchmark, _, experiment = args.target.partition("@")
-    agents = {benchmark_key(agent) for agent in catalog.agents()}
-    if benchmark_key(benchmark) in agents and benchmark_key(benchmark) not in {
-            benchmark_key(name) for name in catalog.benchmarks()}:
-        resolved = catalog.resolve_agent(benchmark, experiment or None)  # an agent image
-    else:
-        resolved = catalog.resolve(benchmark, experiment or None)
-    path = cache.fetch(resolved, build=args.build, progress=True)
-    record = cache.provenance(path)
-    print(f"{resolved.benchmark} {resolved.experiment}: {path}\nsha256 {record.get('sha256')} "
-          f"({record.get('origin')})")
-    return 0
-
-
-def cmd_cache_ls(args: argparse.Namespace) -> int:
-    _, cache = _catalog_and_cache()
-    rows = [[e.name, f"{e.size / 1e6:.1f} MB", e.state, e.sha256[:16], e.origin, e.fetched_at]
-            for e in cache.list()]
-    print(f"cache: {cache.root}")
-    print_table(["image", "size", "state", "sha256", "origin", "fetched"], rows)
-    return 0
-
-
-def cmd_cache_verify(args: argparse.Namespace) -> int:
-    _, cache = _catalog_and_cache()
-    results = cache.verify(remove=args.remove)
-    for result in results:
-        print(f"{'ok ' if result.ok else 'BAD'} {result.name}  {result.problem}")
-    bad = sum(not r.ok for r in results)
-    print(f"{len(results)} images checked, {bad} bad")
-    return 1 if bad else 0
-
-
-def cmd_cache_prune(args: argparse.Namespace) -> int:
-    catalog, cache = _catalog_and_cache()
-    keep: set[str] = set()
-    if not args.all:
-        keep = {v.image for b in catalog.benchmarks() for v in catalog.versions(b)}
-        keep |= {cache.local_build_path(v).name for b in catalog.benchmarks()
-                 for v in catalog.versions(b)}
-    removed = cache.prune(keep=keep)
-    for path in removed:
-        print(f"removed {path}")
-    print(f"{len(removed)} files removed")
-    return 0
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-
-    if args.verify:
-        if args.recipe or args.output:
-            raise BadConfig("--verify rebuilds the catalog version's own recipe; drop RECIPE/-o")
-        return _verify(args)
-    if args.against:
-        raise BadConfig("--against goes with --verify BENCHMARK@EXPERIMENT")
-    if args.recipe is None or args.output is None:
-        raise BadConfig("build needs RECIPE and -o OUT.sif (or --verify BENCHMARK@EXPERIMENT)")
-
-    build_args = {}
-    for item in args.build_arg:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise BadConfig(f"--build-arg {item!r}: expected NAME=VALUE")
-        build_args[name] = value
-    sources = _pip_sources(args)
-    result = build_image(args.recipe, args.output, build_args=build_args,
-                         progress=lambda message: print(message, file=sys.stderr, flush=True),
-                         workdir=args.workdir, context=args.context, builder=args.builder,
-                         run_test=not args.notest, wheelhouse=sources.wheelhouse,
-                         offline=sources.offline)
-    phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
-    print(f"built {result.path} ({result.size / 1e6:.1f} MB, sha256 {result.sha256}) with "
-          f"{result.builder} in {result.seconds:.0f} s: {phases}")
-    return 0
-
-
-def _pip_sources(args: argparse.Namespace) -> PipSources:
-    """--wheelhouse directories, then the config's; --offline/--no-offline, else the config's."""
-    config = PipSources.of(load_config())
-    offline = config.offline if args.offline is None else args.offline
-    return PipSources(tuple(args.wheelhouse), offline).plus(config.wheelhouse)
-
-
-def _verify(args: argparse.Namespace) -> int:
-
-    benchmark, _, experiment = args.verify.partition("@")
-    build = default_build(args.workdir, lambda message: print(message, file=sys.stderr,
-                                                                flush=True))
-    result = verify_version(benchmark, experiment or None, build=build, workdir=args.workdir,
-                            against=args.against, sources=_pip_sources(args))
-    print("\n".join(report_lines(result)))
-    return 0 if result.reproduced else 1
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-
-    pushed = publish(args.image, args.reference, experiment=args.experiment,
-                     catalog=args.catalog, insecure=args.insecure, progress=sys.stderr.isatty())
-    how = "pushed" if pushed.uploaded else "already in the registry; tagged"
-    print(f"{args.image.name}: {how} {pushed.reference} ({pushed.size / 1e6:.1f} MB, sha256 "
-          f"{pushed.sha256}, manifest {pushed.manifest_digest})")
-    if args.catalog:
-        print(f"recorded {args.experiment} in {args.catalog}")
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-
-
-    image = SifImage.open(args.image)
-    labels = image.labels()
-    print(f"image      {args.image}")
-    print(f"size       {args.image.stat().st_size / 1e6:.1f} MB")
-    print(f"sha256     {sha256_file(args.image)}")
-    created = datetime.datetime.fromtimestamp(image.created, datetime.timezone.utc)
-    print(f"arch       {image.arch}   created {created:%Y-%m-%d %H:%M:%S} UTC")
-    print(f"benchmarks {labels.get('org.dacbench-remote.benchmarks', '(not labelled)')}")
-    _print_manifest(image, packages=args.packages)
-    for key in sorted(labels):
-        print(f"label      {key} = {labels[key]}")
-    for descriptor in image.descriptors:
-        print(f"object     {descriptor.id:>2} {descriptor.kind:<14} {descriptor.size / 1e6:10.2f} MB "
-              f"{descriptor.name}")
-    if args.deffile:
-        print("\n" + (image.deffile() or "(no definition file stored)"))
-    return 0
-
-
-def _print_manifest(image, *, packages: bool) -> None:
-
-
-    manifest = image.json_object(MANIFEST_NAME)
-    if manifest is None:
-        print("manifest   (none: not built by dacbench-remote's builder)")
-        return
-    versions = package_versions(manifest, "dacbench", "numpy", "gymnasium")
-    print("versions   " + "  ".join(f"{name} {versions.get(name, '-')}"
-                                   for name in ("dacbench", "numpy", "gymnasium")))
-    epoch = manifest.get("source_date_epoch", 0)
-    when = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    lists = manifest.get("packages", {})
-    print(f"built by   {manifest.get('builder')} from {manifest.get('recipe')} (sha256 "
-          f"{manifest.get('recipe_sha256', '')[:16]}), epoch {epoch} ({when:%Y-%m-%d %H:%M} UTC)")
-    print(f"inputs     {manifest.get('inputs_sha256')}")
-    print(f"packages   {len(lists.get('debian', []))} Debian, {len(lists.get('python', []))} Python")
-    for wheel in manifest.get("wheelhouse", []):
-        print(f"wheel      {wheel.get('file')} (sha256 {wheel.get('sha256')}), from a wheelhouse")
-    if packages:
-        for kind in ("debian", "python"):
-            for package in lists.get(kind, []):
-                print(f"package    {kind:<6} {package['name']} {package.get('version', '')}")
-
-
-def cmd_ps(args: argparse.Namespace) -> int:
-
-
-    servers = list_servers()
-    rows = [[s.pid, s.runtime, s.socket_id or "-", f"{time.time() - s.started:.0f}s",
-             "yes" if s.socket_alive else "no", "ORPHANED" if s.orphaned else "", s.socket or "-"]
-            for s in servers]
-    print_table(["pid", "runtime", "id", "age", "answers", "", "socket"], rows)
-    return 0
-
-
-def cmd_cleanup(args: argparse.Namespace) -> int:
-
-    report = cleanup_stale()
-    print("\n".join(report.lines()))
-    return 1 if report.problems else 0
-
-
-def cmd_sweep_run(args: argparse.Namespace) -> int:
-
-    result = run_sweep(args.spec, executor=args.executor, workers=args.workers,
-                       resume=not args.no_resume, retry_failed=args.retry_failed,
-                       sweep_dir=args.dir, progress=lambda message: print(message, file=sys.stderr))
-    print(result)
-    return 0 if result.ok else 1
-
-
-def cmd_sweep_cancel(args: argparse.Namespace) -> int:
-
-    print(cancel(args.sweep_dir))
-    return 0
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
@@ -1016,15 +554,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     print(load_config().describe())
     return 0
-
-
-def print_table(header: list[str], rows: list[list]) -> None:
-    cells = [header, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for index, row in enumerate(cells):
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 if __name__ == "__main__":
