@@ -326,6 +326,21 @@ def fork_cost(children: int = 15) -> None:
         first.append(float(a))
         second.append(float(b))
     here = statistics.median(make() for _ in range(children))
+    forks, exits = [], []  # a child that exits at once: the fork and the exit alone
+    for _ in range(children):
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forks.append((time.perf_counter() - started) * 1000)
+        _, _, usage = os.wait4(pid, 0)
+        exits.append((usage.ru_utime + usage.ru_stime) * 1000)
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"a process with DACBench imported ({rss:.0f} MB resident) forking a child that exits "
+          f"at once: fork() {statistics.median(forks):.2f} ms in the parent, "
+          f"{statistics.median(exits):.2f} ms CPU in the child")
     print(f"Luby env made and reset, median of {children} forked children, in ms")
     print(f"  first env in a freshly forked process    {statistics.median(first):6.2f}")
     print(f"  second env in that process               {statistics.median(second):6.2f}")
@@ -333,6 +348,64 @@ def fork_cost(children: int = 15) -> None:
     print(f"  ratio first in a fork / in-process       {statistics.median(first) / here:6.2f}x")
     print("The difference is the fork's copy-on-write: the child's first touches of the parent's "
           "memory (object headers, module dicts) fault and copy pages; no child imported a module.")
+
+
+def cpu_split(trials: int, image: Path) -> None:
+    """CPU seconds per trial of each process of a warm sweep (driver, worker host and its
+    workers, zygote and its servers), read from /proc just before the driver stops them: on 2
+    cores a sweep whose processes need more than 2 x its wall time is CPU-bound."""
+    from dacbench_remote._sys.procfs import descendants
+    from dacbench_remote.sweeps import warm
+
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(pid: int) -> tuple[float, float]:
+        """(own, reaped children's) CPU seconds of a running process."""
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own, children = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        return own / tick, children / tick
+
+    seen: dict[str, tuple[float, float]] = {}
+    close = warm.WarmSlots.close
+
+    def measured_close(self) -> None:
+        for started in self._all:
+            if isinstance(started, warm.WorkerHost):
+                seen["worker host"] = cpu(started.process.pid)
+                continue
+            for pid in [started.server.pid, *descendants(started.server.pid)]:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"--zygote" in argv and b"dacbench_remote.server" in argv:  # its python,
+                    seen.setdefault("zygote", cpu(pid))  # not bwrap's; first: not a child's
+        close(self)
+
+    warm.WarmSlots.close = measured_close
+    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
+        spec = Path(tmp) / "sweep.toml"
+        spec.write_text(
+            f'name = "cpu"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
+            f'image = "{image}"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+            f"seeds = {{ start = 0, count = {trials} }}\n")
+        started, own = time.perf_counter(), os.times()
+        run_sweep(spec, workers=1)
+        wall, after = time.perf_counter() - started, os.times()
+    warm.WarmSlots.close = close
+    driver = after.user - own.user + after.system - own.system
+    rows = [("driver (supervisor threads, journal, tables)", driver, None),
+            ("worker host (its start and imports, then a fork per trial)", *seen["worker host"]),
+            ("zygote (DACBench's import, then a fork per trial)", *seen["zygote"])]
+    print(f"{trials} one-episode Luby trials, one worker, bwrap image {image.name}: "
+          f"{wall:.2f} s wall")
+    print(f"{'process':60} {'own s':>7} {'children s':>11} {'children ms/trial':>18}")
+    total = 0.0
+    for name, own_s, children_s in rows:
+        total += own_s + (children_s or 0.0)
+        per_trial = "" if children_s is None else f"{children_s / trials * 1000:.1f}"
+        print(f"{name:60} {own_s:>7.2f} {children_s or 0.0:>11.2f} {per_trial:>18}")
+    cores = os.cpu_count() or 1
+    print(f"all: {total:.2f} CPU s in {wall:.2f} s on {cores} cores "
+          f"({total / (wall * cores):.0%} of them); children: the trials' workers (of the "
+          "worker host) and servers (of the zygote), reaped by their parents")
 
 
 def slurm_chunks(trials: int, image: Path | None) -> None:
@@ -395,6 +468,9 @@ def main() -> None:
                         help="instead: warm Luby sweeps of these sizes (default 64 256 1024) "
                              "against the in-process loop, per-trial overhead in ms")
     parser.add_argument("--plot", type=Path, help="with --scaling: draw the per-trial ms here")
+    parser.add_argument("--cpu-split", type=int, metavar="TRIALS", nargs="?", const=256,
+                        help="CPU per trial of each process of a warm Luby sweep (default 256 "
+                        "trials)")
     parser.add_argument("--fork-cost", action="store_true",
                         help="instead: Luby env creation in a freshly forked process (as in a "
                              "warm trial's server) against a second one in the same process")
@@ -404,6 +480,12 @@ def main() -> None:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores\n")
     if args.status_report:
         status_report(args.status_report)
+        return
+    if args.cpu_split:
+        image = args.image or default_image()
+        if image is None:
+            sys.exit("--cpu-split needs a Luby image: pass --image")
+        cpu_split(args.cpu_split, image)
         return
     if args.fork_cost:
         fork_cost()
