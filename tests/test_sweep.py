@@ -598,6 +598,21 @@ def test_a_report_that_fails_leaves_no_plot_process_behind(tmp_path: Path):
     assert answer["forks"] == 1 and answer["children_left"] is False
 
 
+def test_a_trial_handed_out_after_the_stop_starts_nothing(tmp_path: Path):
+    """A stopping executor may still hand a queued trial to a free thread: it must not start a
+    worker (whose server's socket directory the stop could then miss)."""
+    import threading
+
+    from dacbench_remote.sweeps.trial_runner import run_trial
+
+    stop = threading.Event()
+    stop.set()
+    trial = Trial("gymnasium:CartPole-v1", "random", 0, 1)
+    outcome = run_trial(trial, tmp_path / "sweep", run_id="r", cancel_event=stop)
+    assert outcome.status == "cancelled" and "not started" in outcome.error
+    assert not SweepDir(tmp_path / "sweep").trial_dir(trial.id).exists()
+
+
 def test_trials_read_back_keep_their_recorded_ids(tmp_path: Path):
     layout, trials = fake_sweep(tmp_path)
     assert [t.id for t in layout.trials()] == [t.id for t in trials]

@@ -86,6 +86,10 @@ def run_trial(
         recorded = layout.outcome(trial.id)
         if recorded is not None:
             return recorded
+    if cancel_event is not None and cancel_event.is_set():
+        # A trial a stopping executor still handed out: start nothing that the stop would have
+        # to catch half-started (a server's socket directory made, its process not yet seen).
+        return TrialOutcome(trial.id, CANCELLED, run_id, error=NOT_STARTED)
     trial_dir = layout.trial_dir(trial.id)
     trial_dir.mkdir(parents=True, exist_ok=True)
     while True:
@@ -110,6 +114,8 @@ def run_trial(
     return outcome
 
 
+NOT_STARTED = ("the sweep was stopping, so the trial was not started; it runs when the sweep is "
+               "resumed")
 # What a worker's error.json (an error payload) names when its server died (killed, segfault,
 # out of memory): the trial is run again if it has retries left. The env's own exceptions
 # (RemoteError) are not.
