@@ -230,7 +230,7 @@ def cmaes_spec(directory: Path, image: Path, warm: bool) -> Path:
     directory.mkdir()
     return write_spec(directory / "sweep.toml", f"""
         name = "cmaes"
-        episodes = 1
+        episodes = 2
         time_limit = 300
         [runtime]
         kind = "bwrap"
@@ -244,17 +244,18 @@ def cmaes_spec(directory: Path, image: Path, warm: bool) -> Path:
     """)
 
 
-def test_cmaes_warm_fresh_and_in_process_episodes_are_equal(tmp_path: Path, recipe_image):
+def test_cmaes_warm_and_in_process_episodes_are_equal(tmp_path: Path, recipe_image):
     """CMAES draws from the global RNGs: with the server's documented seeding, warm trials
-    (forked servers, reseeded from entropy first), fresh servers and an in-process run in a venv
-    of the image's pins give the same episodes, value for value."""
+    (forked servers, reseeded from entropy first; the second one a spare forked ahead) and an
+    in-process run in a venv of the image's pins give the same episodes, value for value. (Fresh
+    CMAES servers against DACBench in-process: tests/integration/test_baselines.py.)"""
     import subprocess
 
     from tests.integration.test_versions import pins_python
 
     image = recipe_image("dacbench-cmaes")
     episodes = {}
-    for warm in (True, False):
+    for warm in (True,):  # fresh servers: see the docstring (the suite's time: CMAES is slow)
         spec_path = cmaes_spec(tmp_path / f"warm-{warm}", image, warm)
         result = run_sweep(spec_path, workers=1)
         assert result.ok, [o.error for o in result.outcomes]
@@ -266,15 +267,14 @@ def test_cmaes_warm_fresh_and_in_process_episodes_are_equal(tmp_path: Path, reci
     script = Path(__file__).resolve().parents[1] / "inprocess_episodes.py"
     in_process = {}
     for seed in (0, 1):
-        done = subprocess.run([python, str(script), "CMAES", str(seed), "1"], capture_output=True,
+        done = subprocess.run([python, str(script), "CMAES", str(seed), "2"], capture_output=True,
                               text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"},
                               cwd=str(tmp_path))
         assert done.returncode == 0, done.stderr[-3000:]
         for episode, (total, length) in enumerate(json.loads(done.stdout)):
             in_process[(seed, episode)] = (total, length)
-    assert len(in_process) == 2  # one episode per seed (the suite's time: CMAES is slow)
+    assert len(in_process) == 4
     assert episodes[True] == in_process, (episodes[True], in_process)
-    assert episodes[False] == in_process
     assert len({total for total, _ in in_process.values()}) > 1  # episodes that differ
 
 
