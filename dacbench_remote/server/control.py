@@ -35,8 +35,8 @@ from .envs import (
 )
 
 Pyro5.api.config.SERIALIZER = "json"
-# Control calls are few; a handful of threads serve several clients.
-Pyro5.api.config.THREADPOOL_SIZE_MIN = 2
+# Control calls are few: one thread waits for them, and the pool grows while several run.
+Pyro5.api.config.THREADPOOL_SIZE_MIN = 1
 
 
 def _ok(value, root: str = "value") -> dict:
@@ -312,9 +312,10 @@ class RemoteRunnerServer:
         """The ids of the open environments."""
         return list(self.environments)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> dict:
         """Stop serving; the process exits shortly after answering."""
         threading.Timer(0.05, self._on_shutdown).start()  # after this reply has gone out
+        return _ok(None)
 
 
 def _portable_spec_json(spec) -> str:

@@ -87,7 +87,8 @@ def _unsendable_result(operation: str, result: Any, error: Exception) -> dict:
 
 
 class DataChannelServer:
-    """Accepts data connections on a UNIX socket and serves each in its own thread."""
+    """Accepts data connections on a UNIX socket (`accept`, when its listener is readable) and
+    serves each in its own thread."""
 
     def __init__(self, path: str, environments: Mapping[str, RequestHandler]):
         self.path = path
@@ -97,14 +98,13 @@ class DataChannelServer:
         os.chmod(path, 0o600)
         self.listener.listen(16)
 
-    def serve_forever(self) -> None:
-        """Accept connections until `close()`; returns then."""
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return  # listener closed: shutting down
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+    def accept(self) -> None:
+        """Accept one waiting connection and serve it."""
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:
+            return  # the client gave up already
+        threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def serve_connection(self, connection: socket.socket, env_id: str) -> None:
         """Serve `connection`, already connected and greeted, as env `env_id`'s data channel."""

@@ -3,8 +3,10 @@ SIGTERM/SIGINT or the host's lifeline closing, then leave no socket behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -12,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 import Pyro5.server
+import Pyro5.svr_threads  # the Daemon imports it: here once, not in each server a zygote forks
 
 from .. import __version__
 from .._sys.sockets import DATA_SUFFIX, remove_socket_files
@@ -40,19 +43,16 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
     remove_socket_files(socket_path, keep_dir=True)  # a crashed server's, at our private path
     daemon = Pyro5.server.Daemon(unixsocket=socket_path)
     os.chmod(socket_path, 0o600)
-    done = threading.Event()
+    stop = _Stop()
 
-    runner = RemoteRunnerServer(daemon, done.set)
+    runner = RemoteRunnerServer(daemon, stop.set)
     daemon.register(runner, objectId=RUNNER_OBJECT_ID)
     data = DataChannelServer(data_path, runner.environments)
-    threading.Thread(target=data.serve_forever, daemon=True, name="data-channel").start()
-    threading.Thread(target=daemon.requestLoop, args=(lambda: not done.is_set(),), daemon=True,
-                     name="pyro5").start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, stop.set)
     prepared = None if premake is None else prepare_fork_answer(runner, socket_path, premake)
     if activate is not None:
-        activated = activate(done)
+        activated = activate(stop.event)
         if not activated:
             _shutdown(data, runner, socket_path)  # a spare server that was never handed out
         if isinstance(activated, tuple):
@@ -62,12 +62,9 @@ def serve(socket_path: str, *, exit_on_stdin_close: bool = False,
         if prepared is None or make != premake:  # (the zygote hands a premade spare no other)
             prepared = prepare_fork_answer(runner, socket_path, make)
         answer_fork(data, conn, prepared)
-    if exit_on_stdin_close:
-        threading.Thread(target=_wait_for_stdin_close, args=(done,), daemon=True).start()
     print(f"dacbench-remote server {__version__} (wire {codec.WIRE_VERSION}) listening on "
           f"{socket_path}", file=sys.stderr, flush=True)
-    while not done.wait(0.5):
-        pass
+    _serve_events(daemon, data, stop, exit_on_stdin_close)
     _shutdown(data, runner, socket_path)
 
 
@@ -101,14 +98,46 @@ def answer_fork(data: DataChannelServer, conn: socket.socket, answer: dict) -> N
         conn.close()
 
 
-def _wait_for_stdin_close(done: threading.Event) -> None:
-    """The host holds our stdin open; EOF means it is gone (even after kill -9), so we exit."""
-    try:
-        while sys.stdin.buffer.read(4096):
-            pass
-    except (OSError, ValueError):
-        pass
-    done.set()
+class _Stop:
+    """The server's stop: an event, set by shutdown(), a signal or the lifeline closing, which
+    also wakes _serve_events's select (through a pipe)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.wake_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+
+    def set(self, *_) -> None:
+        self.event.set()
+        with contextlib.suppress(OSError):  # the pipe is full: it wakes the select anyway
+            os.write(self._write_fd, b"\0")
+
+
+def _serve_events(daemon: Pyro5.server.Daemon, data: DataChannelServer, stop: _Stop,
+                  exit_on_stdin_close: bool) -> None:
+    """Until `stop` is set: accept data connections (each served by its own thread), hand
+    control connections to Pyro5's thread pool, and, with `exit_on_stdin_close`, stop when
+    stdin closes (the host holds it open: EOF means it is gone, even after kill -9).
+
+    One loop on the main thread instead of a thread each: a zygote forks a server per trial,
+    and in a forked process every thread started costs about half a millisecond of CPU.
+    """
+    control = daemon.sockets
+    stdin = sys.stdin.fileno() if exit_on_stdin_close else None
+    watched = [stop.wake_fd, data.listener, *control] + ([stdin] if stdin is not None else [])
+    while not stop.event.is_set():
+        ready, _, _ = select.select(watched, [], [])
+        if stdin is not None and stdin in ready:
+            try:
+                if not os.read(stdin, 4096):
+                    break
+            except OSError:
+                break
+        if data.listener in ready:
+            data.accept()
+        if any(sock in ready for sock in control):
+            daemon.events(control)
+    stop.set()
 
 
 def _shutdown(data: DataChannelServer, runner: RemoteRunnerServer, socket_path: str) -> None:
