@@ -100,7 +100,7 @@ class _Spares:
     def __init__(self, listener, socket_path: str, children: dict[int, str]):
         self.listener, self.socket_path = listener, socket_path
         self.children = children
-        self.spare: tuple[int, str, socket.socket, frozenset, dict | None] | None = None
+        self.spare: tuple[int, str, socket.socket, int, dict | None] | None = None
         self.ready = False  # set once the benchmark's modules are imported (a request came)
         self.ahead: dict | None = None  # the env the next request will ask for, if known
 
@@ -117,9 +117,11 @@ class _Spares:
             ours.close()
             _spare(self.listener, theirs, child_socket, premake)
         theirs.close()
-        self.spare = (pid, child_socket, ours, frozenset(sys.modules), premake)
+        # How many modules it has: not a copy of their names, whose reference counts the
+        # zygote would write (copy-on-write faults, milliseconds) while the spare shares them.
+        self.spare = (pid, child_socket, ours, len(sys.modules), premake)
 
-    def take(self, lifeline: int, preload, conn: socket.socket | None = None,
+    def take(self, lifeline: int, conn: socket.socket | None = None,
              make: dict | None = None, ahead: bool = False) -> tuple[int, str] | None:
         """Hand the spare its lifeline (and, for a fork with `make`, the request's connection
         to answer): (pid, socket), or None when there is no usable one. `ahead`: the next
@@ -128,11 +130,11 @@ class _Spares:
         spare, self.spare = self.spare, None
         if spare is None:
             return None
-        pid, child_socket, control, modules, premade = spare
+        pid, child_socket, control, imported, premade = spare
         self.children[pid] = child_socket  # reaped (its sockets removed) like any child
         try:
-            if not set(preload) <= modules:
-                return None  # imported after it was forked: it lacks them
+            if len(sys.modules) != imported:
+                return None  # the zygote imported modules after it was forked: it lacks them
             if premade is not None and premade != make:
                 return None  # it made another env: not a fresh server for this one
             fds = [lifeline] if make is None else [lifeline, conn.fileno()]
@@ -182,7 +184,7 @@ def _handle(conn: socket.socket, listener: socket.socket, socket_path: str,
         for module in preload:
             importlib.import_module(module)
         spares.ready = True
-        taken = spares.take(fds[0], preload, conn, make, bool(request.get("ahead")))
+        taken = spares.take(fds[0], conn, make, bool(request.get("ahead")))
         if taken is None:
             child_socket = str(Path(socket_path).parent / f"{name}.sock")
             pid = os.fork()
