@@ -297,14 +297,18 @@ def test_the_plain_text_refusals_of_older_zygotes_are_still_understood(tmp_path)
 
 # -- a fork that makes its first env in the same round trip (fork_with_env) ------------------
 
-def _forked_runner(path: Path, target: str, **kwargs):
+def _trial(target: str, agent: str = "random", **kwargs):
     from dacbench_remote.runtimes.options import RuntimeOptions
-    from dacbench_remote.sweeps.forked_runner import ForkedRunner
     from dacbench_remote.sweeps.trial import Trial
 
-    trial = Trial(benchmark=target, agent="random", seed=0, episodes=1, kwargs=kwargs,
-                  runtime=RuntimeOptions(kind="local"))
-    return ForkedRunner(trial, str(path))
+    return Trial(benchmark=target, agent=agent, seed=0, episodes=1, kwargs=kwargs,
+                 runtime=RuntimeOptions(kind="local"))
+
+
+def _forked_runner(path: Path, target: str, **kwargs):
+    from dacbench_remote.sweeps.forked_runner import ForkedRunner
+
+    return ForkedRunner(_trial(target, **kwargs), str(path))
 
 
 def test_an_env_made_with_its_fork_steps_exactly_like_gymnasiums_own(zygote):
@@ -505,3 +509,60 @@ def test_a_zygote_runs_in_the_runtime_the_trials_own_runner_would_make(options, 
     state = ("_facts", "_lock")  # what a runtime learns and guards once it runs
     assert {k: v for k, v in vars(ours).items() if k not in state} == \
         {k: v for k, v in vars(runners).items() if k not in state}
+
+
+# -- a fork request sent ahead, answered to whoever holds it (a sweep's worker host) ---------
+
+def test_a_fork_request_sent_ahead_is_read_later_or_given_up(zygote):
+    import gymnasium
+
+    from dacbench_remote.sweeps.forked_runner import ForkedRunner, request_trial_server
+
+    proc, path = zygote
+    trial = _trial("tests.envs:make_logged_cartpole")
+    pending = request_trial_server(trial, str(path), ahead=False)
+    runner = ForkedRunner(trial, str(path), pending=pending)  # reads the answer on start
+    try:
+        obs, _ = runner.get_environment().reset(seed=3)
+        assert obs.tolist() == gymnasium.make("CartPole-v1").reset(seed=3)[0].tolist()
+        with pytest.raises(RuntimeError, match="read or given up already"):
+            pending.result()
+        pending.close()  # taken by the runner: closes nothing of its server's
+        assert runner.get_environment().step(0)[0].shape == (4,)
+    finally:
+        runner.close()
+    # A request given up before its answer is read: the server it got goes with its lifeline.
+    assert _wait_for(lambda: len(_live_children(proc.pid)) == 1)
+    (spare,) = _live_children(proc.pid)
+    request_trial_server(trial, str(path), ahead=False).close()
+    assert _wait_for(lambda: not _alive(spare))  # the spare was handed that request, and left
+    assert _wait_for(lambda: len(_live_children(proc.pid)) == 1)  # the next spare
+
+
+def test_the_worker_host_sends_a_warm_trials_fork_request_before_forking_its_worker(zygote,
+                                                                                   tmp_path):
+    import json
+
+    from dacbench_remote.sweeps.trial_runner import AHEAD_ENV, ZYGOTE_ENV
+    from dacbench_remote.sweeps.worker import request_server
+
+    _proc, path = zygote
+
+    def requested(trial, env):
+        (tmp_path / "trial.json").write_text(json.dumps(trial.to_dict()))
+        return request_server({"trial_dir": str(tmp_path), "run_id": "r", "env": env})
+
+    trial = _trial("tests.envs:make_logged_cartpole")
+    sent = requested(trial, {ZYGOTE_ENV: str(path), AHEAD_ENV: None})
+    assert sent is not None and sent[0] == trial
+    forked = sent[1].result()
+    try:
+        assert forked.env is not None and forked.info["action_space"].n == 2
+    finally:
+        _release(forked)
+    # Nothing is sent for a trial without a zygote, for DACBench's baselines (their server makes
+    # no env of its own), or to a zygote that is gone: the worker then asks itself, and reports
+    # what fails as the trial's error.
+    assert requested(trial, {ZYGOTE_ENV: None}) is None
+    assert requested(_trial("Luby", "dacbench:random"), {ZYGOTE_ENV: str(path)}) is None
+    assert requested(trial, {ZYGOTE_ENV: str(tmp_path / "gone.sock")}) is None

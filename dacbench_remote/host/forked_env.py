@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..wire import codec
 from .client import unwrap_reply
-from .zygote_client import send_fork_request
+from .zygote_client import open_fork_request, read_fork_answer
 
 # The longest answer read from a forked server describing its env.
 MAX_ENV_REPLY = 64 * 2**20
@@ -44,22 +44,58 @@ def fork_with_env(zygote_socket: str | os.PathLike, name: str, preload: list[str
     Raises what the handshake or make_env raise in a fresh server (VersionMismatch,
     UnknownBenchmark, BadConfig, RemoteError), and ZygoteError when the zygote refuses.
     """
+    return request_fork_with_env(zygote_socket, name, preload, target, config, kwargs,
+                                 timeout, ahead).result()
+
+
+def request_fork_with_env(zygote_socket: str | os.PathLike, name: str, preload: list[str],
+                          target: str, config=None, kwargs: dict | None = None,
+                          timeout: float = 60.0, ahead: bool = False) -> PendingFork:
+    """fork_with_env's request, sent without waiting for the answer: `.result()` reads it.
+    A sweep's worker host sends it before forking the trial's worker, so the zygote forks
+    and makes the env while the worker starts (sweeps/worker.py)."""
     make = {"target": target, "config": codec.encode(config),
             "kwargs": codec.encode(kwargs or {}), "wire_version": codec.WIRE_VERSION}
     request = {"name": name, "preload": list(preload), "make": make, "ahead": ahead}
-    answer, lifeline, conn = send_fork_request(zygote_socket, request, timeout, MAX_ENV_REPLY)
-    forked = ForkedServer(Path(zygote_socket).parent / answer["socket"], int(answer["pid"]),
-                          lifeline)
-    if "hello" not in answer:  # an older zygote: it forked, and made no env
-        conn.close()
+    lifeline, conn = open_fork_request(zygote_socket, request, timeout)
+    return PendingFork(Path(zygote_socket), lifeline, conn)
+
+
+@dataclass
+class PendingFork:
+    """A sent fork_with_env request whose answer is not read yet. Its holder holds the
+    child's lifeline: read the answer with result(), or close() to let the child go."""
+
+    zygote_socket: Path
+    lifeline: int
+    conn: socket.socket
+    taken: bool = False  # result() or close() was called: the descriptors are not ours
+
+    def result(self) -> ForkedServer:
+        """The forked server (raises as fork_with_env does); call it once."""
+        if self.taken:
+            raise RuntimeError("this fork's answer was read or given up already")
+        self.taken = True
+        answer = read_fork_answer(self.zygote_socket, self.lifeline, self.conn, MAX_ENV_REPLY)
+        forked = ForkedServer(self.zygote_socket.parent / answer["socket"], int(answer["pid"]),
+                              self.lifeline)
+        if "hello" not in answer:  # an older zygote: it forked, and made no env
+            self.conn.close()
+            return forked
+        try:
+            forked.facts = unwrap_reply(answer["hello"])
+            forked.env = unwrap_reply(answer["make_env"])
+            forked.info = unwrap_reply(answer["info"])
+        except BaseException:
+            self.conn.close()
+            os.close(self.lifeline)
+            raise
+        forked.channel = self.conn
         return forked
-    try:
-        forked.facts = unwrap_reply(answer["hello"])
-        forked.env = unwrap_reply(answer["make_env"])
-        forked.info = unwrap_reply(answer["info"])
-    except BaseException:
-        conn.close()
-        os.close(lifeline)
-        raise
-    forked.channel = conn
-    return forked
+
+    def close(self) -> None:
+        """Give the request up (its child server exits) unless result() took it."""
+        if not self.taken:
+            self.taken = True
+            self.conn.close()
+            os.close(self.lifeline)

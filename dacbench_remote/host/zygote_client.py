@@ -34,6 +34,15 @@ def send_fork_request(zygote_socket: str | os.PathLike, request: dict, timeout: 
                       max_reply: int = MAX_REPLY) -> tuple[dict, int, socket.socket]:
     """Send a fork request: the ok answer, the lifeline's write end and the open connection
     (host.forked_env's request carries an env to make, and reads a longer answer)."""
+    write_end, conn = open_fork_request(zygote_socket, request, timeout)
+    return read_fork_answer(zygote_socket, write_end, conn, max_reply), write_end, conn
+
+
+def open_fork_request(zygote_socket: str | os.PathLike, request: dict,
+                      timeout: float) -> tuple[int, socket.socket]:
+    """The first half of send_fork_request: send the request, do not wait for the answer.
+    Returns the lifeline's write end and the connection the answer comes on (its timeout set);
+    the zygote forks (or hands out its spare) meanwhile."""
     read_end, write_end = os.pipe()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -42,13 +51,25 @@ def send_fork_request(zygote_socket: str | os.PathLike, request: dict, timeout: 
         body = json.dumps({"op": "fork", **request}) + "\n"
         conn.sendmsg([body.encode()],
                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end]))])
-        reply = _read_line(conn, max_reply)
     except BaseException:
         conn.close()
         os.close(write_end)
         raise
     finally:
         os.close(read_end)
+    return write_end, conn
+
+
+def read_fork_answer(zygote_socket: str | os.PathLike, write_end: int, conn: socket.socket,
+                     max_reply: int = MAX_REPLY) -> dict:
+    """The second half of send_fork_request: the zygote's ok answer. Closes the connection and
+    the lifeline when it is not ok (ZygoteError) or cannot be read."""
+    try:
+        reply = _read_line(conn, max_reply)
+    except BaseException:
+        conn.close()
+        os.close(write_end)
+        raise
     try:
         answer = json.loads(reply)
     except ValueError:
@@ -58,7 +79,7 @@ def send_fork_request(zygote_socket: str | os.PathLike, request: dict, timeout: 
         os.close(write_end)
         raise ZygoteError(f"the zygote server on {zygote_socket} could not start a server: "
                           f"{_refusal(answer)}")
-    return answer, write_end, conn
+    return answer
 
 
 class WarmServer:

@@ -20,13 +20,17 @@ from .._sys.files import atomic_write_json, atomic_write_text
 from .._sys.procfs import die_with_parent, fresh_global_rngs, hostname
 from ..errors import BadConfig
 from ..host import agents, runner  # noqa: F401 - what every trial imports, imported once
+from ..host.forked_env import PendingFork
 from ..host.runner import RemoteRunner
 from ..wire.baselines import is_baseline_spec
 from ..wire.replies import error_payload
-from .forked_runner import ForkedRunner
+from .forked_runner import ForkedRunner, request_trial_server
 from .sweepdir import DACBENCH_LOGS, read_json
 from .trial import Trial
 from .trial_runner import AHEAD_ENV, SUPERVISOR_ENV, SWEEP_ENV, ZYGOTE_ENV
+
+# A warm trial and its server's fork request, sent by the worker host (request_server).
+Requested = tuple[Trial, PendingFork]
 
 
 def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[dict]:
@@ -61,15 +65,19 @@ def episode_rows(trial: Trial, results: list, run_id: str, sweep: str) -> list[d
     return rows
 
 
-def run(trial_dir: Path, run_id: str) -> None:
-    """Start the trial's server, run its episodes, and write episodes.jsonl (complete lines)."""
+def run(trial_dir: Path, run_id: str, requested: Requested | None = None) -> None:
+    """Start the trial's server, run its episodes, and write episodes.jsonl (complete lines).
+    `requested`: the trial and its server's fork request, sent by the worker host."""
 
-    trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
+    if requested is not None:
+        trial, pending = requested
+    else:
+        trial, pending = Trial.from_dict(read_json(trial_dir / "trial.json")), None
 
     zygote = os.environ.get(ZYGOTE_ENV)
     if zygote:  # a warm trial: our own server, forked from the slot's zygote
         runner = ForkedRunner(trial, zygote, first_env=not is_baseline_spec(trial.agent),
-                              ahead=os.environ.get(AHEAD_ENV) == "1",
+                              ahead=os.environ.get(AHEAD_ENV) == "1", pending=pending,
                               results_path=trial_dir / "runner.jsonl")
     else:
         runner = RemoteRunner(trial.benchmark, config=trial.config or None,
@@ -99,7 +107,7 @@ def run(trial_dir: Path, run_id: str) -> None:
                       durable=False)
 
 
-def run_worker(trial_dir: Path, run_id: str) -> int:
+def run_worker(trial_dir: Path, run_id: str, requested: Requested | None = None) -> int:
     """Run one trial in this process and return its exit code; errors go to error.json."""
     # SIGTERM (time limit, cancel, scancel) unwinds so that the runner stops its server.
     stopped_by: list[int] = []
@@ -110,7 +118,7 @@ def run_worker(trial_dir: Path, run_id: str) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        run(trial_dir, run_id)
+        run(trial_dir, run_id, requested)
     except BaseException as exc:
         atomic_write_json(trial_dir / "error.json", error_payload(exc))
         traceback.print_exc()
@@ -126,14 +134,19 @@ def host() -> int:
 
     Answers `{"pid": PID}` once the trial's worker is forked and `{"exit": CODE}` when it ended
     (CODE as subprocess reports it: negative for a signal). Exits when stdin closes.
+    A warm trial's server is requested before its worker is forked (request_server): the
+    zygote forks it and makes its env while the worker starts.
     """
 
     for line in sys.stdin.buffer:
         request = json.loads(line)
+        requested = request_server(request)
         host_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            os._exit(_hosted_worker(request, host_pid))
+            os._exit(_hosted_worker(request, host_pid, requested))
+        if requested is not None:
+            requested[1].close()  # the worker holds the lifeline and the answer now
         _answer({"pid": pid})
         _, status = os.waitpid(pid, 0)
         _answer({"exit": -os.WTERMSIG(status) if os.WIFSIGNALED(status)
@@ -141,7 +154,24 @@ def host() -> int:
     return 0
 
 
-def _hosted_worker(request: dict, host_pid: int) -> int:
+def request_server(request: dict) -> Requested | None:
+    """Send the fork request of a warm trial's server (with its env), for the worker to be
+    forked next to read the answer: the trial and that request. None when the trial has no
+    zygote or makes no env of its own (DACBench's baselines), or when anything fails: then
+    the worker asks itself, and reports what fails as the trial's error."""
+    zygote = request["env"].get(ZYGOTE_ENV)
+    if not zygote:
+        return None
+    try:
+        trial = Trial.from_dict(read_json(Path(request["trial_dir"]) / "trial.json"))
+        if is_baseline_spec(trial.agent):
+            return None
+        return trial, request_trial_server(trial, zygote, request["env"].get(AHEAD_ENV) == "1")
+    except Exception:
+        return None
+
+
+def _hosted_worker(request: dict, host_pid: int, requested: Requested | None = None) -> int:
     """In a worker forked by the host: become the trial's worker (output to its worker.log)."""
     code = 1
     try:
@@ -162,7 +192,7 @@ def _hosted_worker(request: dict, host_pid: int) -> int:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        code = run_worker(trial_dir, request["run_id"])
+        code = run_worker(trial_dir, request["run_id"], requested)
     except BaseException:
         traceback.print_exc()
     finally:
