@@ -658,12 +658,17 @@ _RUNTIME_KEYWORDS = {"runtime": "kind", "image": "image", "python": "python", "b
                      "call_timeout": "call_timeout"}
 
 
+# Their defaults, read from the signature once (at import: a sweep's workers are forked after it).
+_RUNTIME_DEFAULTS = {keyword: parameter.default for keyword, parameter
+                     in inspect.signature(RemoteRunner.__init__).parameters.items()
+                     if keyword in _RUNTIME_KEYWORDS}
+
+
 def _from_options(options: RuntimeOptions, arguments: dict[str, Any]) -> dict[str, Any]:
     """The runtime keywords' values taken from `options`; BadConfig if a keyword was given as
     well (it differs from its default in RemoteRunner's signature)."""
-    parameters = inspect.signature(RemoteRunner.__init__).parameters
     both = sorted(keyword for keyword in _RUNTIME_KEYWORDS
-                  if _normal(arguments[keyword]) != _normal(parameters[keyword].default))
+                  if _normal(arguments[keyword]) != _normal(_RUNTIME_DEFAULTS[keyword]))
     if both:
         raise BadConfig(f"runtime settings go either in options= or as keywords, not both: "
                         f"{', '.join(both)} given with options=")
