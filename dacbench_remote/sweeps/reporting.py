@@ -19,7 +19,7 @@ from .._sys.files import atomic_output
 from .._sys.procfs import ProcessRecord, boot_id, hostname
 from .slurm_jobs import live_tasks
 from .sweepdir import SweepDir, read_json, read_jsonl
-from .tables import PENDING, episode_rows, mark_plotted, tables_current, write_tables
+from .tables import PENDING, TablesState, episode_rows, mark_plotted, tables_state, write_tables
 from .trial import DONE, FAILED, TIMED_OUT, Trial
 
 RUNNING = "running"
@@ -77,27 +77,27 @@ def report(sweep_dir: str | Path, *, plot: bool = True) -> SweepReport:
     made from the journal as it is now (tables.json says so). Print the result.
     """
     layout = SweepDir(sweep_dir)
-    stamp = read_json(layout.tables_stamp)
-    # A plot to draw (not drawn since the tables were last written): its process imports
-    # matplotlib while this one reads the journal and writes the tables.
-    plotter = PlotProcess() if plot and not (isinstance(stamp, dict) and stamp.get("plot")) \
-        else None
+    current = tables_state(layout)
+    # A plot to draw: its process imports matplotlib while this one reads the journal and
+    # writes the tables.
+    plotter = PlotProcess() if plot and not current.plot else None
     try:
-        return _report(layout, plot, plotter)
+        return _report(layout, plot, current, plotter)
     finally:
         if plotter is not None:
             plotter.close()
 
 
-def _report(layout: SweepDir, plot: bool, plotter: PlotProcess | None) -> SweepReport:
+def _report(layout: SweepDir, plot: bool, current: TablesState,
+            plotter: PlotProcess | None) -> SweepReport:
+    """The report; `plotter` draws the plot (None: no plot wanted, or it is current)."""
     trials = layout.trials()
     rows = episode_rows(layout, trials)
     by_id = {t.id: t for t in trials}
-    drawing = None
-    if plot and rows and not tables_current(layout, plot=True):
-        plotter = plotter or PlotProcess(fork=False)
-        drawing = plotter.draw(panels_of(rows, by_id), layout.plot)
-    if not tables_current(layout):
+    drawing = plotter is not None and bool(rows)
+    if drawing:
+        plotter.draw(panels_of(rows, by_id), layout.plot)
+    if not current.tables:
         write_tables(layout, trials, rows=rows)
     outcomes = layout.outcomes()
     counts: Counter = Counter(total=len(trials))
@@ -118,14 +118,14 @@ def _report(layout: SweepDir, plot: bool, plotter: PlotProcess | None) -> SweepR
                                   len(returns), statistics.fmean(returns),
                                   statistics.stdev(returns) if len(returns) > 1 else 0.0))
     result = SweepReport(layout.path, dict(counts), summary, failures, None)
-    if plot and rows and drawing is None:
-        result.plot = layout.plot  # current
-    elif drawing is not None:
+    if drawing:
         try:
             result.plot = plotter.result()
             mark_plotted(layout)
         except ImportError:
             result.notes.append(MATPLOTLIB_MISSING)
+    elif plot and current.plot and rows:
+        result.plot = layout.plot
     return result
 
 

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._sys.files import atomic_output, atomic_write_json, atomic_write_text
@@ -82,7 +83,7 @@ def write_tables(layout: SweepDir, trials: list[Trial] | None = None, *,
     """(Re)write results.csv, trials.csv and, with pyarrow, results.parquet; return their paths.
 
     `rows`: the episode rows of `trials` when the caller has them already. Afterwards
-    tables.json records what the tables were made from (see `tables_current`).
+    tables.json records what the tables were made from (see `tables_state`).
     """
     trials = layout.trials() if trials is None else trials
     rows = episode_rows(layout, trials) if rows is None else rows
@@ -96,16 +97,23 @@ def write_tables(layout: SweepDir, trials: list[Trial] | None = None, *,
     return written
 
 
-def tables_current(layout: SweepDir, plot: bool = False) -> bool:
-    """Whether the tables (and, with `plot`, report.png) were made from the journal and the trial
-    list as they are now: then report need not write them again."""
+@dataclass(frozen=True)
+class TablesState:
+    """Whether the tables, and report.png, were made from the journal and the trial list as
+    they are now (tables.json says so): then report need not write them again."""
+
+    tables: bool
+    plot: bool
+
+
+def tables_state(layout: SweepDir) -> TablesState:
+    """Read tables.json (once) and compare it with the journal and the trial list."""
     stamp = read_json(layout.tables_stamp)
     if not isinstance(stamp, dict) or stamp.get("source") != _source(layout):
-        return False
-    names = list(stamp.get("files") or []) + (["report.png"] if plot else [])
-    if plot and not stamp.get("plot"):
-        return False
-    return bool(names) and all((layout.path / name).exists() for name in names)
+        return TablesState(False, False)
+    names = list(stamp.get("files") or [])
+    tables = bool(names) and all((layout.path / name).exists() for name in names)
+    return TablesState(tables, tables and bool(stamp.get("plot")) and layout.plot.exists())
 
 
 def mark_plotted(layout: SweepDir) -> None:
