@@ -35,6 +35,10 @@ from ..wire.channel import (
 from ..wire.dacvalues import lower, restore
 from ..wire.replies import error_from_payload
 
+# The host always has gymnasium: its types join the codec's tables now, once per process, not
+# on the first space a forked trial worker decodes.
+codec.spaces.register()
+
 DEFAULT_CALL_TIMEOUT = 300.0
 # Names of the arguments of data-channel requests, for error messages.
 _ARGUMENT_NAMES = {"step": ("action",), "reset": ("seed", "options")}

@@ -45,9 +45,14 @@ def _runtime_class(name: str) -> type[Runtime]:
     raise BadConfig(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")
 
 
+# What each runtime's constructor takes, read once (a sweep's workers are forked after import).
+_PARAMETERS = {cls: frozenset(inspect.signature(cls.__init__).parameters)
+               for cls in (LocalRuntime, BwrapRuntime, ApptainerRuntime)}
+
+
 def _accepted_options(cls: type[Runtime], name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Options the runtime takes; unsupported ones pass only when switched off (e.g. gpu=False)."""
-    parameters = inspect.signature(cls.__init__).parameters
+    parameters = _PARAMETERS[cls]
     accepted = {}
     for key, value in options.items():
         if key in parameters:
