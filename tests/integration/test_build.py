@@ -272,12 +272,15 @@ def test_rootless_build_of_a_minimal_recipe(unprivileged_user: str, user_python:
 
 
 def test_unprivileged_user_builds_the_packaged_base_image(unprivileged_user: str,
-                                                          user_python: str):
+                                                          user_python: str,
+                                                          base_image_info: dict):
     """`pull --build` as an ordinary user, empty cache, umask 077: the reported failure.
 
     Rootless, %post runs as a subuid in unshare mode, and pip inside must still get this host's
     index, CA bundle and proxy (here: a TLS-intercepting mirror) although the user's Python has
     no pip of its own (the user_python venv is made --without-pip, as the failing one was).
+    It is also the second build of recipes/dacbench-base.def in this run (the suite's base image
+    is the first): it must reproduce that one bit for bit, and the catalog's pin.
     """
     _need_rootless_build(unprivileged_user)
     # 0711: mmdebstrap's chroot lives under TMPDIR, and the subuid must reach it.
@@ -309,7 +312,12 @@ def test_unprivileged_user_builds_the_packaged_base_image(unprivileged_user: str
         image = Path(lines[0].rsplit(": ", 1)[1])
         assert image.parent == home / ".cache" / "dacbench-remote", pulled.stdout
         assert image.stat().st_uid == pwd.getpwnam(unprivileged_user).pw_uid
-        assert lines[1].startswith("sha256 ") and "(built-locally)" in lines[1]
+        assert lines[1] == f"sha256 {base_image_info['sha256']} (built-locally)"
+        # Reproducing the pin, it is stored as the pinned image itself (the published name,
+        # not STEM.local.sif), and its record says so.
+        record = json.loads(Path(f"{image}.json").read_text())
+        assert not image.name.endswith(".local.sif") and record["reproduces_pin"] is True
+        assert record["inputs_sha256"] == record["pinned_inputs"]
 
         inspected = as_user("inspect", str(image))
         assert inspected.returncode == 0, inspected.stderr

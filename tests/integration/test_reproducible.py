@@ -12,9 +12,6 @@ from pathlib import Path
 import pytest
 
 from dacbench_remote._sys.files import sha256_file
-from dacbench_remote.images.build import build_image
-from dacbench_remote.images.cache import BUILD_CONTEXT, BUILT_LOCALLY, ImageCache
-from dacbench_remote.images.catalog import Catalog
 from dacbench_remote.images.layout import build_date
 from dacbench_remote.images.manifest import MANIFEST_NAME, package_versions
 from dacbench_remote.images.sif import SifImage
@@ -63,32 +60,6 @@ def test_the_base_image_records_its_inputs_inside(base_image_info: dict):
                            capture_output=True, text=True, check=True).stdout
     assert "versions   dacbench 0.5.6  numpy 2.4.6  gymnasium 1.4.0" in shown
     assert f"inputs     {manifest['inputs_sha256']}" in shown
-
-
-def test_a_second_build_of_the_base_recipe_reproduces_the_pin(base_image_info: dict,
-                                                              tmp_path: Path, monkeypatch):
-    """Two builds of recipes/dacbench-base.def in one run give the same sha256, and a cache
-    whose catalog pins that sha256 stores the rebuild as the pinned image itself."""
-    first = Path(base_image_info["path"])
-    inputs = _manifest(first)["inputs_sha256"]
-    catalog_dir = _catalog(tmp_path / "catalog", family="repro-base", benchmark="ReproBase",
-                           recipe=BASE_RECIPE, sha256=base_image_info["sha256"],
-                           inputs=inputs, sources=[])
-    resolved = Catalog.load([catalog_dir]).resolve("ReproBase")
-    monkeypatch.setenv("TMPDIR", "/var/tmp")
-
-    def native_builder(recipe: Path, output: Path, progress: bool, sources) -> str:
-        # The builder that made the pin, named: `auto` would pick Apptainer where installed.
-        return build_image(recipe, output, context=BUILD_CONTEXT, builder="native").sha256
-
-    cache = ImageCache(tmp_path / "cache", builder=native_builder)
-    path = cache.fetch(resolved, build=True, progress=False)
-
-    assert sha256_file(path) == base_image_info["sha256"]
-    assert path == cache.path_for(resolved)  # the published name, not STEM.local.sif
-    record = cache.provenance(path)
-    assert record["origin"] == BUILT_LOCALLY and record["reproduces_pin"] is True
-    assert record["inputs_sha256"] == inputs == record["pinned_inputs"]
 
 
 def test_verify_lists_what_an_altered_recipe_changes(base_image_info: dict, tmp_path: Path):
