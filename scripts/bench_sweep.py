@@ -15,9 +15,11 @@ import argparse
 import itertools
 import os
 import re
+import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -309,23 +311,43 @@ def fork_cost(children: int = 15) -> None:
         return (time.perf_counter() - started) * 1000
 
     make()  # what a zygote's preload and first request leave imported and cached
-    first, second = [], []
+    first, second, faults = [], [], []
     for _ in range(children):
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             before = set(sys.modules)
-            times = f"{make()} {make()}"
-            os.write(write, f"{times} {len(set(sys.modules) - before)}".encode())
+            minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            made = make()
+            minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - minflt
+            os.write(write, f"{made} {make()} {minflt} {len(set(sys.modules) - before)}".encode())
             os._exit(0)
         os.close(write)
-        a, b, imported = os.read(read, 100).split()
+        a, b, flt, imported = os.read(read, 100).split()
         assert imported == b"0", f"the child imported {imported.decode()} modules"
         os.close(read)
         os.waitpid(pid, 0)
         first.append(float(a))
         second.append(float(b))
+        faults.append(int(flt))
     here = statistics.median(make() for _ in range(children))
+
+    def child_cpu(threads: int) -> float:
+        """Median CPU ms of a forked child that starts `threads` threads (they exit at once)."""
+        cpu = []
+        for _ in range(children):
+            pid = os.fork()
+            if pid == 0:
+                started = [threading.Thread(target=int) for _ in range(threads)]
+                for thread in started:
+                    thread.start()
+                for thread in started:
+                    thread.join()
+                os._exit(0)
+            _, _, usage = os.wait4(pid, 0)
+            cpu.append((usage.ru_utime + usage.ru_stime) * 1000)
+        return statistics.median(cpu)
+
     forks, exits = [], []  # a child that exits at once: the fork and the exit alone
     for _ in range(children):
         started = time.perf_counter()
@@ -335,14 +357,16 @@ def fork_cost(children: int = 15) -> None:
         forks.append((time.perf_counter() - started) * 1000)
         _, _, usage = os.wait4(pid, 0)
         exits.append((usage.ru_utime + usage.ru_stime) * 1000)
-    import resource
+    with_threads = child_cpu(6)
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"a process with DACBench imported ({rss:.0f} MB resident) forking a child that exits "
           f"at once: fork() {statistics.median(forks):.2f} ms in the parent, "
-          f"{statistics.median(exits):.2f} ms CPU in the child")
+          f"{statistics.median(exits):.2f} ms CPU in the child; a child that starts 6 threads "
+          f"first: {with_threads:.2f} ms CPU")
     print(f"Luby env made and reset, median of {children} forked children, in ms")
-    print(f"  first env in a freshly forked process    {statistics.median(first):6.2f}")
+    print(f"  first env in a freshly forked process    {statistics.median(first):6.2f}"
+          f"  ({statistics.median(faults)} page faults)")
     print(f"  second env in that process               {statistics.median(second):6.2f}")
     print(f"  in the parent (the in-process loop)      {here:6.2f}")
     print(f"  ratio first in a fork / in-process       {statistics.median(first) / here:6.2f}x")
