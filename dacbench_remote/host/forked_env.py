@@ -94,7 +94,8 @@ class PendingFork:
         return forked
 
     def close(self) -> None:
-        """Give the request up (its child server exits) unless result() took it."""
+        """Close this process's copies of the lifeline and the connection, unless result() took
+        them: the child server exits once no process holds its lifeline."""
         if not self.taken:
             self.taken = True
             self.conn.close()
