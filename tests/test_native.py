@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -86,6 +87,28 @@ def test_stage_holds_the_singularity_files_and_the_post_script(base_recipe, tmp_
     # Rootless, the mounted /proc and /sys look owned by nobody: the image records root's.
     assert "-p 'proc m 555 0 0' -p 'sys m 555 0 0'" in script
     assert subprocess.run(["sh", "-n", str(hook)]).returncode == 0
+
+
+def test_the_builders_umask_changes_no_mode_in_the_image(base_recipe, tmp_path: Path):
+    """An HPC user's umask 077 made /.singularity.d's directories 0700: another sha256 than the
+    pin. The staged directories are 0755 and the hook sets umask 022 before creating anything,
+    whatever umask it inherits."""
+    previous = os.umask(0o077)
+    try:
+        hook = native.write_stage(base_recipe, tmp_path / "stage", {}, context=REPO,
+                                  compressor="gzip", run_test=False, pip_settings={},
+                                  extra_env={})
+    finally:
+        os.umask(previous)
+    staged = tmp_path / "stage" / "singularity.d"
+    directories = [staged, *(path for path in staged.rglob("*") if path.is_dir())]
+    assert {staged / "env", staged / "actions", staged / "libs"} <= set(directories)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in directories} == {0o755}
+    # The hook's own mkdir -p (run under umask 077 here) makes 0755 directories.
+    created = tmp_path / "created"
+    body = hook.read_text().split('root="$1"', 1)[0] + f'mkdir -p "{created}/a/b"\n'
+    subprocess.run(["sh", "-c", "umask 077; exec sh -c \"$0\"", body], check=True)
+    assert stat.S_IMODE((created / "a" / "b").stat().st_mode) == 0o755
 
 
 def test_no_test_phase_without_run_test(base_recipe, tmp_path: Path):

@@ -125,6 +125,9 @@ def write_stage(recipe: Recipe, stage: Path, labels: dict[str, str], *, context:
         target.write_text(content)
         target.chmod(mode)
     (singularity_d / "libs").mkdir(exist_ok=True)
+    for directory in [singularity_d, *singularity_d.rglob("*")]:
+        if directory.is_dir():  # copied into the image with their modes: not the umask's
+            directory.chmod(0o755)
 
     build = stage / "build"
     build.mkdir()
@@ -223,6 +226,9 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool,
     q = shlex.quote
     lines = [
         "set -eu",
+        # What the build creates gets the same modes whatever the builder's umask (an HPC user's
+        # 077 made /.singularity.d's directories 0700: another image than the pin).
+        "umask 022",
         'root="$1"',
         f'stage="$root/{STAGE_DIR}"',
         f"phase() {{ echo \"{PHASE_MARKER}$1\"; }}",
