@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,9 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 REPO = Path(__file__).resolve().parent.parent
 TEST_USER = "dacbr-test"
 SHARED_DIR = Path("/var/tmp/dacbench-remote-tests")
+# What a checkout holds beyond its sources (.gitignore's entries, and git's own).
+CHECKOUT_LEFTOVERS = (".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", "*.sif",
+                      ".hypothesis", ".pytest_cache", ".ruff_cache", ".cache", "results")
 # What the unprivileged user's host side needs (the benchmarks themselves live in images).
 # The package's own dependencies (as pyproject.toml declares them), and what installs it.
 USER_VENV_PACKAGES = [*tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -107,8 +111,14 @@ def _fill_venv(venv: Path, python: Path, base: str, packages: list[str],
         subprocess.run([*pip, *packages], check=True)
         if no_deps:
             subprocess.run([*pip, "--no-deps", *no_deps], check=True)
-        subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(REPO)], check=True,
-                       cwd=str(SHARED_DIR))
+        # From a clean copy of the checkout: setuptools builds in the source's build/, whose
+        # leftovers from an older layout would be installed too (and then copied into images
+        # this venv builds, which then differ from the pin).
+        with tempfile.TemporaryDirectory(dir=SHARED_DIR) as scratch:
+            source = Path(scratch) / "dacbench-remote"
+            shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*CHECKOUT_LEFTOVERS))
+            subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(source)], check=True,
+                           cwd=str(SHARED_DIR))
         (venv / ".complete").touch()
 
 

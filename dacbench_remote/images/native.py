@@ -273,6 +273,10 @@ def _hook_script(recipe: Recipe, *, compressor: str, run_test: bool,
         'rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin',
         'rm -rf "$root"/var/cache/apt/archives/*.deb',
         'mkdir -p "$root/var/lib/apt/lists/partial"',
+        # apt made it as _apt rootless (unshare mode) and as root otherwise: one owner for both
+        # (apt fixes it up when it next downloads).
+        'rm -rf "$root/var/cache/apt/archives/partial"',
+        'mkdir -m 700 "$root/var/cache/apt/archives/partial"',
         *_reproducibility_lines(),
     ]
     for name in layout.MOUNT_FILES:
