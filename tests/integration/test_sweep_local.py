@@ -165,8 +165,10 @@ def test_sigkill_between_a_trial_finishing_and_its_group_commit_loses_nothing_re
         [grid]
         benchmarks = ["gymnasium:CartPole-v1"]
         agents = ["{HELPERS}:counting_agent"]
-        seeds = {{ start = 0, count = 40 }}
+        seeds = {{ start = 0, count = 200 }}
     """)
+    # Enough trials for several group commits (one a second): 40 warm trials could all
+    # finish before the first, leaving no moment with some reported and one waiting.
     spec = load_spec(spec_path)
     layout = SweepDir(spec.dir)
     counter = Path(sweep_env["DACBR_TEST_COUNTER"])
