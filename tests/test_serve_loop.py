@@ -9,26 +9,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import gymnasium
 import numpy as np
 import pytest
 
+from dacbench_remote._sys.procfs import wait_until
 from dacbench_remote._sys.sockets import DATA_SUFFIX, new_socket_path, remove_socket_files
 from dacbench_remote.host.client import ServerConnection
 
 ROOT = str(Path(__file__).resolve().parents[1])
-
-
-def _wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def server():
     proc = subprocess.Popen([sys.executable, "-m", "dacbench_remote.server", "--socket",
                              str(path), "--exit-on-stdin-close"], stdin=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": ROOT}, cwd=ROOT)
-    assert _wait_for(lambda: Path(str(path) + DATA_SUFFIX).exists())
+    assert wait_until(lambda: Path(str(path) + DATA_SUFFIX).exists(), 20.0)
     yield proc, path
     if proc.poll() is None:
         proc.kill()
