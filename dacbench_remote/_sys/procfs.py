@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import random
 import signal
 import socket
 import sys
@@ -186,13 +185,13 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 def fresh_global_rngs() -> None:
     """In a forked child: fresh OS entropy for the process-global RNGs, as a new process has.
 
-    CPython reseeds `random` after os.fork() itself, but numpy's legacy global RNG
-    (`numpy.random.random()` and friends) is copied from the parent: without this, every trial
-    forked from one parent draws the same "random" numbers. numpy is reseeded only when it is
-    imported already (a later import seeds itself from entropy anyway). A benchmark's or trial's
-    seed is applied after this (server.envs.seed_global_rngs), so seeded runs still repeat.
+    CPython reseeds `random` after os.fork() itself (tests/test_processes.py checks), but
+    numpy's legacy global RNG (`numpy.random.random()` and friends) is copied from the parent:
+    without this, every trial forked from one parent draws the same "random" numbers. numpy is
+    reseeded only when it is imported already (a later import seeds itself from entropy anyway).
+    A benchmark's or trial's seed is applied after this (server.envs.seed_global_rngs), so
+    seeded runs still repeat.
     """
-    random.seed()
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed()
@@ -200,8 +199,18 @@ def fresh_global_rngs() -> None:
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send `sig` to this process when the thread that started it exits."""
+    if _PRCTL is not None:  # not Linux: the parent's cleanup is all we have
+        _PRCTL(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _load_prctl():
+    """libc's prctl, or None. Looked up once, at import: zygotes and worker hosts call
+    die_with_parent in every child they fork, where loading libc anew cost each child
+    copy-on-write faults worth a few tenths of a millisecond."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the parent's cleanup is all we have
-        return
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
