@@ -432,6 +432,45 @@ def cpu_split(trials: int, image: Path) -> None:
           "worker host) and servers (of the zygote), reaped by their parents")
 
 
+def spin_ab(trials: int, rounds: int, image: Path) -> None:
+    """Warm sweeps whose servers and workers block at once on a wait
+    ($DACBENCH_REMOTE_SPIN_US=0) against ones that poll first (the wire's default, 200 us),
+    alternated: wall time and the CPU all processes used (medians). Polling pays where a
+    waiting process has a core of its own; a sweep's trials keep the cores busy."""
+    from dacbench_remote.wire.channel import DEFAULT_SPIN_US, SPIN_ENV
+
+    def sweep(directory: Path, spin: int) -> tuple[float, float]:
+        directory.mkdir()
+        path = directory / "sweep.toml"
+        path.write_text(
+            f'name = "spin"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
+            f'image = "{image}"\nenv = {{ {SPIN_ENV} = "{spin}" }}\n'  # the servers'
+            f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+            f"seeds = {{ start = 0, count = {trials} }}\n")
+        os.environ[SPIN_ENV] = str(spin)  # the workers' (the worker host inherits it)
+        try:
+            return timed([sys.executable, "-c", LUBY_SWEEP, str(path)]), timed.busy
+        finally:
+            del os.environ[SPIN_ENV]
+
+    results: dict[int, list[tuple[float, float]]] = {0: [], DEFAULT_SPIN_US: []}
+    with tempfile.TemporaryDirectory(prefix="bench-spin-") as tmp:
+        for round_ in range(rounds):
+            for spin in results:
+                results[spin].append(sweep(Path(tmp) / f"{spin}-{round_}", spin))
+    print(f"{trials} one-episode Luby trials, one worker, bwrap image {image.name}, "
+          f"{rounds} alternated rounds (medians)")
+    print(f"{'waits':44} {'wall s':>8} {'CPU s (all processes)':>22}")
+    medians = {}
+    for spin, runs in results.items():
+        medians[spin] = (statistics.median(w for w, _ in runs), statistics.median(b for _, b in runs))
+        name = "block at once" if spin == 0 else f"poll up to {spin} us first (the default)"
+        print(f"{name:44} {medians[spin][0]:>8.2f} {medians[spin][1]:>22.2f}")
+    blocking, polling = medians[0], medians[DEFAULT_SPIN_US]
+    print(f"polling first takes {polling[0] / blocking[0]:.2f}x the wall time and "
+          f"{polling[1] / blocking[1]:.2f}x the CPU of blocking at once")
+
+
 def slurm_chunks(trials: int, image: Path | None) -> None:
     """Slurm (scripts/slurm-cluster.sh up): one-episode Luby trials, warm chunks (one task per
     core) against one trial per task, each sweep timed from its driver's start to its end."""
@@ -495,6 +534,10 @@ def main() -> None:
     parser.add_argument("--cpu-split", type=int, metavar="TRIALS", nargs="?", const=256,
                         help="CPU per trial of each process of a warm Luby sweep (default 256 "
                         "trials)")
+    parser.add_argument("--spin", type=int, metavar="ROUNDS", nargs="?", const=5,
+                        help="instead: warm Luby sweeps (--trials, default 64) whose waits "
+                             "block at once against ones that poll first (the default), "
+                             "ROUNDS (default 5) alternated rounds")
     parser.add_argument("--fork-cost", action="store_true",
                         help="instead: Luby env creation in a freshly forked process (as in a "
                              "warm trial's server) against a second one in the same process")
@@ -523,6 +566,12 @@ def main() -> None:
     if args.slurm:
         image = args.image or default_image()
         slurm_chunks(args.slurm, image if "bwrap" in args.runtimes else None)
+        return
+    if args.spin:
+        image = args.image or default_image()
+        if image is None:
+            raise SystemExit("--spin needs bwrap and an image (--image)")
+        spin_ab(args.trials if args.trials != 12 else 64, args.spin, image)
         return
     if args.luby_warm:
         image = args.image or default_image()
