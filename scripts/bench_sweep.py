@@ -127,9 +127,12 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
-    """The warm-trials table: container sweeps (warm, fresh) against a plain in-process loop."""
+def luby_warm(trials: int, fresh_trials: int, image: Path, rounds: int = 3) -> None:
+    """The warm-trials table: container sweeps (warm, fresh) against a plain in-process loop,
+    the loop and the warm sweep alternated for `rounds` rounds (this machine's speed drifts
+    within minutes: each round's ratio is of runs seconds apart)."""
     def spec(directory: Path, count: int, warm: bool) -> Path:
+        directory.mkdir()
         path = directory / "sweep.toml"
         path.write_text(
             f'name = "luby"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
@@ -138,33 +141,41 @@ def luby_warm(trials: int, fresh_trials: int, image: Path) -> None:
             f"seeds = {{ start = 0, count = {count} }}\n")
         return path
 
+    runs = []  # per round: loop s, loop busy s, warm s, warm busy s, warm phases
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
-        loop = timed([sys.executable, "-c", LUBY_LOOP, str(trials)])
-        loop_busy = timed.busy
-        (Path(tmp) / "w").mkdir()
-        (Path(tmp) / "f").mkdir()
-        warm = timed([sys.executable, "-c", LUBY_SWEEP, str(spec(Path(tmp) / "w", trials, True))])
-        warm_busy = timed.busy
-        phases = warm_phases(Path(tmp) / "w" / "luby")  # the spec's name is its directory
-        phases["outside the run (interpreter, imports, tables, stopping)"] = (
-            warm - phases.pop("run start to the last trial's end"))
+        for round_ in range(rounds):
+            loop = timed([sys.executable, "-c", LUBY_LOOP, str(trials)])
+            loop_busy = timed.busy
+            directory = Path(tmp) / f"w{round_}"
+            warm = timed([sys.executable, "-c", LUBY_SWEEP, str(spec(directory, trials, True))])
+            phases = warm_phases(directory / "luby")  # the spec's name is its directory
+            phases["outside the run (interpreter, imports, tables, stopping)"] = (
+                warm - phases.pop("run start to the last trial's end"))
+            runs.append((loop, loop_busy, warm, timed.busy, phases))
         fresh = timed([sys.executable, "-c", LUBY_SWEEP,
                        str(spec(Path(tmp) / "f", fresh_trials, False))]) * trials / fresh_trials
-    print(f"{trials} one-episode Luby trials, one worker, bwrap image {image.name}")
-    print(f"{'mode':34} {'wall s':>8} {'per trial ms':>13} {'x loop':>7}")
-    for name, wall in (("in-process loop", loop), ("container sweep, warm", warm),
-                       (f"container sweep, fresh (from {fresh_trials})", fresh)):
-        print(f"{name:34} {wall:>8.2f} {wall / trials * 1000:>13.0f} {wall / loop:>7.1f}")
-    target = warm <= 1.5 * loop
-    print(f"target (warm sweep <= 1.5x the loop): {'met' if target else 'NOT met'} "
-          f"({warm / loop:.1f}x); warm is {fresh / warm:.1f}x faster than fresh")
-    cores = os.cpu_count() or 1
-    print(f"CPU busy (all processes, {cores} cores): loop {loop_busy:.2f} s in {loop:.2f} s, "
-          f"warm sweep {warm_busy:.2f} s in {warm:.2f} s ({warm_busy / (warm * cores):.0%} of "
-          f"the cores)")
-    print("where the warm sweep's time goes (from its sweep directory):")
-    for name, seconds in phases.items():
-        print(f"  {name:58} {seconds * 1000:>8.0f} ms")
+    print(f"{trials} one-episode Luby trials, one worker, bwrap image {image.name}; "
+          f"{rounds} rounds, loop and warm sweep alternated")
+    columns = "".join(f"{f'round {i + 1}':>16}" for i in range(rounds))
+    print(f"{'':60}{columns}")
+
+    def row(name: str, cells) -> None:
+        print(f"{name:60}" + "".join(f"{cell:>16}" for cell in cells))
+
+    row("in-process loop, s", (f"{r[0]:.2f}" for r in runs))
+    row("container sweep, warm, s (x loop)", (f"{r[2]:.2f} ({r[2] / r[0]:.2f}x)" for r in runs))
+    row("CPU busy, all processes: loop / warm sweep, s", (f"{r[1]:.2f} / {r[3]:.2f}" for r in runs))
+    for name in runs[0][4]:
+        row(f"{name}, ms", (f"{r[4][name] * 1000:.0f}" for r in runs))
+    ratios = sorted(r[2] / r[0] for r in runs)
+    median = statistics.median(ratios)
+    met = sum(ratio <= 1.5 for ratio in ratios)
+    loop = statistics.median(r[0] for r in runs)
+    print(f"container sweep, fresh (from {fresh_trials} trials): {fresh:.1f} s, "
+          f"{fresh / loop:.0f}x the median loop")
+    print(f"target (warm sweep <= 1.5x the loop): {'met' if median <= 1.5 else 'NOT met'} "
+          f"(median {median:.2f}x, {ratios[0]:.2f}-{ratios[-1]:.2f}x; met in {met} of {rounds} "
+          f"rounds)")
 
 
 def warm_phases(directory: Path) -> dict[str, float]:
@@ -519,6 +530,9 @@ def main() -> None:
     parser.add_argument("--luby-warm", action="store_true",
                         help="instead: warm vs fresh container sweeps of one-episode Luby "
                              "trials against an in-process loop (--trials, default 64)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --luby-warm: alternated rounds of loop and warm sweep "
+                             "(default 3)")
     parser.add_argument("--fresh-trials", type=int, default=16,
                         help="trials of the fresh sweep in --luby-warm (extrapolated)")
     parser.add_argument("--status-report", type=int, metavar="TRIALS", nargs="?", const=10000,
@@ -577,7 +591,8 @@ def main() -> None:
         image = args.image or default_image()
         if image is None:
             sys.exit("--luby-warm needs a Luby image: pass --image")
-        luby_warm(args.trials if args.trials != 12 else 64, args.fresh_trials, image)
+        luby_warm(args.trials if args.trials != 12 else 64, args.fresh_trials, image,
+                  args.rounds)
         return
 
     image = args.image
