@@ -51,9 +51,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _source_digest(packages: list[str] = ()) -> str:
-    """What a user venv is built from: the package source and the packages installed beside it."""
+    """What a user venv is built from: the package source, its package data (the catalog's pins
+    and the recipes, installed with it: a re-pin must give a new venv) and the packages
+    installed beside it."""
     digest = hashlib.sha256(repr(sorted(packages)).encode())
-    for path in [*sorted((REPO / "dacbench_remote").rglob("*.py")), REPO / "pyproject.toml"]:
+    data = [*sorted((REPO / "benchmarks").glob("*.toml")),
+            *sorted(p for p in (REPO / "recipes").rglob("*") if p.is_file())]
+    for path in [*sorted((REPO / "dacbench_remote").rglob("*.py")), *data,
+                 REPO / "pyproject.toml"]:
         digest.update(path.relative_to(REPO).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
