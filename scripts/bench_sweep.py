@@ -108,6 +108,24 @@ for seed in range(int(sys.argv[1])):
 LUBY_SWEEP = "import sys; from dacbench_remote.sweeps import run_sweep; run_sweep(sys.argv[1], workers=1)"
 
 
+def luby_spec(directory: Path, count: int, runtime: str, tables: str = "",
+              name: str = "luby") -> Path:
+    """directory/sweep.toml (the directory made here): `count` one-episode Luby trials with the
+    random agent, seeds 0, 1, ...; `runtime`: the [runtime] table's lines, `tables`: more."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "sweep.toml"
+    path.write_text(
+        f'name = "{name}"\nepisodes = 1\ntime_limit = 300\n[runtime]\n{runtime}\n{tables}'
+        f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
+        f"seeds = {{ start = 0, count = {count} }}\n")
+    return path
+
+
+def bwrap_lines(image: Path) -> str:
+    """The [runtime] lines of a bwrap sweep from `image`."""
+    return f'kind = "bwrap"\nimage = "{image}"'
+
+
 def timed(argv: list[str]) -> float:
     """Wall time of a fresh interpreter running argv, from its start to its exit."""
     import subprocess
@@ -132,14 +150,8 @@ def luby_warm(trials: int, fresh_trials: int, image: Path, rounds: int = 3) -> N
     the loop and the warm sweep alternated for `rounds` rounds (this machine's speed drifts
     within minutes: each round's ratio is of runs seconds apart)."""
     def spec(directory: Path, count: int, warm: bool) -> Path:
-        directory.mkdir()
-        path = directory / "sweep.toml"
-        path.write_text(
-            f'name = "luby"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
-            f'image = "{image}"\n[executor.local]\nwarm = {str(warm).lower()}\n'
-            f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
-            f"seeds = {{ start = 0, count = {count} }}\n")
-        return path
+        return luby_spec(directory, count, bwrap_lines(image),
+                         f"[executor.local]\nwarm = {str(warm).lower()}\n")
 
     runs = []  # per round: loop s, loop busy s, warm s, warm busy s, warm phases
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
@@ -257,13 +269,7 @@ def scaling(sizes: list[int], image: Path, plot: Path | None) -> None:
     """Warm container sweeps of growing size against the in-process loop of the same size: the
     per-trial overhead in ms must not grow with the sweep (optionally plotted to `plot`)."""
     def spec(directory: Path, count: int) -> Path:
-        directory.mkdir()
-        path = directory / "sweep.toml"
-        path.write_text(
-            f'name = "luby"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
-            f'image = "{image}"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
-            f"seeds = {{ start = 0, count = {count} }}\n")
-        return path
+        return luby_spec(directory, count, bwrap_lines(image))
 
     results = []
     print(f"scaling: one-episode Luby trials, one worker, bwrap image {image.name}")
@@ -416,11 +422,7 @@ def cpu_split(trials: int, image: Path) -> None:
 
     warm.WarmSlots.close = measured_close
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
-        spec = Path(tmp) / "sweep.toml"
-        spec.write_text(
-            f'name = "cpu"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
-            f'image = "{image}"\n[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
-            f"seeds = {{ start = 0, count = {trials} }}\n")
+        spec = luby_spec(Path(tmp), trials, bwrap_lines(image), name="cpu")
         started, own = time.perf_counter(), os.times()
         run_sweep(spec, workers=1)
         wall, after = time.perf_counter() - started, os.times()
@@ -451,13 +453,8 @@ def spin_ab(trials: int, rounds: int, image: Path) -> None:
     from dacbench_remote.wire.channel import DEFAULT_SPIN_US, SPIN_ENV
 
     def sweep(directory: Path, spin: int) -> tuple[float, float]:
-        directory.mkdir()
-        path = directory / "sweep.toml"
-        path.write_text(
-            f'name = "spin"\nepisodes = 1\ntime_limit = 300\n[runtime]\nkind = "bwrap"\n'
-            f'image = "{image}"\nenv = {{ {SPIN_ENV} = "{spin}" }}\n'  # the servers'
-            f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
-            f"seeds = {{ start = 0, count = {trials} }}\n")
+        path = luby_spec(directory, trials,  # the servers' env in the [runtime] table
+                         f'{bwrap_lines(image)}\nenv = {{ {SPIN_ENV} = "{spin}" }}', name="spin")
         os.environ[SPIN_ENV] = str(spin)  # the workers' (the worker host inherits it)
         try:
             return timed([sys.executable, "-c", LUBY_SWEEP, str(path)]), timed.busy
@@ -485,18 +482,13 @@ def spin_ab(trials: int, rounds: int, image: Path) -> None:
 def slurm_chunks(trials: int, image: Path | None) -> None:
     """Slurm (scripts/slurm-cluster.sh up): one-episode Luby trials, warm chunks (one task per
     core) against one trial per task, each sweep timed from its driver's start to its end."""
-    runtime = f'kind = "bwrap"\nimage = "{image}"' if image else 'kind = "local"'
+    runtime = bwrap_lines(image) if image else 'kind = "local"'
     cores = os.cpu_count() or 1
 
     def spec(directory: Path, per_task: int) -> Path:
-        directory.mkdir()
-        path = directory / "sweep.toml"
-        path.write_text(
-            f'name = "slurm-bench"\nepisodes = 1\ntime_limit = 300\n[runtime]\n{runtime}\n'
-            f'[executor.slurm]\ntrials_per_task = {per_task}\narray_parallelism = {cores}\n'
-            f'[grid]\nbenchmarks = ["Luby"]\nagents = ["random"]\n'
-            f"seeds = {{ start = 0, count = {trials} }}\n")
-        return path
+        return luby_spec(directory, trials, runtime,
+                         f"[executor.slurm]\ntrials_per_task = {per_task}\n"
+                         f"array_parallelism = {cores}\n", name="slurm-bench")
 
     with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
         chunked = timed([sys.executable, "-c", SLURM_SWEEP,
