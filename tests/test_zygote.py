@@ -5,26 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from dacbench_remote._sys.procfs import wait_until
 from dacbench_remote._sys.sockets import new_socket_path, remove_socket_files
 from dacbench_remote.errors import ZygoteError
 from dacbench_remote.host.client import ServerConnection
 from dacbench_remote.host.zygote_client import request_fork
 
 ROOT = str(Path(__file__).resolve().parents[1])
-
-
-def _wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture
@@ -34,13 +25,13 @@ def zygote():
     proc = subprocess.Popen([sys.executable, "-m", "dacbench_remote.server", "--zygote",
                              "--socket", str(path), "--exit-on-stdin-close"],
                             stdin=subprocess.PIPE, env=env, cwd=ROOT)
-    assert _wait_for(path.exists)
+    assert wait_until(path.exists, 20.0)
     yield proc, path
     proc.stdin.close()
     proc.wait(timeout=20)
     remove_socket_files(path)
     # Children (the spare server too) shut down after the zygote, each removing its sockets.
-    assert _wait_for(lambda: not path.parent.exists(), timeout=5)
+    assert wait_until(lambda: not path.parent.exists(), 5)
 
 
 def _alive(pid: int) -> bool:
@@ -52,7 +43,7 @@ def _alive(pid: int) -> bool:
 
 
 def _first_obs(child: Path) -> list[int]:
-    assert _wait_for(lambda: Path(str(child) + ".data").exists())
+    assert wait_until(lambda: Path(str(child) + ".data").exists(), 20.0)
     connection = ServerConnection(child, timeout=30)
     try:
         env = connection.make_env("tests.envs:make_leaky_env")
@@ -72,14 +63,14 @@ def test_children_do_not_see_each_others_globals(zygote):
             seen.append(_first_obs(child))
         finally:
             os.close(lifeline)
-        assert _wait_for(lambda pid=pid: not _alive(pid))
+        assert wait_until(lambda pid=pid: not _alive(pid), 20.0)
         assert not child.exists()
     # One reset, no leaked thread, an unseeded RNG: in every child, as in a fresh server.
     assert seen == [[1, 0, 0]] * 3
 
 
 def _global_draws(child: Path) -> dict:
-    assert _wait_for(lambda: Path(str(child) + ".data").exists())
+    assert wait_until(lambda: Path(str(child) + ".data").exists(), 20.0)
     connection = ServerConnection(child, timeout=30)
     try:
         env = connection.make_env("tests.envs:make_global_draws_env")
@@ -126,12 +117,12 @@ def test_child_exits_when_its_host_is_killed(zygote, tmp_path):
          "time.sleep(3600)"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     pid = int(holder.stdout.readline())
     child = path.parent / "held.sock"
-    assert _wait_for(child.exists)
+    assert wait_until(child.exists, 20.0)
     assert _alive(pid)
     holder.kill()
     holder.wait()
-    assert _wait_for(lambda: not _alive(pid))
-    assert _wait_for(lambda: not child.exists())  # it removed its sockets on the way out
+    assert wait_until(lambda: not _alive(pid), 20.0)
+    assert wait_until(lambda: not child.exists(), 20.0)  # it removed its sockets on the way out
     assert proc.poll() is None  # the zygote serves on
 
 
@@ -139,11 +130,11 @@ def test_children_die_with_the_zygote(zygote):
     proc, path = zygote
     child, pid, lifeline = request_fork(path, "orphan", [])
     try:
-        assert _wait_for(child.exists)
+        assert wait_until(child.exists, 20.0)
         proc.kill()
         proc.wait()
-        assert _wait_for(lambda: not _alive(pid))
-        assert _wait_for(lambda: not child.exists())  # it shut down cleanly
+        assert wait_until(lambda: not _alive(pid), 20.0)
+        assert wait_until(lambda: not child.exists(), 20.0)  # it shut down cleanly
     finally:
         os.close(lifeline)
 
@@ -233,13 +224,14 @@ def test_the_next_server_is_forked_ahead_and_handed_to_the_next_request(zygote):
     child, pid, lifeline = request_fork(path, "first", ["tests.envs"])
     try:
         # After answering, the zygote forks a spare: its sockets listen before anyone asks.
-        assert _wait_for(lambda: len(_children_of(proc.pid) - {pid}) == 1)
+        assert wait_until(lambda: len(_children_of(proc.pid) - {pid}) == 1, 20.0)
         (spare,) = _children_of(proc.pid) - {pid}
         second, second_pid, second_lifeline = request_fork(path, "second", ["tests.envs"])
         assert second_pid == spare and second.name != "second.sock"
         assert _first_obs(second) == _first_obs(child) == [1, 0, 0]  # both pristine
         os.close(second_lifeline)
-        assert _wait_for(lambda: not _alive(spare)) and _wait_for(lambda: not second.exists())
+        assert wait_until(lambda: not _alive(spare), 20.0)
+        assert wait_until(lambda: not second.exists(), 20.0)
     finally:
         os.close(lifeline)
 
@@ -248,12 +240,12 @@ def test_a_request_for_modules_the_spare_lacks_gets_a_fresh_fork(zygote):
     proc, path = zygote
     _first, first_pid, lifeline = request_fork(path, "first", ["tests.envs"])
     os.close(lifeline)
-    assert _wait_for(lambda: len(_children_of(proc.pid) - {first_pid}) == 1)
+    assert wait_until(lambda: len(_children_of(proc.pid) - {first_pid}) == 1, 20.0)
     (spare,) = _children_of(proc.pid) - {first_pid}
     child, pid, lifeline = request_fork(path, "more", ["tests.envs", "tests.needs"])
     try:
         assert pid != spare and child.name == "more.sock"
-        assert _wait_for(lambda: not _alive(spare))  # the spare was discarded
+        assert wait_until(lambda: not _alive(spare), 20.0)  # the spare was discarded
         assert _first_obs(child) == [1, 0, 0]
     finally:
         os.close(lifeline)
@@ -343,7 +335,7 @@ def test_an_env_made_with_its_fork_steps_exactly_like_gymnasiums_own(zygote):
     finally:
         runner.close()
         local.close()
-    assert _wait_for(lambda: len(_live_children(proc.pid)) == 1)
+    assert wait_until(lambda: len(_live_children(proc.pid)) == 1, 20.0)
 
 
 def test_control_calls_of_an_env_made_with_its_fork_go_over_its_data_channel(zygote):
@@ -395,23 +387,23 @@ def test_a_spare_that_made_the_env_ahead_serves_only_a_request_for_that_env(zygo
     log = tmp_path / "creations.log"
     first = _fork_logged(path, "a1", log, "A", ahead=True)  # the next asks for A as well
     # The spare is forked and makes A while `first` runs.
-    assert _wait_for(lambda: len(_log_lines(log)) == 2)
+    assert wait_until(lambda: len(_log_lines(log)) == 2, 20.0)
     assert {tag for _, tag in _log_lines(log)} == {"A"}
     (made_ahead,) = {pid for pid, _ in _log_lines(log)} - {first.pid}
     assert (first.pid, "A") in _log_lines(log)
     second = _fork_logged(path, "a2", log, "A", ahead=True)
     assert second.pid == made_ahead  # handed the spare whose env was ready
     assert second.env is not None and second.info["action_space"].n == 2
-    assert _wait_for(lambda: len(_log_lines(log)) == 3)  # the next spare makes A again
+    assert wait_until(lambda: len(_log_lines(log)) == 3, 20.0)  # the next spare makes A again
     spare_with_a = _log_lines(log)[2][0]
     # A request for another env (C) must not get a server that made A: a fresh fork serves it.
     third = _fork_logged(path, "c", log, "C")
     assert third.pid not in {pid for pid, tag in _log_lines(log) if tag == "A"}
     assert (third.pid, "C") in _log_lines(log)
-    assert _wait_for(lambda: not _alive(spare_with_a))  # discarded, not left over
+    assert wait_until(lambda: not _alive(spare_with_a), 20.0)  # discarded, not left over
     for forked in (first, second, third):
         _release(forked)
-        assert _wait_for(lambda pid=forked.pid: not _alive(pid))
+        assert wait_until(lambda pid=forked.pid: not _alive(pid), 20.0)
     # Only the current spare lives on (the others may be zombies until the zygote reaps them).
     assert len(_live_children(proc.pid)) <= 1
 
@@ -423,12 +415,12 @@ def test_an_env_that_cannot_be_made_in_the_fork_is_refused_and_leaves_no_child(z
     proc, path = zygote
     _first, first_pid, lifeline = request_fork(path, "first", ["tests.envs"])
     os.close(lifeline)
-    assert _wait_for(lambda: _children_of(proc.pid) - {first_pid})
+    assert wait_until(lambda: _children_of(proc.pid) - {first_pid}, 20.0)
     with pytest.raises(DacbenchRemoteError, match="no_such_factory"):
         fork_with_env(path, "bad", ["tests.envs"], "tests.envs:no_such_factory", timeout=30)
     # The child that failed to make it shut down; only a spare for the next request is left.
-    assert _wait_for(lambda: len(_children_of(proc.pid) - {first_pid}) <= 1)
-    assert _wait_for(lambda: len(_live_children(proc.pid)) <= 1)
+    assert wait_until(lambda: len(_children_of(proc.pid) - {first_pid}) <= 1, 20.0)
+    assert wait_until(lambda: len(_live_children(proc.pid)) <= 1, 20.0)
 
 
 def test_an_older_zygote_that_makes_no_env_with_the_fork_still_forks(tmp_path):
@@ -532,11 +524,11 @@ def test_a_fork_request_sent_ahead_is_read_later_or_given_up(zygote):
     finally:
         runner.close()
     # A request given up before its answer is read: the server it got goes with its lifeline.
-    assert _wait_for(lambda: len(_live_children(proc.pid)) == 1)
+    assert wait_until(lambda: len(_live_children(proc.pid)) == 1, 20.0)
     (spare,) = _live_children(proc.pid)
     request_trial_server(trial, str(path), ahead=False).close()
-    assert _wait_for(lambda: not _alive(spare))  # the spare was handed that request, and left
-    assert _wait_for(lambda: len(_live_children(proc.pid)) == 1)  # the next spare
+    assert wait_until(lambda: not _alive(spare), 20.0)  # the spare was handed that request, and left
+    assert wait_until(lambda: len(_live_children(proc.pid)) == 1, 20.0)  # the next spare
 
 
 def test_the_worker_host_sends_a_warm_trials_fork_request_before_forking_its_worker(zygote,
