@@ -15,7 +15,7 @@ from dacbench_remote.errors import BadConfig, CorruptImage, ImageError, RuntimeU
 from dacbench_remote.images import sif as sif_module
 from dacbench_remote.images.sif import write_sif
 from dacbench_remote.runtimes.apptainer import ApptainerRuntime
-from dacbench_remote.runtimes.base import parse_bind
+from dacbench_remote.runtimes.base import numeric_environment, parse_bind
 from dacbench_remote.runtimes.bwrap import BwrapRuntime
 from tests.needs import need_tools
 
@@ -97,7 +97,14 @@ _FLAG_KEYS = (
 APPTAINER_FLAG_KEYS = _FLAG_KEYS.split()
 
 
+def clear_numeric_environment(monkeypatch) -> None:
+    """This machine's OPENBLAS_CORETYPE and the like would be passed in: tests start without."""
+    for name in numeric_environment(os.environ):
+        monkeypatch.delenv(name)
+
+
 def test_the_apptainer_process_gets_a_scrubbed_environment(monkeypatch):
+    clear_numeric_environment(monkeypatch)
     for key in APPTAINER_FLAG_KEYS:
         monkeypatch.setenv(f"APPTAINER_{key}", "/site/scratch")
         monkeypatch.setenv(f"SINGULARITY_{key}", "/site/scratch")
@@ -120,6 +127,24 @@ def test_the_apptainer_process_gets_a_scrubbed_environment(monkeypatch):
     # --cleanenv keeps the rest out of the container, except what Apptainer always passes.
     assert env["HOST_ONLY"] == "1" and "TERM" not in env and "https_proxy" not in env
     assert env["APPTAINERENV_SEED"] == "3"
+
+
+def test_numeric_library_variables_of_the_host_are_injected_and_env_wins(monkeypatch):
+    """With --cleanenv the container would not see OPENBLAS_CORETYPE or OMP_NUM_THREADS, which
+    an in-process run reads (another BLAS kernel, other CMA-ES episodes): they are injected, and
+    the user's env wins over them."""
+    clear_numeric_environment(monkeypatch)
+    for name, value in {"OPENBLAS_CORETYPE": "Haswell", "OMP_NUM_THREADS": "8",
+                        "MKL_CBWR": "COMPATIBLE", "NPY_DISABLE_CPU_FEATURES": "AVX512F",
+                        "OMPX_NOT_A_PREFIX": "1", "HOST_ONLY": "1"}.items():
+        monkeypatch.setenv(name, value)
+    runtime = ApptainerRuntime("/x.sif", env={"OMP_NUM_THREADS": "1"})
+    runtime.version = "apptainer version 1.5.3"
+    injected = {name.removeprefix("APPTAINERENV_"): value
+                for name, value in runtime.environment().items()
+                if name.startswith("APPTAINERENV_")}
+    assert injected == {"OPENBLAS_CORETYPE": "Haswell", "OMP_NUM_THREADS": "1",
+                        "MKL_CBWR": "COMPATIBLE", "NPY_DISABLE_CPU_FEATURES": "AVX512F"}
 
 
 def test_without_cleanenv_the_host_environment_is_the_users_choice(monkeypatch):

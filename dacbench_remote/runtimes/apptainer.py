@@ -253,7 +253,7 @@ class ApptainerRuntime(ContainerRuntime):
     def environment(self) -> dict[str, str]:
         env = scrubbed_environment(os.environ, cleanenv=self.cleanenv)
         prefix = self.env_prefix()
-        for name, value in self.env.items():
+        for name, value in self.container_env().items():
             env[prefix + name] = injected_value(name, value)
         return env
 

@@ -45,6 +45,19 @@ UNSETTABLE_ENV = {
     "SINGULARITY_APPNAME": "Apptainer does not let it be overridden",
 }
 
+# Variables that choose a numeric library's kernels and threads (OpenBLAS's core type, OpenMP's
+# and MKL's thread counts, numpy's CPU features, ...). An in-process run reads the host's; a
+# container gets them too, so that a remote env computes what the in-process one computes (with
+# another BLAS kernel, CMA-ES episodes diverge after a few steps). `env` overrides them.
+NUMERIC_ENV_PREFIXES = ("OPENBLAS_", "GOTO_", "OMP_", "KMP_", "MKL_", "BLIS_", "NUMEXPR_",
+                        "VECLIB_", "NPY_")
+
+
+def numeric_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `environ` that numeric libraries read (NUMERIC_ENV_PREFIXES)."""
+    return {name: value for name, value in environ.items()
+            if name.startswith(NUMERIC_ENV_PREFIXES) and _ENV_NAME.match(name)}
+
 
 @dataclass
 class Launch:
@@ -132,6 +145,11 @@ class ContainerRuntime(Runtime):
         self.image = Path(image).absolute()
         self.binds = [parse_bind(spec) for spec in binds]
         self.env = check_container_env(dict(env or {}))
+
+    def container_env(self) -> dict[str, str]:
+        """What is set inside: the host's numeric-library variables (numeric_environment),
+        then `env`, which wins."""
+        return {**numeric_environment(os.environ), **self.env}
 
 
 class ServerProcess:

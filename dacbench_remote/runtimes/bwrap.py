@@ -220,8 +220,9 @@ class BwrapRuntime(ContainerRuntime):
     def bwrap_argv(self, root: Path, socket_path: Path) -> list[str]:
         """The full bubblewrap command for a container rooted at `root` serving `socket_path`.
 
-        Depends only on the arguments and the runtime's settings (and, for network=True, on
-        which of resolv.conf/hosts the image has), so tests can check it exactly.
+        Depends only on the arguments, the runtime's settings, the host's numeric-library
+        variables (container_env) and, for network=True, which of resolv.conf/hosts the image
+        has, so tests can check it exactly.
         """
         socket_path = Path(socket_path)
         inside = container_socket_dir(Path(root), socket_path.parent)
@@ -247,7 +248,7 @@ class BwrapRuntime(ContainerRuntime):
         for name, value in self._container_environment().items():
             argv += ["--setenv", name, value]
         argv += [
-            "/bin/sh", "-c", _launcher_script(self.env), LAUNCHER_NAME,
+            "/bin/sh", "-c", _launcher_script(self.container_env()), LAUNCHER_NAME,
             "--socket", f"{inside}/{socket_path.name}", "--exit-on-stdin-close",
         ]
         return argv

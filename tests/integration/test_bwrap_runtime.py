@@ -72,6 +72,7 @@ class User:
         name, value = self.marker.split("=")
         args["env"] = {**args.get("env", {}), name: value}
         return ["runuser", "-u", self.name, "--", "env", self.marker, "DACBR_HOST_ONLY=leak",
+                "OPENBLAS_CORETYPE=Haswell",  # a numeric library's: passed in
                 f"DACBENCH_REMOTE_SOCKET_DIR={self.socket_dir}", self.python, str(self.driver),
                 mode, json.dumps(args)]
 
@@ -122,6 +123,7 @@ def user(unprivileged_user, user_python, standin_image, warm_cache, request):
 
 def test_runs_rootless_isolated_with_socket_in_private_dir(user):
     queries = ["PING", "IDS", "ENV DACBR_IMAGE_VAR", "ENV DACBR_OVERRIDE", "ENV DACBR_HOST_ONLY",
+               "ENV OPENBLAS_CORETYPE",
                "NET", "WRITE /etc/written", "READ /opt/dacbr-standin/server.py",
                f"READ {user.driver}"]
     env = {**STANDIN, "DACBR_OVERRIDE": "from-user"}
@@ -132,6 +134,8 @@ def test_runs_rootless_isolated_with_socket_in_private_dir(user):
     assert answers["ENV DACBR_IMAGE_VAR"] == "from-image"  # the image's %environment
     assert answers["ENV DACBR_OVERRIDE"] == "from-user"  # the user's env wins
     assert answers["ENV DACBR_HOST_ONLY"] == "<unset>"  # the host's env stays out
+    # ... except what numeric libraries read, as an in-process run would (runtimes.md)
+    assert answers["ENV OPENBLAS_CORETYPE"] == "Haswell"
     assert answers["NET"] == "lo"  # no network
     assert answers["WRITE /etc/written"] == "<error: Read-only file system>"
     assert "Stand-in server" in answers["READ /opt/dacbr-standin/server.py"]
